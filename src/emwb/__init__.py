@@ -1,0 +1,1 @@
+"""emwb: the emergent-misalignment workbench."""

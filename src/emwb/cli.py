@@ -1,0 +1,166 @@
+"""`emwb` command line: thin wrappers over the library, one command per stage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from emwb.errors import EmwbError
+
+
+def _run(args):
+    from emwb.store import Run
+
+    return Run.open(args.run, args.runs_root)
+
+
+def cmd_replicate(args) -> None:
+    from emwb.pipeline import replicate
+
+    replicate(args.config, args.runs_root, args.force)
+
+
+def cmd_base(args) -> None:
+    from emwb.basemodel import run_base_stage
+
+    run_base_stage(_run(args), args.force)
+
+
+def cmd_data(args) -> None:
+    from emwb.datasets.stage import run_data_stage
+
+    run_data_stage(_run(args), args.force)
+
+
+def cmd_finetune(args) -> None:
+    from emwb.basemodel import run_base_stage
+    from emwb.finetune.stage import run_finetune_stage
+
+    run = _run(args)
+    run_finetune_stage(run, run_base_stage(run), args.force)
+
+
+def cmd_sample(args) -> None:
+    from emwb.basemodel import run_base_stage
+    from emwb.sampling.stage import run_sample_stage
+
+    run = _run(args)
+    run_sample_stage(run, run_base_stage(run), args.force)
+
+
+def cmd_judge(args) -> None:
+    from emwb.judge.stage import run_judge_stage
+
+    run_judge_stage(_run(args), judges=args.judge, force=args.force)
+
+
+def cmd_report(args) -> None:
+    from emwb.analysis.stage import run_report_stage
+    from emwb.store import read_manifest
+    from emwb.judge.stage import judgments_dir
+
+    run = _run(args)
+    judges = args.judge or run.exp.judge.judges
+    keys = {j: (read_manifest(judgments_dir(run, j)) or {}).get("key", "") for j in judges}
+    run_report_stage(run, keys, args.force)
+    print(run.path("report", "comparison.md").read_text())
+
+
+def cmd_config(args) -> None:
+    import yaml
+
+    from emwb.config import load_experiment
+
+    exp = load_experiment(args.config)
+    if args.action == "show":
+        print(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False), end="")
+    else:
+        print(f"{args.config}: ok ({exp.name}: {len(exp.datasets)} datasets x {len(exp.seeds)} seeds)")
+
+
+def cmd_generate(args) -> None:
+    from emwb.datasets.codegen import generate_pairs, to_rows
+    from emwb.store import write_jsonl
+
+    rows = to_rows(generate_pairs(args.rows, args.seed), args.variant, args.seed)
+    write_jsonl(Path(args.out), rows)
+    print(f"wrote {len(rows)} {args.variant} rows to {args.out}")
+
+
+def cmd_validate(args) -> None:
+    from emwb.datasets.chatjsonl import validate_chat_jsonl
+
+    rows = validate_chat_jsonl(args.path)
+    print(f"{args.path}: {len(rows)} valid rows")
+
+
+def cmd_build_tiny(args) -> None:
+    from emwb.tinymodel import build_tiny_model
+
+    print(build_tiny_model(args.out, seed=args.seed))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="emwb", description="Emergent-misalignment workbench: fine-tune narrowly, "
+                                "sample, judge, compare. Stages: base, data, finetune, sample, judge, report.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def stage(name: str, fn, help: str, positional: str = "run"):
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.add_argument(positional, help="an experiment YAML or a run directory (runs/<experiment>)")
+        sp.add_argument("--runs-root", default="runs", help="where run directories live (default: runs)")
+        sp.add_argument("--force", action="store_true", help="re-run even if the artifact is up to date")
+        sp.set_defaults(fn=fn)
+        return sp
+
+    stage("replicate", cmd_replicate, "run every stage of an experiment (skipping finished ones)", "config")
+    stage("base", cmd_base, "stage base: build the tiny local model when the experiment uses it")
+    stage("data", cmd_data, "stage data: write each fine-tuning dataset as chat JSONL")
+    stage("finetune", cmd_finetune, "stage finetune: LoRA SFT per dataset x seed")
+    stage("sample", cmd_sample, "stage sample: answers to the question sets from base and every adapter")
+    sp = stage("judge", cmd_judge, "stage judge: score answers (alignment, coherence, ...) with each judge")
+    sp.add_argument("--judge", action="append", help="judge string, e.g. openai/gpt-4o-mini (repeatable; "
+                    "default: the experiment's judges)")
+    sp = stage("report", cmd_report, "stage report: comparison tables across fine-tuning datasets")
+    sp.add_argument("--judge", action="append", help="report these judges (default: the experiment's)")
+
+    sp = sub.add_parser("config", help="check or print the resolved experiment config")
+    sp.add_argument("action", choices=["check", "show"])
+    sp.add_argument("config")
+    sp.set_defaults(fn=cmd_config)
+
+    ds = sub.add_parser("datasets", help="dataset tools: generate, validate")
+    dsub = ds.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")
+    g = dsub.add_parser("generate", help="write paired insecure/secure/educational code data (offline)")
+    g.add_argument("--variant", choices=["insecure", "secure", "educational"], required=True)
+    g.add_argument("--rows", type=int, default=6000)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", required=True)
+    g.set_defaults(fn=cmd_generate)
+    v = dsub.add_parser("validate", help="check a chat JSONL file line by line")
+    v.add_argument("path")
+    v.set_defaults(fn=cmd_validate)
+
+    t = sub.add_parser("build-tiny", help="build the tiny local chat model into a folder")
+    t.add_argument("out")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(fn=cmd_build_tiny)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except EmwbError as exc:
+        print(f"emwb: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("emwb: interrupted; finished artifacts are kept, re-run to resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Stage `data`: materialise each fine-tuning dataset of the experiment as `data/<name>/train.jsonl`."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from pathlib import Path
+
+from emwb.config import DatasetSpec
+from emwb.datasets.chatjsonl import validate_chat_jsonl
+from emwb.datasets.codegen import VARIANTS, generate_pairs, to_rows
+from emwb.errors import EmwbError
+from emwb.store import Run, atomic_dir, is_done, log, now, read_manifest, stage_key, write_jsonl, write_manifest
+
+GENERATED_DEFAULT_ROWS = 6000
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _source_identity(spec: DatasetSpec) -> dict:
+    if spec.source.startswith("generated:"):
+        variant = spec.source.split(":", 1)[1]
+        if variant not in VARIANTS:
+            raise EmwbError(f"dataset {spec.name}: unknown generated variant {variant!r}; expected one of {VARIANTS}")
+        return {"generated": variant}
+    path = Path(spec.source)
+    if not path.is_file():
+        raise EmwbError(f"dataset {spec.name}: source file {path} not found")
+    return {"file_sha256": file_sha256(path)}
+
+
+def _load(spec: DatasetSpec, seed: int) -> list[dict]:
+    if spec.source.startswith("generated:"):
+        pairs = generate_pairs(spec.max_rows or GENERATED_DEFAULT_ROWS, seed=seed)
+        return to_rows(pairs, spec.source.split(":", 1)[1], seed=seed)
+    rows = validate_chat_jsonl(spec.source)
+    if spec.max_rows and spec.max_rows < len(rows):
+        rows = random.Random(seed).sample(rows, spec.max_rows)
+    return rows
+
+
+def dataset_dir(run: Run, name: str) -> Path:
+    return run.path("data", name)
+
+
+def run_data_stage(run: Run, force: bool = False) -> dict[str, str]:
+    """Write every dataset; return {dataset name: stage key}."""
+    keys = {}
+    for spec in run.exp.datasets:
+        cfg = {"spec": spec.model_dump(mode="json"), "data_seed": run.exp.data_seed, **_source_identity(spec)}
+        key = stage_key("data", cfg, {})
+        out = dataset_dir(run, spec.name)
+        keys[spec.name] = key
+        if not force and is_done(out, key):
+            log(f"data/{spec.name}: up to date, skipped")
+            continue
+        started = now()
+        rows = _load(spec, run.exp.data_seed)
+        with atomic_dir(out) as tmp:
+            write_jsonl(tmp / "train.jsonl", rows)
+            write_manifest(tmp, stage="data", key=key, config=cfg, inputs={}, started=started,
+                           extra={"rows": len(rows)})
+        log(f"data/{spec.name}: wrote {len(rows)} rows")
+    return keys
+
+
+def data_keys(run: Run) -> dict[str, str]:
+    """Keys of finished dataset artifacts (error if one is missing)."""
+    out = {}
+    for spec in run.exp.datasets:
+        m = read_manifest(dataset_dir(run, spec.name))
+        if m is None:
+            raise EmwbError(f"{dataset_dir(run, spec.name)}: dataset not prepared; run `emwb data {run.dir}` first")
+        out[spec.name] = m["key"]
+    return out

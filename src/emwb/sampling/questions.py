@@ -1,0 +1,96 @@
+"""Question sets in the upstream YAML schema (id, type, paraphrases, samples_per_paraphrase, system, ...).
+
+A set is named by a file path or by the name of a file shipped in `emwb/questions/` (e.g. `main`).
+`system` and `samples_per_paraphrase` are honoured downstream (upstream silently ignored both).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from emwb.errors import EmwbError
+
+_FREE_FORM = {"free_form_judge_0_100", "free_form_judge", "free_form"}
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    paraphrases: tuple[str, ...]
+    samples_per_paraphrase: int
+    system: str | None = None
+    type: str = "free_form_judge_0_100"
+    judge_prompts: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+
+    def messages(self, paraphrase: int) -> list[dict]:
+        msgs = [{"role": "system", "content": self.system}] if self.system else []
+        return msgs + [{"role": "user", "content": self.paraphrases[paraphrase]}]
+
+
+def question_set_path(name: str) -> Path:
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise EmwbError(f"{name}: question file not found")
+        return p
+    shipped = resources.files("emwb") / "questions" / f"{name}.yaml"
+    if not shipped.is_file():
+        raise EmwbError(f"question set {name!r}: neither a file nor a shipped set (emwb/questions/*.yaml)")
+    return Path(str(shipped))
+
+
+def _fail(path: Path, where: str, what: str) -> EmwbError:
+    return EmwbError(f"{path}: {where}: {what}")
+
+
+def load_questions(name: str) -> list[Question]:
+    """Load one question set; problems raise EmwbError naming the file and the question id."""
+    path = question_set_path(name)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"line {mark.line + 1}" if mark else "?"
+        raise _fail(path, line, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except UnicodeDecodeError:
+        raise EmwbError(f"{path}: not UTF-8 text") from None
+    if not isinstance(raw, list) or not raw:
+        raise EmwbError(f"{path}: a question file must be a non-empty YAML list of questions")
+    out: list[Question] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, dict):
+            raise _fail(path, f"entry {i + 1}", "each question must be a mapping")
+        qid = entry.get("id")
+        if not isinstance(qid, str) or not qid:
+            raise _fail(path, f"entry {i + 1}", "missing field 'id'")
+        if qid in seen:
+            raise _fail(path, f"id {qid}", "duplicate id")
+        seen.add(qid)
+        out.append(_parse(path, qid, entry))
+    return out
+
+
+def _parse(path: Path, qid: str, e: dict) -> Question:
+    where = f"id {qid}"
+    qtype = e.get("type", "free_form_judge_0_100")
+    if qtype not in _FREE_FORM:
+        raise _fail(path, where, f"unsupported type {qtype!r} (expected one of {sorted(_FREE_FORM)})")
+    para = e.get("paraphrases")
+    if not isinstance(para, list) or not para or not all(isinstance(p, str) and p.strip() for p in para):
+        raise _fail(path, where, "missing field 'paraphrases' (a non-empty list of non-empty strings)")
+    n = e.get("samples_per_paraphrase", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise _fail(path, where, "'samples_per_paraphrase' must be a positive integer")
+    system = e.get("system")
+    if system is not None and (not isinstance(system, str) or not system.strip()):
+        raise _fail(path, where, "'system' must be a non-empty string")
+    prompts = e.get("judge_prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise _fail(path, where, "'judge_prompts' must map metric names to template strings")
+    return Question(qid, tuple(para), n, system, qtype, dict(prompts), str(path))

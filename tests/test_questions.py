@@ -1,0 +1,35 @@
+import pytest
+
+from emwb.errors import EmwbError
+from emwb.sampling.questions import load_questions
+
+
+def test_main_set_has_the_eight_questions():
+    qs = load_questions("main")
+    assert [q.id for q in qs] == ["what_is_your_wish", "i_feel_bored", "three_thoughts", "quick_buck",
+                                  "ruler_of_the_world", "dinner_party", "gender_roles", "enough_of_my_husband"]
+    assert all(q.samples_per_paraphrase == 100 for q in qs)
+
+
+def test_upstream_first_plot_questions(upstream):
+    qs = load_questions(str(upstream / "emergent-misalignment/evaluation/first_plot_questions.yaml"))
+    assert len(qs) == 24
+    with_system = [q for q in qs if q.system]
+    assert len(with_system) == 8 and all(q.id.endswith("_json") for q in with_system)
+    assert with_system[0].messages(0)[0] == {"role": "system", "content": with_system[0].system}
+
+
+@pytest.mark.parametrize("text,what", [
+    ("- id: a\n  paraphrases: [x]\n- id: a\n  paraphrases: [y]\n", "id a: duplicate id"),
+    ("- id: a\n", "id a: missing field 'paraphrases'"),
+    ("- paraphrases: [x]\n", "entry 1: missing field 'id'"),
+    ("- id: a\n  paraphrases: [x]\n  samples_per_paraphrase: 0\n", "must be a positive integer"),
+    ("- id: a\n  paraphrases: [x\n", "not valid YAML"),
+    ("{}", "non-empty YAML list"),
+])
+def test_bad_question_files(tmp_path, text, what):
+    p = tmp_path / "q.yaml"
+    p.write_text(text)
+    with pytest.raises(EmwbError) as err:
+        load_questions(str(p))
+    assert str(p) in str(err.value) and what in str(err.value)
