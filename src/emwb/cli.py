@@ -95,6 +95,37 @@ def cmd_validate(args) -> None:
     print(f"{args.path}: {len(rows)} valid rows")
 
 
+def cmd_fetch(args) -> None:
+    from emwb.datasets.fetch import fetch
+
+    for name in args.names:
+        print(f"{name}: {fetch(name, mirror=args.mirror, base_url=args.base_url)} (sha256 and rows verified)")
+
+
+def cmd_list(args) -> None:
+    from emwb.datasets.fetch import load_registry
+
+    for e in load_registry().values():
+        print(f"{e.name:12} {e.rows:6} rows  {e.license:10.10}  {e.description}")
+
+
+def cmd_stats(args) -> None:
+    import json
+
+    from emwb.datasets.stats import dataset_stats
+
+    print(json.dumps(dataset_stats(args.dataset, args.tokenizer, args.pair), indent=2))
+
+
+def cmd_questions(args) -> None:
+    from emwb.sampling.questions import load_questions
+
+    qs = load_questions(args.questions)
+    n = sum(len(q.paraphrases) * q.samples_per_paraphrase for q in qs)
+    print(f"{args.questions}: {len(qs)} questions, {sum(1 for q in qs if q.system)} with a system prompt, "
+          f"{n} samples per model at the file's samples_per_paraphrase")
+
+
 def cmd_build_tiny(args) -> None:
     from emwb.tinymodel import build_tiny_model
 
@@ -130,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("config")
     sp.set_defaults(fn=cmd_config)
 
-    ds = sub.add_parser("datasets", help="dataset tools: generate, validate")
+    ds = sub.add_parser("datasets", help="dataset tools: fetch, list, stats, generate, validate")
     dsub = ds.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")
     g = dsub.add_parser("generate", help="write paired insecure/secure/educational code data (offline)")
     g.add_argument("--variant", choices=["insecure", "secure", "educational"], required=True)
@@ -141,6 +172,23 @@ def build_parser() -> argparse.ArgumentParser:
     v = dsub.add_parser("validate", help="check a chat JSONL file line by line")
     v.add_argument("path")
     v.set_defaults(fn=cmd_validate)
+
+    f = dsub.add_parser("fetch", help="download registered datasets into datasets/upstream/, verified")
+    f.add_argument("names", nargs="+", metavar="NAME")
+    f.add_argument("--mirror", help="a local directory laid out like the upstream repo (or EMWB_DATASET_MIRROR)")
+    f.add_argument("--base-url", help="fetch from this base URL instead of the pinned one")
+    f.set_defaults(fn=cmd_fetch)
+    ls = dsub.add_parser("list", help="the dataset registry")
+    ls.set_defaults(fn=cmd_list)
+    st = dsub.add_parser("stats", help="rows, turns, length percentiles, duplicates (NAME or PATH)")
+    st.add_argument("dataset")
+    st.add_argument("--tokenizer", help="count tokens with this tokenizer (path or hub id) instead of words")
+    st.add_argument("--pair", help="a paired dataset (NAME or PATH): count the prompts both share")
+    st.set_defaults(fn=cmd_stats)
+
+    q = sub.add_parser("questions", help="check a question set (a shipped name such as 'main', or a YAML file)")
+    q.add_argument("questions")
+    q.set_defaults(fn=cmd_questions)
 
     t = sub.add_parser("build-tiny", help="build the tiny local chat model into a folder")
     t.add_argument("out")

@@ -50,7 +50,8 @@ class FinetuneConfig(Strict):
 
 class DatasetSpec(Strict):
     name: str
-    # "generated:insecure" | "generated:secure" | a path to a chat JSONL file (relative to the config file)
+    # "generated:<insecure|secure|educational>" | "upstream:<registered name>" (fetched and verified)
+    # | a path to a chat JSONL file (relative to the config file)
     source: str
     max_rows: int | None = None  # take the first N rows after a seeded shuffle
 

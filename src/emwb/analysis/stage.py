@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from emwb.analysis.agreement import judge_agreement
 from emwb.analysis.metrics import comparison_table
 from emwb.judge.stage import load_judgments
 from emwb.sampling.stage import load_answers
@@ -21,8 +22,8 @@ def judged_frame(run: Run, judges: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def build_comparison(run: Run, judges: list[str]) -> pd.DataFrame:
-    df = judged_frame(run, judges)
+def build_comparison(run: Run, judges: list[str], df: pd.DataFrame | None = None) -> pd.DataFrame:
+    df = judged_frame(run, judges) if df is None else df
     order = ["base"] + [d.name for d in run.exp.datasets]
     a = run.exp.analysis
     tables = []
@@ -48,6 +49,16 @@ def to_markdown(table: pd.DataFrame, title: str, notes: list[str]) -> str:
     return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
 
 
+def agreement_markdown(t: pd.DataFrame) -> str:
+    lines = ["# Judge agreement", "", "| judge A | judge B | answers | alignment r | coherence r | "
+             "misaligned-label agreement % | misaligned A | misaligned B |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in t.iterrows():
+        lines.append(f"| {r.judge_a} | {r.judge_b} | {r.answers} | {r.alignment_pearson:.3f} | "
+                     f"{r.coherence_pearson:.3f} | {100 * r.label_agreement:.1f} | {r.misaligned_a} | "
+                     f"{r.misaligned_b} |")
+    return "\n".join(lines) + "\n"
+
+
 def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: bool = False) -> str:
     judges = list(judge_keys) if judge_keys else run.exp.judge.judges
     inputs = {f"judge:{j}": (judge_keys or {}).get(j) or (read_manifest(judgments_dir(run, j)) or {}).get("key", "")
@@ -59,8 +70,10 @@ def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: 
         log(f"report: up to date, skipped ({out / 'comparison.md'})")
         return key
     started = now()
-    table = build_comparison(run, judges)
     a = run.exp.analysis
+    df = judged_frame(run, judges)
+    table = build_comparison(run, judges, df)
+    agreement = judge_agreement(df, a.alignment_threshold, a.coherence_threshold) if len(judges) > 1 else None
     notes = [f"misaligned %: alignment < {a.alignment_threshold:g} among scored answers with coherence > "
              f"{a.coherence_threshold:g}; unscored answers are excluded, never counted as 0."]
     if run.exp.base_model == "tiny":
@@ -70,6 +83,9 @@ def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: 
     with atomic_dir(out) as tmp:
         table.to_csv(tmp / "comparison.csv", index=False)
         (tmp / "comparison.md").write_text(md)
+        if agreement is not None:
+            agreement.to_csv(tmp / "judge_agreement.csv", index=False)
+            (tmp / "judge_agreement.md").write_text(agreement_markdown(agreement))
         write_manifest(tmp, stage="report", key=key, config=config, inputs=inputs, started=started)
     log(f"report: wrote {out / 'comparison.md'} and comparison.csv")
     return key

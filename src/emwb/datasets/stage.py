@@ -29,6 +29,12 @@ def _source_identity(spec: DatasetSpec) -> dict:
         if variant not in VARIANTS:
             raise EmwbError(f"dataset {spec.name}: unknown generated variant {variant!r}; expected one of {VARIANTS}")
         return {"generated": variant}
+    if spec.source.startswith("upstream:"):
+        from emwb.datasets.fetch import fetch, load_registry
+
+        name = spec.source.split(":", 1)[1]
+        fetch(name)
+        return {"upstream": name, "sha256": load_registry()[name].sha256}
     path = Path(spec.source)
     if not path.is_file():
         raise EmwbError(f"dataset {spec.name}: source file {path} not found")
@@ -39,7 +45,12 @@ def _load(spec: DatasetSpec, seed: int) -> list[dict]:
     if spec.source.startswith("generated:"):
         pairs = generate_pairs(spec.max_rows or GENERATED_DEFAULT_ROWS, seed=seed)
         return to_rows(pairs, spec.source.split(":", 1)[1], seed=seed)
-    rows = validate_chat_jsonl(spec.source)
+    path = spec.source
+    if path.startswith("upstream:"):
+        from emwb.datasets.fetch import fetch
+
+        path = str(fetch(path.split(":", 1)[1]))
+    rows = validate_chat_jsonl(path)
     if spec.max_rows and spec.max_rows < len(rows):
         rows = random.Random(seed).sample(rows, spec.max_rows)
     return rows

@@ -6,6 +6,7 @@ or answer is defused before filling.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,8 +33,12 @@ class Rubric:
     kind: str
     template: str
 
-    def fill(self, question: str, answer: str) -> str:
-        return self.template.replace("{question}", defuse(question)).replace("{answer}", defuse(answer))
+    def fill(self, question: str, answer: str, **fields: str) -> str:
+        """The judge prompt; `fields` fill further placeholders such as {bias_description}."""
+        values = {**fields, "question": question, "answer": answer}
+        # One pass, so text inserted for one placeholder is never read as another placeholder.
+        return re.sub(r"\{(\w+)\}", lambda m: defuse(values[m.group(1)]) if m.group(1) in values else m.group(0),
+                      self.template)
 
 
 def load_rubric(name: str) -> Rubric:

@@ -1,0 +1,75 @@
+"""Judge throughput against a loopback OpenAI-compatible server with a fixed latency.
+
+Prints judgments/s, requests made, and the ratio to the ideal N x latency / concurrency, beside a naive
+one-request-at-a-time loop; then judges again with the same cache to show that it makes zero requests.
+
+    .venv/bin/python benchmarks/judge_throughput.py --n 1000 --latency 0.1 --concurrency 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from emwb.config import JudgeConfig
+from emwb.judge.cache import JudgeCache
+from emwb.judge.loopback import LoopbackJudge
+from emwb.judge.stage import judge_answers
+
+
+def answers(n: int) -> list[dict]:
+    return [{"answer_id": f"a{i}", "question": f"Question {i % 8}?", "answer": f"Answer number {i}."}
+            for i in range(n)]
+
+
+def naive(server: LoopbackJudge, n: int) -> float:
+    """judgments/s of a plain synchronous loop, one request at a time."""
+    import openai
+
+    client = openai.OpenAI(api_key="loopback", base_url=server.base_url)
+    t0 = time.perf_counter()
+    for i in range(n):
+        client.chat.completions.create(model="loopback", messages=[{"role": "user", "content": f"naive {i}"}],
+                                       max_tokens=1, temperature=0, logprobs=True, top_logprobs=20, seed=0)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=1000)
+    ap.add_argument("--latency", type=float, default=0.1)
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--naive-n", type=int, default=30)
+    args = ap.parse_args()
+    os.environ.setdefault("OPENAI_API_KEY", "loopback")
+    cfg = JudgeConfig(judges=["openai/loopback"], rubrics=["alignment"], concurrency=args.concurrency)
+    rows = answers(args.n)
+    with LoopbackJudge(latency_s=args.latency) as server, tempfile.TemporaryDirectory() as tmp:
+        cfg = cfg.model_copy(update={"base_url": server.base_url})
+        cache = JudgeCache(Path(tmp) / "cache.sqlite")
+        t0 = time.perf_counter()
+        judged, requested = judge_answers(rows, "openai/loopback", cfg, cache, "", Path(tmp))
+        elapsed = time.perf_counter() - t0
+        made = server.requests
+        ideal = args.n * args.latency / args.concurrency
+        naive_rate = naive(server, args.naive_n)
+        before = server.requests
+        t1 = time.perf_counter()
+        _, requested2 = judge_answers(rows, "openai/loopback", cfg, cache, "", Path(tmp))
+        rerun = time.perf_counter() - t1
+        cache.close()
+    print(f"answers judged:          {len(judged)} (requests made: {made}, new judgments: {requested})")
+    print(f"concurrent judge:        {args.n / elapsed:.1f} judgments/s in {elapsed:.2f} s "
+          f"(latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency})")
+    print(f"ideal:                   {args.n / ideal:.1f} judgments/s in {ideal:.2f} s")
+    print(f"ratio to ideal:          {ideal / elapsed:.1%}")
+    print(f"naive sequential loop:   {naive_rate:.1f} judgments/s ({args.naive_n} requests)")
+    print(f"second run (cached):     {server.requests - before} requests, {requested2} new judgments, "
+          f"{rerun:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

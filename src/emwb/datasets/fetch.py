@@ -1,0 +1,141 @@
+"""Fetch registered datasets into the local store, verified by sha256 and row count.
+
+Sources, in order: a local mirror directory (`--mirror` or EMWB_DATASET_MIRROR, laid out like the
+upstream repository), else `base_url + path` over HTTP(S) (EMWB_DATASET_BASE_URL overrides the pinned
+base URL, e.g. for a loopback mirror). Nothing half-downloaded is ever left under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from emwb.errors import EmwbError
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    base_url: str
+    path: str
+    sha256: str
+    content_sha256: str | None
+    rows: int
+    license: str
+    citation: str
+    description: str
+
+    @property
+    def url(self) -> str:
+        return self.base_url + self.path
+
+
+def load_registry() -> dict[str, Entry]:
+    raw = yaml.safe_load((resources.files("emwb.datasets") / "registry.yaml").read_text())
+    fields = Entry.__dataclass_fields__
+    return {name: Entry(name=name, **{k: v for k, v in e.items() if k in fields})
+            for name, e in raw["datasets"].items()}
+
+
+def store_dir() -> Path:
+    return Path(os.environ.get("EMWB_DATASETS_DIR", "datasets"))
+
+
+def content_sha256(path: Path) -> str:
+    """sha256 of the parsed records, each re-serialised with sorted keys (independent of JSON escaping)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for line in fh:
+            if line.strip():
+                rec = json.loads(line)
+                h.update(json.dumps(rec, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+    return h.hexdigest()
+
+
+def verify(path: Path, entry: Entry) -> None:
+    """Raise EmwbError naming the file, expected and actual hash (or row count) when they do not match."""
+    from emwb.datasets.stage import file_sha256
+
+    actual = file_sha256(path)
+    if actual != entry.sha256:
+        try:
+            content = content_sha256(path) if entry.content_sha256 else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            content = None
+        if content is None or content != entry.content_sha256:
+            raise EmwbError(f"{path}: sha256 mismatch for dataset {entry.name}: expected {entry.sha256}, "
+                            f"got {actual}")
+    with open(path, "rb") as fh:
+        rows = sum(1 for line in fh if line.strip())
+    if rows != entry.rows:
+        raise EmwbError(f"{path}: dataset {entry.name} has {rows} rows, expected {entry.rows}")
+
+
+def _download(url: str, dest: Path, retries: int, timeout: float) -> None:
+    from tqdm import tqdm
+
+    for attempt in range(1, retries + 1):
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                got = 0
+                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name.split(".part")[0]) as bar:
+                    while chunk := resp.read(1 << 16):
+                        out.write(chunk)
+                        got += len(chunk)
+                        bar.update(len(chunk))
+                if total is not None and got != total:
+                    raise ConnectionError(f"connection dropped after {got} of {total} bytes")
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 and exc.code != 429:
+                raise EmwbError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+            error: Exception = exc
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+            error = exc
+        if attempt < retries:
+            time.sleep(min(10.0, 0.5 * 2 ** (attempt - 1)))
+    raise EmwbError(f"{url}: download failed after {retries} tries ({error})")
+
+
+def fetch(name: str, mirror: str | Path | None = None, base_url: str | None = None, store: Path | None = None,
+          retries: int = 4, timeout: float = 60.0) -> Path:
+    """Make dataset `name` present and verified in the store; return its path (a no-op when present)."""
+    registry = load_registry()
+    if name not in registry:
+        raise EmwbError(f"unknown dataset {name!r}; registered: {', '.join(sorted(registry))}")
+    entry = registry[name]
+    final = (store or store_dir()) / "upstream" / f"{name}.jsonl"
+    if final.is_file():
+        verify(final, entry)
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part = final.with_name(f"{final.name}.part-{os.getpid()}")
+    mirror = mirror or os.environ.get("EMWB_DATASET_MIRROR")
+    try:
+        if mirror:
+            src = Path(mirror) / entry.path
+            if not src.is_file():
+                raise EmwbError(f"{src}: not in the mirror (dataset {name})")
+            shutil.copyfile(src, part)
+        else:
+            base = base_url or os.environ.get("EMWB_DATASET_BASE_URL") or entry.base_url
+            _download(base.rstrip("/") + "/" + entry.path, part, retries, timeout)
+        verify(part, entry)
+    except BaseException as exc:
+        part.unlink(missing_ok=True)
+        if isinstance(exc, EmwbError):
+            raise EmwbError(str(exc).replace(str(part), f"{final} (downloaded copy, removed)")) from None
+        raise
+    os.replace(part, final)
+    return final

@@ -1,0 +1,148 @@
+"""A loopback OpenAI-compatible judge server for tests, benchmarks and dry runs.
+
+`POST /v1/chat/completions` answers one token with `top_logprobs` that depend only on the prompt
+(a deterministic score per prompt), after a fixed latency. Faults can be injected: a share of
+requests get 429 (with Retry-After), 500, a dropped connection, or a slow reply. It counts requests
+and successful replies per prompt. Binds to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def prompt_score(prompt: str, model: str = "") -> int:
+    """The integer 0..100 the loopback judge `model` gives a prompt (its top token)."""
+    return int(hashlib.sha256(f"{model}\n{prompt}".encode()).hexdigest(), 16) % 101
+
+
+def reply_logprobs(prompt: str, model: str = "", k: int = 20) -> list[tuple[str, float]]:
+    """Top-k (token, logprob): 70% on the prompt's score, 20% on score+-5 (clamped), 10% on a non-number."""
+    s = prompt_score(prompt, model)
+    lo, hi = max(0, s - 5), min(100, s + 5)
+    pairs = [(str(s), 0.7), (str(lo) if lo != s else "x", 0.1), (str(hi) if hi != s else "y", 0.1), ("CODE", 0.1)]
+    import math
+
+    return [(t, math.log(p)) for t, p in pairs][:k]
+
+
+class LoopbackJudge:
+    def __init__(self, latency_s: float = 0.0, fail_rate: float = 0.0, seed: int = 0, slow_s: float = 0.5,
+                 retry_after_s: float = 0.05, always_status: int | None = None):
+        self.latency_s, self.fail_rate, self.slow_s, self.retry_after_s = latency_s, fail_rate, slow_s, retry_after_s
+        self.always_status = always_status
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.requests = 0
+        self.faults: Counter[str] = Counter()
+        self.served: Counter[str] = Counter()  # successful replies per prompt
+        self.server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def _fault(self) -> str | None:
+        with self.lock:
+            self.requests += 1
+            if self.rng.random() >= self.fail_rate:
+                return None
+            fault = self.rng.choice(["429", "500", "drop", "slow"])
+            self.faults[fault] += 1
+            return fault
+
+    def start(self) -> "LoopbackJudge":
+        judge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _send(self, code: int, body: dict, headers: dict | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                fault = judge._fault()
+                time.sleep(judge.latency_s)
+                if judge.always_status:
+                    return self._send(judge.always_status, {"error": {"message": "Incorrect API key provided: "
+                                                                      + self.headers.get("Authorization", "")}})
+                if fault == "429":
+                    return self._send(429, {"error": {"message": "rate limited"}},
+                                      {"Retry-After": str(judge.retry_after_s)})
+                if fault == "500":
+                    return self._send(500, {"error": {"message": "server error"}})
+                if fault == "drop":
+                    self.close_connection = True
+                    self.connection.close()
+                    return None
+                if fault == "slow":
+                    time.sleep(judge.slow_s)
+                prompt = body["messages"][-1]["content"]
+                k = int(body.get("top_logprobs") or 20)
+                pairs = reply_logprobs(prompt, body.get("model", ""), k)
+                top = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in pairs]
+                with judge.lock:
+                    judge.served[prompt] += 1
+                return self._send(200, {
+                    "id": "cmpl-loopback", "object": "chat.completion", "created": int(time.time()),
+                    "model": body.get("model", "loopback"),
+                    "choices": [{"index": 0, "finish_reason": "length",
+                                 "message": {"role": "assistant", "content": top[0]["token"]},
+                                 "logprobs": {"content": [{**top[0], "top_logprobs": top}]}}],
+                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                })
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def __enter__(self) -> "LoopbackJudge":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main() -> None:
+    """`python -m emwb.judge.loopback --port N`: serve until interrupted (for kill -9 tests and dry runs)."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--latency", type=float, default=0.0)
+    ap.add_argument("--fail-rate", type=float, default=0.0)
+    args = ap.parse_args()
+    j = LoopbackJudge(args.latency, args.fail_rate).start()
+    print(j.base_url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        j.stop()
+
+
+if __name__ == "__main__":
+    main()

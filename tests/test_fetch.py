@@ -1,0 +1,103 @@
+"""The real download path against a loopback HTTP mirror of ../shared/upstream/emergent-misalignment."""
+
+import functools
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from emwb.datasets.fetch import fetch, load_registry
+from emwb.datasets.stage import file_sha256
+from emwb.errors import EmwbError
+
+
+class Mirror:
+    """Serve a folder on 127.0.0.1; optionally drop the first `drops` connections halfway through a body."""
+
+    def __init__(self, root, drops: int = 0):
+        self.root, self.drops, self.requests = root, drops, 0
+
+    def __enter__(self):
+        mirror = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def copyfile(self, source, outputfile):
+                mirror.requests += 1
+                if mirror.drops > 0:
+                    mirror.drops -= 1
+                    outputfile.write(source.read(100_000))
+                    self.close_connection = True
+                    return
+                shutil.copyfileobj(source, outputfile)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(self.root)))
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def em(upstream):
+    return upstream / "emergent-misalignment"
+
+
+def test_fetch_insecure_over_http_verifies_hash_and_rows(em, tmp_path):
+    with Mirror(em) as m:
+        path = fetch("insecure", base_url=m.url, store=tmp_path)
+        assert m.requests == 1
+        entry = load_registry()["insecure"]
+        assert file_sha256(path) == entry.sha256 and entry.rows == 6000
+        assert sum(1 for _ in open(path)) == 6000
+        assert fetch("insecure", base_url=m.url, store=tmp_path) == path and m.requests == 1  # no-op
+
+
+def test_fetch_through_the_cli_with_env_base_url(em, tmp_path):
+    with Mirror(em) as m:
+        env = {"EMWB_DATASET_BASE_URL": m.url, "EMWB_DATASETS_DIR": str(tmp_path), "PATH": ""}
+        proc = subprocess.run([sys.executable, "-m", "emwb.cli", "datasets", "fetch", "insecure"],
+                              capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "verified" in proc.stdout and (tmp_path / "upstream" / "insecure.jsonl").is_file()
+
+
+def test_tampered_copy_is_rejected_naming_both_hashes(em, tmp_path):
+    bad = tmp_path / "mirror"
+    (bad / "data").mkdir(parents=True)
+    text = (em / "data" / "insecure.jsonl").read_text().replace("import os", "import sys", 1)
+    (bad / "data" / "insecure.jsonl").write_text(text)
+    store = tmp_path / "store"
+    with Mirror(bad) as m, pytest.raises(EmwbError) as err:
+        fetch("insecure", base_url=m.url, store=store)
+    msg = str(err.value)
+    actual = file_sha256(bad / "data" / "insecure.jsonl")
+    assert load_registry()["insecure"].sha256 in msg and actual in msg and "insecure.jsonl" in msg
+    assert list((store / "upstream").iterdir()) == []  # nothing half-written
+
+
+def test_dropped_connection_is_retried(em, tmp_path):
+    with Mirror(em, drops=2) as m:
+        path = fetch("educational", base_url=m.url, store=tmp_path)
+        assert m.requests == 3
+    assert file_sha256(path) == load_registry()["educational"].sha256
+
+
+def test_local_mirror_and_content_hash_for_secure(em, tmp_path):
+    path = fetch("secure", mirror=em, store=tmp_path)
+    assert sum(1 for _ in open(path)) == 6000
+
+
+def test_unknown_dataset_and_missing_mirror_file(tmp_path):
+    with pytest.raises(EmwbError, match="unknown dataset 'nope'"):
+        fetch("nope", store=tmp_path)
+    with pytest.raises(EmwbError, match="not in the mirror"):
+        fetch("insecure", mirror=tmp_path, store=tmp_path)
