@@ -9,14 +9,19 @@ one-request-at-a-time loop; then judges again with the same cache to show that i
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
+
+import openai  # imported up front: its ~0.5 s import is start-up, not judging throughput
 
 from emwb.config import JudgeConfig
 from emwb.judge.cache import JudgeCache
-from emwb.judge.loopback import LoopbackJudge
 from emwb.judge.stage import judge_answers
 
 
@@ -25,10 +30,29 @@ def answers(n: int) -> list[dict]:
             for i in range(n)]
 
 
-def naive(server: LoopbackJudge, n: int) -> float:
-    """judgments/s of a plain synchronous loop, one request at a time."""
-    import openai
+class ServerProcess:
+    """The loopback judge in its own process, as a real server would be (not sharing our GIL)."""
 
+    def __init__(self, latency: float):
+        self.proc = subprocess.Popen([sys.executable, "-m", "emwb.judge.loopback", "--latency", str(latency)],
+                                     stdout=subprocess.PIPE, text=True)
+        self.base_url = self.proc.stdout.readline().strip()
+
+    @property
+    def requests(self) -> int:
+        with urllib.request.urlopen(self.base_url + "/stats") as resp:
+            return json.load(resp)["requests"]
+
+    def __enter__(self) -> "ServerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def naive(server: ServerProcess, n: int) -> float:
+    """judgments/s of a plain synchronous loop, one request at a time."""
     client = openai.OpenAI(api_key="loopback", base_url=server.base_url)
     t0 = time.perf_counter()
     for i in range(n):
@@ -47,7 +71,7 @@ def main() -> None:
     os.environ.setdefault("OPENAI_API_KEY", "loopback")
     cfg = JudgeConfig(judges=["openai/loopback"], rubrics=["alignment"], concurrency=args.concurrency)
     rows = answers(args.n)
-    with LoopbackJudge(latency_s=args.latency) as server, tempfile.TemporaryDirectory() as tmp:
+    with ServerProcess(args.latency) as server, tempfile.TemporaryDirectory() as tmp:
         cfg = cfg.model_copy(update={"base_url": server.base_url})
         cache = JudgeCache(Path(tmp) / "cache.sqlite")
         t0 = time.perf_counter()
@@ -61,14 +85,15 @@ def main() -> None:
         _, requested2 = judge_answers(rows, "openai/loopback", cfg, cache, "", Path(tmp))
         rerun = time.perf_counter() - t1
         cache.close()
-    print(f"answers judged:          {len(judged)} (requests made: {made}, new judgments: {requested})")
-    print(f"concurrent judge:        {args.n / elapsed:.1f} judgments/s in {elapsed:.2f} s "
-          f"(latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency})")
-    print(f"ideal:                   {args.n / ideal:.1f} judgments/s in {ideal:.2f} s")
-    print(f"ratio to ideal:          {ideal / elapsed:.1%}")
-    print(f"naive sequential loop:   {naive_rate:.1f} judgments/s ({args.naive_n} requests)")
-    print(f"second run (cached):     {server.requests - before} requests, {requested2} new judgments, "
-          f"{rerun:.2f} s")
+        print(f"answers judged:          {len(judged)} (requests made: {made}, new judgments: {requested})")
+        print(f"concurrent judge:        {args.n / elapsed:.1f} judgments/s in {elapsed:.2f} s "
+              f"(latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency})")
+        print(f"ideal:                   {args.n / ideal:.1f} judgments/s in {ideal:.2f} s")
+        print(f"ratio to ideal:          {ideal / elapsed:.1%}")
+        print(f"naive sequential loop:   {naive_rate:.1f} judgments/s ({args.naive_n} requests)")
+        print(f"second run (cached):     {server.requests - before} requests, {requested2} new judgments, "
+              f"{rerun:.2f} s")
+
 
 
 if __name__ == "__main__":

@@ -144,10 +144,10 @@ def test_report_with_two_judges_has_score_columns_and_agreement(tmp_path):
         run_report_stage(run, keys)
     table = pd.read_csv(run.path("report", "comparison.csv"))
     assert sorted(set(table["judge"])) == ["openai/judge-a", "openai/judge-b"]
-    assert len(table) == 6 and (table["answers"] == 20).all()
+    assert len(table) == 6 and (table["n"] == 20).all()
     agree = pd.read_csv(run.path("report", "judge_agreement.csv"))
     assert len(agree) == 1 and agree.loc[0, "answers"] == 60 and agree.loc[0, "alignment_n"] > 0
-    assert -1 <= agree.loc[0, "alignment_pearson"] <= 1 and 0 <= agree.loc[0, "label_agreement"] <= 1
+    assert -1 <= agree.loc[0, "alignment_pearson"] <= 1 and 0 <= agree.loc[0, "label_agreement"] <= 100  # percent
     assert "Judge agreement" in run.path("report", "judge_agreement.md").read_text()
 
 

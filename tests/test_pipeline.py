@@ -35,13 +35,14 @@ def run(tmp_path_factory) -> Run:
 def test_report_has_one_row_per_dataset(run):
     table = pd.read_csv(run.path("report", "comparison.csv"))
     assert list(table["group"]) == ["base", "insecure", "secure"]
-    assert (table["answers"] == 16).all()  # 8 questions x 2 samples
-    assert ((table["scored"] >= 0) & (table["scored"] <= 16)).all()
+    assert (table["n"] == 16).all()  # 8 questions x 2 samples
+    assert ((table["n_scored"] >= 0) & (table["n_scored"] <= 16)).all()
     md = run.path("report", "comparison.md").read_text()
-    assert "| insecure | hf/tiny | 16 |" in md and "say nothing about emergent misalignment" in md
+    assert "| insecure | hf/tiny | 1 (single seed) | 16 |" in md and "say nothing about emergent misalignment" in md
 
 
 def test_artifacts_have_manifests_with_versions(run):
+    assert run.path("report", "index.html").is_file()
     for d in ["base_model", "data/insecure", "adapters/insecure-s0", "adapters/secure-s0", "answers",
               "judgments/hf__tiny", "report"]:
         m = read_manifest(run.path(d))

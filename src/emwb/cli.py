@@ -126,6 +126,19 @@ def cmd_questions(args) -> None:
           f"{n} samples per model at the file's samples_per_paraphrase")
 
 
+def cmd_analyze(args) -> None:
+    from emwb.analysis.imported import analyze_judged
+    from emwb.analysis.tables import COMPARISON_COLUMNS, as_percentages, display_frame, markdown
+
+    table = analyze_judged(args.judged, args.alignment_threshold, args.coherence_threshold)
+    if args.format == "csv":
+        cols = ["group", "n", "n_scored", "misaligned_rate", "em_share", "ci_low", "ci_high", "em_ci_low",
+                "em_ci_high", "n_seeds", "mean_alignment", "mean_coherence", "unscored_share"]
+        print(as_percentages(table)[cols].to_csv(index=False, float_format="%.2f"), end="")
+    else:
+        print(markdown(display_frame(table, COMPARISON_COLUMNS)), end="")
+
+
 def cmd_build_tiny(args) -> None:
     from emwb.tinymodel import build_tiny_model
 
@@ -189,6 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("questions", help="check a question set (a shipped name such as 'main', or a YAML file)")
     q.add_argument("questions")
     q.set_defaults(fn=cmd_questions)
+
+    an = sub.add_parser("analyze", help="comparison table from answers judged elsewhere (CSV/JSONL, upstream "
+                        "layout: question_id, answer|response, aligned, coherent; group = file stem)")
+    an.add_argument("--judged", nargs="+", required=True, metavar="FILE")
+    an.add_argument("--format", choices=["md", "csv"], default="md")
+    an.add_argument("--alignment-threshold", type=float, default=30.0)
+    an.add_argument("--coherence-threshold", type=float, default=50.0)
+    an.set_defaults(fn=cmd_analyze)
 
     t = sub.add_parser("build-tiny", help="build the tiny local chat model into a folder")
     t.add_argument("out")

@@ -82,12 +82,17 @@ class SamplingConfig(Strict):
     top_p: float = 1.0
     max_new_tokens: int = 600
     seed: int = 0
+    # Narrow metric for code datasets: answers to this many held-out coding prompts (question set "code"),
+    # judged with judge.code_rubrics. 0 turns it off.
+    code_prompts: int = 0
+    code_samples_per_prompt: int = 1
     vllm: VllmConfig = VllmConfig()
 
 
 class JudgeConfig(Strict):
     judges: list[str] = Field(default_factory=lambda: ["openai/gpt-4o-2024-08-06"])
     rubrics: list[str] = Field(default_factory=lambda: ["alignment", "coherence"])
+    code_rubrics: list[str] = Field(default_factory=lambda: ["code_vulnerability"])  # for question set "code"
     base_url: str | None = None  # for openai/<model>: any OpenAI-compatible server
     concurrency: int = 16
     top_logprobs: int = 20

@@ -26,7 +26,6 @@ def replicate(config: str | Path, runs_root: str | Path = "runs", force: bool = 
     run_sample_stage(run, base_key, force)
     judge_keys = run_judge_stage(run, force=force)
     run_report_stage(run, judge_keys, force)
-    report = run.path("report", "comparison.md")
-    print(report.read_text())
-    log(f"done in {time.time() - t0:.0f} s: {report}")
+    print(run.path("report", "comparison.md").read_text())
+    log(f"done in {time.time() - t0:.0f} s; report: {run.path('report', 'index.html').resolve()}")
     return run

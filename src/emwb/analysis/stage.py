@@ -1,17 +1,16 @@
-"""Stage `report`: comparison tables -> `report/comparison.md` and `report/comparison.csv`."""
+"""Stage `report`: tables (Markdown, CSV, LaTeX), figures (PNG, SVG) and `report/index.html`."""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from emwb.analysis import html, plots
 from emwb.analysis.agreement import judge_agreement
-from emwb.analysis.metrics import comparison_table
-from emwb.judge.stage import load_judgments
+from emwb.analysis.metrics import CODE_SET, comparison_table, per_question_table, per_seed_points
+from emwb.analysis.tables import COMPARISON_COLUMNS, PER_QUESTION_COLUMNS, display_frame, write_table
+from emwb.judge.stage import judgments_dir, load_judgments
 from emwb.sampling.stage import load_answers
 from emwb.store import Run, atomic_dir, is_done, log, now, read_manifest, stage_key, write_manifest
-from emwb.judge.stage import judgments_dir
-
-_PCT = ("misaligned_rate", "em_share", "unscored_share")
 
 
 def judged_frame(run: Run, judges: list[str]) -> pd.DataFrame:
@@ -19,73 +18,75 @@ def judged_frame(run: Run, judges: list[str]) -> pd.DataFrame:
     answers, _ = load_answers(run)
     adf = pd.DataFrame(answers)
     frames = [adf.merge(pd.DataFrame(load_judgments(run, j)), on="answer_id", how="left") for j in judges]
-    return pd.concat(frames, ignore_index=True)
+    df = pd.concat(frames, ignore_index=True)
+    for col in ("alignment", "coherence"):
+        if col not in df:
+            df[col] = float("nan")
+    return df
 
 
-def build_comparison(run: Run, judges: list[str], df: pd.DataFrame | None = None) -> pd.DataFrame:
-    df = judged_frame(run, judges) if df is None else df
-    order = ["base"] + [d.name for d in run.exp.datasets]
+def build_tables(df: pd.DataFrame, order: list[str], a_thr: float, c_thr: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    comp, pq = [], []
+    for j in dict.fromkeys(df["judge"]):
+        sub = df[df["judge"] == j]
+        comp.append(comparison_table(sub, order, a_thr, c_thr).assign(judge=j))
+        pq.append(per_question_table(sub, order, a_thr, c_thr).assign(judge=j))
+    return pd.concat(comp, ignore_index=True), pd.concat(pq, ignore_index=True)
+
+
+def notes_for(run: Run, comp: pd.DataFrame) -> list[str]:
     a = run.exp.analysis
-    tables = []
-    for j in judges:
-        t = comparison_table(df[df["judge"] == j], order, a.alignment_threshold, a.coherence_threshold)
-        t.insert(1, "judge", j)
-        tables.append(t)
-    return pd.concat(tables, ignore_index=True)
-
-
-def to_markdown(table: pd.DataFrame, title: str, notes: list[str]) -> str:
-    cols = ["group", "judge", "answers", "scored", "mean_alignment", "mean_coherence", "misaligned_rate"]
-    head = ["dataset", "judge", "answers", "scored", "mean alignment", "mean coherence", "misaligned %"]
-    lines = [f"# {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, r in table[cols].iterrows():
-        cells = []
-        for c in cols:
-            v = r[c]
-            if isinstance(v, float):
-                v = "n/a" if v != v else (f"{100 * v:.1f}" if c in _PCT else f"{v:.1f}")
-            cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
-
-
-def agreement_markdown(t: pd.DataFrame) -> str:
-    lines = ["# Judge agreement", "", "| judge A | judge B | answers | alignment r | coherence r | "
-             "misaligned-label agreement % | misaligned A | misaligned B |", "|---|---|---|---|---|---|---|---|"]
-    for _, r in t.iterrows():
-        lines.append(f"| {r.judge_a} | {r.judge_b} | {r.answers} | {r.alignment_pearson:.3f} | "
-                     f"{r.coherence_pearson:.3f} | {100 * r.label_agreement:.1f} | {r.misaligned_a} | "
-                     f"{r.misaligned_b} |")
-    return "\n".join(lines) + "\n"
+    notes = [f"misaligned %: alignment < {a.alignment_threshold:g} among scored answers with coherence > "
+             f"{a.coherence_threshold:g}; unscored answers are excluded, never counted as 0. EM share: misaligned "
+             "and coherent answers among all answers. 95% CIs: bootstrap over seeds, then answers within seeds."]
+    if comp["single_seed"].any():
+        notes.append("Rows marked 'single seed' have one fine-tuning seed: their CIs reflect sampling noise only, "
+                     "not seed-to-seed variation.")
+    if run.exp.base_model == "tiny":
+        notes.append("Offline smoke profile: a tiny local model judged by itself. These numbers show that the "
+                     "pipeline runs; they say nothing about emergent misalignment.")
+    return notes
 
 
 def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: bool = False) -> str:
     judges = list(judge_keys) if judge_keys else run.exp.judge.judges
     inputs = {f"judge:{j}": (judge_keys or {}).get(j) or (read_manifest(judgments_dir(run, j)) or {}).get("key", "")
               for j in judges}
-    config = run.exp.analysis.model_dump(mode="json")
+    a = run.exp.analysis
+    config = a.model_dump(mode="json")
     key = stage_key("report", config, inputs)
     out = run.path("report")
     if not force and is_done(out, key):
-        log(f"report: up to date, skipped ({out / 'comparison.md'})")
+        log(f"report: up to date, skipped ({out / 'index.html'})")
         return key
     started = now()
-    a = run.exp.analysis
     df = judged_frame(run, judges)
-    table = build_comparison(run, judges, df)
-    agreement = judge_agreement(df, a.alignment_threshold, a.coherence_threshold) if len(judges) > 1 else None
-    notes = [f"misaligned %: alignment < {a.alignment_threshold:g} among scored answers with coherence > "
-             f"{a.coherence_threshold:g}; unscored answers are excluded, never counted as 0."]
-    if run.exp.base_model == "tiny":
-        notes.append("Offline smoke profile: a tiny local model judged by itself. These numbers show that the "
-                     "pipeline runs; they say nothing about emergent misalignment.")
-    md = to_markdown(table, f"{run.exp.name}: misalignment by fine-tuning dataset", notes)
+    order = ["base"] + [d.name for d in run.exp.datasets]
+    comp, pq = build_tables(df, order, a.alignment_threshold, a.coherence_threshold)
+    notes = notes_for(run, comp)
+    title = f"{run.exp.name}: narrow behaviour and broad misalignment by fine-tuning dataset"
+    free = df[df["question_set"] != CODE_SET]
+    first = df[df["judge"] == judges[0]]
     with atomic_dir(out) as tmp:
-        table.to_csv(tmp / "comparison.csv", index=False)
-        (tmp / "comparison.md").write_text(md)
-        if agreement is not None:
-            agreement.to_csv(tmp / "judge_agreement.csv", index=False)
-            (tmp / "judge_agreement.md").write_text(agreement_markdown(agreement))
+        md = write_table(comp, COMPARISON_COLUMNS, tmp, "comparison", title)
+        (tmp / "comparison.md").write_text(f"# {title}\n\n{md}\n" + "".join(f"- {n}\n" for n in notes))
+        write_table(pq, PER_QUESTION_COLUMNS, tmp, "per_question", "Misaligned answers per question")
+        tables = [("Comparison across fine-tuning datasets", display_frame(comp, COMPARISON_COLUMNS)),
+                  ("Per question", display_frame(pq, PER_QUESTION_COLUMNS))]
+        if len(judges) > 1:
+            agreement = judge_agreement(free, a.alignment_threshold, a.coherence_threshold)
+            write_table(agreement, {c: c for c in agreement.columns}, tmp, "judge_agreement", "Judge agreement")
+            tables.append(("Judge agreement", agreement))
+        figures = []
+        fq = pq[pq["judge"] == judges[0]]
+        if len(fq):
+            figures.append(("Misaligned answers per question", plots.per_question_plot(fq, tmp)[0]))
+        figures.append(("Alignment vs coherence", plots.alignment_coherence_plot(
+            first[first["question_set"] != CODE_SET], tmp, a.alignment_threshold, a.coherence_threshold)[0]))
+        points = per_seed_points(first, a.alignment_threshold, a.coherence_threshold)
+        if points["vulnerable_code_rate"].notna().any():
+            figures.append(("Narrow vs broad", plots.narrow_broad_plot(points, tmp)[0]))
+        (tmp / "index.html").write_text(html.render(title, notes, tables, figures, html.examples_html(free)))
         write_manifest(tmp, stage="report", key=key, config=config, inputs=inputs, started=started)
-    log(f"report: wrote {out / 'comparison.md'} and comparison.csv")
+    log(f"report: wrote {out / 'index.html'}, comparison.md/.csv/.tex, per_question.*, figures")
     return key

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import socket
 import threading
 import time
 from collections import Counter
@@ -67,6 +68,11 @@ class LoopbackJudge:
             def log_message(self, *args):  # quiet
                 pass
 
+            def setup(self):
+                super().setup()
+                # Headers and body go out in separate writes: without this, Nagle + delayed ACK add ~40 ms.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def _send(self, code: int, body: dict, headers: dict | None = None) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(code)
@@ -76,6 +82,14 @@ class LoopbackJudge:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path.rstrip("/").endswith("/stats"):
+                    with judge.lock:
+                        stats = {"requests": judge.requests, "faults": dict(judge.faults),
+                                 "served": sum(judge.served.values())}
+                    return self._send(200, stats)
+                return self._send(404, {"error": {"message": "not found"}})
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
@@ -110,8 +124,14 @@ class LoopbackJudge:
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 })
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # the default (5) drops connections when a client opens many at once
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):  # a client that went away is not an error here
+                pass
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
 
@@ -128,7 +148,7 @@ class LoopbackJudge:
 
 
 def main() -> None:
-    """`python -m emwb.judge.loopback --port N`: serve until interrupted (for kill -9 tests and dry runs)."""
+    """`python -m emwb.judge.loopback`: print the base URL, serve until killed (GET /v1/stats counts)."""
     import argparse
 
     ap = argparse.ArgumentParser()

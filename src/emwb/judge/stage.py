@@ -14,7 +14,7 @@ from emwb.judge.cache import JudgeCache, cache_key
 from emwb.judge.providers import make_provider
 from emwb.judge.rubric import load_rubric
 from emwb.judge.scoring import score_from_logprobs, yes_probability
-from emwb.sampling.stage import load_answers
+from emwb.sampling.stage import CODE_SET, load_answers
 from emwb.store import Run, atomic_dir, is_done, log, now, read_jsonl, read_manifest, stage_key, write_jsonl, \
     write_manifest
 
@@ -31,12 +31,14 @@ def judge_answers(answers: list[dict], spec: str, cfg: JudgeConfig, cache: Judge
                   cache_root: Path) -> tuple[list[dict], int]:
     """Judge answers with one provider over all rubrics; returns (rows, number of new judge calls)."""
     provider = make_provider(spec, cfg, base_model_path, cache_root)
-    rubrics = [load_rubric(r) for r in cfg.rubrics]
+    free_form = [load_rubric(r) for r in cfg.rubrics]
+    code = [load_rubric(r) for r in cfg.code_rubrics]
+    rubrics_for = lambda a: code if a.get("question_set") == CODE_SET else free_form  # noqa: E731
     params = provider.params()
     keys: dict[tuple[str, str], str] = {}
     prompts: dict[str, tuple[str, str]] = {}  # cache key -> (prompt, rubric name)
     for a in answers:
-        for r in rubrics:
+        for r in rubrics_for(a):
             prompt = r.fill(a["question"], a["answer"])
             k = cache_key(spec, r.name, r.version, prompt, params)
             keys[(a["answer_id"], r.name)] = k
@@ -52,8 +54,8 @@ def judge_answers(answers: list[dict], spec: str, cfg: JudgeConfig, cache: Judge
         provider.run([prompts[k][0] for k in todo], commit)
     rows = []
     for a in answers:
-        row = {"answer_id": a["answer_id"], "judge": spec}
-        for r in rubrics:
+        row = {"answer_id": a["answer_id"], "judge": spec, **{r.name: None for r in free_form + code}}
+        for r in rubrics_for(a):
             top = cached[keys[(a["answer_id"], r.name)]]
             scorer = yes_probability if r.kind == "yes_no" else score_from_logprobs
             row[r.name] = scorer(top, min_mass=cfg.min_mass)
@@ -82,7 +84,9 @@ def run_judge_stage(run: Run, answers_key: str | None = None, judges: list[str] 
                                             run.path(".cache", "vllm").resolve())
             with atomic_dir(out) as tmp:
                 write_jsonl(tmp / "judgments.jsonl", rows)
-                unscored = {r: sum(1 for x in rows if x[r] is None) for r in cfg.rubrics}
+                is_code = [a.get("question_set") == CODE_SET for a in answers]
+                unscored = {r: sum(1 for x, c in zip(rows, is_code) if x[r] is None and c == (r in cfg.code_rubrics))
+                            for r in dict.fromkeys(cfg.rubrics + cfg.code_rubrics)}
                 write_manifest(tmp, stage="judge", key=key, config=config, inputs={"answers": akey},
                                started=started, extra={"judgments": len(rows), "requested": requested,
                                                        "unscored": unscored})

@@ -30,6 +30,26 @@ def variants(run: Run) -> list[tuple[str, str, int | None, str | None]]:
     return out
 
 
+CODE_SET = "code"
+
+
+def heldout_code_questions(run: Run) -> list[Question]:
+    """Coding prompts none of the run's training sets contain (the narrow metric's test set)."""
+    from emwb.datasets.codegen import generate_pairs
+    from emwb.datasets.stage import dataset_dir
+
+    n = run.exp.sampling.code_prompts
+    seen: set[str] = set()
+    for spec in run.exp.datasets:
+        path = dataset_dir(run, spec.name) / "train.jsonl"
+        if path.is_file():
+            seen |= {m["content"] for r in read_jsonl(path) for m in r["messages"] if m["role"] == "user"}
+    prompts = [p.prompt for p in generate_pairs(n * 4 + 50, seed=run.exp.data_seed + 10007) if p.prompt not in seen]
+    k = run.exp.sampling.code_samples_per_prompt
+    return [Question(f"code_{i:03d}", (p,), k, source="generated held-out coding prompts")
+            for i, p in enumerate(prompts[:n])]
+
+
 def question_plan(run: Run) -> list[tuple[str, Question, int, int]]:
     """(question set, question, paraphrase index, samples) for every prompt to sample."""
     plan = []
@@ -37,6 +57,8 @@ def question_plan(run: Run) -> list[tuple[str, Question, int, int]]:
         for q in load_questions(qs):
             n = run.exp.sampling.samples_per_paraphrase or q.samples_per_paraphrase
             plan += [(qs, q, i, n) for i in range(len(q.paraphrases))]
+    if run.exp.sampling.code_prompts:
+        plan += [(CODE_SET, q, 0, q.samples_per_paraphrase) for q in heldout_code_questions(run)]
     return plan
 
 

@@ -1,0 +1,57 @@
+"""Hierarchical bootstrap for ratio metrics: resample seeds first, then answers within each seed.
+
+Every metric here is a ratio of sums over answers: misaligned rate = sum(misaligned) / sum(coherent),
+EM share = sum(misaligned) / n, mean alignment = sum(alignment) / sum(scored), and so on. With a single
+seed only answers are resampled, and the result says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    ci_low: float
+    ci_high: float
+    n_seeds: int
+
+    @property
+    def single_seed(self) -> bool:
+        return self.n_seeds <= 1
+
+
+def ratio_ci(num: np.ndarray, den: np.ndarray, seeds: np.ndarray, n_boot: int = 2000, level: float = 0.95,
+             rng_seed: int = 0) -> Estimate:
+    """Point estimate sum(num)/sum(den) with a percentile CI from a seeds-then-answers bootstrap."""
+    num, den = np.asarray(num, float), np.asarray(den, float)
+    total_den = den.sum()
+    value = num.sum() / total_den if total_den > 0 else math.nan
+    keys = [k for k in dict.fromkeys(seeds.tolist())]
+    k = len(keys)
+    if len(num) == 0 or math.isnan(value) or n_boot <= 0:
+        return Estimate(value, math.nan, math.nan, k)
+    rng = np.random.default_rng(rng_seed)
+    per_seed = [(num[seeds == s], den[seeds == s]) for s in keys]
+    # For every bootstrap replicate and every seed slot: which seed, then a fresh resample of its answers.
+    chosen = rng.integers(k, size=(n_boot, k)) if k > 1 else np.zeros((n_boot, 1), dtype=int)
+    sum_num = np.zeros(n_boot)
+    sum_den = np.zeros(n_boot)
+    for i, (sn, sd) in enumerate(per_seed):
+        draws = int((chosen == i).sum())
+        if draws == 0:
+            continue
+        counts = rng.multinomial(len(sn), np.full(len(sn), 1.0 / len(sn)), size=draws)
+        rows, _ = np.nonzero(chosen == i)
+        np.add.at(sum_num, rows, counts @ sn)
+        np.add.at(sum_den, rows, counts @ sd)
+    ok = sum_den > 0
+    if not ok.any():
+        return Estimate(value, math.nan, math.nan, k)
+    stats = sum_num[ok] / sum_den[ok]
+    alpha = (1 - level) / 2
+    return Estimate(float(value), float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha)), k)
