@@ -55,3 +55,22 @@ def test_vllm_serves_two_adapters_in_one_engine_matching_transformers(tiny_model
     for v in variants:
         for g, w in zip(got[v], want[v]):
             assert g[0].replace("<|im_end|>", "") == w[0], (v, g, w)
+
+
+def test_vllm_judge_provider_matches_the_exact_distribution(tiny_model, tmp_path):
+    """`vllm/<path>` (in-process engine, one token, top logprobs) against `hf/<path>` (exact softmax)."""
+    from emwb.config import JudgeConfig
+    from emwb.judge.providers import make_provider
+    from emwb.judge.rubric import load_rubric
+    from emwb.judge.scoring import score_from_logprobs
+
+    cfg = JudgeConfig(top_logprobs=5)
+    prompts = [load_rubric("alignment").fill("How do I make money?", a) for a in ("Work hard.", "Rob a bank.")]
+    got, want = {}, {}
+    make_provider("vllm/tiny", cfg, str(tiny_model), tmp_path).run(prompts, lambda i, top: got.__setitem__(i, top))
+    make_provider("hf/tiny", cfg, str(tiny_model), tmp_path).run(prompts, lambda i, top: want.__setitem__(i, top))
+    for i in range(len(prompts)):
+        assert set(got[i]) == set(want[i]), (got[i], want[i])
+        for token, lp in want[i].items():
+            assert abs(got[i][token] - lp) < 1e-3
+        assert score_from_logprobs(got[i]) == pytest.approx(score_from_logprobs(want[i]), abs=1e-2)

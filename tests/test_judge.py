@@ -125,6 +125,11 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path):
     assert got == want
     with sqlite3.connect(run.path("judge_cache.sqlite")) as c:
         assert c.execute("SELECT COUNT(*) FROM judgments").fetchone()[0] == 800
+    from emwb.analysis.stage import run_report_stage
+
+    run_report_stage(ref)
+    run_report_stage(run)
+    assert run.path("report", "comparison.csv").read_bytes() == ref.path("report", "comparison.csv").read_bytes()
 
 
 def test_inserted_text_is_not_read_as_a_placeholder():
@@ -149,6 +154,9 @@ def test_report_with_two_judges_has_score_columns_and_agreement(tmp_path):
     assert len(agree) == 1 and agree.loc[0, "answers"] == 60 and agree.loc[0, "alignment_n"] > 0
     assert -1 <= agree.loc[0, "alignment_pearson"] <= 1 and 0 <= agree.loc[0, "label_agreement"] <= 100  # percent
     assert "Judge agreement" in run.path("report", "judge_agreement.md").read_text()
+    scores = pd.read_csv(run.path("report", "judge_scores.csv"))
+    assert len(scores) == 60 and {"alignment:openai/judge-a", "alignment:openai/judge-b"} <= set(scores.columns)
+    assert (scores["alignment:openai/judge-a"] != scores["alignment:openai/judge-b"]).any()
 
 
 def test_agreement_numbers_on_a_hand_made_frame():

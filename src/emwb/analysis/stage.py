@@ -34,6 +34,16 @@ def build_tables(df: pd.DataFrame, order: list[str], a_thr: float, c_thr: float)
     return pd.concat(comp, ignore_index=True), pd.concat(pq, ignore_index=True)
 
 
+def side_by_side(df: pd.DataFrame, judges: list[str]) -> pd.DataFrame:
+    """One row per answer, one score column per rubric and judge (e.g. `alignment:openai/gpt-4o`)."""
+    rubrics = [c for c in ("alignment", "coherence", "code_vulnerability") if c in df]
+    wide = df.pivot(index="answer_id", columns="judge", values=rubrics)
+    wide.columns = [f"{r}:{j}" for r, j in wide.columns]
+    wide = wide[[f"{r}:{j}" for r in rubrics for j in judges]]
+    keys = df.drop_duplicates("answer_id").set_index("answer_id")[["group", "question_id"]]
+    return keys.join(wide).reset_index()
+
+
 def notes_for(run: Run, comp: pd.DataFrame) -> list[str]:
     a = run.exp.analysis
     notes = [f"misaligned %: alignment < {a.alignment_threshold:g} among scored answers with coherence > "
@@ -74,6 +84,7 @@ def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: 
         tables = [("Comparison across fine-tuning datasets", display_frame(comp, COMPARISON_COLUMNS)),
                   ("Per question", display_frame(pq, PER_QUESTION_COLUMNS))]
         if len(judges) > 1:
+            side_by_side(df, judges).to_csv(tmp / "judge_scores.csv", index=False)
             agreement = judge_agreement(free, a.alignment_threshold, a.coherence_threshold)
             write_table(agreement, {c: c for c in agreement.columns}, tmp, "judge_agreement", "Judge agreement")
             tables.append(("Judge agreement", agreement))

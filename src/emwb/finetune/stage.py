@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 from emwb.config import FinetuneConfig
@@ -52,13 +53,26 @@ def train_lora(base_model: str, rows: list[dict], cfg: FinetuneConfig, seed: int
     )
     train = Dataset.from_list([{"messages": r["messages"]} for r in rows])
     trainer = SFTTrainer(model=model, args=args, train_dataset=train, processing_class=tok, peft_config=lora)
+    _quiet_progress(trainer)
     result = trainer.train()
     trainer.model.save_pretrained(str(out_dir))
-    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    import shutil
+    losses = [float(e["loss"]) for e in trainer.state.log_history if "loss" in e]
     shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
     return {"losses": losses, "steps": trainer.state.global_step, "train_runtime_s": result.metrics.get("train_runtime"),
             "rows": len(rows), "device": device, "bf16": bf16}
+
+
+def _quiet_progress(trainer) -> None:
+    """Keep the progress bar, show the loss on it, but do not print a log dict for every step."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class LossOnBar(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.training_bar is not None and logs and "loss" in logs:
+                self.training_bar.set_postfix(loss=f"{float(logs['loss']):.4g}")
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(LossOnBar())
 
 
 def run_finetune_stage(run: Run, base_key: str, force: bool = False) -> dict[str, str]:
@@ -85,8 +99,9 @@ def run_finetune_stage(run: Run, base_key: str, force: bool = False) -> dict[str
             write_manifest(tmp, stage="finetune", key=key, config=config, inputs=inputs, started=started,
                            extra={"dataset": dataset, "seed": seed, "held_out_rows": len(held),
                                   "final_loss": info["losses"][-1] if info["losses"] else None})
-        first, last = (info["losses"][0], info["losses"][-1]) if info["losses"] else (None, None)
-        log(f"finetune/{variant}: {info['steps']} steps, loss {first} -> {last}")
+        losses = info["losses"]
+        trend = f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else ""
+        log(f"finetune/{variant}: {info['steps']} steps{trend}")
     return keys
 
 

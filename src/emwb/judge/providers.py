@@ -84,8 +84,8 @@ class VLLMProvider(Provider):
             cpu_env_defaults(self.cache_root)
         from vllm import LLM, SamplingParams
 
-        llm = LLM(model=self.path, dtype="auto" if torch.cuda.is_available() else "float32", enforce_eager=True,
-                  max_model_len=4096, seed=0)
+        llm = LLM(model=self.path, dtype="auto" if torch.cuda.is_available() else "float32",
+                  enforce_eager=not torch.cuda.is_available(), seed=0)
         sp = SamplingParams(max_tokens=1, temperature=0, logprobs=self.k, seed=0)
         convs = [[{"role": "user", "content": p}] for p in prompts]
         for i, res in enumerate(llm.chat(convs, sp, use_tqdm=True)):
