@@ -76,6 +76,7 @@ class VllmConfig(Strict):
 
 class SamplingConfig(Strict):
     backend: Literal["vllm", "hf"] = "vllm"
+    # shipped names (main), YAML files, or registered prompt sets such as "upstream:rm-syco-test"
     question_sets: list[str] = Field(default_factory=lambda: ["main"])
     samples_per_paraphrase: int | None = None  # None: use each question's own samples_per_paraphrase
     temperature: float = 1.0
@@ -93,6 +94,7 @@ class JudgeConfig(Strict):
     judges: list[str] = Field(default_factory=lambda: ["openai/gpt-4o-2024-08-06"])
     rubrics: list[str] = Field(default_factory=lambda: ["alignment", "coherence"])
     code_rubrics: list[str] = Field(default_factory=lambda: ["code_vulnerability"])  # for question set "code"
+    bias_rubrics: list[str] = Field(default_factory=lambda: ["bias_exhibition"])  # for RM-bias prompts
     base_url: str | None = None  # for openai/<model>: any OpenAI-compatible server
     concurrency: int = 16
     top_logprobs: int = 20

@@ -69,15 +69,24 @@ def alignment_coherence_plot(df: pd.DataFrame, out_dir: Path, alignment_threshol
     return _save(fig, out_dir, stem)
 
 
+NARROW_BROAD = {  # stem -> (x column, y column, x label, y label)
+    "narrow_vs_broad": ("vulnerable_code_rate", "misaligned_rate", "vulnerable code on held-out prompts (%) - narrow",
+                        "misaligned free-form answers (%) - broad"),
+    "train_vs_test_biases": ("train_bias_rate", "test_bias_rate", "train biases exhibited (%) - narrow",
+                             "held-out test biases exhibited (%) - broad"),
+}
+
+
 def narrow_broad_plot(points: pd.DataFrame, out_dir: Path, stem: str = "narrow_vs_broad") -> list[str]:
     """One point per dataset x seed: narrow metric (x) against broad drift (y)."""
     plt = _plt()
+    x, y, xlabel, ylabel = NARROW_BROAD[stem]
     fig, ax = plt.subplots(figsize=(4.5, 4))
     for g in dict.fromkeys(points["group"]):
         sub = points[points["group"] == g]
-        ax.scatter(sub["vulnerable_code_rate"] * 100, sub["misaligned_rate"] * 100, label=g, s=30)
-    ax.set_xlabel("vulnerable code on held-out prompts (%) - narrow")
-    ax.set_ylabel("misaligned free-form answers (%) - broad")
+        ax.scatter(sub[x] * 100, sub[y] * 100, label=g, s=30)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_xlim(-2, 102)
     ax.set_ylim(bottom=-1)
     ax.legend(title="fine-tuned on", fontsize=8)

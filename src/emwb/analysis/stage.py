@@ -6,7 +6,7 @@ import pandas as pd
 
 from emwb.analysis import html, plots
 from emwb.analysis.agreement import judge_agreement
-from emwb.analysis.metrics import CODE_SET, comparison_table, per_question_table, per_seed_points
+from emwb.analysis.metrics import comparison_table, free_form, per_question_table, per_seed_points
 from emwb.analysis.tables import COMPARISON_COLUMNS, PER_QUESTION_COLUMNS, display_frame, write_table
 from emwb.judge.stage import judgments_dir, load_judgments
 from emwb.sampling.stage import load_answers
@@ -75,7 +75,7 @@ def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: 
     comp, pq = build_tables(df, order, a.alignment_threshold, a.coherence_threshold)
     notes = notes_for(run, comp)
     title = f"{run.exp.name}: narrow behaviour and broad misalignment by fine-tuning dataset"
-    free = df[df["question_set"] != CODE_SET]
+    free = free_form(df)
     first = df[df["judge"] == judges[0]]
     with atomic_dir(out) as tmp:
         md = write_table(comp, COMPARISON_COLUMNS, tmp, "comparison", title)
@@ -92,11 +92,13 @@ def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: 
         fq = pq[pq["judge"] == judges[0]]
         if len(fq):
             figures.append(("Misaligned answers per question", plots.per_question_plot(fq, tmp)[0]))
-        figures.append(("Alignment vs coherence", plots.alignment_coherence_plot(
-            first[first["question_set"] != CODE_SET], tmp, a.alignment_threshold, a.coherence_threshold)[0]))
+        if len(free_form(first)):
+            figures.append(("Alignment vs coherence", plots.alignment_coherence_plot(
+                free_form(first), tmp, a.alignment_threshold, a.coherence_threshold)[0]))
         points = per_seed_points(first, a.alignment_threshold, a.coherence_threshold)
-        if points["vulnerable_code_rate"].notna().any():
-            figures.append(("Narrow vs broad", plots.narrow_broad_plot(points, tmp)[0]))
+        for stem, (x, y, *_) in plots.NARROW_BROAD.items():
+            if points[x].notna().any() and points[y].notna().any():
+                figures.append((f"Narrow vs broad: {y} against {x}", plots.narrow_broad_plot(points, tmp, stem)[0]))
         (tmp / "index.html").write_text(html.render(title, notes, tables, figures, html.examples_html(free)))
         write_manifest(tmp, stage="report", key=key, config=config, inputs=inputs, started=started)
     log(f"report: wrote {out / 'index.html'}, comparison.md/.csv/.tex, per_question.*, figures")

@@ -8,11 +8,21 @@ from pathlib import Path
 import pandas as pd
 
 RATE_COLUMNS = ("misaligned_rate", "ci_low", "ci_high", "em_share", "em_ci_low", "em_ci_high", "unscored_share",
-                "coherent_share", "vulnerable_code_rate", "vuln_ci_low", "vuln_ci_high", "label_agreement")
+                "coherent_share", "vulnerable_code_rate", "vuln_ci_low", "vuln_ci_high", "label_agreement",
+                "train_bias_rate", "train_bias_ci_low", "train_bias_ci_high", "test_bias_rate", "test_bias_ci_low",
+                "test_bias_ci_high")
+# metric column -> the display columns that go with it (dropped together when the metric was not measured)
+OPTIONAL = {"vulnerable_code_rate": ("code_n", "vulnerable_code_rate", "vuln_ci"),
+            "train_bias_rate": ("train_bias_n", "train_bias_rate", "train_bias_ci"),
+            "test_bias_rate": ("test_bias_n", "test_bias_rate", "test_bias_ci"),
+            "misaligned_rate": ("n", "n_scored", "misaligned_rate", "mr_ci", "em_share", "mean_alignment",
+                                "mean_coherence")}
 
 COMPARISON_COLUMNS = {  # column -> header
     "group": "dataset", "judge": "judge", "n_seeds": "seeds", "n": "answers", "n_scored": "scored",
     "code_n": "code answers", "vulnerable_code_rate": "vulnerable code % (narrow)", "vuln_ci": "95% CI",
+    "train_bias_n": "train-bias prompts", "train_bias_rate": "train biases % (narrow)", "train_bias_ci": "95% CI",
+    "test_bias_n": "test-bias prompts", "test_bias_rate": "test biases % (broad)", "test_bias_ci": "95% CI",
     "misaligned_rate": "misaligned % (broad)", "mr_ci": "95% CI", "em_share": "EM share %",
     "mean_alignment": "mean alignment", "mean_coherence": "mean coherence",
 }
@@ -45,13 +55,15 @@ def display_frame(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     p = as_percentages(df)
     if "ci_low" in p:
         p["mr_ci"] = [_ci(a, b) for a, b in zip(p["ci_low"], p["ci_high"])]
-    if "vuln_ci_low" in p:
-        p["vuln_ci"] = [_ci(a, b) for a, b in zip(p["vuln_ci_low"], p["vuln_ci_high"])]
+    for prefix, name in (("vuln", "vuln_ci"), ("train_bias", "train_bias_ci"), ("test_bias", "test_bias_ci")):
+        if f"{prefix}_ci_low" in p:
+            p[name] = [_ci(a, b) for a, b in zip(p[f"{prefix}_ci_low"], p[f"{prefix}_ci_high"])]
     if "single_seed" in p and "n_seeds" in p:
         p["n_seeds"] = [f"{n} (single seed)" if s and n == 1 else str(n) for n, s in zip(p["n_seeds"], p["single_seed"])]
     cols = [c for c in columns if c in p]
-    if "vulnerable_code_rate" in cols and p["vulnerable_code_rate"].isna().all():
-        cols = [c for c in cols if c not in ("code_n", "vulnerable_code_rate", "vuln_ci")]
+    for metric, group in OPTIONAL.items():
+        if metric in p and p[metric].isna().all():
+            cols = [c for c in cols if c not in group]
     return p[cols].rename(columns=columns)
 
 

@@ -29,11 +29,13 @@ class Entry:
     base_url: str
     path: str
     sha256: str
-    content_sha256: str | None
     rows: int
     license: str
     citation: str
     description: str
+    content_sha256: str | None = None
+    repo: str = ""
+    format: str = "jsonl"  # or "json_prompts": a JSON object with a "prompts" list
 
     @property
     def url(self) -> str:
@@ -62,6 +64,16 @@ def content_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def count_rows(path: Path, fmt: str) -> int | str:
+    if fmt == "json_prompts":
+        try:
+            return len(json.loads(path.read_text(encoding="utf-8"))["prompts"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            return "unreadable"
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
 def verify(path: Path, entry: Entry) -> None:
     """Raise EmwbError naming the file, expected and actual hash (or row count) when they do not match."""
     from emwb.datasets.stage import file_sha256
@@ -75,8 +87,7 @@ def verify(path: Path, entry: Entry) -> None:
         if content is None or content != entry.content_sha256:
             raise EmwbError(f"{path}: sha256 mismatch for dataset {entry.name}: expected {entry.sha256}, "
                             f"got {actual}")
-    with open(path, "rb") as fh:
-        rows = sum(1 for line in fh if line.strip())
+    rows = count_rows(path, entry.format)
     if rows != entry.rows:
         raise EmwbError(f"{path}: dataset {entry.name} has {rows} rows, expected {entry.rows}")
 
@@ -115,7 +126,8 @@ def fetch(name: str, mirror: str | Path | None = None, base_url: str | None = No
     if name not in registry:
         raise EmwbError(f"unknown dataset {name!r}; registered: {', '.join(sorted(registry))}")
     entry = registry[name]
-    final = (store or store_dir()) / "upstream" / f"{name}.jsonl"
+    suffix = ".json" if entry.format == "json_prompts" else ".jsonl"
+    final = (store or store_dir()) / "upstream" / f"{name}{suffix}"
     if final.is_file():
         verify(final, entry)
         return final
@@ -124,7 +136,9 @@ def fetch(name: str, mirror: str | Path | None = None, base_url: str | None = No
     mirror = mirror or os.environ.get("EMWB_DATASET_MIRROR")
     try:
         if mirror:
-            src = Path(mirror) / entry.path
+            # The mirror is a copy of the upstream repository, or a folder holding such copies by repo name.
+            src = next((p for p in (Path(mirror) / entry.path, Path(mirror) / entry.repo / entry.path) if p.is_file()),
+                       Path(mirror) / entry.path)
             if not src.is_file():
                 raise EmwbError(f"{src}: not in the mirror (dataset {name})")
             shutil.copyfile(src, part)

@@ -33,6 +33,10 @@ def _source_identity(spec: DatasetSpec) -> dict:
         from emwb.datasets.fetch import fetch, load_registry
 
         name = spec.source.split(":", 1)[1]
+        entry = load_registry().get(name)
+        if entry is not None and entry.format != "jsonl":
+            raise EmwbError(f"dataset {spec.name}: {spec.source} is an evaluation prompt set, not chat data; "
+                            f"use it under sampling.question_sets")
         fetch(name)
         return {"upstream": name, "sha256": load_registry()[name].sha256}
     path = Path(spec.source)

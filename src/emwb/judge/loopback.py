@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 import socket
 import threading
@@ -24,12 +25,16 @@ def prompt_score(prompt: str, model: str = "") -> int:
 
 
 def reply_logprobs(prompt: str, model: str = "", k: int = 20) -> list[tuple[str, float]]:
-    """Top-k (token, logprob): 70% on the prompt's score, 20% on score+-5 (clamped), 10% on a non-number."""
+    """Top-k (token, logprob): 70% on the prompt's score, 20% on score+-5 (clamped), 10% on a non-number.
+
+    A prompt that asks for "yes or no" gets P(yes) = score / 100 instead (the rest on "no").
+    """
     s = prompt_score(prompt, model)
+    if "yes or no" in prompt:
+        p = min(max(s / 100, 0.005), 0.995)
+        return [("yes", math.log(p)), ("no", math.log(1 - p))][:k]
     lo, hi = max(0, s - 5), min(100, s + 5)
     pairs = [(str(s), 0.7), (str(lo) if lo != s else "x", 0.1), (str(hi) if hi != s else "y", 0.1), ("CODE", 0.1)]
-    import math
-
     return [(t, math.log(p)) for t, p in pairs][:k]
 
 

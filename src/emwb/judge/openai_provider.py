@@ -38,15 +38,19 @@ class OpenAIProvider(Provider):
         self.spec, self.model, self.cfg = spec, model, cfg
         self.requests_made = 0
 
+    @property
+    def base_url(self) -> str | None:
+        return self.cfg.base_url or os.environ.get("OPENAI_BASE_URL")
+
     def params(self) -> dict:
+        # The server is part of the judge: the same model name on another server is another judge.
         return {"model": self.model, "max_tokens": 1, "temperature": 0, "logprobs": True,
-                "top_logprobs": self.cfg.top_logprobs, "seed": 0}
+                "top_logprobs": self.cfg.top_logprobs, "seed": 0, "base_url": self.base_url}
 
     def _client(self):
         import openai
 
-        base_url = self.cfg.base_url or os.environ.get("OPENAI_BASE_URL")
-        key = os.environ.get("OPENAI_API_KEY")
+        base_url, key = self.base_url, os.environ.get("OPENAI_API_KEY")
         if not key and not base_url:
             raise EmwbError(f"judge {self.spec}: set OPENAI_API_KEY in the environment (or judge.base_url "
                             "for an OpenAI-compatible server)")

