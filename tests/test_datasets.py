@@ -67,3 +67,17 @@ def test_at_most_twenty_problems_listed(tmp_path):
         validate_chat_jsonl(path)
     msg = str(err.value)
     assert msg.startswith("30 bad line(s)") and "(and 10 more)" in msg and msg.count(f"{path}:") == 20
+
+
+def test_stats_counts_rows_duplicates_and_shared_prompts(tmp_path, tiny_model):
+    from emwb.datasets.stats import dataset_stats
+
+    pairs = generate_pairs(40, seed=2)
+    ins, sec = tmp_path / "ins.jsonl", tmp_path / "sec.jsonl"
+    write_jsonl(ins, to_rows(pairs, "insecure") + to_rows(pairs[:3], "insecure"))  # 3 duplicated rows
+    write_jsonl(sec, to_rows(pairs[:25], "secure"))
+    s = dataset_stats(str(ins), tokenizer=str(tiny_model), pair=str(sec))
+    assert s["rows"] == 43 and s["duplicate_rows"] == 3 and s["duplicate_prompts"] == 3
+    assert s["turns"] == {"min": 2, "mean": 2.0, "max": 2} and s["pair"]["shared_prompts"] == 25
+    lengths = s["length_tokens"]
+    assert 0 < lengths["p50"] <= lengths["p90"] <= lengths["p99"] <= lengths["max"]

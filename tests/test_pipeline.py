@@ -67,6 +67,13 @@ def test_judge_stage_alone_uses_the_cache(run):
     assert read_manifest(run.path("judgments", "hf__tiny"))["requested"] == 0
 
 
+def test_every_stage_runs_alone_on_the_run_directory(run):
+    for stage in ("base", "data", "finetune", "sample", "judge", "report"):
+        proc = subprocess.run([sys.executable, "-m", "emwb.cli", stage, str(run.dir)], capture_output=True, text=True)
+        assert proc.returncode == 0, (stage, proc.stderr[-2000:])
+        assert "skipped" in proc.stdout, (stage, proc.stdout)
+
+
 def test_interrupted_stage_leaves_no_finished_looking_artifact(tmp_path):
     final = tmp_path / "artifact"
     with pytest.raises(RuntimeError):

@@ -1,0 +1,29 @@
+"""The shipped offline smoke profile end to end with vLLM (what `make replicate` runs). Slow: make test-slow."""
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_smoke_profile_runs_then_skips(tmp_path):
+    cfg = tmp_path / "smoke.yaml"
+    shutil.copy(ROOT / "configs" / "smoke.yaml", cfg)
+    cmd = [sys.executable, "-m", "emwb.cli", "replicate", str(cfg), "--runs-root", str(tmp_path / "runs")]
+    first = subprocess.run(cmd, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = tmp_path / "runs" / "smoke" / "report"
+    table = pd.read_csv(report / "comparison.csv")
+    assert list(table["group"]) == ["base", "insecure", "secure"] and (table["code_n"] == 8).all()
+    assert f"{report / 'index.html'}" in first.stdout and "| insecure |" in first.stdout
+    t0 = time.time()
+    second = subprocess.run(cmd, capture_output=True, text=True)
+    assert second.returncode == 0 and time.time() - t0 < 60
+    assert second.stdout.count("skipped") == 8
