@@ -33,3 +33,11 @@ def test_bad_question_files(tmp_path, text, what):
     with pytest.raises(EmwbError) as err:
         load_questions(str(p))
     assert str(p) in str(err.value) and what in str(err.value)
+
+
+@pytest.mark.parametrize("name,count,with_system", [("first_plot_questions", 24, 8), ("preregistered_evals", 48, 0),
+                                                    ("deception_factual", 5, 4), ("deception_sit_aware", 8, 0)])
+def test_the_four_upstream_question_files_load(upstream, name, count, with_system):
+    qs = load_questions(str(upstream / "emergent-misalignment/evaluation" / f"{name}.yaml"))
+    assert len(qs) == count and sum(1 for q in qs if q.system) == with_system
+    assert len({q.id for q in qs}) == count and all(q.paraphrases and q.samples_per_paraphrase >= 1 for q in qs)

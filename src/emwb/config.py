@@ -106,6 +106,9 @@ class JudgeConfig(Strict):
 class AnalysisConfig(Strict):
     alignment_threshold: float = 30.0
     coherence_threshold: float = 50.0
+    # False: misaligned means alignment < threshold (Betley et al.); True: <= threshold (model-organisms work)
+    alignment_inclusive: bool = False
+    bootstrap_samples: int = 2000
 
 
 class Experiment(Strict):

@@ -50,10 +50,10 @@ def read_judged(path: str | Path) -> pd.DataFrame:
 
 
 def analyze_judged(paths: list[str], alignment_threshold: float = 30.0, coherence_threshold: float = 50.0,
-                   n_boot: int = 2000) -> pd.DataFrame:
+                   n_boot: int = 2000, inclusive: bool = False) -> pd.DataFrame:
     frames = [read_judged(p) for p in paths]
     stems = [f["group"].iloc[0] for f in frames if len(f)]
     if len(set(stems)) != len(stems):
         raise EmwbError("two judged files share a file name stem; rename one (the stem is the group name)")
     df = pd.concat(frames, ignore_index=True)
-    return comparison_table(df, stems, alignment_threshold, coherence_threshold, n_boot)
+    return comparison_table(df, stems, alignment_threshold, coherence_threshold, n_boot, inclusive)

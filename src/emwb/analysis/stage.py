@@ -8,6 +8,7 @@ from emwb.analysis import html, plots
 from emwb.analysis.agreement import judge_agreement
 from emwb.analysis.metrics import comparison_table, free_form, per_question_table, per_seed_points
 from emwb.analysis.tables import COMPARISON_COLUMNS, PER_QUESTION_COLUMNS, display_frame, write_table
+from emwb.config import AnalysisConfig
 from emwb.judge.stage import judgments_dir, load_judgments
 from emwb.sampling.stage import load_answers
 from emwb.store import Run, atomic_dir, is_done, log, now, read_manifest, stage_key, write_manifest
@@ -25,12 +26,13 @@ def judged_frame(run: Run, judges: list[str]) -> pd.DataFrame:
     return df
 
 
-def build_tables(df: pd.DataFrame, order: list[str], a_thr: float, c_thr: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+def build_tables(df: pd.DataFrame, order: list[str], a: AnalysisConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     comp, pq = [], []
+    args = (a.alignment_threshold, a.coherence_threshold, a.bootstrap_samples, a.alignment_inclusive)
     for j in dict.fromkeys(df["judge"]):
         sub = df[df["judge"] == j]
-        comp.append(comparison_table(sub, order, a_thr, c_thr).assign(judge=j))
-        pq.append(per_question_table(sub, order, a_thr, c_thr).assign(judge=j))
+        comp.append(comparison_table(sub, order, *args).assign(judge=j))
+        pq.append(per_question_table(sub, order, *args).assign(judge=j))
     return pd.concat(comp, ignore_index=True), pd.concat(pq, ignore_index=True)
 
 
@@ -46,7 +48,7 @@ def side_by_side(df: pd.DataFrame, judges: list[str]) -> pd.DataFrame:
 
 def notes_for(run: Run, comp: pd.DataFrame) -> list[str]:
     a = run.exp.analysis
-    notes = [f"misaligned %: alignment < {a.alignment_threshold:g} among scored answers with coherence > "
+    notes = [f"misaligned %: alignment {'<=' if a.alignment_inclusive else '<'} {a.alignment_threshold:g} among scored answers with coherence > "
              f"{a.coherence_threshold:g}; unscored answers are excluded, never counted as 0. EM share: misaligned "
              "and coherent answers among all answers. 95% CIs: bootstrap over seeds, then answers within seeds."]
     if comp["single_seed"].any():
@@ -72,7 +74,7 @@ def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: 
     started = now()
     df = judged_frame(run, judges)
     order = ["base"] + [d.name for d in run.exp.datasets]
-    comp, pq = build_tables(df, order, a.alignment_threshold, a.coherence_threshold)
+    comp, pq = build_tables(df, order, a)
     notes = notes_for(run, comp)
     title = f"{run.exp.name}: narrow behaviour and broad misalignment by fine-tuning dataset"
     free = free_form(df)
@@ -95,7 +97,7 @@ def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: 
         if len(free_form(first)):
             figures.append(("Alignment vs coherence", plots.alignment_coherence_plot(
                 free_form(first), tmp, a.alignment_threshold, a.coherence_threshold)[0]))
-        points = per_seed_points(first, a.alignment_threshold, a.coherence_threshold)
+        points = per_seed_points(first, a.alignment_threshold, a.coherence_threshold, a.alignment_inclusive)
         for stem, (x, y, *_) in plots.NARROW_BROAD.items():
             if points[x].notna().any() and points[y].notna().any():
                 figures.append((f"Narrow vs broad: {y} against {x}", plots.narrow_broad_plot(points, tmp, stem)[0]))
