@@ -112,6 +112,37 @@ def stage_key(stage: str, config: Any, inputs: dict[str, str]) -> str:
 
 
 @dataclass
+class Artifact:
+    """One stage output folder: skipped when its manifest carries the same key, else written atomically."""
+
+    dir: Path
+    stage: str
+    config: Any
+    inputs: dict[str, str]
+
+    @property
+    def key(self) -> str:
+        return stage_key(self.stage, self.config, self.inputs)
+
+    def skip(self, force: bool, label: str) -> bool:
+        """True (and says so) when the artifact is current and not forced."""
+        if not force and is_done(self.dir, self.key):
+            log(f"{label}: up to date, skipped")
+            return True
+        return False
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[tuple[Path, dict]]:
+        """Yield (scratch folder, manifest extras); on success the manifest is written and the folder swapped in."""
+        started = now()
+        extra: dict = {}
+        with atomic_dir(self.dir) as tmp:
+            yield tmp, extra
+            write_manifest(tmp, stage=self.stage, key=self.key, config=self.config, inputs=self.inputs,
+                           started=started, extra=extra)
+
+
+@dataclass
 class Run:
     """An experiment bound to its run directory."""
 

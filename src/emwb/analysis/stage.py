@@ -11,7 +11,7 @@ from emwb.analysis.tables import COMPARISON_COLUMNS, PER_QUESTION_COLUMNS, displ
 from emwb.config import AnalysisConfig
 from emwb.judge.stage import judgments_dir, load_judgments
 from emwb.sampling.stage import load_answers
-from emwb.store import Run, atomic_dir, is_done, log, now, read_manifest, stage_key, write_manifest
+from emwb.store import Artifact, Run, log, read_manifest
 
 
 def judged_frame(run: Run, judges: list[str]) -> pd.DataFrame:
@@ -66,12 +66,9 @@ def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: 
               for j in judges}
     a = run.exp.analysis
     config = a.model_dump(mode="json")
-    key = stage_key("report", config, inputs)
-    out = run.path("report")
-    if not force and is_done(out, key):
-        log(f"report: up to date, skipped ({out / 'index.html'})")
-        return key
-    started = now()
+    art = Artifact(run.path("report"), "report", config, inputs)
+    if art.skip(force, f"report ({art.dir / 'index.html'})"):
+        return art.key
     df = judged_frame(run, judges)
     order = ["base"] + [d.name for d in run.exp.datasets]
     comp, pq = build_tables(df, order, a)
@@ -79,7 +76,7 @@ def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: 
     title = f"{run.exp.name}: narrow behaviour and broad misalignment by fine-tuning dataset"
     free = free_form(df)
     first = df[df["judge"] == judges[0]]
-    with atomic_dir(out) as tmp:
+    with art.write() as (tmp, _):
         md = write_table(comp, COMPARISON_COLUMNS, tmp, "comparison", title)
         (tmp / "comparison.md").write_text(f"# {title}\n\n{md}\n" + "".join(f"- {n}\n" for n in notes))
         write_table(pq, PER_QUESTION_COLUMNS, tmp, "per_question", "Misaligned answers per question")
@@ -102,6 +99,5 @@ def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: 
             if points[x].notna().any() and points[y].notna().any():
                 figures.append((f"Narrow vs broad: {y} against {x}", plots.narrow_broad_plot(points, tmp, stem)[0]))
         (tmp / "index.html").write_text(html.render(title, notes, tables, figures, html.examples_html(free)))
-        write_manifest(tmp, stage="report", key=key, config=config, inputs=inputs, started=started)
-    log(f"report: wrote {out / 'index.html'}, comparison.md/.csv/.tex, per_question.*, figures")
-    return key
+    log(f"report: wrote {art.dir / 'index.html'}, comparison.md/.csv/.tex, per_question.*, figures")
+    return art.key

@@ -10,7 +10,7 @@ from emwb.config import DatasetSpec
 from emwb.datasets.chatjsonl import validate_chat_jsonl
 from emwb.datasets.codegen import VARIANTS, generate_pairs, to_rows
 from emwb.errors import EmwbError
-from emwb.store import Run, atomic_dir, is_done, log, now, read_manifest, stage_key, write_jsonl, write_manifest
+from emwb.store import Artifact, Run, log, read_manifest, write_jsonl
 
 GENERATED_DEFAULT_ROWS = 6000
 
@@ -69,18 +69,14 @@ def run_data_stage(run: Run, force: bool = False) -> dict[str, str]:
     keys = {}
     for spec in run.exp.datasets:
         cfg = {"spec": spec.model_dump(mode="json"), "data_seed": run.exp.data_seed, **_source_identity(spec)}
-        key = stage_key("data", cfg, {})
-        out = dataset_dir(run, spec.name)
-        keys[spec.name] = key
-        if not force and is_done(out, key):
-            log(f"data/{spec.name}: up to date, skipped")
+        art = Artifact(dataset_dir(run, spec.name), "data", cfg, {})
+        keys[spec.name] = art.key
+        if art.skip(force, f"data/{spec.name}"):
             continue
-        started = now()
         rows = _load(spec, run.exp.data_seed)
-        with atomic_dir(out) as tmp:
+        with art.write() as (tmp, extra):
             write_jsonl(tmp / "train.jsonl", rows)
-            write_manifest(tmp, stage="data", key=key, config=cfg, inputs={}, started=started,
-                           extra={"rows": len(rows)})
+            extra["rows"] = len(rows)
         log(f"data/{spec.name}: wrote {len(rows)} rows")
     return keys
 

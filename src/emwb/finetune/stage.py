@@ -12,7 +12,7 @@ from pathlib import Path
 
 from emwb.config import FinetuneConfig
 from emwb.datasets.stage import data_keys, dataset_dir
-from emwb.store import Run, atomic_dir, is_done, log, now, read_jsonl, read_manifest, stage_key, write_manifest
+from emwb.store import Artifact, Run, log, read_jsonl, read_manifest
 
 
 def adapter_dir(run: Run, variant: str) -> Path:
@@ -83,22 +83,18 @@ def run_finetune_stage(run: Run, base_key: str, force: bool = False) -> dict[str
     for variant, dataset, seed in run.adapter_names():
         inputs = {"base": base_key, "data": dkeys[dataset]}
         config = {"finetune": cfg.model_dump(mode="json"), "seed": seed, "data_seed": run.exp.data_seed}
-        key = stage_key("finetune", config, inputs)
-        keys[variant] = key
-        out = adapter_dir(run, variant)
-        if not force and is_done(out, key):
-            log(f"finetune/{variant}: up to date, skipped")
+        art = Artifact(adapter_dir(run, variant), "finetune", config, inputs)
+        keys[variant] = art.key
+        if art.skip(force, f"finetune/{variant}"):
             continue
-        started = now()
         rows = read_jsonl(dataset_dir(run, dataset) / "train.jsonl")
         train, held = split_holdout(rows, cfg.holdout_fraction, run.exp.data_seed)
         log(f"finetune/{variant}: LoRA r={cfg.lora.r} on {len(train)} rows ({len(held)} held out)")
-        with atomic_dir(out) as tmp:
+        with art.write() as (tmp, extra):
             info = train_lora(run.base_model_path, train, cfg, seed, tmp)
             (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
-            write_manifest(tmp, stage="finetune", key=key, config=config, inputs=inputs, started=started,
-                           extra={"dataset": dataset, "seed": seed, "held_out_rows": len(held),
-                                  "final_loss": info["losses"][-1] if info["losses"] else None})
+            extra.update(dataset=dataset, seed=seed, held_out_rows=len(held),
+                         final_loss=info["losses"][-1] if info["losses"] else None)
         losses = info["losses"]
         trend = f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else ""
         log(f"finetune/{variant}: {info['steps']} steps{trend}")

@@ -15,8 +15,7 @@ from emwb.judge.providers import make_provider
 from emwb.judge.rubric import load_rubric
 from emwb.judge.scoring import score_from_logprobs, yes_probability
 from emwb.sampling.stage import CODE_SET, load_answers
-from emwb.store import Run, atomic_dir, is_done, log, now, read_jsonl, read_manifest, stage_key, write_jsonl, \
-    write_manifest
+from emwb.store import Artifact, Run, log, read_jsonl, read_manifest, write_jsonl
 
 
 def judge_slug(spec: str) -> str:
@@ -80,8 +79,7 @@ def unscored_counts(answers: list[dict], rows: list[dict], cfg: JudgeConfig) -> 
     return out
 
 
-def run_judge_stage(run: Run, answers_key: str | None = None, judges: list[str] | None = None,
-                    force: bool = False) -> dict[str, str]:
+def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = False) -> dict[str, str]:
     """Judge the run's answers with each judge (default: the experiment's); return {judge: key}."""
     answers, akey = load_answers(run)
     cfg = run.exp.judge
@@ -90,21 +88,16 @@ def run_judge_stage(run: Run, answers_key: str | None = None, judges: list[str] 
     try:
         for spec in judges or cfg.judges:
             config = {"judge": spec, **cfg.model_dump(mode="json", exclude={"judges", "concurrency"})}
-            key = stage_key("judge", config, {"answers": akey})
-            keys[spec] = key
-            out = judgments_dir(run, spec)
-            if not force and is_done(out, key):
-                log(f"judge {spec}: up to date, skipped")
+            art = Artifact(judgments_dir(run, spec), "judge", config, {"answers": akey})
+            keys[spec] = art.key
+            if art.skip(force, f"judge {spec}"):
                 continue
-            started = now()
             rows, requested = judge_answers(answers, spec, cfg, cache, run.base_model_path,
                                             run.path(".cache", "vllm").resolve())
-            with atomic_dir(out) as tmp:
+            unscored = unscored_counts(answers, rows, cfg)
+            with art.write() as (tmp, extra):
                 write_jsonl(tmp / "judgments.jsonl", rows)
-                unscored = unscored_counts(answers, rows, cfg)
-                write_manifest(tmp, stage="judge", key=key, config=config, inputs={"answers": akey},
-                               started=started, extra={"judgments": len(rows), "requested": requested,
-                                                       "unscored": unscored})
+                extra.update(judgments=len(rows), requested=requested, unscored=unscored)
             log(f"judge {spec}: wrote {len(rows)} judgments ({requested} new requests; unscored {unscored})")
     finally:
         cache.close()

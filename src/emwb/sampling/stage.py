@@ -13,8 +13,7 @@ from emwb.errors import EmwbError
 from emwb.finetune.stage import adapter_dir, adapter_keys
 from emwb.sampling.backends import BACKENDS
 from emwb.sampling.questions import Question, load_questions
-from emwb.store import Run, atomic_dir, is_done, log, now, read_jsonl, read_manifest, stage_key, write_jsonl, \
-    write_manifest
+from emwb.store import Artifact, Run, log, read_jsonl, read_manifest, write_jsonl
 
 
 def answers_dir(run: Run) -> Path:
@@ -69,12 +68,9 @@ def run_sample_stage(run: Run, base_key: str, force: bool = False) -> str:
     questions_hash = config_hash([(qs, q.id, q.paraphrases, q.system, n) for qs, q, _, n in plan])
     inputs = {"base": base_key, **{f"adapter:{k}": v for k, v in akeys.items()}}
     config = {"sampling": cfg.model_dump(mode="json"), "questions": questions_hash, "include_base": run.exp.include_base}
-    key = stage_key("sample", config, inputs)
-    out = answers_dir(run)
-    if not force and is_done(out, key):
-        log("sample: up to date, skipped")
-        return key
-    started = now()
+    art = Artifact(answers_dir(run), "sample", config, inputs)
+    if art.skip(force, "sample"):
+        return art.key
     vs = variants(run)
     total = sum(n for *_, n in plan) * len(vs)
     log(f"sample: {total} answers ({len(vs)} variants x {len(plan)} prompts) with the {cfg.backend} backend")
@@ -90,12 +86,11 @@ def run_sample_stage(run: Run, base_key: str, force: bool = False) -> str:
                              "seed": seed, "question_set": qs, "question_id": q.id, "paraphrase_index": p,
                              "sample_index": s, "system": q.system, "question": q.paraphrases[p], "answer": answer,
                              "bias_id": q.bias_id, "bias_description": q.bias_description})
-    with atomic_dir(out) as tmp:
+    with art.write() as (tmp, extra):
         write_jsonl(tmp / "answers.jsonl", rows)
-        write_manifest(tmp, stage="sample", key=key, config=config, inputs=inputs, started=started,
-                       extra={"answers": len(rows), "backend": cfg.backend})
-    log(f"sample: wrote {len(rows)} answers to {out / 'answers.jsonl'}")
-    return key
+        extra.update(answers=len(rows), backend=cfg.backend)
+    log(f"sample: wrote {len(rows)} answers to {art.dir / 'answers.jsonl'}")
+    return art.key
 
 
 def load_answers(run: Run) -> tuple[list[dict], str]:
