@@ -85,3 +85,12 @@ def test_bad_dataset_leaves_no_partial_artifact(tmp_path):
         run_data_stage(run)
     assert not run.path("data", "bad").exists()
     assert [p.name for p in run.path("data").iterdir()] == ["good"]
+
+
+def test_missing_model_is_a_one_line_error(tmp_path):
+    from emwb.basemodel import load_causal_lm, load_tokenizer
+
+    for load in (load_tokenizer, load_causal_lm):
+        with pytest.raises(EmwbError) as err:
+            load(str(tmp_path / "no-such-model"))
+        assert "no-such-model" in str(err.value) and "\n" not in str(err.value)

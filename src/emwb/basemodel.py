@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
+from emwb.errors import EmwbError
 from emwb.store import Artifact, Run, log, stage_key
 from emwb.tinymodel import build_tiny_model
 
 TINY = {"seed": 0, "vocab_size": 3000, "hidden_size": 128, "num_layers": 2, "warmup_steps": 300}
+
+
+def _load(kind: str, name: str, loader, **kwargs):
+    try:
+        return loader(name, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EmwbError(f"cannot load the {kind} of model {name!r}: {first} (check the name or path, Hugging Face "
+                        "access, or HF_HUB_OFFLINE with a local copy)") from None
+
+
+def load_tokenizer(name: str):
+    """AutoTokenizer.from_pretrained, with a one-line error when the model cannot be found."""
+    from transformers import AutoTokenizer
+
+    return _load("tokenizer", name, AutoTokenizer.from_pretrained)
+
+
+def load_causal_lm(name: str, **kwargs):
+    """AutoModelForCausalLM.from_pretrained, with a one-line error when the model cannot be found."""
+    from transformers import AutoModelForCausalLM
+
+    return _load("weights", name, AutoModelForCausalLM.from_pretrained, **kwargs)
 
 
 def run_base_stage(run: Run, force: bool = False) -> str:

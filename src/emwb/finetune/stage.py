@@ -32,13 +32,14 @@ def train_lora(base_model: str, rows: list[dict], cfg: FinetuneConfig, seed: int
     import torch
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
+
+    from emwb.basemodel import load_causal_lm, load_tokenizer
 
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
-    tok = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
+    tok = load_tokenizer(base_model)
+    model = load_causal_lm(base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
     lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       use_rslora=cfg.lora.use_rslora, target_modules=list(cfg.lora.target_modules),
                       bias="none", task_type="CAUSAL_LM")

@@ -47,12 +47,13 @@ class HFProvider(Provider):
     def run(self, prompts: list[str], on_result: OnResult) -> None:
         import torch
         from tqdm import tqdm
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        tok = AutoTokenizer.from_pretrained(self.path)
+        from emwb.basemodel import load_causal_lm, load_tokenizer
+
+        tok = load_tokenizer(self.path)
         tok.padding_side = "left"
         cuda = torch.cuda.is_available()
-        model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.bfloat16 if cuda else torch.float32)
+        model = load_causal_lm(self.path, dtype=torch.bfloat16 if cuda else torch.float32)
         model = model.to("cuda" if cuda else "cpu").eval()
         for start in tqdm(range(0, len(prompts), self.batch_size), desc=f"judge {self.spec}"):
             batch = prompts[start:start + self.batch_size]
@@ -84,12 +85,11 @@ class VLLMProvider(Provider):
             from emwb.sampling.backends import cpu_env_defaults
 
             cpu_env_defaults(self.cache_root)
-        from emwb.sampling.backends import import_vllm
+        from emwb.sampling.backends import import_vllm, start_engine
 
         LLM, SamplingParams = import_vllm()
-
-        llm = LLM(model=self.path, dtype="auto" if torch.cuda.is_available() else "float32",
-                  enforce_eager=not torch.cuda.is_available(), seed=0)
+        llm = start_engine(LLM, dict(model=self.path, dtype="auto" if torch.cuda.is_available() else "float32",
+                                     enforce_eager=not torch.cuda.is_available(), seed=0))
         sp = SamplingParams(max_tokens=1, temperature=0, logprobs=self.k, seed=0)
         convs = [[{"role": "user", "content": p}] for p in prompts]
         for i, res in enumerate(llm.chat(convs, sp, use_tqdm=True)):

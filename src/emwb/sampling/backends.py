@@ -45,6 +45,17 @@ def import_vllm():
     return LLM, SamplingParams
 
 
+def start_engine(LLM, kwargs: dict):
+    """Start a vLLM engine; a model that cannot be found is a one-line error."""
+    from emwb.errors import EmwbError
+
+    try:
+        return LLM(**kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EmwbError(f"vLLM could not start on {kwargs['model']!r}: {first}") from None
+
+
 def generate_vllm(base_model: str, adapters: dict[str, str | None], conversations: list[list[dict]],
                   counts: list[int], cfg: SamplingConfig, cache_root: Path) -> dict[str, list[list[str]]]:
     import torch
@@ -63,7 +74,7 @@ def generate_vllm(base_model: str, adapters: dict[str, str | None], conversation
     if n_loras:
         kwargs.update(enable_lora=True, max_lora_rank=_vllm_rank(_lora_rank(adapters), v.max_lora_rank),
                       max_loras=max(1, min(v.max_loras, n_loras)))
-    llm = LLM(**kwargs)
+    llm = start_engine(LLM, kwargs)
     params = [SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_new_tokens,
                              seed=cfg.seed + i) for i, n in enumerate(counts)]
     out: dict[str, list[list[str]]] = {}
@@ -78,13 +89,14 @@ def generate_hf(base_model: str, adapters: dict[str, str | None], conversations:
                 counts: list[int], cfg: SamplingConfig, cache_root: Path) -> dict[str, list[list[str]]]:
     import torch
     from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(base_model)
+    from emwb.basemodel import load_causal_lm, load_tokenizer
+
+    tok = load_tokenizer(base_model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     out: dict[str, list[list[str]]] = {}
     for variant, path in adapters.items():
-        model = AutoModelForCausalLM.from_pretrained(base_model).to(device)
+        model = load_causal_lm(base_model).to(device)
         if path:
             from peft import PeftModel
 
