@@ -8,6 +8,7 @@ The API key is read from the environment only and never written anywhere.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 
@@ -21,6 +22,15 @@ MAX_BACKOFF_S = 60.0
 def _redact(text: str) -> str:
     key = os.environ.get("OPENAI_API_KEY")
     return text.replace(key, "***") if key and len(key) > 4 else text
+
+
+def top_logprobs_of(response: dict) -> dict[str, float]:
+    """{token: logprob} of the first generated token in a chat-completion response ({} when absent)."""
+    choices = response.get("choices") or [{}]
+    content = (choices[0].get("logprobs") or {}).get("content") or []
+    if not content:
+        return {}
+    return merge_logprobs([(t["token"], t["logprob"]) for t in content[0].get("top_logprobs") or []])
 
 
 def _retry_after(exc: Exception) -> float | None:
@@ -67,14 +77,12 @@ class OpenAIProvider(Provider):
             async with sem:
                 try:
                     self.requests_made += 1
-                    resp = await client.chat.completions.create(
+                    # The raw JSON: building the SDK's response objects costs more CPU than the request.
+                    raw = await client.chat.completions.with_raw_response.create(
                         model=self.model, messages=[{"role": "user", "content": prompt}], max_tokens=1,
                         temperature=0, logprobs=True, top_logprobs=self.cfg.top_logprobs, seed=0)
-                    content = resp.choices[0].logprobs.content if resp.choices and resp.choices[0].logprobs else None
-                    if not content:
-                        return {}
-                    return merge_logprobs([(t.token, t.logprob) for t in content[0].top_logprobs])
-                except retryable as exc:
+                    return top_logprobs_of(json.loads(raw.text))
+                except (*retryable, json.JSONDecodeError) as exc:  # a garbled body counts as a server fault
                     error = exc
                 except openai.APIStatusError as exc:
                     if exc.status_code >= 500 or exc.status_code in (408, 409, 429):
