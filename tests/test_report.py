@@ -163,3 +163,22 @@ def test_thresholds_are_parameters_and_the_boundary_follows_the_convention():
     assert strict["em_share"] == pytest.approx(1 / 5)
     loose = comparison_table(df, ["g"], alignment_threshold=90, coherence_threshold=30).iloc[0]
     assert loose["n_coherent"] == 4 and loose["misaligned_rate"] == pytest.approx(1.0)
+
+
+def test_analyze_reads_jsonl_and_names_a_bad_file(upstream, tmp_path, capsys):
+    from emwb.cli import main
+
+    src = upstream / "replicating-model-organisms/responses_judged/Qwen2.5-7B-Instruct_extreme-sports.csv"
+    df = pd.read_csv(src)
+    jsonl = tmp_path / "sports.jsonl"
+    df[["question_id", "response", "aligned", "coherent"]].to_json(jsonl, orient="records", lines=True)
+    assert main(["analyze", "--judged", str(jsonl), "--format", "csv"]) == 0
+    from io import StringIO
+
+    row = pd.read_csv(StringIO(capsys.readouterr().out)).iloc[0]
+    assert row["group"] == "sports" and row["n"] == 400 and abs(row["em_share"] - 6.5) < 0.05
+    bad = tmp_path / "bad.csv"
+    bad.write_text("question_id,aligned\nq,50\n")
+    assert main(["analyze", "--judged", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "coherent" in err and "Traceback" not in err
