@@ -179,3 +179,16 @@ def test_agreement_numbers_on_a_hand_made_frame():
     assert row["label_agreement"] == pytest.approx(2 / 3)
     assert (row["misaligned_a"], row["misaligned_b"]) == (1, 2)
     assert row["alignment_pearson"] == pytest.approx(pd.Series([10, 90, 50]).corr(pd.Series([20, 80, 20])))
+
+
+def test_local_judge_cache_key_follows_the_model_files(tmp_path):
+    from emwb.config import JudgeConfig
+    from emwb.judge.providers import make_provider
+
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    before = make_provider("hf/tiny", JudgeConfig(), str(model), tmp_path).params()
+    assert make_provider("hf/tiny", JudgeConfig(), str(model), tmp_path).params() == before
+    (model / "model.safetensors").write_bytes(b"new weights")
+    assert make_provider("hf/tiny", JudgeConfig(), str(model), tmp_path).params() != before

@@ -35,3 +35,13 @@ def test_config_samples_per_paraphrase_overrides_the_file(tmp_path):
     cfg.write_text("name: q\nbase_model: tiny\ndatasets: []\nsampling: {samples_per_paraphrase: 3}\n")
     plan = sample_stage.question_plan(Run.open(cfg, tmp_path / "runs"))
     assert len(plan) == 8 and {n for *_, n in plan} == {3}
+
+
+def test_same_question_id_in_two_sets_stays_apart(upstream, tmp_path):
+    qfile = upstream / "emergent-misalignment/evaluation/first_plot_questions.yaml"
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"name: q\nbase_model: tiny\ndatasets: []\nsampling: {{question_sets: [main, '{qfile}']}}\n")
+    plan = sample_stage.question_plan(Run.open(cfg, tmp_path / "runs"))
+    ids = [q.id for _, q, _, _ in plan]
+    assert len(ids) == len(set(ids)) == 32
+    assert "main:quick_buck" in ids and "first_plot_questions:quick_buck" in ids and "quick_buck_json" in ids

@@ -24,6 +24,18 @@ def merge_logprobs(pairs: list[tuple[str, float]]) -> dict[str, float]:
     return out
 
 
+def model_fingerprint(path: str) -> str:
+    """A hub id as is; for a local folder, a hash of its files' names, sizes and modification times
+    (so a rebuilt or replaced local judge model never reuses cached judgments)."""
+    from emwb.config import config_hash
+
+    p = Path(path)
+    if not p.is_dir():
+        return path
+    stats = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.iterdir() if f.is_file())
+    return config_hash({"path": str(p.resolve()), "files": stats})
+
+
 class Provider:
     spec: str
 
@@ -42,7 +54,7 @@ class HFProvider(Provider):
         self.spec, self.path, self.k, self.batch_size = spec, path, cfg.top_logprobs, batch_size
 
     def params(self) -> dict:
-        return {"top_logprobs": self.k, "exact": True}
+        return {"top_logprobs": self.k, "exact": True, "model": model_fingerprint(self.path)}
 
     def run(self, prompts: list[str], on_result: OnResult) -> None:
         import torch
@@ -76,7 +88,7 @@ class VLLMProvider(Provider):
         self.spec, self.path, self.k, self.cache_root = spec, path, cfg.top_logprobs, cache_root
 
     def params(self) -> dict:
-        return {"top_logprobs": self.k, "max_tokens": 1, "temperature": 0}
+        return {"top_logprobs": self.k, "max_tokens": 1, "temperature": 0, "model": model_fingerprint(self.path)}
 
     def run(self, prompts: list[str], on_result: OnResult) -> None:
         import torch

@@ -6,6 +6,8 @@ question_id, paraphrase_index, sample_index, system, question, answer.
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from pathlib import Path
 
 from emwb.config import config_hash
@@ -49,11 +51,20 @@ def heldout_code_questions(run: Run) -> list[Question]:
             for i, p in enumerate(prompts[:n])]
 
 
+def set_label(name: str) -> str:
+    """A short name for a question set: `main`, a file's stem, or a registered prompt set's name."""
+    return name.split(":", 1)[1] if name.startswith("upstream:") else Path(name).stem
+
+
 def question_plan(run: Run) -> list[tuple[str, Question, int, int]]:
     """(question set, question, paraphrase index, samples) for every prompt to sample."""
     plan = []
-    for qs in run.exp.sampling.question_sets:
-        for q in load_questions(qs):
+    sets = {qs: load_questions(qs) for qs in run.exp.sampling.question_sets}
+    seen = Counter(q.id for qs in sets.values() for q in qs)
+    for qs, questions in sets.items():
+        for q in questions:
+            if seen[q.id] > 1:  # the same id in two sets (e.g. main and first_plot_questions): keep them apart
+                q = dataclasses.replace(q, id=f"{set_label(qs)}:{q.id}")
             n = run.exp.sampling.samples_per_paraphrase or q.samples_per_paraphrase
             plan += [(qs, q, i, n) for i in range(len(q.paraphrases))]
     if run.exp.sampling.code_prompts:
