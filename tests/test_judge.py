@@ -192,3 +192,14 @@ def test_local_judge_cache_key_follows_the_model_files(tmp_path):
     assert make_provider("hf/tiny", JudgeConfig(), str(model), tmp_path).params() == before
     (model / "model.safetensors").write_bytes(b"new weights")
     assert make_provider("hf/tiny", JudgeConfig(), str(model), tmp_path).params() != before
+
+
+def test_base_url_per_judge(tmp_path):
+    with LoopbackJudge() as a, LoopbackJudge() as b:
+        run = make_run(tmp_path, 6, ["openai/judge-a", "openai/judge-b"], a.base_url)
+        from emwb.config import JudgeConfig
+
+        cfg = run.exp.judge.model_copy(update={"base_urls": {"openai/judge-b": b.base_url}})
+        run = type(run)(run.exp.model_copy(update={"judge": JudgeConfig(**cfg.model_dump())}), run.dir)
+        run_judge_stage(run)
+        assert a.requests == 12 and b.requests == 12  # 6 answers x 2 rubrics each

@@ -96,6 +96,7 @@ class JudgeConfig(Strict):
     code_rubrics: list[str] = Field(default_factory=lambda: ["code_vulnerability"])  # for question set "code"
     bias_rubrics: list[str] = Field(default_factory=lambda: ["bias_exhibition"])  # for RM-bias prompts
     base_url: str | None = None  # for openai/<model>: any OpenAI-compatible server
+    base_urls: dict[str, str] = Field(default_factory=dict)  # per judge string, overrides base_url
     concurrency: int = 16
     top_logprobs: int = 20
     min_mass: float = 0.25

@@ -50,7 +50,7 @@ class OpenAIProvider(Provider):
 
     @property
     def base_url(self) -> str | None:
-        return self.cfg.base_url or os.environ.get("OPENAI_BASE_URL")
+        return self.cfg.base_urls.get(self.spec) or self.cfg.base_url or os.environ.get("OPENAI_BASE_URL")
 
     def params(self) -> dict:
         # The server is part of the judge: the same model name on another server is another judge.
