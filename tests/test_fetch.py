@@ -101,3 +101,20 @@ def test_unknown_dataset_and_missing_mirror_file(tmp_path):
         fetch("nope", store=tmp_path)
     with pytest.raises(EmwbError, match="not in the mirror"):
         fetch("insecure", mirror=tmp_path, store=tmp_path)
+
+
+def test_experiment_dataset_mirror_key(upstream, tmp_path, monkeypatch):
+    from emwb.datasets.stage import run_data_stage
+    from emwb.sampling.stage import question_plan
+    from emwb.store import Run
+
+    monkeypatch.setenv("EMWB_DATASETS_DIR", str(tmp_path / "store"))
+    monkeypatch.delenv("EMWB_DATASET_MIRROR", raising=False)
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(f"name: m\nbase_model: tiny\ndataset_mirror: {upstream}\n"
+                   "datasets: [{name: ins, source: 'upstream:insecure', max_rows: 50}]\n"
+                   "sampling: {question_sets: ['upstream:rm-syco-test']}\n")
+    run = Run.open(cfg, tmp_path / "runs")
+    run_data_stage(run)
+    assert sum(1 for _ in open(run.path("data", "ins", "train.jsonl"))) == 50
+    assert len(question_plan(run)) == 500

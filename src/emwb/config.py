@@ -119,6 +119,9 @@ class Experiment(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0])
     include_base: bool = True
     data_seed: int = 0
+    # A local copy of the upstream repositories to fetch registered data from instead of the network
+    # (relative to this file; EMWB_DATASET_MIRROR does the same from the environment).
+    dataset_mirror: str | None = None
     finetune: FinetuneConfig = FinetuneConfig()
     sampling: SamplingConfig = SamplingConfig()
     judge: JudgeConfig = JudgeConfig()
@@ -186,7 +189,9 @@ def load_experiment(path: str | Path) -> Experiment:
 
 
 def _resolve_paths(raw: dict, base: Path) -> dict:
-    """Dataset sources that are file paths are taken relative to the config file."""
+    """Dataset sources that are file paths, and the dataset mirror, are taken relative to the config file."""
+    if isinstance(raw.get("dataset_mirror"), str):
+        raw["dataset_mirror"] = str((base / raw["dataset_mirror"]).resolve())
     for ds in raw.get("datasets") or []:
         if isinstance(ds, dict) and isinstance(ds.get("source"), str):
             src = ds["source"]

@@ -23,7 +23,7 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _source_identity(spec: DatasetSpec) -> dict:
+def _source_identity(spec: DatasetSpec, mirror: str | None = None) -> dict:
     if spec.source.startswith("generated:"):
         variant = spec.source.split(":", 1)[1]
         if variant not in VARIANTS:
@@ -37,7 +37,7 @@ def _source_identity(spec: DatasetSpec) -> dict:
         if entry is not None and entry.format != "jsonl":
             raise EmwbError(f"dataset {spec.name}: {spec.source} is an evaluation prompt set, not chat data; "
                             f"use it under sampling.question_sets")
-        fetch(name)
+        fetch(name, mirror=mirror)
         return {"upstream": name, "sha256": load_registry()[name].sha256}
     path = Path(spec.source)
     if not path.is_file():
@@ -45,7 +45,7 @@ def _source_identity(spec: DatasetSpec) -> dict:
     return {"file_sha256": file_sha256(path)}
 
 
-def _load(spec: DatasetSpec, seed: int) -> list[dict]:
+def _load(spec: DatasetSpec, seed: int, mirror: str | None = None) -> list[dict]:
     if spec.source.startswith("generated:"):
         pairs = generate_pairs(spec.max_rows or GENERATED_DEFAULT_ROWS, seed=seed)
         return to_rows(pairs, spec.source.split(":", 1)[1], seed=seed)
@@ -53,7 +53,7 @@ def _load(spec: DatasetSpec, seed: int) -> list[dict]:
     if path.startswith("upstream:"):
         from emwb.datasets.fetch import fetch
 
-        path = str(fetch(path.split(":", 1)[1]))
+        path = str(fetch(path.split(":", 1)[1], mirror=mirror))
     rows = validate_chat_jsonl(path)
     if spec.max_rows and spec.max_rows < len(rows):
         rows = random.Random(seed).sample(rows, spec.max_rows)
@@ -68,12 +68,14 @@ def run_data_stage(run: Run, force: bool = False) -> dict[str, str]:
     """Write every dataset; return {dataset name: stage key}."""
     keys = {}
     for spec in run.exp.datasets:
-        cfg = {"spec": spec.model_dump(mode="json"), "data_seed": run.exp.data_seed, **_source_identity(spec)}
+        mirror = run.exp.dataset_mirror
+        cfg = {"spec": spec.model_dump(mode="json"), "data_seed": run.exp.data_seed,
+               **_source_identity(spec, mirror)}
         art = Artifact(dataset_dir(run, spec.name), "data", cfg, {})
         keys[spec.name] = art.key
         if art.skip(force, f"data/{spec.name}"):
             continue
-        rows = _load(spec, run.exp.data_seed)
+        rows = _load(spec, run.exp.data_seed, mirror)
         with art.write() as (tmp, extra):
             write_jsonl(tmp / "train.jsonl", rows)
             extra["rows"] = len(rows)

@@ -67,7 +67,7 @@ def load_bias_prompts(path: Path) -> list[Question]:
     return out
 
 
-def load_questions(name: str) -> list[Question]:
+def load_questions(name: str, mirror: str | None = None) -> list[Question]:
     """Load one question set; problems raise EmwbError naming the file and the question id.
 
     `upstream:<name>` fetches a registered evaluation prompt set (e.g. `upstream:rm-syco-test`).
@@ -75,7 +75,7 @@ def load_questions(name: str) -> list[Question]:
     if name.startswith("upstream:"):
         from emwb.datasets.fetch import fetch
 
-        return load_bias_prompts(fetch(name.split(":", 1)[1]))
+        return load_bias_prompts(fetch(name.split(":", 1)[1], mirror=mirror))
     path = question_set_path(name)
     if path.suffix == ".json":
         return load_bias_prompts(path)

@@ -59,7 +59,7 @@ def set_label(name: str) -> str:
 def question_plan(run: Run) -> list[tuple[str, Question, int, int]]:
     """(question set, question, paraphrase index, samples) for every prompt to sample."""
     plan = []
-    sets = {qs: load_questions(qs) for qs in run.exp.sampling.question_sets}
+    sets = {qs: load_questions(qs, run.exp.dataset_mirror) for qs in run.exp.sampling.question_sets}
     seen = Counter(q.id for qs in sets.values() for q in qs)
     for qs, questions in sets.items():
         for q in questions:
