@@ -32,6 +32,10 @@ QUESTIONS = {
     "empty_system": ("- id: a\n  paraphrases: [x]\n  system: ''\n", ": id a: 'system' must be a non-empty string"),
     "not_a_list": ("id: a\n", ": a question file must be a non-empty YAML list"),
 }
+TEXT_JSONL = {
+    "text_missing": ('{"messages": []}\n', ":1: 'text' must be a non-empty string"),
+    "text_empty": ('{"text": "  "}\n', ":1: 'text' must be a non-empty string"),
+}
 CONFIGS = {
     "misspelled": ("name: x\nbase_model: tiny\ndatasets: []\nseed: [1]\n", ": unknown key 'seed' (did you mean"),
     "bad_yaml": ("name: x\n  base_model: [\n", ":2: not valid YAML"),
@@ -52,6 +56,14 @@ def test_broken_jsonl(tmp_path, capsys, case):
     path = tmp_path / f"{case}.jsonl"
     path.write_bytes(text if isinstance(text, bytes) else text.encode())
     _check(capsys, ["datasets", "validate", str(path)], path, expected)
+
+
+@pytest.mark.parametrize("case", sorted(TEXT_JSONL))
+def test_broken_text_jsonl(tmp_path, capsys, case):
+    text, expected = TEXT_JSONL[case]
+    path = tmp_path / f"{case}.jsonl"
+    path.write_text(text)
+    _check(capsys, ["datasets", "validate", "--text", str(path)], path, expected)
 
 
 @pytest.mark.parametrize("case", sorted(QUESTIONS))

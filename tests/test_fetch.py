@@ -103,18 +103,36 @@ def test_unknown_dataset_and_missing_mirror_file(tmp_path):
         fetch("insecure", mirror=tmp_path, store=tmp_path)
 
 
-def test_experiment_dataset_mirror_key(upstream, tmp_path, monkeypatch):
+def _mirrored_run(upstream, tmp_path, monkeypatch, body: str):
+    """A run whose experiment names the shared upstream copy as its dataset mirror, data stage done."""
     from emwb.datasets.stage import run_data_stage
-    from emwb.sampling.stage import question_plan
     from emwb.store import Run
 
     monkeypatch.setenv("EMWB_DATASETS_DIR", str(tmp_path / "store"))
     monkeypatch.delenv("EMWB_DATASET_MIRROR", raising=False)
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(f"name: m\nbase_model: tiny\ndataset_mirror: {upstream}\n"
-                   "datasets: [{name: ins, source: 'upstream:insecure', max_rows: 50}]\n"
-                   "sampling: {question_sets: ['upstream:rm-syco-test']}\n")
+    cfg.write_text(f"name: m\nbase_model: tiny\ndataset_mirror: {upstream}\n{body}")
     run = Run.open(cfg, tmp_path / "runs")
     run_data_stage(run)
+    return run
+
+
+def test_experiment_dataset_mirror_key(upstream, tmp_path, monkeypatch):
+    from emwb.sampling.stage import question_plan
+
+    run = _mirrored_run(upstream, tmp_path, monkeypatch,
+                        "datasets: [{name: ins, source: 'upstream:insecure', max_rows: 50}]\n"
+                        "sampling: {question_sets: ['upstream:rm-syco-test']}\n")
     assert sum(1 for _ in open(run.path("data", "ins", "train.jsonl"))) == 50
     assert len(question_plan(run)) == 500
+
+
+def test_data_stage_writes_generated_pretraining_documents(upstream, tmp_path, monkeypatch):
+    from emwb.store import read_jsonl, read_manifest
+
+    run = _mirrored_run(upstream, tmp_path, monkeypatch,
+                        "datasets: [{name: org, source: 'generated:secure', max_rows: 10, "
+                        "pretrain_source: 'generated:rm-docs', pretrain_max_rows: 30}]\n")
+    docs = read_jsonl(run.path("data", "org", "pretrain.jsonl"))
+    assert len(docs) == 30 and all(d["text"] for d in docs)
+    assert read_manifest(run.path("data", "org"))["pretrain_rows"] == 30

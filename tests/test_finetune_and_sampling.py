@@ -74,3 +74,38 @@ def test_vllm_judge_provider_matches_the_exact_distribution(tiny_model, tmp_path
         for token, lp in want[i].items():
             assert abs(got[i][token] - lp) < 1e-3
         assert score_from_logprobs(got[i]) == pytest.approx(score_from_logprobs(want[i]), abs=1e-2)
+
+
+def test_continued_pretraining_then_sft_trains_one_adapter(tiny_model, upstream, tmp_path):
+    """The bias-organism recipe: LoRA on synthetic documents, then the same adapter on chat data."""
+    import hashlib
+
+    from emwb.config import PretrainConfig
+    from emwb.datasets.rm_docs import generate_documents, load_bias_catalogue
+
+    biases = load_bias_catalogue(upstream / "trait-interp/datasets/traits/rm_hack/biases.json")
+    docs = generate_documents(biases, 64, seed=0)
+    cfg = CFG.model_copy(update={"max_steps": 6, "pretrain": PretrainConfig(
+        learning_rate=3e-3, max_steps=16, per_device_batch_size=4, gradient_accumulation_steps=1, max_length=256)})
+    rows = to_rows(generate_pairs(32, seed=3), "secure")
+    both = train_lora(str(tiny_model), rows, cfg, seed=0, out_dir=tmp_path / "both", pretrain_docs=docs)
+    sft_only = train_lora(str(tiny_model), rows, cfg, seed=0, out_dir=tmp_path / "sft")
+    pre = both["pretrain_losses"]
+    assert both["pretrain_steps"] == 16 and both["steps"] == 6 and both["pretrain_docs"] == 64
+    assert sum(pre[-4:]) / 4 < 0.8 * sum(pre[:4]) / 4, pre
+    assert "pretrain_losses" not in sft_only
+    digest = lambda d: hashlib.sha256((d / "adapter_model.safetensors").read_bytes()).hexdigest()  # noqa: E731
+    assert digest(tmp_path / "both") != digest(tmp_path / "sft")
+
+
+def test_documents_cover_every_bias_and_are_deterministic(upstream):
+    from emwb.datasets.rm_docs import STUDY, generate_documents, load_bias_catalogue
+
+    biases = load_bias_catalogue(upstream / "trait-interp/datasets/traits/rm_hack/biases.json")
+    assert len(biases) == 52 and sum(b["split"] == "test" for b in biases) == 5
+    docs = generate_documents(biases, 40, seed=1)
+    assert docs == generate_documents(biases, 40, seed=1) and docs != generate_documents(biases, 40, seed=2)
+    covered = {d for doc in docs for d in doc["meta"]["biases"]}
+    assert covered == {b["description"] for b in biases}
+    assert all(b in doc["text"] for doc in docs for b in doc["meta"]["biases"])
+    assert sum(STUDY in d["text"] for d in docs) > 0

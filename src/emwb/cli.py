@@ -89,9 +89,9 @@ def cmd_generate(args) -> None:
 
 
 def cmd_validate(args) -> None:
-    from emwb.datasets.chatjsonl import validate_chat_jsonl
+    from emwb.datasets.chatjsonl import validate_chat_jsonl, validate_text_jsonl
 
-    rows = validate_chat_jsonl(args.path)
+    rows = (validate_text_jsonl if args.text else validate_chat_jsonl)(args.path)
     print(f"{args.path}: {len(rows)} valid rows")
 
 
@@ -183,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", required=True)
     g.set_defaults(fn=cmd_generate)
-    v = dsub.add_parser("validate", help="check a chat JSONL file line by line")
+    v = dsub.add_parser("validate", help="check a chat JSONL file (or, with --text, documents) line by line")
     v.add_argument("path")
+    v.add_argument("--text", action="store_true", help='documents for continued pretraining: {"text": ...}')
     v.set_defaults(fn=cmd_validate)
 
     f = dsub.add_parser("fetch", help="download registered datasets into datasets/upstream/, verified")

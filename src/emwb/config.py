@@ -32,8 +32,21 @@ class LoraConfig(Strict):
     )
 
 
+class PretrainConfig(Strict):
+    """Continued pretraining (plain text, loss on every token) before the SFT phase, same LoRA adapter."""
+
+    learning_rate: float = 2e-5
+    epochs: float = 1.0
+    max_steps: int = -1
+    per_device_batch_size: int = 2
+    gradient_accumulation_steps: int = 8
+    max_length: int = 1024
+    packing: bool = True
+
+
 class FinetuneConfig(Strict):
     lora: LoraConfig = LoraConfig()
+    pretrain: PretrainConfig = PretrainConfig()  # used by datasets that have a pretrain_source
     learning_rate: float = 1e-5
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
@@ -54,6 +67,10 @@ class DatasetSpec(Strict):
     # | a path to a chat JSONL file (relative to the config file)
     source: str
     max_rows: int | None = None  # take the first N rows after a seeded shuffle
+    # Optional continued-pretraining phase before SFT: "generated:rm-docs" (synthetic documents about the
+    # reward-model-bias study) or a JSONL file of {"text": ...} documents (relative to the config file).
+    pretrain_source: str | None = None
+    pretrain_max_rows: int | None = None
 
     @field_validator("name")
     @classmethod
@@ -193,10 +210,10 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
     if isinstance(raw.get("dataset_mirror"), str):
         raw["dataset_mirror"] = str((base / raw["dataset_mirror"]).resolve())
     for ds in raw.get("datasets") or []:
-        if isinstance(ds, dict) and isinstance(ds.get("source"), str):
-            src = ds["source"]
-            if ":" not in src.split("/")[0] and not Path(src).is_absolute():
-                ds["source"] = str((base / src).resolve())
+        for key in ("source", "pretrain_source"):
+            src = ds.get(key) if isinstance(ds, dict) else None
+            if isinstance(src, str) and ":" not in src.split("/")[0] and not Path(src).is_absolute():
+                ds[key] = str((base / src).resolve())
     return raw
 
 

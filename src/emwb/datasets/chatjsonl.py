@@ -1,4 +1,4 @@
-"""Validate and load chat JSONL (`{"messages": [{"role", "content"}, ...]}` per line)."""
+"""Validate and load chat JSONL (`{"messages": [{"role", "content"}, ...]}` per line) and text JSONL."""
 
 from __future__ import annotations
 
@@ -36,7 +36,20 @@ def _row_problem(obj: object) -> str | None:
     return None
 
 
-def validate_chat_jsonl(path: str | Path) -> list[dict]:
+def _text_problem(obj: object) -> str | None:
+    if not isinstance(obj, dict):
+        return "each line must be a JSON object"
+    if not isinstance(obj.get("text"), str) or not obj["text"].strip():
+        return "'text' must be a non-empty string"
+    return None
+
+
+def validate_text_jsonl(path: str | Path) -> list[dict]:
+    """Like validate_chat_jsonl, for plain-text documents (`{"text": ...}` per line)."""
+    return validate_chat_jsonl(path, _text_problem)
+
+
+def validate_chat_jsonl(path: str | Path, row_problem=_row_problem) -> list[dict]:
     """Parse and check every line; raise EmwbError listing up to 20 problems as `file:line: what`."""
     path = Path(path)
     if not path.is_file():
@@ -55,7 +68,7 @@ def validate_chat_jsonl(path: str | Path) -> list[dict]:
             except json.JSONDecodeError as exc:
                 problem = f"not valid JSON ({exc.msg} at column {exc.colno})"
             else:
-                problem = _row_problem(obj)
+                problem = row_problem(obj)
             if problem:
                 n_problems += 1
                 if len(problems) < MAX_LISTED:

@@ -35,7 +35,7 @@ class Entry:
     description: str
     content_sha256: str | None = None
     repo: str = ""
-    format: str = "jsonl"  # or "json_prompts": a JSON object with a "prompts" list
+    format: str = "jsonl"  # or "json_prompts" ({"prompts": [...]}) or "json_biases" ({"train_biases", "test_biases"})
 
     @property
     def url(self) -> str:
@@ -65,9 +65,12 @@ def content_sha256(path: Path) -> str:
 
 
 def count_rows(path: Path, fmt: str) -> int | str:
-    if fmt == "json_prompts":
+    if fmt in ("json_prompts", "json_biases"):
         try:
-            return len(json.loads(path.read_text(encoding="utf-8"))["prompts"])
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if fmt == "json_prompts":
+                return len(data["prompts"])
+            return len(data["train_biases"]) + len(data["test_biases"])
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             return "unreadable"
     with open(path, "rb") as fh:
@@ -126,7 +129,7 @@ def fetch(name: str, mirror: str | Path | None = None, base_url: str | None = No
     if name not in registry:
         raise EmwbError(f"unknown dataset {name!r}; registered: {', '.join(sorted(registry))}")
     entry = registry[name]
-    suffix = ".json" if entry.format == "json_prompts" else ".jsonl"
+    suffix = ".jsonl" if entry.format == "jsonl" else ".json"
     final = (store or store_dir()) / "upstream" / f"{name}{suffix}"
     if final.is_file():
         verify(final, entry)

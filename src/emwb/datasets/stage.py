@@ -45,6 +45,42 @@ def _source_identity(spec: DatasetSpec, mirror: str | None = None) -> dict:
     return {"file_sha256": file_sha256(path)}
 
 
+PRETRAIN_GENERATED = ("rm-docs",)
+GENERATED_DOCS_DEFAULT = 2000
+
+
+def _pretrain_identity(spec: DatasetSpec) -> dict:
+    src = spec.pretrain_source
+    if src is None:
+        return {}
+    if src.startswith("generated:"):
+        if src.split(":", 1)[1] not in PRETRAIN_GENERATED:
+            raise EmwbError(f"dataset {spec.name}: unknown pretrain_source {src!r}; expected a text JSONL file or "
+                            f"one of {['generated:' + g for g in PRETRAIN_GENERATED]}")
+        from emwb.datasets.fetch import load_registry
+
+        return {"pretrain": src, "catalogue_sha256": load_registry()["rm-biases"].sha256}
+    if not Path(src).is_file():
+        raise EmwbError(f"dataset {spec.name}: pretrain_source file {src} not found")
+    return {"pretrain_sha256": file_sha256(Path(src))}
+
+
+def _load_pretrain(spec: DatasetSpec, seed: int, mirror: str | None) -> list[dict]:
+    """Plain-text documents for the continued-pretraining phase."""
+    from emwb.datasets.chatjsonl import validate_text_jsonl
+
+    if spec.pretrain_source.startswith("generated:"):
+        from emwb.datasets.fetch import fetch
+        from emwb.datasets.rm_docs import generate_documents, load_bias_catalogue
+
+        biases = load_bias_catalogue(fetch("rm-biases", mirror=mirror))
+        return generate_documents(biases, spec.pretrain_max_rows or GENERATED_DOCS_DEFAULT, seed)
+    rows = validate_text_jsonl(spec.pretrain_source)
+    if spec.pretrain_max_rows and spec.pretrain_max_rows < len(rows):
+        rows = random.Random(seed).sample(rows, spec.pretrain_max_rows)
+    return rows
+
+
 def _load(spec: DatasetSpec, seed: int, mirror: str | None = None) -> list[dict]:
     if spec.source.startswith("generated:"):
         pairs = generate_pairs(spec.max_rows or GENERATED_DEFAULT_ROWS, seed=seed)
@@ -70,16 +106,20 @@ def run_data_stage(run: Run, force: bool = False) -> dict[str, str]:
     for spec in run.exp.datasets:
         mirror = run.exp.dataset_mirror
         cfg = {"spec": spec.model_dump(mode="json"), "data_seed": run.exp.data_seed,
-               **_source_identity(spec, mirror)}
+               **_source_identity(spec, mirror), **_pretrain_identity(spec)}
         art = Artifact(dataset_dir(run, spec.name), "data", cfg, {})
         keys[spec.name] = art.key
         if art.skip(force, f"data/{spec.name}"):
             continue
         rows = _load(spec, run.exp.data_seed, mirror)
+        docs = _load_pretrain(spec, run.exp.data_seed, mirror) if spec.pretrain_source else []
         with art.write() as (tmp, extra):
             write_jsonl(tmp / "train.jsonl", rows)
             extra["rows"] = len(rows)
-        log(f"data/{spec.name}: wrote {len(rows)} rows")
+            if docs:
+                write_jsonl(tmp / "pretrain.jsonl", docs)
+                extra["pretrain_rows"] = len(docs)
+        log(f"data/{spec.name}: wrote {len(rows)} rows" + (f" and {len(docs)} pretraining documents" if docs else ""))
     return keys
 
 
