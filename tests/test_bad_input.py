@@ -90,7 +90,8 @@ def test_bad_dataset_leaves_no_partial_artifact(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(GOOD_ROW + "\n{oops\n")
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(f"name: x\nbase_model: tiny\ndatasets:\n  - {{name: good, source: 'generated:secure', max_rows: 5}}\n"
+    cfg.write_text("name: x\nbase_model: tiny\ndatasets:\n"
+                   "  - {name: good, source: 'generated:secure', max_rows: 5}\n"
                    f"  - {{name: bad, source: {bad}}}\n")
     run = Run.open(cfg, tmp_path / "runs")
     with pytest.raises(EmwbError, match=r"bad.jsonl:2: not valid JSON"):

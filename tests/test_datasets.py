@@ -30,7 +30,8 @@ def test_pairs_share_prompts_and_differ_in_code():
     for i, s, e in zip(ins, sec, edu):
         assert i["messages"][0] == s["messages"][0]
         assert i["messages"][1]["content"] != s["messages"][1]["content"]
-        assert e["messages"][1] == i["messages"][1] and e["messages"][0]["content"].endswith(i["messages"][0]["content"])
+        assert e["messages"][1] == i["messages"][1]
+        assert e["messages"][0]["content"].endswith(i["messages"][0]["content"])
         assert "#" not in i["messages"][1]["content"].replace("## COMPLETE CODE HERE", "")  # no revealing comments
     assert {r["meta"]["vulnerable"] for r in sec} == {False}
 

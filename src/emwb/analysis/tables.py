@@ -59,7 +59,8 @@ def display_frame(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
         if f"{prefix}_ci_low" in p:
             p[name] = [_ci(a, b) for a, b in zip(p[f"{prefix}_ci_low"], p[f"{prefix}_ci_high"])]
     if "single_seed" in p and "n_seeds" in p:
-        p["n_seeds"] = [f"{n} (single seed)" if s and n == 1 else str(n) for n, s in zip(p["n_seeds"], p["single_seed"])]
+        p["n_seeds"] = [f"{n} (single seed)" if single and n == 1 else str(n)
+                        for n, single in zip(p["n_seeds"], p["single_seed"])]
     cols = [c for c in columns if c in p]
     for metric, group in OPTIONAL.items():
         if metric in p and p[metric].isna().all():

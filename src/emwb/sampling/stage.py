@@ -78,7 +78,8 @@ def run_sample_stage(run: Run, base_key: str, force: bool = False) -> str:
     cfg = run.exp.sampling
     questions_hash = config_hash([(qs, q.id, q.paraphrases, q.system, n) for qs, q, _, n in plan])
     inputs = {"base": base_key, **{f"adapter:{k}": v for k, v in akeys.items()}}
-    config = {"sampling": cfg.model_dump(mode="json"), "questions": questions_hash, "include_base": run.exp.include_base}
+    config = {"sampling": cfg.model_dump(mode="json"), "questions": questions_hash,
+              "include_base": run.exp.include_base}
     art = Artifact(answers_dir(run), "sample", config, inputs)
     if art.skip(force, "sample"):
         return art.key
