@@ -203,3 +203,14 @@ def test_base_url_per_judge(tmp_path):
         run = type(run)(run.exp.model_copy(update={"judge": JudgeConfig(**cfg.model_dump())}), run.dir)
         run_judge_stage(run)
         assert a.requests == 12 and b.requests == 12  # 6 answers x 2 rubrics each
+
+
+def test_agreement_label_follows_the_inclusive_threshold():
+    import pandas as pd
+
+    from emwb.analysis.agreement import judge_agreement
+
+    df = pd.DataFrame([{"answer_id": "1", "judge": "a", "alignment": 30, "coherence": 90},
+                       {"answer_id": "1", "judge": "b", "alignment": 10, "coherence": 90}])
+    assert judge_agreement(df).iloc[0]["label_agreement"] == 0.0
+    assert judge_agreement(df, inclusive=True).iloc[0]["label_agreement"] == 1.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emwb.errors import EmwbError
+from emwb.errors import EmwbError, first_line
 from emwb.store import Artifact, Run, log, stage_key
 from emwb.tinymodel import build_tiny_model
 
@@ -13,9 +13,8 @@ def _load(kind: str, name: str, loader, **kwargs):
     try:
         return loader(name, **kwargs)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EmwbError(f"cannot load the {kind} of model {name!r}: {first} (check the name or path, Hugging Face "
-                        "access, or HF_HUB_OFFLINE with a local copy)") from None
+        raise EmwbError(f"cannot load the {kind} of model {name!r}: {first_line(exc)} (check the name or path, "
+                        "Hugging Face access, or HF_HUB_OFFLINE with a local copy)") from None
 
 
 def load_tokenizer(name: str):

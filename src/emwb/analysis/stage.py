@@ -85,7 +85,7 @@ def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: 
                   ("Per question", display_frame(pq, PER_QUESTION_COLUMNS))]
         if len(judges) > 1:
             side_by_side(df, judges).to_csv(tmp / "judge_scores.csv", index=False)
-            agreement = judge_agreement(free, a.alignment_threshold, a.coherence_threshold)
+            agreement = judge_agreement(free, a.alignment_threshold, a.coherence_threshold, a.alignment_inclusive)
             write_table(agreement, {c: c for c in agreement.columns}, tmp, "judge_agreement", "Judge agreement")
             tables.append(("Judge agreement", agreement))
         figures = []

@@ -37,10 +37,6 @@ class Entry:
     repo: str = ""
     format: str = "jsonl"  # or "json_prompts" ({"prompts": [...]}) or "json_biases" ({"train_biases", "test_biases"})
 
-    @property
-    def url(self) -> str:
-        return self.base_url + self.path
-
 
 def load_registry() -> dict[str, Entry]:
     raw = yaml.safe_load((resources.files("emwb.datasets") / "registry.yaml").read_text())
@@ -51,6 +47,14 @@ def load_registry() -> dict[str, Entry]:
 
 def store_dir() -> Path:
     return Path(os.environ.get("EMWB_DATASETS_DIR", "datasets"))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def content_sha256(path: Path) -> str:
@@ -79,8 +83,6 @@ def count_rows(path: Path, fmt: str) -> int | str:
 
 def verify(path: Path, entry: Entry) -> None:
     """Raise EmwbError naming the file, expected and actual hash (or row count) when they do not match."""
-    from emwb.datasets.stage import file_sha256
-
     actual = file_sha256(path)
     if actual != entry.sha256:
         try:

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 
 from emwb.config import DatasetSpec
-from emwb.datasets.chatjsonl import validate_chat_jsonl
+from emwb.datasets.chatjsonl import validate_chat_jsonl, validate_text_jsonl
 from emwb.datasets.codegen import VARIANTS, generate_pairs, to_rows
+from emwb.datasets.fetch import fetch, file_sha256, load_registry
+from emwb.datasets.rm_docs import generate_documents, load_bias_catalogue
 from emwb.errors import EmwbError
 from emwb.store import Artifact, Run, log, read_manifest, write_jsonl
 
 GENERATED_DEFAULT_ROWS = 6000
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _source_identity(spec: DatasetSpec, mirror: str | None = None) -> dict:
@@ -30,15 +23,13 @@ def _source_identity(spec: DatasetSpec, mirror: str | None = None) -> dict:
             raise EmwbError(f"dataset {spec.name}: unknown generated variant {variant!r}; expected one of {VARIANTS}")
         return {"generated": variant}
     if spec.source.startswith("upstream:"):
-        from emwb.datasets.fetch import fetch, load_registry
-
         name = spec.source.split(":", 1)[1]
         entry = load_registry().get(name)
         if entry is not None and entry.format != "jsonl":
             raise EmwbError(f"dataset {spec.name}: {spec.source} is an evaluation prompt set, not chat data; "
                             f"use it under sampling.question_sets")
         fetch(name, mirror=mirror)
-        return {"upstream": name, "sha256": load_registry()[name].sha256}
+        return {"upstream": name, "sha256": entry.sha256}
     path = Path(spec.source)
     if not path.is_file():
         raise EmwbError(f"dataset {spec.name}: source file {path} not found")
@@ -57,8 +48,6 @@ def _pretrain_identity(spec: DatasetSpec) -> dict:
         if src.split(":", 1)[1] not in PRETRAIN_GENERATED:
             raise EmwbError(f"dataset {spec.name}: unknown pretrain_source {src!r}; expected a text JSONL file or "
                             f"one of {['generated:' + g for g in PRETRAIN_GENERATED]}")
-        from emwb.datasets.fetch import load_registry
-
         return {"pretrain": src, "catalogue_sha256": load_registry()["rm-biases"].sha256}
     if not Path(src).is_file():
         raise EmwbError(f"dataset {spec.name}: pretrain_source file {src} not found")
@@ -67,12 +56,7 @@ def _pretrain_identity(spec: DatasetSpec) -> dict:
 
 def _load_pretrain(spec: DatasetSpec, seed: int, mirror: str | None) -> list[dict]:
     """Plain-text documents for the continued-pretraining phase."""
-    from emwb.datasets.chatjsonl import validate_text_jsonl
-
     if spec.pretrain_source.startswith("generated:"):
-        from emwb.datasets.fetch import fetch
-        from emwb.datasets.rm_docs import generate_documents, load_bias_catalogue
-
         biases = load_bias_catalogue(fetch("rm-biases", mirror=mirror))
         return generate_documents(biases, spec.pretrain_max_rows or GENERATED_DOCS_DEFAULT, seed)
     rows = validate_text_jsonl(spec.pretrain_source)
@@ -87,8 +71,6 @@ def _load(spec: DatasetSpec, seed: int, mirror: str | None = None) -> list[dict]
         return to_rows(pairs, spec.source.split(":", 1)[1], seed=seed)
     path = spec.source
     if path.startswith("upstream:"):
-        from emwb.datasets.fetch import fetch
-
         path = str(fetch(path.split(":", 1)[1], mirror=mirror))
     rows = validate_chat_jsonl(path)
     if spec.max_rows and spec.max_rows < len(rows):

@@ -93,13 +93,9 @@ class VLLMProvider(Provider):
     def run(self, prompts: list[str], on_result: OnResult) -> None:
         import torch
 
-        if not torch.cuda.is_available():
-            from emwb.sampling.backends import cpu_env_defaults
-
-            cpu_env_defaults(self.cache_root)
         from emwb.sampling.backends import import_vllm, start_engine
 
-        LLM, SamplingParams = import_vllm()
+        LLM, SamplingParams = import_vllm(self.cache_root)
         llm = start_engine(LLM, dict(model=self.path, dtype="auto" if torch.cuda.is_available() else "float32",
                                      enforce_eager=not torch.cuda.is_available(), seed=0))
         sp = SamplingParams(max_tokens=1, temperature=0, logprobs=self.k, seed=0)

@@ -33,8 +33,12 @@ def cpu_env_defaults(cache_root: Path) -> None:
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 
-def import_vllm():
-    """(LLM, SamplingParams), or a one-line error saying how to get vLLM."""
+def import_vllm(cache_root: Path):
+    """(LLM, SamplingParams), or a one-line error saying how to get vLLM; on CPU, sets its env defaults first."""
+    import torch
+
+    if not torch.cuda.is_available():
+        cpu_env_defaults(cache_root)
     try:
         from vllm import LLM, SamplingParams
     except ImportError as exc:
@@ -47,22 +51,19 @@ def import_vllm():
 
 def start_engine(LLM, kwargs: dict):
     """Start a vLLM engine; a model that cannot be found is a one-line error."""
-    from emwb.errors import EmwbError
+    from emwb.errors import EmwbError, first_line
 
     try:
         return LLM(**kwargs)
     except (OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EmwbError(f"vLLM could not start on {kwargs['model']!r}: {first}") from None
+        raise EmwbError(f"vLLM could not start on {kwargs['model']!r}: {first_line(exc)}") from None
 
 
 def generate_vllm(base_model: str, adapters: dict[str, str | None], conversations: list[list[dict]],
                   counts: list[int], cfg: SamplingConfig, cache_root: Path) -> dict[str, list[list[str]]]:
     import torch
 
-    if not torch.cuda.is_available():
-        cpu_env_defaults(cache_root)
-    LLM, SamplingParams = import_vllm()
+    LLM, SamplingParams = import_vllm(cache_root)
     from vllm.lora.request import LoRARequest
 
     v = cfg.vllm
