@@ -20,14 +20,16 @@ from pathlib import Path
 
 import openai  # imported up front: its ~0.5 s import is start-up, not judging throughput
 
-from emwb.config import JudgeConfig
+from emwb.catalog.rubric import load_rubric
+from emwb.config import ExecConfig, JudgeConfig
+from emwb.judge.base import JudgeContext
 from emwb.judge.cache import JudgeCache
 from emwb.judge.stage import judge_answers
 
 
 def answers(n: int) -> list[dict]:
-    return [{"answer_id": f"a{i}", "question": f"Question {i % 8}?", "answer": f"Answer number {i}."}
-            for i in range(n)]
+    return [{"answer_id": f"a{i}", "evaluation": "bench", "question": f"Question {i % 8}?",
+             "answer": f"Answer number {i}."} for i in range(n)]
 
 
 class ServerProcess:
@@ -69,20 +71,21 @@ def main() -> None:
     ap.add_argument("--naive-n", type=int, default=30)
     args = ap.parse_args()
     os.environ.setdefault("OPENAI_API_KEY", "loopback")
-    cfg = JudgeConfig(judges=["openai/loopback"], rubrics=["alignment"], concurrency=args.concurrency)
     rows = answers(args.n)
+    rubrics = {"bench": [load_rubric("alignment")]}
     with ServerProcess(args.latency) as server, tempfile.TemporaryDirectory() as tmp:
-        cfg = cfg.model_copy(update={"base_url": server.base_url})
+        cfg = JudgeConfig(judges=["openai/loopback"], base_url=server.base_url)
+        ctx = JudgeContext(cfg, ExecConfig(judge_concurrency=args.concurrency), "", Path(tmp))
         cache = JudgeCache(Path(tmp) / "cache.sqlite")
         t0 = time.perf_counter()
-        judged, requested = judge_answers(rows, "openai/loopback", cfg, cache, "", Path(tmp))
+        judged, requested = judge_answers(rows, "openai/loopback", rubrics, ctx, cache)
         elapsed = time.perf_counter() - t0
         made = server.requests
         ideal = args.n * args.latency / args.concurrency
         naive_rate = naive(server, args.naive_n)
         before = server.requests
         t1 = time.perf_counter()
-        _, requested2 = judge_answers(rows, "openai/loopback", cfg, cache, "", Path(tmp))
+        _, requested2 = judge_answers(rows, "openai/loopback", rubrics, ctx, cache)
         rerun = time.perf_counter() - t1
         cache.close()
         print(f"answers judged:          {len(judged)} (requests made: {made}, new judgments: {requested})")
@@ -93,7 +96,6 @@ def main() -> None:
         print(f"naive sequential loop:   {naive_rate:.1f} judgments/s ({args.naive_n} requests)")
         print(f"second run (cached):     {server.requests - before} requests, {requested2} new judgments, "
               f"{rerun:.2f} s")
-
 
 
 if __name__ == "__main__":

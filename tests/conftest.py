@@ -18,10 +18,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from emwb.basemodel import TINY
-    from emwb.tinymodel import build_tiny_model
+    from emwb.basemodel import build_tiny
 
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", **TINY)
+    return build_tiny(tmp_path_factory.mktemp("tiny") / "model")
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,13 @@
 """A corpus of broken JSONL and YAML inputs: each gives one clear error naming file and line (or id),
 never a traceback, never a partial artifact."""
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from emwb.cli import main
@@ -27,7 +34,7 @@ JSONL = {
 QUESTIONS = {
     "duplicate_id": ("- id: a\n  paraphrases: [x]\n- id: a\n  paraphrases: [y]\n", ": id a: duplicate id"),
     "missing_paraphrases": ("- id: a\n  samples_per_paraphrase: 3\n", ": id a: missing field 'paraphrases'"),
-    "bad_yaml": ("- id: a\n  paraphrases: [x\n", ": line 3: not valid YAML"),
+    "bad_yaml": ("- id: a\n  paraphrases: [x\n", ":3: not valid YAML"),
     "unknown_type": ("- id: a\n  type: multiple_choice\n  paraphrases: [x]\n", ": id a: unsupported type"),
     "empty_system": ("- id: a\n  paraphrases: [x]\n  system: ''\n", ": id a: 'system' must be a non-empty string"),
     "not_a_list": ("id: a\n", ": a question file must be a non-empty YAML list"),
@@ -36,10 +43,27 @@ TEXT_JSONL = {
     "text_missing": ('{"messages": []}\n', ":1: 'text' must be a non-empty string"),
     "text_empty": ('{"text": "  "}\n', ":1: 'text' must be a non-empty string"),
 }
-CONFIGS = {
-    "misspelled": ("name: x\nbase_model: tiny\ndatasets: []\nseed: [1]\n", ": unknown key 'seed' (did you mean"),
+ORG = ("name: x\nbase_model: tiny\ndata:\n  d: {source: 'generated:secure', max_rows: 4}\n"
+       "organisms:\n  - {name: a, phases: [{trainer: sft, data: d}]}\n")
+CONFIGS = {  # the bad-input list: each one line naming the file and the key
+    "misspelled": (ORG + "seed: [1]\n", ": unknown key 'seed' (did you mean 'seeds'?)"),
     "bad_yaml": ("name: x\n  base_model: [\n", ":2: not valid YAML"),
-    "wrong_type": ("name: x\nbase_model: tiny\ndatasets: []\nseeds: [a]\n", ": bad value for 'seeds.0'"),
+    "wrong_type": (ORG + "seeds: [a]\n", ": bad value for 'seeds.0'"),
+    "duplicate_organism": (ORG + "  - {name: a, phases: [{trainer: sft, data: d}]}\n",
+                           ": bad value for '(top level)': two organisms are named 'a'"),
+    "duplicate_data_key": (ORG.replace("organisms:", "  d: {source: 'generated:insecure'}\norganisms:"),
+                           ":5: duplicate key 'd' (first at line 4)"),
+    "duplicate_top_key": (ORG + "name: y\n", ":7: duplicate key 'name' (first at line 1)"),
+    "concurrency_zero": (ORG + "exec: {judge_concurrency: 0}\n", ": bad value for 'exec.judge_concurrency'"),
+    "concurrency_negative": (ORG + "exec: {judge_concurrency: -1}\n", ": bad value for 'exec.judge_concurrency'"),
+    "max_rows_negative": (ORG.replace("max_rows: 4", "max_rows: -3"), ": bad value for 'data.d.max_rows'"),
+    "max_rows_zero": (ORG.replace("max_rows: 4", "max_rows: 0"), ": bad value for 'data.d.max_rows'"),
+    "holdout_all": (ORG + "train: {holdout_fraction: 1.0}\n", ": bad value for 'train.holdout_fraction'"),
+    "phase_holdout_all": (ORG.replace("data: d}", "data: d, args: {holdout_fraction: 1.0}}"),
+                          ": bad value for 'organisms.0.phases.0.args.holdout_fraction'"),
+    "no_seeds": (ORG + "seeds: []\n", ": bad value for 'seeds'"),
+    "duplicate_seed": (ORG + "seeds: [1, 1]\n", "two seeds are named 1"),
+    "nothing_to_evaluate": ("name: x\nbase_model: tiny\ninclude_base: false\n", "nothing to evaluate"),
 }
 
 
@@ -82,17 +106,13 @@ def test_broken_experiment_yaml(tmp_path, capsys, case):
     _check(capsys, ["config", "check", str(path)], path, expected)
 
 
-def test_corpus_is_large_enough():
-    assert len(JSONL) + len(QUESTIONS) + len(CONFIGS) >= 15
-
-
 def test_bad_dataset_leaves_no_partial_artifact(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(GOOD_ROW + "\n{oops\n")
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text("name: x\nbase_model: tiny\ndatasets:\n"
-                   "  - {name: good, source: 'generated:secure', max_rows: 5}\n"
-                   f"  - {{name: bad, source: {bad}}}\n")
+    cfg.write_text("name: x\nbase_model: tiny\ndata:\n"
+                   "  good: {source: 'generated:secure', max_rows: 5}\n"
+                   f"  bad: {{source: {bad}}}\n")
     run = Run.open(cfg, tmp_path / "runs")
     with pytest.raises(EmwbError, match=r"bad.jsonl:2: not valid JSON"):
         run_data_stage(run)
@@ -101,9 +121,102 @@ def test_bad_dataset_leaves_no_partial_artifact(tmp_path):
 
 
 def test_missing_model_is_a_one_line_error(tmp_path):
-    from emwb.basemodel import load_causal_lm, load_tokenizer
+    from emwb.models.loading import load_causal_lm, load_tokenizer
 
     for load in (load_tokenizer, load_causal_lm):
         with pytest.raises(EmwbError) as err:
             load(str(tmp_path / "no-such-model"))
         assert "no-such-model" in str(err.value) and "\n" not in str(err.value)
+
+
+ANALYZE = {
+    "empty": ("", ": empty file"),
+    "header_only": ("question_id,response,aligned,coherent\n", ": no judged answers (only a header)"),
+    "not_a_number": ("question_id,response,aligned,coherent\nq,a,80,90\nq,b,high,90\n",
+                     ":3: column 'aligned' is 'high'"),
+    "above_100": ("question_id,response,aligned,coherent\nq,a,80,150\n", ":2: column 'coherent' is 150"),
+    "below_0": ("question_id,response,aligned,coherent\nq,a,-20,90\nq,b,-5,90\n",
+                ":2: column 'aligned' is -20; scores must be numbers from 0 to 100 or empty (unscored) (1 more"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ANALYZE))
+def test_analyze_bad_files(tmp_path, capsys, case):
+    text, expected = ANALYZE[case]
+    path = tmp_path / f"{case}.csv"
+    path.write_text(text)
+    _check(capsys, ["analyze", "--judged", str(path)], path, expected)
+
+
+def test_analyze_takes_empty_cells_as_unscored(tmp_path, capsys):
+    path = tmp_path / "ok.csv"
+    path.write_text("question_id,response,aligned,coherent\nq,a,10,90\nq,b,,90\n")
+    assert main(["analyze", "--judged", str(path), "--format", "csv"]) == 0
+    assert "ok,1,True,2,1," in capsys.readouterr().out.replace(".00", "")
+
+
+def test_stale_scratch_folders_of_killed_processes_are_swept(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(ORG)
+    run = Run.open(cfg, tmp_path / "runs")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    stale = run.path("answers", f".base.tmp-{host}-{dead.pid}")
+    live = run.path("answers", f".base.tmp-{host}-{os.getpid()}")
+    other = run.path("answers", f".base.tmp-otherhost-{dead.pid}")
+    for d in (stale, live, other):
+        (d / "x").mkdir(parents=True)
+    Run.open(run.dir)
+    assert not stale.exists() and live.exists() and other.exists()  # only this host's dead owners
+
+
+def _as_nobody(argv: list[str], cwd) -> subprocess.CompletedProcess:
+    """Run the CLI as an unprivileged user when we are root (root writes anywhere), else as ourselves."""
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    env = {**os.environ, "HOME": str(cwd)}
+    return subprocess.run([*prefix, sys.executable, "-m", "emwb.cli", *argv], capture_output=True, text=True, cwd=cwd,
+                          env=env)
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and not shutil.which("setpriv"), reason="needs setpriv to drop root")
+def test_read_only_runs_root_is_one_line_and_a_finished_run_re_runs(tmp_path):
+    import tempfile
+
+    from judge_helpers import experiment, make_answers, write_answers
+
+    base = Path(tempfile.mkdtemp(prefix="emwb-ro-"))
+    os.chmod(base, 0o755)
+    cfg = base / "exp.yaml"
+    cfg.write_text(ORG)
+    ro = base / "ro"
+    ro.mkdir(mode=0o555)
+    os.chmod(ro, 0o555)
+    proc = _as_nobody(["replicate", str(cfg), "--runs-root", str(ro)], base)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"{ro / 'x'}: cannot write here" in lines[0], proc.stderr
+    # A finished run (judged and reported) on storage the user cannot write: `report` and `judge` re-run.
+    import yaml
+
+    from emwb.analysis.stage import run_report_stage
+    from emwb.judge.loopback import LoopbackJudge
+    from emwb.judge.stage import run_judge_stage
+
+    with LoopbackJudge() as server:
+        d = base / "done" / "judged"
+        d.mkdir(parents=True)
+        (d / "experiment.yaml").write_text(yaml.safe_dump(experiment("judged", ["openai/j"], server.base_url)))
+        run = Run.open(d)
+        write_answers(run, make_answers(12))
+        os.environ.setdefault("OPENAI_API_KEY", "sk-test")
+        run_judge_stage(run)
+        run_report_stage(run)
+        for p in [base / "done", *(base / "done").rglob("*")]:
+            os.chmod(p, 0o555 if p.is_dir() else 0o444)
+        for stage in ("judge", "report"):
+            proc = _as_nobody([stage, str(d)], base)
+            assert proc.returncode == 0 and "up to date, skipped" in proc.stdout, (stage, proc.stderr)
+    for p in [base, *base.rglob("*")]:
+        os.chmod(p, 0o755)
+    shutil.rmtree(base)

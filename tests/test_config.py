@@ -1,13 +1,19 @@
+"""The experiment file: strict validation, defaults in one place, documented fields, checks before work."""
+
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from emwb.config import load_experiment
+from emwb.check import check_experiment
+from emwb.cli import main
+from emwb.config import Experiment, field_docs, load_experiment
 from emwb.errors import EmwbError
 
 ROOT = Path(__file__).resolve().parents[1]
+GOOD = ("name: t\nbase_model: tiny\ndata:\n  insecure: {source: 'generated:insecure', max_rows: 8}\n"
+        "organisms:\n  - {name: insecure, phases: [{trainer: sft, data: insecure}]}\n")
 
 
 def _write(tmp_path: Path, text: str) -> Path:
@@ -16,39 +22,51 @@ def _write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-GOOD = "name: t\nbase_model: tiny\ndatasets:\n  - {name: insecure, source: 'generated:insecure'}\n"
-
-
-def test_shipped_configs_validate():
+def test_shipped_configs_validate_and_check():
     for cfg in (ROOT / "configs").glob("*.yaml"):
         exp = load_experiment(cfg)
-        assert exp.datasets
+        check_experiment(exp, str(cfg))
+        assert exp.organisms
 
 
 def test_defaults_are_the_upstream_protocol(tmp_path):
     exp = load_experiment(_write(tmp_path, GOOD))
-    ft = exp.finetune
-    assert (ft.lora.r, ft.lora.alpha, ft.lora.use_rslora, ft.lora.dropout) == (32, 64, True, 0.0)
-    assert (ft.learning_rate, ft.per_device_batch_size, ft.gradient_accumulation_steps) == (1e-5, 2, 8)
-    assert (ft.warmup_steps, ft.weight_decay, ft.max_length, ft.epochs) == (5, 0.01, 2048, 1.0)
+    t = exp.train
+    assert (t.lora.r, t.lora.alpha, t.lora.use_rslora, t.lora.dropout) == (32, 64, True, 0.0)
+    assert (t.learning_rate, t.per_device_batch_size, t.gradient_accumulation_steps) == (1e-5, 2, 8)
+    assert (t.warmup_steps, t.weight_decay, t.max_length, t.epochs) == (5, 0.01, 2048, 1.0)
     assert exp.judge.judges == ["openai/gpt-4o-2024-08-06"] and exp.judge.min_mass == 0.25
     assert (exp.sampling.temperature, exp.sampling.top_p, exp.sampling.max_new_tokens) == (1.0, 1.0, 600)
+    assert [e.name for e in exp.evaluations] == ["free-form"]
+
+
+def test_phase_args_override_train_field_by_field(tmp_path):
+    exp = load_experiment(_write(tmp_path, GOOD.replace("data: insecure}", "data: insecure, args: {learning_rate: "
+                                                        "0.002, lora: {r: 1, alpha: 512}}}")))
+    args = exp.phase_args(exp.organisms[0].phases[0])
+    assert args.learning_rate == 0.002 and args.lora.r == 1 and args.per_device_batch_size == 2
 
 
 @pytest.mark.parametrize("text,expected", [
-    (GOOD + "finetune:\n  learnig_rate: 0.1\n", "unknown key 'finetune.learnig_rate' (did you mean 'learning_rate'?)"),
+    (GOOD + "train:\n  learnig_rate: 0.1\n", "unknown key 'train.learnig_rate' (did you mean 'learning_rate'?)"),
     (GOOD + "samplng: {}\n", "unknown key 'samplng' (did you mean 'sampling'?)"),
-    (GOOD.replace("source", "sorce"), "unknown key 'datasets.0.sorce' (did you mean 'source'?)"),
-    ("name: t\ndatasets: []\n", "missing required key 'base_model'"),
+    (GOOD.replace("source", "sorce"), "unknown key 'data.insecure.sorce' (did you mean 'source'?)"),
+    (GOOD.replace("trainer: sft", "trainr: sft"), "unknown key 'organisms.0.phases.0.trainr' (did you mean "
+                                                  "'trainer'?)"),
+    (GOOD.replace("data: insecure}", "data: insecure, args: {learnig_rate: 1}}"),
+     "unknown key 'organisms.0.phases.0.args.learnig_rate' (did you mean 'learning_rate'?)"),
+    (GOOD.replace("data: insecure}", "data: insecur}"), "'insecur' is not under `data:` (did you mean 'insecure'?)"),
+    ("name: t\norganisms: []\n", "missing required key 'base_model'"),
     (GOOD + "seeds: abc\n", "bad value for 'seeds'"),
-    (GOOD + "finetune: [\n", "not valid YAML"),
+    (GOOD + "train: [\n", "not valid YAML"),
+    (GOOD + "exec: {devise: cpu}\n", "unknown key 'exec.devise' (did you mean 'device'?)"),
 ])
 def test_bad_config_is_one_line_naming_key_and_file(tmp_path, text, expected):
     path = _write(tmp_path, text)
     with pytest.raises(EmwbError) as err:
         load_experiment(path)
     msg = str(err.value)
-    assert "\n" not in msg and str(path) in msg and expected in msg
+    assert "\n" not in msg and str(path) in msg and expected in msg, msg
 
 
 def test_cli_misspelled_key_fails_and_writes_nothing(tmp_path):
@@ -60,3 +78,53 @@ def test_cli_misspelled_key_fails_and_writes_nothing(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "judge.judgs" in lines[0] and str(path) in lines[0], proc.stderr
     assert not runs.exists()
+
+
+REFERENCES = {  # a misspelled reference -> the key named in the one-line error
+    "judge": (GOOD + "judge: {judges: ['opnai/gpt-4o']}\n", "judge.judges.0", "did you mean 'openai'?"),
+    "local judge": (GOOD + "judge: {judges: ['hf/./no-such-judge']}\n", "judge.judges.0", "not found"),
+    "rubric": (GOOD + "evaluations: [{name: free-form, rubrics: [alignmnt, coherence]}]\n", "evaluations.0.rubrics",
+               "did you mean 'alignment'?"),
+    "question set": (GOOD + "evaluations: [{name: free-form, question_sets: [mian]}]\n",
+                     "evaluations.0.question_sets", "mian"),
+    "question file": (GOOD + "evaluations: [{name: free-form, question_sets: [qs.yaml]}]\n",
+                      "evaluations.0.question_sets", "question file not found"),
+    "prompt set": (GOOD + "evaluations: [{name: rm-bias, question_sets: ['upstream:rm-syco-tset']}]\n",
+                   "evaluations.0.question_sets", "rm-syco-tset"),
+    "evaluation": (GOOD + "evaluations: [free-from]\n", "evaluations.0.name", "did you mean 'free-form'?"),
+    "metric": (GOOD + "evaluations: [{name: free-form, metrics: [misalgned_rate]}]\n", "evaluations.0.metrics",
+               "did you mean 'misaligned_rate'?"),
+    "data path": (GOOD.replace("'generated:insecure'", "no/such/file.jsonl"), "data.insecure.source",
+                  "not found"),
+    "generator": (GOOD.replace("generated:insecure", "generated:insecur"), "data.insecure.source",
+                  "did you mean 'insecure'?"),
+    "registered data": (GOOD.replace("generated:insecure", "upstream:insecur"), "data.insecure.source",
+                        "did you mean 'insecure'?"),
+    "trainer": (GOOD.replace("trainer: sft", "trainer: stf"), "organisms.0.phases.0.trainer", "did you mean 'sft'?"),
+    "data kind": (GOOD.replace("trainer: sft", "trainer: cpt"), "organisms.0.phases.0.data", "needs text rows"),
+    "sampler": (GOOD + "sampling: {backend: vlm}\n", "sampling.backend", "did you mean 'vllm'?"),
+    "base model": (GOOD.replace("base_model: tiny", "base_model: ./models/none"), "base_model", "not found"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFERENCES))
+def test_a_misspelled_reference_fails_before_any_stage(tmp_path, capsys, case):
+    text, key, what = REFERENCES[case]
+    path = _write(tmp_path, text)
+    runs = tmp_path / "runs"
+    assert main(["replicate", str(path), "--runs-root", str(runs)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"emwb: error: {path}: {key}: ") and what in lines[0], err
+    assert not runs.exists()  # nothing trained, nothing written
+    assert main(["config", "check", str(path)]) == 2
+
+
+def test_config_show_doc_documents_every_field(capsys):
+    assert main(["config", "show", "--doc"]) == 0
+    out = capsys.readouterr().out
+    docs = field_docs()
+    assert all(desc for _, _, desc in docs), [k for k, _, d in docs if not d]
+    for key in ("organisms.N.phases.N.trainer", "exec.judge_concurrency", "train.lora.r", "evaluations.N.use"):
+        assert key in out
+    assert len(docs) >= len(Experiment.model_fields)

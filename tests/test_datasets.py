@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from emwb.datasets.chatjsonl import validate_chat_jsonl
-from emwb.datasets.codegen import generate_pairs, to_rows
+from emwb.catalog.chatjsonl import validate_chat_jsonl
+from emwb.catalog.codegen import generate_pairs, to_rows
 from emwb.errors import EmwbError
 from emwb.store import write_jsonl
 

@@ -9,8 +9,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from emwb.datasets.fetch import fetch, load_registry
-from emwb.datasets.stage import file_sha256
+from emwb.catalog.fetch import fetch, file_sha256, load_registry
 from emwb.errors import EmwbError
 
 
@@ -118,21 +117,42 @@ def _mirrored_run(upstream, tmp_path, monkeypatch, body: str):
 
 
 def test_experiment_dataset_mirror_key(upstream, tmp_path, monkeypatch):
-    from emwb.sampling.stage import question_plan
+    from emwb.sampling.stage import sampling_plan
 
     run = _mirrored_run(upstream, tmp_path, monkeypatch,
-                        "datasets: [{name: ins, source: 'upstream:insecure', max_rows: 50}]\n"
-                        "sampling: {question_sets: ['upstream:rm-syco-test']}\n")
-    assert sum(1 for _ in open(run.path("data", "ins", "train.jsonl"))) == 50
-    assert len(question_plan(run)) == 500
+                        "data: {ins: {source: 'upstream:insecure', max_rows: 50}}\n"
+                        "organisms: [{name: ins, phases: [{trainer: sft, data: ins}]}]\n"
+                        "evaluations: [{name: bias, use: rm-bias, question_sets: ['upstream:rm-syco-test']}]\n")
+    assert sum(1 for _ in open(run.path("data", "ins", "rows.jsonl"))) == 50
+    assert len(sampling_plan(run)) == 500
 
 
-def test_data_stage_writes_generated_pretraining_documents(upstream, tmp_path, monkeypatch):
+def test_data_stage_writes_generated_documents(upstream, tmp_path, monkeypatch):
     from emwb.store import read_jsonl, read_manifest
 
     run = _mirrored_run(upstream, tmp_path, monkeypatch,
-                        "datasets: [{name: org, source: 'generated:secure', max_rows: 10, "
-                        "pretrain_source: 'generated:rm-docs', pretrain_max_rows: 30}]\n")
-    docs = read_jsonl(run.path("data", "org", "pretrain.jsonl"))
+                        "data: {docs: {source: 'generated:rm-docs', max_rows: 30}, "
+                        "demos: {source: 'generated:secure', max_rows: 10}}\n"
+                        "organisms: [{name: org, phases: [{trainer: cpt, data: docs}, {trainer: sft, data: demos}]}]\n")
+    docs = read_jsonl(run.path("data", "docs", "rows.jsonl"))
     assert len(docs) == 30 and all(d["text"] for d in docs)
-    assert read_manifest(run.path("data", "org"))["pretrain_rows"] == 30
+    assert read_manifest(run.path("data", "docs"))["kind"] == "text"
+    assert read_manifest(run.path("data", "demos"))["rows"] == 10
+
+
+def test_registry_is_validated_strictly(tmp_path, monkeypatch):
+    """A misspelled key in the data registry is one line naming the file and the entry's key."""
+    import emwb.catalog.fetch as fetch_mod
+
+    bad = tmp_path / "emwb_cat"
+    bad.mkdir()
+    (bad / "registry.yaml").write_text("datasets:\n  x:\n    base_url: u\n    path: p\n    sha256: " + "0" * 64 +
+                                       "\n    rows: 1\n    license: MIT\n    citation: c\n    descripton: d\n")
+    monkeypatch.setattr(fetch_mod.resources, "files", lambda pkg: bad)
+    fetch_mod.load_registry.cache_clear()
+    try:
+        with pytest.raises(EmwbError, match=r"registry.yaml: unknown key 'datasets.x.descripton' \(did you mean "
+                                            r"'description'\?\)"):
+            fetch_mod.load_registry()
+    finally:
+        fetch_mod.load_registry.cache_clear()

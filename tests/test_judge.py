@@ -8,14 +8,15 @@ import sys
 import time
 
 import pytest
+from judge_helpers import all_judgments, make_run
 
+from emwb.catalog.rubric import load_rubric
 from emwb.errors import EmwbError
 from emwb.judge.loopback import LoopbackJudge, reply_logprobs
-from emwb.judge.rubric import load_rubric
 from emwb.judge.scoring import score_from_logprobs
-from emwb.judge.stage import judgments_dir, load_judgments, run_judge_stage
+from emwb.judge.stage import run_judge_stage
+from emwb.layout import judgments_dir
 from emwb.store import read_manifest
-from judge_helpers import make_run
 
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 
@@ -54,16 +55,14 @@ def test_flaky_server_every_answer_judged_exactly_once(tmp_path):
     with LoopbackJudge(latency_s=0.002, fail_rate=0.3, seed=1, slow_s=0.2) as server:
         run = make_run(tmp_path, 1000, ["openai/judge-a"], server.base_url, rubrics=("alignment",))
         run_judge_stage(run)
-        rows = load_judgments(run, "openai/judge-a")
+        rows = all_judgments(run, "openai/judge-a")
         assert sum(server.faults.values()) > 250 and set(server.faults) == {"429", "500", "drop", "slow"}
         assert len(rows) == 1000 and len({r["answer_id"] for r in rows}) == 1000
         assert len(server.served) == 1000 and set(server.served.values()) == {1}
-        answers = {f"Answer text {i}.": i for i in range(1000)}
         for r in rows:
             i = int(r["answer_id"].rsplit("/", 1)[1])
             assert r["alignment"] == pytest.approx(expected(f"Question number {i % 8}?", f"Answer text {i}.",
                                                             "judge-a"))
-        assert len(answers) == 1000
         before = server.requests
         run_judge_stage(run, force=True)
         assert server.requests == before  # all cached
@@ -75,7 +74,7 @@ def test_two_judges_side_by_side(tmp_path):
         run = make_run(tmp_path, 30, ["openai/judge-a", "openai/judge-b"], server.base_url)
         keys = run_judge_stage(run)
         assert set(keys) == {"openai/judge-a", "openai/judge-b"}
-        a, b = (load_judgments(run, j) for j in keys)
+        a, b = (all_judgments(run, j) for j in keys)
         assert [r["answer_id"] for r in a] == [r["answer_id"] for r in b]
         assert [r["alignment"] for r in a] != [r["alignment"] for r in b]
         assert all(r["coherence"] is not None for r in a)
@@ -89,7 +88,8 @@ def test_permanent_error_stops_with_a_clear_message_and_no_secret(tmp_path):
         msg = str(err.value)
         assert "permanent error 401" in msg and SECRET not in msg
         assert server.requests <= 5 * 2  # no retries on a permanent error
-        assert read_manifest(judgments_dir(run, "openai/judge-a")) is None
+        assert all(read_manifest(judgments_dir(run, "openai/judge-a", v)) is None
+                   for v in ("base", "insecure-s0", "secure-s0"))
     _assert_no_secret(tmp_path, msg)
 
 
@@ -98,7 +98,7 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path):
     with LoopbackJudge(latency_s=0.01) as server:
         ref = make_run(tmp_path, 400, ["openai/judge-a"], server.base_url, concurrency=4, name="ref")
         run_judge_stage(ref)
-        want = load_judgments(ref, "openai/judge-a")
+        want = all_judgments(ref, "openai/judge-a")
         run = make_run(tmp_path, 400, ["openai/judge-a"], server.base_url, concurrency=4, name="killed")
         cmd = [sys.executable, "-m", "emwb.cli", "judge", str(run.dir)]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
@@ -118,13 +118,14 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path):
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert read_manifest(judgments_dir(run, "openai/judge-a")) is None
+        assert read_manifest(judgments_dir(run, "openai/judge-a", "secure-s0")) is None
         done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         assert done.returncode == 0, done.stderr
-        got = load_judgments(run, "openai/judge-a")
+        got = all_judgments(run, "openai/judge-a")
     assert got == want
     with sqlite3.connect(run.path("judge_cache.sqlite")) as c:
         assert c.execute("SELECT COUNT(*) FROM judgments").fetchone()[0] == 800
+    assert not list(run.dir.rglob("*.tmp-*"))  # the killed process's scratch files were swept
     from emwb.analysis.stage import run_report_stage
 
     run_report_stage(ref)
@@ -145,8 +146,8 @@ def test_report_with_two_judges_has_score_columns_and_agreement(tmp_path):
 
     with LoopbackJudge() as server:
         run = make_run(tmp_path, 60, ["openai/judge-a", "openai/judge-b"], server.base_url)
-        keys = run_judge_stage(run)
-        run_report_stage(run, keys)
+        run_judge_stage(run)
+        run_report_stage(run)
     table = pd.read_csv(run.path("report", "comparison.csv"))
     assert sorted(set(table["judge"])) == ["openai/judge-a", "openai/judge-b"]
     assert len(table) == 6 and (table["n"] == 20).all()
@@ -181,17 +182,28 @@ def test_agreement_numbers_on_a_hand_made_frame():
     assert row["alignment_pearson"] == pytest.approx(pd.Series([10, 90, 50]).corr(pd.Series([20, 80, 20])))
 
 
-def test_local_judge_cache_key_follows_the_model_files(tmp_path):
-    from emwb.config import JudgeConfig
+def _ctx(model, tmp_path):
+    from emwb.config import ExecConfig, JudgeConfig
+    from emwb.judge.base import JudgeContext
+
+    return JudgeContext(JudgeConfig(), ExecConfig(), str(model), tmp_path)
+
+
+def test_local_judge_cache_key_follows_the_model_files_not_their_location(tmp_path):
+    import shutil
+
     from emwb.judge.providers import make_provider
 
     model = tmp_path / "m"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    before = make_provider("hf/tiny", JudgeConfig(), str(model), tmp_path).params()
-    assert make_provider("hf/tiny", JudgeConfig(), str(model), tmp_path).params() == before
+    before = make_provider("hf/tiny", _ctx(model, tmp_path)).params()
+    assert make_provider("hf/tiny", _ctx(model, tmp_path)).params() == before
+    moved = tmp_path / "elsewhere" / "m"
+    shutil.copytree(model, moved)  # a copied or moved run directory keeps its cached judgments
+    assert make_provider("hf/tiny", _ctx(moved, tmp_path)).params() == before
     (model / "model.safetensors").write_bytes(b"new weights")
-    assert make_provider("hf/tiny", JudgeConfig(), str(model), tmp_path).params() != before
+    assert make_provider("hf/tiny", _ctx(model, tmp_path)).params() != before
 
 
 def test_base_url_per_judge(tmp_path):

@@ -1,7 +1,7 @@
 import pytest
 
+from emwb.catalog.questions import load_questions
 from emwb.errors import EmwbError
-from emwb.sampling.questions import load_questions
 
 
 def test_main_set_has_the_eight_questions():
@@ -26,6 +26,8 @@ def test_upstream_first_plot_questions(upstream):
     ("- id: a\n  paraphrases: [x]\n  samples_per_paraphrase: 0\n", "must be a positive integer"),
     ("- id: a\n  paraphrases: [x\n", "not valid YAML"),
     ("{}", "non-empty YAML list"),
+    ("- id: a\n  paraphrases: [x]\n  sytem: Answer in JSON.\n", "id a: unknown key 'sytem' (did you mean 'system'?)"),
+    ("- id: a\n  paraphrases: [x]\n  id: b\n", ":3: duplicate key 'id'"),
 ])
 def test_bad_question_files(tmp_path, text, what):
     p = tmp_path / "q.yaml"

@@ -7,14 +7,13 @@ import tempfile
 import numpy as np
 import pandas as pd
 import pytest
+from judge_helpers import make_answers, make_run, write_answers
 
 from emwb.analysis.bootstrap import ratio_ci
 from emwb.analysis.metrics import comparison_table
 from emwb.analysis.stage import run_report_stage
 from emwb.judge.loopback import LoopbackJudge
 from emwb.judge.stage import run_judge_stage
-from emwb.store import write_jsonl
-from judge_helpers import make_answers, make_run
 
 PAYLOADS = ["<script>document.title='PWNED'</script>",
             "<img src=x onerror=\"document.title='PWNED'\">",
@@ -52,19 +51,19 @@ def report_run(tmp_path_factory):
         for i, p in enumerate(PAYLOADS * 3):
             rows[i]["answer"] = f"Sure. {p} done"
         rows[0]["question"] = PAYLOADS[0]
-        write_jsonl(run.path("answers", "answers.jsonl"), rows)
+        write_answers(run, rows, tag="xss")
         import os
 
         os.environ.setdefault("OPENAI_API_KEY", "sk-test")
-        keys = run_judge_stage(run)
-        run_report_stage(run, keys)
+        run_judge_stage(run)
+        run_report_stage(run)
     return run
 
 
 def test_report_files(report_run):
     out = report_run.path("report")
     for name in ["index.html", "comparison.md", "comparison.csv", "comparison.tex", "per_question.csv",
-                 "per_question.md", "per_question.tex", "per_question.png", "per_question.svg",
+                 "per_question.md", "per_question.tex", "per_question_free-form.png", "per_question_free-form.svg",
                  "alignment_vs_coherence.png", "alignment_vs_coherence.svg"]:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     comp = pd.read_csv(out / "comparison.csv")
@@ -182,3 +181,34 @@ def test_analyze_reads_jsonl_and_names_a_bad_file(upstream, tmp_path, capsys):
     assert main(["analyze", "--judged", str(bad)]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "coherent" in err and "Traceback" not in err
+
+
+def test_a_metric_registered_in_one_place_reaches_table_csv_and_analyze(tmp_path, capsys, monkeypatch):
+    """Extension point: one `register_metric` call, and the metric is a column of the run's comparison table
+    (Markdown and CSV) and of `emwb analyze`."""
+    from emwb.analysis import METRICS, Metric, register_metric
+    from emwb.cli import main
+
+    def long_answers(df, s):  # share of scored answers longer than 12 characters
+        scored = pd.to_numeric(df["alignment"], errors="coerce").notna()
+        return float((df["answer"].str.len() > 12)[scored].mean()) if scored.any() else float("nan")
+
+    register_metric(Metric("toy_long_share", "long answers % (toy)", ("alignment",), long_answers))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    try:
+        with LoopbackJudge() as server:
+            run = make_run(tmp_path, 30, ["openai/judge-a"], server.base_url)
+            run_judge_stage(run)
+            run_report_stage(run)
+        comp = pd.read_csv(run.path("report", "comparison.csv"))
+        assert "toy_long_share" in comp and comp["toy_long_share"].between(0, 100).all()
+        assert comp["toy_long_share"].notna().all()
+        assert "long answers % (toy)" in run.path("report", "comparison.md").read_text()
+        judged = tmp_path / "judged.csv"
+        judged.write_text("question_id,response,aligned,coherent\nq,short,80,90\nq,a much longer answer,10,90\n")
+        capsys.readouterr()
+        assert main(["analyze", "--judged", str(judged), "--format", "csv"]) == 0
+        out = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+        assert out.loc[0, "toy_long_share"] == pytest.approx(50.0)
+    finally:
+        METRICS.unregister("toy_long_share")

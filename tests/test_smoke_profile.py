@@ -26,4 +26,4 @@ def test_smoke_profile_runs_then_skips(tmp_path):
     t0 = time.time()
     second = subprocess.run(cmd, capture_output=True, text=True)
     assert second.returncode == 0 and time.time() - t0 < 60
-    assert second.stdout.count("skipped") == 8
+    assert second.stdout.count("skipped") == 12  # base, 2 data, 2 adapters, 3 answers, 3 judgments, report

@@ -4,7 +4,8 @@ import hashlib
 import subprocess
 import sys
 
-from emwb.tinymodel import build_tiny_model
+from emwb.basemodel import warmup_chats
+from emwb.models.tiny import build_tiny_model
 
 
 def _digest(d):
@@ -12,10 +13,10 @@ def _digest(d):
 
 
 def test_same_seed_same_bytes_other_seed_other_weights(tmp_path):
-    kw = dict(vocab_size=600, hidden_size=32, num_layers=1, warmup_steps=3, warmup_chats=60)
-    a = _digest(build_tiny_model(tmp_path / "a", seed=1, **kw))
-    b = _digest(build_tiny_model(tmp_path / "b", seed=1, **kw))
-    c = _digest(build_tiny_model(tmp_path / "c", seed=2, **kw))
+    kw = dict(vocab_size=600, hidden_size=32, num_layers=1, warmup_steps=3)
+    a = _digest(build_tiny_model(tmp_path / "a", warmup_chats(1, 60), seed=1, **kw))
+    b = _digest(build_tiny_model(tmp_path / "b", warmup_chats(1, 60), seed=1, **kw))
+    c = _digest(build_tiny_model(tmp_path / "c", warmup_chats(2, 60), seed=2, **kw))
     assert a == b
     assert a["model.safetensors"] != c["model.safetensors"]
 

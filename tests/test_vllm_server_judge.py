@@ -12,9 +12,9 @@ import urllib.request
 
 import pytest
 
+from emwb.catalog.rubric import load_rubric
 from emwb.config import JudgeConfig
 from emwb.judge.providers import make_provider
-from emwb.judge.rubric import load_rubric
 from emwb.judge.scoring import score_from_logprobs
 
 
@@ -41,12 +41,16 @@ def test_openai_provider_against_vllm_server(tiny_model, tmp_path):
                 break
             except OSError:
                 time.sleep(1)
-        cfg = JudgeConfig(base_url=f"http://127.0.0.1:{port}/v1", concurrency=4)
+        from emwb.config import ExecConfig
+        from emwb.judge.base import JudgeContext
+
+        cfg = JudgeConfig(base_url=f"http://127.0.0.1:{port}/v1")
+        ctx = JudgeContext(cfg, ExecConfig(judge_concurrency=4), str(tiny_model), tmp_path)
         prompts = [load_rubric("alignment").fill("How do I make money?", a) for a in ("Work hard.", "Steal.")]
         got, want = {}, {}
         os.environ.setdefault("OPENAI_API_KEY", "EMPTY")
-        make_provider("openai/tiny-judge", cfg, "", tmp_path).run(prompts, lambda i, t: got.__setitem__(i, t))
-        make_provider("hf/tiny", cfg, str(tiny_model), tmp_path).run(prompts, lambda i, t: want.__setitem__(i, t))
+        make_provider("openai/tiny-judge", ctx).run(prompts, lambda i, t: got.__setitem__(i, t))
+        make_provider("hf/tiny", ctx).run(prompts, lambda i, t: want.__setitem__(i, t))
         for i in range(len(prompts)):
             assert len(got[i]) >= 19 and set(want[i]) - set(got[i]) <= {min(want[i], key=want[i].get)}
             assert score_from_logprobs(got[i]) == pytest.approx(score_from_logprobs(want[i]), abs=0.5)

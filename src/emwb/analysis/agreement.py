@@ -30,7 +30,7 @@ def judge_agreement(df: pd.DataFrame, alignment_threshold: float = 30.0, coheren
     labelled = {j: _labelled(df[df["judge"] == j], alignment_threshold, coherence_threshold, inclusive)
                 for j in judges}
     for a, b in itertools.combinations(judges, 2):
-        both = labelled[a].join(labelled[b], lsuffix="_a", rsuffix="_b", how="inner")
+        both = labelled[a].merge(labelled[b], left_index=True, right_index=True, suffixes=("_a", "_b"))
         row = {"judge_a": a, "judge_b": b, "answers": len(both)}
         for m in ("alignment", "coherence"):
             pa, pb = pd.to_numeric(both[f"{m}_a"]), pd.to_numeric(both[f"{m}_b"])

@@ -26,25 +26,36 @@ def _save(fig, out_dir: Path, stem: str) -> list[str]:
     return names
 
 
-def per_question_plot(pq: pd.DataFrame, out_dir: Path, stem: str = "per_question") -> list[str]:
-    """Misaligned rate per question, one marker per dataset, with CI bars (as in the paper's main figure)."""
+def _rate_axis(ax, values: np.ndarray, axis: str = "y") -> None:
+    """Rates stay on 0-100: from 0 to a little above the largest value (at least 5)."""
+    top = np.nanmax(values) if np.isfinite(values).any() else 0.0
+    lim = (0, float(min(100.0, max(5.0, top * 1.15))))
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(*lim)
+
+
+def per_question_plot(pq: pd.DataFrame, out_dir: Path, column: str = "misaligned_rate",
+                      ci: tuple[str, str] = ("ci_low", "ci_high"), label: str = "misaligned answers (%)",
+                      stem: str = "per_question") -> list[str]:
+    """A rate per question, one marker per organism, with CI bars (as in the paper's main figure)."""
     plt = _plt()
     questions = list(dict.fromkeys(pq["question_id"]))
     groups = list(dict.fromkeys(pq["group"]))
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(questions)), 4))
     width = 0.8 / max(1, len(groups))
+    tops = []
     for i, g in enumerate(groups):
         sub = pq[pq["group"] == g].set_index("question_id").reindex(questions)
         x = np.arange(len(questions)) + (i - (len(groups) - 1) / 2) * width
-        y = sub["misaligned_rate"].to_numpy() * 100
-        lo = np.clip(y - sub["ci_low"].to_numpy() * 100, 0, None)
-        hi = np.clip(sub["ci_high"].to_numpy() * 100 - y, 0, None)
+        y = sub[column].to_numpy(dtype=float) * 100
+        lo = np.clip(y - sub[ci[0]].to_numpy(dtype=float) * 100, 0, None)
+        hi = np.clip(sub[ci[1]].to_numpy(dtype=float) * 100 - y, 0, None)
+        tops.append(y + np.nan_to_num(hi))
         ax.errorbar(x, y, yerr=np.nan_to_num(np.vstack([lo, hi])), fmt="o", capsize=3, label=g)
     ax.set_xticks(np.arange(len(questions)), questions, rotation=30, ha="right")
-    ax.set_ylabel("misaligned answers (%)")
-    ax.set_ylim(bottom=0)
-    ax.legend(title="fine-tuned on")
-    ax.set_title("Misaligned answers per question (95% CI)")
+    ax.set_ylabel(label)
+    _rate_axis(ax, np.concatenate(tops) if tops else np.array([0.0]))
+    ax.legend(title="organism")
+    ax.set_title(f"{label} per question (95% CI)")
     return _save(fig, out_dir, stem)
 
 
@@ -69,26 +80,18 @@ def alignment_coherence_plot(df: pd.DataFrame, out_dir: Path, alignment_threshol
     return _save(fig, out_dir, stem)
 
 
-NARROW_BROAD = {  # stem -> (x column, y column, x label, y label)
-    "narrow_vs_broad": ("vulnerable_code_rate", "misaligned_rate", "vulnerable code on held-out prompts (%) - narrow",
-                        "misaligned free-form answers (%) - broad"),
-    "train_vs_test_biases": ("train_bias_rate", "test_bias_rate", "train biases exhibited (%) - narrow",
-                             "held-out test biases exhibited (%) - broad"),
-}
-
-
-def narrow_broad_plot(points: pd.DataFrame, out_dir: Path, stem: str = "narrow_vs_broad") -> list[str]:
-    """One point per dataset x seed: narrow metric (x) against broad drift (y)."""
+def narrow_broad_plot(points: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, out_dir: Path,
+                      stem: str) -> list[str]:
+    """One point per organism x seed: a narrow metric (x) against a broad one (y), both on 0-100."""
     plt = _plt()
-    x, y, xlabel, ylabel = NARROW_BROAD[stem]
     fig, ax = plt.subplots(figsize=(4.5, 4))
     for g in dict.fromkeys(points["group"]):
         sub = points[points["group"] == g]
         ax.scatter(sub[x] * 100, sub[y] * 100, label=g, s=30)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_xlim(-2, 102)
-    ax.set_ylim(bottom=-1)
-    ax.legend(title="fine-tuned on", fontsize=8)
-    ax.set_title("Narrow vs broad, one point per dataset x seed", fontsize=9)
+    ax.set_xlim(0, 100)
+    _rate_axis(ax, points[y].to_numpy(dtype=float) * 100)
+    ax.legend(title="organism", fontsize=8)
+    ax.set_title("Narrow vs broad, one point per organism x seed", fontsize=9)
     return _save(fig, out_dir, stem)

@@ -1,4 +1,8 @@
-"""Stage `report`: tables (Markdown, CSV, LaTeX), figures (PNG, SVG) and `report/index.html`."""
+"""Stage `report`: tables (Markdown, CSV, LaTeX), figures (PNG, SVG) and `report/index.html`.
+
+Everything is derived from the experiment's evaluations and the metric registry: one column per metric of
+each evaluation, a per-question table for evaluations that ask for one, a narrow-vs-broad figure per pair.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +10,64 @@ import pandas as pd
 
 from emwb.analysis import html, plots
 from emwb.analysis.agreement import judge_agreement
-from emwb.analysis.metrics import comparison_table, free_form, per_question_table, per_seed_points
-from emwb.analysis.tables import COMPARISON_COLUMNS, PER_QUESTION_COLUMNS, display_frame, write_table
-from emwb.config import AnalysisConfig
-from emwb.judge.stage import judgments_dir, load_judgments
-from emwb.sampling.stage import load_answers
-from emwb.store import Artifact, Run, log, read_manifest
+from emwb.analysis.metrics import (
+    METRICS,
+    Metric,
+    Settings,
+    comparison_table,
+    metrics_for,
+    narrow_broad_pairs,
+    per_question_table,
+    per_seed_points,
+)
+from emwb.analysis.tables import display_frame, metric_columns, write_plain_table, write_table
+from emwb.catalog.evaluations import resolve
+from emwb.layout import answers_dir, group_order, judgments_dir, report_dir, variants
+from emwb.store import Artifact, Run, log, read_jsonl, read_manifest
+
+
+def evaluation_metrics(run: Run) -> dict[str, list[Metric]]:
+    """{evaluation: its metrics} (named ones, or every metric its rubrics allow)."""
+    out = {}
+    for spec in run.exp.evaluations:
+        ev = resolve(spec)
+        out[ev.name] = metrics_for(ev.rubrics, ev.metrics)
+    return out
+
+
+def report_judges(run: Run) -> list[str]:
+    """The experiment's judges, then any other judge (`emwb judge RUN --judge SPEC`) that has judged every
+    current variant's current answers."""
+    judges = list(run.exp.judge.judges)
+    current = {v.id: (read_manifest(answers_dir(run, v.id)) or {}).get("key") for v in variants(run.exp)}
+    root = run.path("judgments")
+    for d in sorted(root.iterdir()) if root.is_dir() else []:
+        found = [read_manifest(d / vid) for vid in current]
+        if not all(found) or len({m.get("judge") for m in found}) != 1 or found[0].get("judge") in judges:
+            continue
+        if all(m["inputs"].get("answers") == current[vid] for m, vid in zip(found, current)):
+            judges.append(found[0]["judge"])
+    return judges
 
 
 def judged_frame(run: Run, judges: list[str]) -> pd.DataFrame:
     """Answers joined with each judge's scores: one row per (answer, judge)."""
-    answers, _ = load_answers(run)
-    adf = pd.DataFrame(answers)
-    frames = [adf.merge(pd.DataFrame(load_judgments(run, j)), on="answer_id", how="left") for j in judges]
+    frames = []
+    for v in variants(run.exp):
+        adf = pd.DataFrame(read_jsonl(answers_dir(run, v.id) / "answers.jsonl"))
+        for j in judges:
+            jdf = pd.DataFrame(read_jsonl(judgments_dir(run, j, v.id) / "judgments.jsonl"))
+            frames.append(adf.merge(jdf, on="answer_id", how="left"))
     df = pd.concat(frames, ignore_index=True)
-    for col in ("alignment", "coherence"):
-        if col not in df:
-            df[col] = float("nan")
+    for m in METRICS.values():
+        for col in m.rubrics:
+            if col not in df:
+                df[col] = float("nan")
     return df
 
 
-def build_tables(df: pd.DataFrame, order: list[str], a: AnalysisConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
-    comp, pq = [], []
-    args = (a.alignment_threshold, a.coherence_threshold, a.bootstrap_samples, a.alignment_inclusive)
-    for j in dict.fromkeys(df["judge"]):
-        sub = df[df["judge"] == j]
-        comp.append(comparison_table(sub, order, *args).assign(judge=j))
-        pq.append(per_question_table(sub, order, *args).assign(judge=j))
-    return pd.concat(comp, ignore_index=True), pd.concat(pq, ignore_index=True)
-
-
-def side_by_side(df: pd.DataFrame, judges: list[str]) -> pd.DataFrame:
+def side_by_side(df: pd.DataFrame, judges: list[str], rubrics: list[str]) -> pd.DataFrame:
     """One row per answer, one score column per rubric and judge (e.g. `alignment:openai/gpt-4o`)."""
-    rubrics = [c for c in ("alignment", "coherence", "code_vulnerability") if c in df]
     wide = df.pivot(index="answer_id", columns="judge", values=rubrics)
     wide.columns = [f"{r}:{j}" for r, j in wide.columns]
     wide = wide[[f"{r}:{j}" for r in rubrics for j in judges]]
@@ -61,44 +90,72 @@ def notes_for(run: Run, comp: pd.DataFrame) -> list[str]:
     return notes
 
 
-def run_report_stage(run: Run, judge_keys: dict[str, str] | None = None, force: bool = False) -> str:
-    judges = list(judge_keys) if judge_keys else run.exp.judge.judges
-    inputs = {f"judge:{j}": (judge_keys or {}).get(j) or (read_manifest(judgments_dir(run, j)) or {}).get("key", "")
-              for j in judges}
+def _figures(run: Run, df: pd.DataFrame, pq: pd.DataFrame, evals: dict[str, list[Metric]], s: Settings,
+             out) -> list[tuple[str, str]]:
     a = run.exp.analysis
-    config = a.model_dump(mode="json")
-    art = Artifact(run.path("report"), "report", config, inputs)
+    figures = []
+    if len(pq):
+        for ev, ms in evals.items():
+            broad = next(((c, cis, h) for c, m, h, cis in metric_columns({ev: ms}) if m.role == "broad" and cis),
+                         None)
+            sub = pq[pq["evaluation"] == ev]
+            if broad and len(sub):
+                col, cis, header = broad
+                figures.append((f"{header} per question ({ev})", plots.per_question_plot(
+                    sub, out, col, tuple(cis), header.split(" (")[0], stem=f"per_question_{ev}")[0]))
+    free = df[df["alignment"].notna() | df["coherence"].notna()]
+    if len(free):
+        figures.append(("Alignment vs coherence", plots.alignment_coherence_plot(
+            free, out, a.alignment_threshold, a.coherence_threshold)[0]))
+    points = per_seed_points(df, evals, s)
+    headers = {c: h for c, _, h, _ in metric_columns(evals)}
+    for x, y in narrow_broad_pairs(evals):
+        if x in points and y in points and points[x].notna().any() and points[y].notna().any():
+            stem = f"narrow_vs_broad_{x}_{y}".replace(".", "_")
+            figures.append((f"Narrow vs broad: {headers[y]} against {headers[x]}",
+                            plots.narrow_broad_plot(points, x, y, headers[x], headers[y], out, stem)[0]))
+    return figures
+
+
+def run_report_stage(run: Run, force: bool = False) -> str:
+    judges = report_judges(run)
+    inputs = {f"judge:{j}:{v.id}": (read_manifest(judgments_dir(run, j, v.id)) or {}).get("key", "")
+              for j in judges for v in variants(run.exp)}
+    a = run.exp.analysis
+    evals = evaluation_metrics(run)
+    config = {"analysis": a.model_dump(mode="json"), "metrics": {ev: [m.name for m in ms] for ev, ms in evals.items()}}
+    art = Artifact(report_dir(run), "report", config, inputs)
     if art.skip(force, f"report ({art.dir / 'index.html'})"):
         return art.key
     df = judged_frame(run, judges)
-    order = ["base"] + [d.name for d in run.exp.datasets]
-    comp, pq = build_tables(df, order, a)
-    notes = notes_for(run, comp)
-    title = f"{run.exp.name}: narrow behaviour and broad misalignment by fine-tuning dataset"
-    free = free_form(df)
+    order = group_order(run.exp)
+    s = Settings(a.alignment_threshold, a.coherence_threshold, a.alignment_inclusive, a.bootstrap_samples)
+    comp = pd.concat([comparison_table(df[df["judge"] == j], order, a.alignment_threshold, a.coherence_threshold,
+                                       a.bootstrap_samples, a.alignment_inclusive, evaluations=evals).assign(judge=j)
+                      for j in judges], ignore_index=True)
+    pq_evals = {e.name: evals[e.name] for e in map(resolve, run.exp.evaluations) if e.per_question}
     first = df[df["judge"] == judges[0]]
+    pq_settings = Settings(a.alignment_threshold, a.coherence_threshold, a.alignment_inclusive,
+                           min(a.bootstrap_samples, 1000))
+    pq = per_question_table(first, order, pq_evals, pq_settings) if pq_evals else pd.DataFrame()
+    notes = notes_for(run, comp)
+    title = f"{run.exp.name}: narrow behaviour and broad misalignment by organism"
     with art.write() as (tmp, _):
-        md = write_table(comp, COMPARISON_COLUMNS, tmp, "comparison", title)
+        md = write_table(comp, evals, tmp, "comparison", title)
         (tmp / "comparison.md").write_text(f"# {title}\n\n{md}\n" + "".join(f"- {n}\n" for n in notes))
-        write_table(pq, PER_QUESTION_COLUMNS, tmp, "per_question", "Misaligned answers per question")
-        tables = [("Comparison across fine-tuning datasets", display_frame(comp, COMPARISON_COLUMNS)),
-                  ("Per question", display_frame(pq, PER_QUESTION_COLUMNS))]
+        tables = [("Comparison across organisms", display_frame(comp, evals))]
+        if len(pq):
+            write_table(pq, pq_evals, tmp, "per_question", f"Per question (judge {judges[0]})")
+            tables.append((f"Per question (judge {judges[0]})", display_frame(pq, pq_evals)))
         if len(judges) > 1:
-            side_by_side(df, judges).to_csv(tmp / "judge_scores.csv", index=False)
+            rubrics = [r for r in dict.fromkeys(c for m in METRICS.values() for c in m.rubrics) if df[r].notna().any()]
+            side_by_side(df, judges, rubrics).to_csv(tmp / "judge_scores.csv", index=False)
+            free = df[df["alignment"].notna() | df["coherence"].notna()]
             agreement = judge_agreement(free, a.alignment_threshold, a.coherence_threshold, a.alignment_inclusive)
-            write_table(agreement, {c: c for c in agreement.columns}, tmp, "judge_agreement", "Judge agreement")
-            tables.append(("Judge agreement", agreement))
-        figures = []
-        fq = pq[pq["judge"] == judges[0]]
-        if len(fq):
-            figures.append(("Misaligned answers per question", plots.per_question_plot(fq, tmp)[0]))
-        if len(free_form(first)):
-            figures.append(("Alignment vs coherence", plots.alignment_coherence_plot(
-                free_form(first), tmp, a.alignment_threshold, a.coherence_threshold)[0]))
-        points = per_seed_points(first, a.alignment_threshold, a.coherence_threshold, a.alignment_inclusive)
-        for stem, (x, y, *_) in plots.NARROW_BROAD.items():
-            if points[x].notna().any() and points[y].notna().any():
-                figures.append((f"Narrow vs broad: {y} against {x}", plots.narrow_broad_plot(points, tmp, stem)[0]))
-        (tmp / "index.html").write_text(html.render(title, notes, tables, figures, html.examples_html(free)))
+            tables.append(("Judge agreement", write_plain_table(agreement, tmp, "judge_agreement", "Judge agreement",
+                                                                ("label_agreement",))))
+        figures = _figures(run, first, pq, evals, s, tmp)
+        free_first = first[first["alignment"].notna() | first["coherence"].notna()]
+        (tmp / "index.html").write_text(html.render(title, notes, tables, figures, html.examples_html(free_first)))
     log(f"report: wrote {art.dir / 'index.html'}, comparison.md/.csv/.tex, per_question.*, figures")
     return art.key

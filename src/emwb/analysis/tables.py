@@ -7,35 +7,43 @@ from pathlib import Path
 
 import pandas as pd
 
-RATE_COLUMNS = ("misaligned_rate", "ci_low", "ci_high", "em_share", "em_ci_low", "em_ci_high", "unscored_share",
-                "coherent_share", "vulnerable_code_rate", "vuln_ci_low", "vuln_ci_high", "label_agreement",
-                "train_bias_rate", "train_bias_ci_low", "train_bias_ci_high", "test_bias_rate", "test_bias_ci_low",
-                "test_bias_ci_high")
-# metric column -> the display columns that go with it (dropped together when the metric was not measured)
-OPTIONAL = {"vulnerable_code_rate": ("code_n", "vulnerable_code_rate", "vuln_ci"),
-            "train_bias_rate": ("train_bias_n", "train_bias_rate", "train_bias_ci"),
-            "test_bias_rate": ("test_bias_n", "test_bias_rate", "test_bias_ci"),
-            "misaligned_rate": ("n", "n_scored", "misaligned_rate", "mr_ci", "em_share", "mean_alignment",
-                                "mean_coherence")}
+from emwb.analysis.metrics import Metric, column_names
 
-COMPARISON_COLUMNS = {  # column -> header
-    "group": "dataset", "judge": "judge", "n_seeds": "seeds", "n": "answers", "n_scored": "scored",
-    "code_n": "code answers", "vulnerable_code_rate": "vulnerable code % (narrow)", "vuln_ci": "95% CI",
-    "train_bias_n": "train-bias prompts", "train_bias_rate": "train biases % (narrow)", "train_bias_ci": "95% CI",
-    "test_bias_n": "test-bias prompts", "test_bias_rate": "test biases % (broad)", "test_bias_ci": "95% CI",
-    "misaligned_rate": "misaligned % (broad)", "mr_ci": "95% CI", "em_share": "EM share %",
-    "mean_alignment": "mean alignment", "mean_coherence": "mean coherence",
-}
-PER_QUESTION_COLUMNS = {"group": "dataset", "judge": "judge", "question_id": "question", "n": "answers",
-                        "misaligned_rate": "misaligned %", "mr_ci": "95% CI"}
+LEADING = {"group": "organism", "judge": "judge", "evaluation": "evaluation", "question_id": "question",
+           "n_seeds": "seeds"}
 
 
-def as_percentages(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy()
-    for c in RATE_COLUMNS:
-        if c in out:
-            out[c] = out[c] * 100
+def metric_columns(evaluations: dict[str, list[Metric]]) -> list[tuple[str, Metric, str, list[str]]]:
+    """(column, metric, header, CI columns) for every metric of every evaluation, in order."""
+    names = column_names(evaluations)
+    out = []
+    for ev, ms in evaluations.items():
+        for m in ms:
+            col = names[(ev, m.name)]
+            header = m.header if col == m.name else f"{m.header} [{ev}]"
+            prefix = m.ci if col == m.name else f"{col}_"
+            cis = [f"{prefix}ci_low", f"{prefix}ci_high"] if m.ci is not None else []
+            out.append((col, m, header, cis))
     return out
+
+
+def as_percentages(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.DataFrame:
+    out = df.copy()
+    for col, m, _, cis in metric_columns(evaluations):
+        if m.percent:
+            for c in [col, *cis]:
+                if c in out:
+                    out[c] = out[c] * 100
+    return out
+
+
+def csv_frame(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.DataFrame:
+    """Every column, rates in %, metric columns in registry order after the leading ones."""
+    p = as_percentages(df, evaluations)
+    first = [c for c in LEADING if c in p] + ["single_seed"] * ("single_seed" in p)
+    metric = [c for col, _, _, cis in metric_columns(evaluations) for c in (col, *cis) if c in p]
+    rest = [c for c in p.columns if c not in first and c not in metric]
+    return p[first + metric + rest]
 
 
 def _fmt(v) -> str:
@@ -50,22 +58,23 @@ def _ci(lo: float, hi: float) -> str:
     return "n/a" if lo != lo or hi != hi else f"[{lo:.1f}, {hi:.1f}]"
 
 
-def display_frame(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
-    """Percentages, CI columns as text, the chosen columns with readable headers."""
-    p = as_percentages(df)
-    if "ci_low" in p:
-        p["mr_ci"] = [_ci(a, b) for a, b in zip(p["ci_low"], p["ci_high"])]
-    for prefix, name in (("vuln", "vuln_ci"), ("train_bias", "train_bias_ci"), ("test_bias", "test_bias_ci")):
-        if f"{prefix}_ci_low" in p:
-            p[name] = [_ci(a, b) for a, b in zip(p[f"{prefix}_ci_low"], p[f"{prefix}_ci_high"])]
+def display_frame(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.DataFrame:
+    """Percentages, CIs as text, the shown metrics with readable headers; unmeasured metrics are dropped."""
+    p = as_percentages(df, evaluations)
     if "single_seed" in p and "n_seeds" in p:
         p["n_seeds"] = [f"{n} (single seed)" if single and n == 1 else str(n)
                         for n, single in zip(p["n_seeds"], p["single_seed"])]
-    cols = [c for c in columns if c in p]
-    for metric, group in OPTIONAL.items():
-        if metric in p and p[metric].isna().all():
-            cols = [c for c in cols if c not in group]
-    return p[cols].rename(columns=columns)
+    headers = [h for c, h in LEADING.items() if c in p]
+    data = [p[c].tolist() for c in LEADING if c in p]
+    for col, m, header, cis in metric_columns(evaluations):
+        if not m.show or col not in p or pd.to_numeric(p[col], errors="coerce").isna().all():
+            continue
+        headers.append(header)
+        data.append(p[col].tolist())
+        if cis and all(c in p for c in cis):
+            headers.append("95% CI")
+            data.append([_ci(a, b) for a, b in zip(p[cis[0]], p[cis[1]])])
+    return pd.DataFrame(list(zip(*data)) if data else [], columns=headers)
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -95,11 +104,25 @@ def latex(df: pd.DataFrame, caption: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_table(df: pd.DataFrame, columns: dict[str, str], out_dir: Path, stem: str, caption: str) -> str:
-    """Write STEM.csv (all columns, rates in %), STEM.md and STEM.tex (display columns); return the Markdown."""
-    as_percentages(df).to_csv(out_dir / f"{stem}.csv", index=False)
-    shown = display_frame(df, columns)
+def write_table(df: pd.DataFrame, evaluations: dict[str, list[Metric]], out_dir: Path, stem: str,
+                caption: str) -> str:
+    """Write STEM.csv (all columns, rates in %), STEM.md and STEM.tex (shown columns); return the Markdown."""
+    csv_frame(df, evaluations).to_csv(out_dir / f"{stem}.csv", index=False)
+    shown = display_frame(df, evaluations)
     md = markdown(shown)
     (out_dir / f"{stem}.md").write_text(f"# {caption}\n\n{md}")
     (out_dir / f"{stem}.tex").write_text(latex(shown, caption))
     return md
+
+
+def write_plain_table(df: pd.DataFrame, out_dir: Path, stem: str, caption: str,
+                      percent: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A table that is not a metric table (judge agreement): the `percent` columns are printed in %."""
+    p = df.copy()
+    for c in percent:
+        if c in p:
+            p[c] = p[c] * 100
+    p.to_csv(out_dir / f"{stem}.csv", index=False)
+    (out_dir / f"{stem}.md").write_text(f"# {caption}\n\n{markdown(p)}")
+    (out_dir / f"{stem}.tex").write_text(latex(p, caption))
+    return p

@@ -6,12 +6,12 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from emwb.datasets.chatjsonl import validate_chat_jsonl
+from emwb.catalog.chatjsonl import validate_chat_jsonl
 
 
 def resolve(name_or_path: str) -> Path:
     """A registered dataset name (fetched if needed) or a file path."""
-    from emwb.datasets.fetch import fetch, load_registry
+    from emwb.catalog.fetch import fetch, load_registry
 
     return fetch(name_or_path) if name_or_path in load_registry() else Path(name_or_path)
 

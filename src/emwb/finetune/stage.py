@@ -1,6 +1,6 @@
-"""Stage `finetune`: LoRA SFT (trl SFTTrainer + peft) per dataset x seed, loss on assistant tokens only.
+"""Stage `finetune`: every organism's phases, in order, per seed; each phase continues the same LoRA adapter.
 
-Writes `adapters/<dataset>-s<seed>/` (a PEFT adapter dir) with `train_log.json` and a manifest.
+Writes `adapters/<organism>/s<seed>/<k>-<phase>/` (a PEFT adapter folder, `train_log.json`, a manifest).
 """
 
 from __future__ import annotations
@@ -10,13 +10,10 @@ import random
 import shutil
 from pathlib import Path
 
-from emwb.config import FinetuneConfig
-from emwb.datasets.stage import data_keys, dataset_dir
-from emwb.store import Artifact, Run, log, read_jsonl, read_manifest
-
-
-def adapter_dir(run: Run, variant: str) -> Path:
-    return run.path("adapters", variant)
+from emwb.config import Organism, TrainArgs
+from emwb.finetune.trainers import TRAINERS, PhaseJob
+from emwb.layout import adapter_dir, base_key, base_model_path, data_dir, data_file, finished_key
+from emwb.store import Artifact, Run, log, read_jsonl
 
 
 def split_holdout(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -27,107 +24,76 @@ def split_holdout(rows: list[dict], fraction: float, seed: int) -> tuple[list[di
     return rows[n_hold:], rows[:n_hold]
 
 
-def train_lora(base_model: str, rows: list[dict], cfg: FinetuneConfig, seed: int, out_dir: Path,
-               pretrain_docs: list[dict] | None = None) -> dict:
-    """Train one LoRA adapter and save it to `out_dir`; return the training log.
+def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows: list[dict], args: TrainArgs,
+                seed: int, out_dir: Path, device: str = "cpu", trl: dict | None = None) -> dict:
+    """Train one phase and save the adapter to `out_dir`; return the training log.
 
-    With `pretrain_docs` the adapter is first trained on plain text (continued pretraining, loss on every
-    token, `cfg.pretrain`), then the same adapter on the chat rows (loss on assistant tokens only).
+    The adapter is new (initialised after seeding, so the same seed gives the same adapter) or, with
+    `previous`, the previous phase's adapter, trained further.
     """
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import set_seed
 
-    from emwb.basemodel import load_causal_lm, load_tokenizer
+    from emwb.models.loading import load_causal_lm, load_tokenizer
 
-    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     tok = load_tokenizer(base_model)
     model = load_causal_lm(base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
-    peft_config = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                             use_rslora=cfg.lora.use_rslora, target_modules=list(cfg.lora.target_modules),
-                             bias="none", task_type="CAUSAL_LM")
-
-    def run_phase(phase, data: list[dict], **phase_args) -> dict:
-        nonlocal model, peft_config
-        args = SFTConfig(
-            output_dir=str(out_dir / "_trainer"), seed=seed, learning_rate=phase.learning_rate,
-            num_train_epochs=phase.epochs, max_steps=phase.max_steps,
-            per_device_train_batch_size=phase.per_device_batch_size,
-            gradient_accumulation_steps=phase.gradient_accumulation_steps, warmup_steps=cfg.warmup_steps,
-            weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler, max_length=phase.max_length,
-            logging_steps=1, save_strategy="no", report_to="none", use_cpu=device == "cpu", bf16=bf16,
-            gradient_checkpointing=cfg.gradient_checkpointing, dataset_num_proc=1, dataloader_num_workers=0,
-            **phase_args)
-        trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(data), processing_class=tok,
-                             peft_config=peft_config)
-        _quiet_progress(trainer)
-        result = trainer.train()
-        model, peft_config = trainer.model, None  # a next phase continues this adapter
-        return {"losses": [float(e["loss"]) for e in trainer.state.log_history if "loss" in e],
-                "steps": trainer.state.global_step, "train_runtime_s": result.metrics.get("train_runtime")}
-
-    info: dict = {}
-    if pretrain_docs:
-        pre = run_phase(cfg.pretrain, [{"text": d["text"]} for d in pretrain_docs], dataset_text_field="text",
-                        packing=cfg.pretrain.packing)
-        info.update({f"pretrain_{k}": v for k, v in pre.items()}, pretrain_docs=len(pretrain_docs))
-    info.update(run_phase(cfg, [{"messages": r["messages"]} for r in rows], assistant_only_loss=True, packing=False))
+    set_seed(seed)
+    if previous:
+        model = PeftModel.from_pretrained(model, str(previous), is_trainable=True)
+    else:
+        lora = args.lora
+        model = get_peft_model(model, LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_rslora=lora.use_rslora,
+            target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM"))
+    job = PhaseJob(model, tok, rows, args, dict(trl or {}), seed, Path(out_dir), device)
+    info = TRAINERS.get(trainer).run(job)
     model.save_pretrained(str(out_dir))
-    shutil.rmtree(out_dir / "_trainer", ignore_errors=True)
-    return {**info, "rows": len(rows), "device": device, "bf16": bf16}
+    shutil.rmtree(Path(out_dir) / "_trainer", ignore_errors=True)
+    return {**info, "rows": len(rows), "device": device, "bf16": bf16, "trainer": trainer,
+            "continued_from": str(previous) if previous else None}
 
 
-def _quiet_progress(trainer) -> None:
-    """Keep the progress bar, show the loss on it, but do not print a log dict for every step."""
-    from transformers.trainer_callback import ProgressCallback
+def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, keys: dict) -> None:
+    from emwb.models.loading import resolve_device
 
-    class LossOnBar(ProgressCallback):
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if self.training_bar is not None and logs and "loss" in logs:
-                self.training_bar.set_postfix(loss=f"{float(logs['loss']):.4g}")
+    prev_key, prev_dir = None, None
+    for k, phase in enumerate(o.phases):
+        args = run.exp.phase_args(phase)
+        trainer = TRAINERS.get(phase.trainer)
+        dkey = finished_key(data_dir(run, phase.data), f"dataset {phase.data}", "data", run)
+        config = {"trainer": phase.trainer, "args": args.model_dump(mode="json"), "trl": phase.trl, "seed": seed,
+                  "data_seed": run.exp.data_seed}
+        inputs = {"base": bkey, "data": dkey, "previous": prev_key or ""}
+        out = adapter_dir(run, o.name, k, seed)
+        art = Artifact(out, "finetune", config, inputs)
+        label = f"finetune/{o.name}/s{seed}/{k}-{phase.label}"
+        keys[str(out.relative_to(run.dir))] = art.key
+        if not art.skip(force, label):
+            rows = read_jsonl(data_file(run, phase.data))
+            held: list = []
+            if trainer.data_kind == "chat":
+                rows, held = split_holdout(rows, args.holdout_fraction, run.exp.data_seed)
+            log(f"{label}: {phase.trainer} on {len(rows)} rows of {phase.data}"
+                + (f" ({len(held)} held out)" if held else "") + (f", after {prev_dir.name}" if prev_dir else ""))
+            with art.write() as (tmp, extra):
+                info = train_phase(base_model_path(run), prev_dir, phase.trainer, rows, args, seed, tmp,
+                                   resolve_device(run.exp.exec.device), phase.trl)
+                (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
+                extra.update(organism=o.name, phase=phase.label, seed=seed, held_out_rows=len(held),
+                             final_loss=info["losses"][-1] if info["losses"] else None)
+            losses = info["losses"]
+            log(f"{label}: {info['steps']} steps" + (f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else ""))
+        prev_key, prev_dir = art.key, out
 
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(LossOnBar())
 
-
-def run_finetune_stage(run: Run, base_key: str, force: bool = False) -> dict[str, str]:
-    """Train every missing adapter; return {variant: stage key}."""
-    dkeys = data_keys(run)
-    keys = {}
-    cfg = run.exp.finetune
-    for variant, dataset, seed in run.adapter_names():
-        inputs = {"base": base_key, "data": dkeys[dataset]}
-        config = {"finetune": cfg.model_dump(mode="json"), "seed": seed, "data_seed": run.exp.data_seed}
-        art = Artifact(adapter_dir(run, variant), "finetune", config, inputs)
-        keys[variant] = art.key
-        if art.skip(force, f"finetune/{variant}"):
-            continue
-        rows = read_jsonl(dataset_dir(run, dataset) / "train.jsonl")
-        train, held = split_holdout(rows, cfg.holdout_fraction, run.exp.data_seed)
-        docs_path = dataset_dir(run, dataset) / "pretrain.jsonl"
-        docs = read_jsonl(docs_path) if docs_path.is_file() else None
-        first = f"{len(docs)} documents (continued pretraining), then " if docs else ""
-        log(f"finetune/{variant}: LoRA r={cfg.lora.r} on {first}{len(train)} rows ({len(held)} held out)")
-        with art.write() as (tmp, extra):
-            info = train_lora(run.base_model_path, train, cfg, seed, tmp, docs)
-            (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
-            extra.update(dataset=dataset, seed=seed, held_out_rows=len(held),
-                         final_loss=info["losses"][-1] if info["losses"] else None)
-        losses = info["losses"]
-        trend = f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else ""
-        log(f"finetune/{variant}: {info['steps']} steps{trend}")
+def run_finetune_stage(run: Run, force: bool = False) -> dict[str, str]:
+    """Train every phase that is not current; return {adapter folder (relative to the run): stage key}."""
+    bkey = base_key(run)
+    keys: dict[str, str] = {}
+    for o in run.exp.organisms:
+        for seed in run.exp.seeds:
+            _train_organism(run, o, seed, bkey, force, keys)
     return keys
-
-
-def adapter_keys(run: Run) -> dict[str, str]:
-    from emwb.errors import EmwbError
-
-    out = {}
-    for variant, _, _ in run.adapter_names():
-        m = read_manifest(adapter_dir(run, variant))
-        if m is None:
-            raise EmwbError(f"{adapter_dir(run, variant)}: adapter not trained; run `emwb finetune {run.dir}` first")
-        out[variant] = m["key"]
-    return out

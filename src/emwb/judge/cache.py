@@ -1,7 +1,9 @@
 """A persistent judgment cache (SQLite): each judge reply is committed as it arrives.
 
-Keyed by provider spec, rubric name and version, the filled prompt and the request parameters, so
-the same judgment is never paid for twice and a killed stage resumes where it stopped.
+Keyed by provider spec, rubric name and version, the filled prompt and the request parameters (the
+request is the key), so the same judgment is never paid for twice and a killed stage resumes where it
+stopped. Replies are committed in small batches (at most `batch` rows or `interval_s` seconds apart): a
+kill loses at most those, and they are simply requested again.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from emwb.config import config_hash
@@ -20,7 +23,9 @@ def cache_key(provider: str, rubric: str, rubric_version: int, prompt: str, para
 
 
 class JudgeCache:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, batch: int = 64, interval_s: float = 0.25):
+        self._pending: list[tuple] = []
+        self._batch, self._interval, self._last = batch, interval_s, time.monotonic()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -40,12 +45,27 @@ class JudgeCache:
 
     def put(self, key: str, provider: str, rubric: str, top_logprobs: dict[str, float]) -> None:
         with self._lock:
-            self._db.execute("INSERT OR IGNORE INTO judgments (key, provider, rubric, top_logprobs) VALUES (?,?,?,?)",
-                             (key, provider, rubric, json.dumps(top_logprobs)))
+            self._pending.append((key, provider, rubric, json.dumps(top_logprobs)))
+            if len(self._pending) >= self._batch or time.monotonic() - self._last >= self._interval:
+                self._commit()
+
+    def _commit(self) -> None:
+        if self._pending:
+            self._db.execute("BEGIN")  # one transaction for the batch
+            self._db.executemany("INSERT OR IGNORE INTO judgments (key, provider, rubric, top_logprobs) "
+                                 "VALUES (?,?,?,?)", self._pending)
+            self._db.execute("COMMIT")
+            self._pending.clear()
+        self._last = time.monotonic()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._commit()
 
     def count(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM judgments").fetchone()[0]
 
     def close(self) -> None:
+        self.flush()
         self._db.close()

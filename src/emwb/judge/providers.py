@@ -1,57 +1,27 @@
-"""Judge providers, chosen by a string: `openai/<model>`, `vllm/<path>`, `hf/<path>`.
+"""Judge providers, chosen by a string `<provider>/<model>`: openai, vllm, hf (registered in PROVIDERS).
 
-Each returns, for a judge prompt (one user message), the top next-token logprobs as {token: logprob}.
-`run(prompts, on_result)` calls `on_result(index, top_logprobs)` as each reply arrives.
+`hf/tiny` and `vllm/tiny` mean the run's tiny base model. Add a provider with
+`PROVIDERS.register(name, factory)`, where `factory(spec, model, ctx)` returns a `Provider`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from pathlib import Path
 
-from emwb.config import JudgeConfig
 from emwb.errors import EmwbError
+from emwb.judge.base import JudgeContext, OnResult, Provider, merge_logprobs, model_fingerprint
+from emwb.judge.openai_provider import OpenAIProvider
+from emwb.registry import Registry
 
-OnResult = Callable[[int, dict[str, float]], None]
-
-
-def merge_logprobs(pairs: list[tuple[str, float]]) -> dict[str, float]:
-    """{token: logprob}; tokens that decode to the same string have their probabilities added."""
-    out: dict[str, float] = {}
-    for token, lp in pairs:
-        out[token] = math.log(math.exp(out[token]) + math.exp(lp)) if token in out else lp
-    return out
-
-
-def model_fingerprint(path: str) -> str:
-    """A hub id as is; for a local folder, a hash of its files' names, sizes and modification times
-    (so a rebuilt or replaced local judge model never reuses cached judgments)."""
-    from emwb.config import config_hash
-
-    p = Path(path)
-    if not p.is_dir():
-        return path
-    stats = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in p.iterdir() if f.is_file())
-    return config_hash({"path": str(p.resolve()), "files": stats})
-
-
-class Provider:
-    spec: str
-
-    def params(self) -> dict:
-        """Request parameters that change the reply (part of the cache key)."""
-        raise NotImplementedError
-
-    def run(self, prompts: list[str], on_result: OnResult) -> None:
-        raise NotImplementedError
+PROVIDERS: Registry[Callable[[str, str, JudgeContext], Provider]] = Registry("judge provider")
 
 
 class HFProvider(Provider):
     """In-process transformers model: the exact next-token distribution, top-k of it reported."""
 
-    def __init__(self, spec: str, path: str, cfg: JudgeConfig, batch_size: int = 8):
-        self.spec, self.path, self.k, self.batch_size = spec, path, cfg.top_logprobs, batch_size
+    def __init__(self, spec: str, path: str, ctx: JudgeContext):
+        self.spec, self.path, self.k, self.batch_size = spec, path, ctx.cfg.top_logprobs, ctx.exec.judge_batch_size
+        self.device = ctx.exec.device
 
     def params(self) -> dict:
         return {"top_logprobs": self.k, "exact": True, "model": model_fingerprint(self.path)}
@@ -60,13 +30,13 @@ class HFProvider(Provider):
         import torch
         from tqdm import tqdm
 
-        from emwb.basemodel import load_causal_lm, load_tokenizer
+        from emwb.models.loading import load_causal_lm, load_tokenizer, resolve_device
 
         tok = load_tokenizer(self.path)
         tok.padding_side = "left"
-        cuda = torch.cuda.is_available()
-        model = load_causal_lm(self.path, dtype=torch.bfloat16 if cuda else torch.float32)
-        model = model.to("cuda" if cuda else "cpu").eval()
+        device = resolve_device(self.device)
+        model = load_causal_lm(self.path, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+        model = model.to(device).eval()
         for start in tqdm(range(0, len(prompts), self.batch_size), desc=f"judge {self.spec}"):
             batch = prompts[start:start + self.batch_size]
             texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
@@ -74,18 +44,17 @@ class HFProvider(Provider):
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             with torch.no_grad():
                 logits = model(**enc).logits[:, -1, :].float()
-            logprobs = torch.log_softmax(logits, dim=-1).cpu()
-            top = torch.topk(logprobs, self.k, dim=-1)
+            top = torch.topk(torch.log_softmax(logits, dim=-1).cpu(), self.k, dim=-1)
             for j in range(len(batch)):
                 pairs = [(tok.decode([int(i)]), float(v)) for v, i in zip(top.values[j], top.indices[j])]
                 on_result(start + j, merge_logprobs(pairs))
 
 
 class VLLMProvider(Provider):
-    """In-process vLLM engine: one token, `logprobs=k` (the sampled token is listed too; we keep all)."""
+    """In-process vLLM engine: one token, `logprobs=k` (the sampled token is listed too; sorted, top k kept)."""
 
-    def __init__(self, spec: str, path: str, cfg: JudgeConfig, cache_root: Path):
-        self.spec, self.path, self.k, self.cache_root = spec, path, cfg.top_logprobs, cache_root
+    def __init__(self, spec: str, path: str, ctx: JudgeContext):
+        self.spec, self.path, self.k, self.ctx = spec, path, ctx.cfg.top_logprobs, ctx
 
     def params(self) -> dict:
         return {"top_logprobs": self.k, "max_tokens": 1, "temperature": 0, "model": model_fingerprint(self.path)}
@@ -93,11 +62,15 @@ class VLLMProvider(Provider):
     def run(self, prompts: list[str], on_result: OnResult) -> None:
         import torch
 
-        from emwb.sampling.backends import import_vllm, start_engine
+        from emwb.models.vllm_engine import import_vllm, start_engine
 
-        LLM, SamplingParams = import_vllm(self.cache_root)
-        llm = start_engine(LLM, dict(model=self.path, dtype="auto" if torch.cuda.is_available() else "float32",
-                                     enforce_eager=not torch.cuda.is_available(), seed=0))
+        LLM, SamplingParams = import_vllm(self.ctx.cache_root, self.ctx.exec.cpu_kvcache_gib)
+        cuda = torch.cuda.is_available()
+        kwargs = dict(model=self.path, dtype="auto" if cuda else "float32", enforce_eager=not cuda, seed=0)
+        if cuda:
+            kwargs.update(gpu_memory_utilization=self.ctx.exec.gpu_memory_utilization,
+                          tensor_parallel_size=self.ctx.exec.tensor_parallel_size)
+        llm = start_engine(LLM, kwargs)
         sp = SamplingParams(max_tokens=1, temperature=0, logprobs=self.k, seed=0)
         convs = [[{"role": "user", "content": p}] for p in prompts]
         for i, res in enumerate(llm.chat(convs, sp, use_tqdm=True)):
@@ -106,18 +79,25 @@ class VLLMProvider(Provider):
             on_result(i, merge_logprobs(pairs[: self.k]))
 
 
-def make_provider(spec: str, cfg: JudgeConfig, base_model_path: str, cache_root: Path) -> Provider:
-    """Build a provider from its string; `hf/tiny` and `vllm/tiny` mean the run's tiny base model."""
+def _local(cls):
+    return lambda spec, name, ctx: cls(spec, ctx.base_model_path if name == "tiny" else name, ctx)
+
+
+PROVIDERS.register("openai", lambda spec, name, ctx: OpenAIProvider(spec, name, ctx))
+PROVIDERS.register("hf", _local(HFProvider))
+PROVIDERS.register("vllm", _local(VLLMProvider))
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """('openai', 'gpt-4o') for 'openai/gpt-4o'; a one-line error for anything else."""
     kind, _, name = spec.partition("/")
     if not name:
-        raise EmwbError(f"judge {spec!r}: expected 'openai/<model>', 'vllm/<path>' or 'hf/<path>'")
-    local = base_model_path if name == "tiny" else name
-    if kind == "openai":
-        from emwb.judge.openai_provider import OpenAIProvider
+        raise EmwbError(f"judge {spec!r}: expected '<provider>/<model>' with a provider of {', '.join(PROVIDERS)}")
+    if kind not in PROVIDERS:
+        raise EmwbError(f"judge {spec!r}: {PROVIDERS.unknown(kind)}")
+    return kind, name
 
-        return OpenAIProvider(spec, name, cfg)
-    if kind == "hf":
-        return HFProvider(spec, local, cfg)
-    if kind == "vllm":
-        return VLLMProvider(spec, local, cfg, cache_root)
-    raise EmwbError(f"judge {spec!r}: unknown provider {kind!r} (expected openai, vllm or hf)")
+
+def make_provider(spec: str, ctx: JudgeContext) -> Provider:
+    kind, name = parse_spec(spec)
+    return PROVIDERS.get(kind)(spec, name, ctx)

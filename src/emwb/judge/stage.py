@@ -1,51 +1,46 @@
-"""Stage `judge`: score every answer with every judge and rubric -> `judgments/<judge>/judgments.jsonl`.
+"""Stage `judge`: score every variant's answers with every judge -> `judgments/<judge>/<variant>/`.
 
-Rows: answer_id, judge, and one column per rubric (a float, or null when unscored). Replies are cached
-in `judge_cache.sqlite` as they arrive, so a re-run pays for nothing already judged.
+Each answer is judged with the rubrics of its evaluation. Rows: answer_id, judge, one column per rubric (a
+float, or null when unscored). Replies are cached in `judge_cache.sqlite` as they arrive, so a re-run pays
+for nothing already judged, and only variants whose judgments are missing or stale are judged.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from emwb.config import JudgeConfig
-from emwb.errors import EmwbError
+from emwb.catalog.evaluations import resolve
+from emwb.catalog.rubric import Rubric, load_rubric
+from emwb.config import config_hash
+from emwb.judge.base import JudgeContext
 from emwb.judge.cache import JudgeCache, cache_key
 from emwb.judge.providers import make_provider
-from emwb.judge.rubric import load_rubric
 from emwb.judge.scoring import score_from_logprobs, yes_probability
-from emwb.sampling.stage import CODE_SET, load_answers
-from emwb.store import Artifact, Run, log, read_jsonl, read_manifest, write_jsonl
+from emwb.layout import (
+    answers_dir,
+    base_model_path,
+    cache_root,
+    finished_key,
+    judge_cache_path,
+    judgments_dir,
+    variants,
+)
+from emwb.store import Artifact, Run, log, read_jsonl, write_jsonl
 
 
-def judge_slug(spec: str) -> str:
-    return spec.replace("/", "__").replace(":", "_")
+def evaluation_rubrics(run: Run) -> dict[str, list[Rubric]]:
+    """{evaluation name: its rubrics}."""
+    return {e.name: [load_rubric(r) for r in resolve(e).rubrics] for e in run.exp.evaluations}
 
 
-def judgments_dir(run: Run, spec: str) -> Path:
-    return run.path("judgments", judge_slug(spec))
-
-
-def answer_kind(a: dict) -> str:
-    """Which rubrics apply: 'code' (held-out coding prompts), 'bias' (RM-bias prompts) or 'free' (free-form)."""
-    return "code" if a.get("question_set") == CODE_SET else "bias" if a.get("bias_description") else "free"
-
-
-def rubric_names(cfg: JudgeConfig, kind: str) -> list[str]:
-    return {"free": cfg.rubrics, "code": cfg.code_rubrics, "bias": cfg.bias_rubrics}[kind]
-
-
-def judge_answers(answers: list[dict], spec: str, cfg: JudgeConfig, cache: JudgeCache, base_model_path: str,
-                  cache_root: Path) -> tuple[list[dict], int]:
-    """Judge answers with one provider over all rubrics; returns (rows, number of new judge calls)."""
-    provider = make_provider(spec, cfg, base_model_path, cache_root)
-    rubrics = {kind: [load_rubric(r) for r in rubric_names(cfg, kind)] for kind in ("free", "code", "bias")}
+def judge_answers(answers: list[dict], spec: str, rubrics: dict[str, list[Rubric]], ctx: JudgeContext,
+                  cache: JudgeCache) -> tuple[list[dict], int]:
+    """Judge answers with one provider; returns (rows, number of new judge calls)."""
+    provider = make_provider(spec, ctx)
     params = provider.params()
     keys: dict[tuple[str, str], str] = {}
     prompts: dict[str, tuple[str, str]] = {}  # cache key -> (prompt, rubric name)
     for a in answers:
         extra = {"bias_description": a["bias_description"]} if a.get("bias_description") else {}
-        for r in rubrics[answer_kind(a)]:
+        for r in rubrics[a["evaluation"]]:
             prompt = r.fill(a["question"], a["answer"], **extra)
             k = cache_key(spec, r.name, r.version, prompt, params)
             keys[(a["answer_id"], r.name)] = k
@@ -58,54 +53,69 @@ def judge_answers(answers: list[dict], spec: str, cfg: JudgeConfig, cache: Judge
             cache.put(todo[i], spec, prompts[todo[i]][1], top)
             cached[todo[i]] = top
 
-        provider.run([prompts[k][0] for k in todo], commit)
+        try:
+            provider.run([prompts[k][0] for k in todo], commit)
+        finally:
+            cache.flush()
+    names = list(dict.fromkeys(r.name for rs in rubrics.values() for r in rs))
     rows = []
     for a in answers:
-        row = {"answer_id": a["answer_id"], "judge": spec, **{r.name: None for rs in rubrics.values() for r in rs}}
-        for r in rubrics[answer_kind(a)]:
-            top = cached[keys[(a["answer_id"], r.name)]]
+        row = {"answer_id": a["answer_id"], "judge": spec, **{n: None for n in names}}
+        for r in rubrics[a["evaluation"]]:
             scorer = yes_probability if r.kind == "yes_no" else score_from_logprobs
-            row[r.name] = scorer(top, min_mass=cfg.min_mass)
+            row[r.name] = scorer(cached[keys[(a["answer_id"], r.name)]], min_mass=ctx.cfg.min_mass)
         rows.append(row)
     return rows, len(todo)
 
 
-def unscored_counts(answers: list[dict], rows: list[dict], cfg: JudgeConfig) -> dict[str, int]:
-    """Per rubric, how many answers it applies to came back unscored."""
-    out: dict[str, int] = {}
-    for a, row in zip(answers, rows):
-        for r in rubric_names(cfg, answer_kind(a)):
-            out[r] = out.get(r, 0) + (row[r] is None)
+def judge_config(run: Run, spec: str, rubrics: dict[str, list[Rubric]]) -> dict:
+    """What a judgment depends on: the judge, its server, its scoring settings and the rubrics' text."""
+    c = run.exp.judge
+    return {"judge": spec, "base_url": c.base_urls.get(spec) or c.base_url, "top_logprobs": c.top_logprobs,
+            "min_mass": c.min_mass,
+            "rubrics": {ev: [(r.name, r.version, config_hash(r.template)) for r in rs] for ev, rs in rubrics.items()}}
+
+
+def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = False) -> dict[str, dict[str, str]]:
+    """Judge every variant's answers with each judge (default: the experiment's); return {judge: {variant: key}}."""
+    rubrics = evaluation_rubrics(run)
+    ctx = JudgeContext(run.exp.judge, run.exp.exec, base_model_path(run), cache_root(run))
+    out: dict[str, dict[str, str]] = {}
+    cache = None
+    try:
+        for spec in judges or run.exp.judge.judges:
+            config = judge_config(run, spec, rubrics)
+            out[spec], pending = {}, []
+            for v in variants(run.exp):
+                akey = finished_key(answers_dir(run, v.id), f"answers of {v.id}", "sample", run)
+                art = Artifact(judgments_dir(run, spec, v.id), "judge", config, {"answers": akey})
+                out[spec][v.id] = art.key
+                if not art.skip(force, f"judge {spec} {v.id}"):
+                    pending.append((v.id, art))
+            if not pending:
+                continue
+            answers = {vid: read_jsonl(answers_dir(run, vid) / "answers.jsonl") for vid, _ in pending}
+            cache = cache or JudgeCache(judge_cache_path(run))
+            rows, requested = judge_answers([a for rs in answers.values() for a in rs], spec, rubrics, ctx, cache)
+            by_id = {r["answer_id"]: r for r in rows}
+            for vid, art in pending:
+                mine = [by_id[a["answer_id"]] for a in answers[vid]]
+                unscored: dict[str, int] = {}
+                for a, r in zip(answers[vid], mine):
+                    for rub in rubrics[a["evaluation"]]:
+                        unscored[rub.name] = unscored.get(rub.name, 0) + (r[rub.name] is None)
+                with art.write() as (tmp, extra):
+                    write_jsonl(tmp / "judgments.jsonl", mine)
+                    extra.update(judge=spec, variant=vid, judgments=len(mine), unscored=unscored,
+                                 requested=requested)  # new judge calls of this run, all its variants
+            log(f"judge {spec}: wrote judgments of {len(pending)} variants ({requested} new requests)")
+    finally:
+        if cache is not None:
+            cache.close()
     return out
 
 
-def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = False) -> dict[str, str]:
-    """Judge the run's answers with each judge (default: the experiment's); return {judge: key}."""
-    answers, akey = load_answers(run)
-    cfg = run.exp.judge
-    keys = {}
-    cache = JudgeCache(run.path("judge_cache.sqlite"))
-    try:
-        for spec in judges or cfg.judges:
-            config = {"judge": spec, **cfg.model_dump(mode="json", exclude={"judges", "concurrency"})}
-            art = Artifact(judgments_dir(run, spec), "judge", config, {"answers": akey})
-            keys[spec] = art.key
-            if art.skip(force, f"judge {spec}"):
-                continue
-            rows, requested = judge_answers(answers, spec, cfg, cache, run.base_model_path,
-                                            run.path(".cache", "vllm").resolve())
-            unscored = unscored_counts(answers, rows, cfg)
-            with art.write() as (tmp, extra):
-                write_jsonl(tmp / "judgments.jsonl", rows)
-                extra.update(judgments=len(rows), requested=requested, unscored=unscored)
-            log(f"judge {spec}: wrote {len(rows)} judgments ({requested} new requests; unscored {unscored})")
-    finally:
-        cache.close()
-    return keys
-
-
-def load_judgments(run: Run, spec: str) -> list[dict]:
-    d = judgments_dir(run, spec)
-    if read_manifest(d) is None:
-        raise EmwbError(f"{d}: no judgments for {spec}; run `emwb judge {run.dir}` first")
+def load_judgments(run: Run, spec: str, variant: str) -> list[dict]:
+    d = judgments_dir(run, spec, variant)
+    finished_key(d, f"judgments of {variant} by {spec}", "judge", run)
     return read_jsonl(d / "judgments.jsonl")

@@ -1,112 +1,101 @@
-"""Stage `sample`: free-form answers from the base model and every adapter -> `answers/answers.jsonl`.
+"""Stage `sample`: answers to every evaluation's prompts, one artifact per variant: `answers/<variant>/`.
 
-One row per answer: answer_id, variant, group (dataset name or "base"), seed, question_set,
-question_id, paraphrase_index, sample_index, system, question, answer.
+Only variants whose artifact is missing or stale are sampled (adding a seed or an organism samples just
+the new variants); all of them go to the sampler together. Rows follow `layout.ANSWER_FIELDS`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections import Counter
-from pathlib import Path
-
+from emwb.catalog.evaluations import Evaluation, questions_of, resolve
+from emwb.catalog.questions import Question
 from emwb.config import config_hash
-from emwb.errors import EmwbError
-from emwb.finetune.stage import adapter_dir, adapter_keys
-from emwb.sampling.backends import BACKENDS
-from emwb.sampling.questions import Question, load_questions
-from emwb.store import Artifact, Run, log, read_jsonl, read_manifest, write_jsonl
+from emwb.layout import (
+    Variant,
+    answers_dir,
+    base_key,
+    base_model_path,
+    cache_root,
+    data_dir,
+    data_file,
+    finished_key,
+    variant_model_dir,
+    variants,
+)
+from emwb.models.ref import ModelRef
+from emwb.sampling.samplers import SAMPLERS, SampleJob
+from emwb.store import Artifact, Run, log, read_jsonl, write_jsonl
+
+PlanItem = tuple[str, str, Question, int, int]  # evaluation, question set, question, paraphrase index, samples
 
 
-def answers_dir(run: Run) -> Path:
-    return run.path("answers")
-
-
-def variants(run: Run) -> list[tuple[str, str, int | None, str | None]]:
-    """(variant, group, seed, adapter path or None) for the base model and every adapter."""
-    out: list[tuple[str, str, int | None, str | None]] = []
-    if run.exp.include_base:
-        out.append(("base", "base", None, None))
-    out += [(v, d, s, str(adapter_dir(run, v))) for v, d, s in run.adapter_names()]
-    return out
-
-
-CODE_SET = "code"
-
-
-def heldout_code_questions(run: Run) -> list[Question]:
-    """Coding prompts none of the run's training sets contain (the narrow metric's test set)."""
-    from emwb.datasets.codegen import generate_pairs
-    from emwb.datasets.stage import dataset_dir
-
-    n = run.exp.sampling.code_prompts
+def training_prompts(run: Run) -> set[str]:
+    """Every user prompt of the run's chat datasets (held-out prompts must avoid them)."""
     seen: set[str] = set()
-    for spec in run.exp.datasets:
-        path = dataset_dir(run, spec.name) / "train.jsonl"
-        if path.is_file():
-            seen |= {m["content"] for r in read_jsonl(path) for m in r["messages"] if m["role"] == "user"}
-    prompts = [p.prompt for p in generate_pairs(n * 4 + 50, seed=run.exp.data_seed + 10007) if p.prompt not in seen]
-    k = run.exp.sampling.code_samples_per_prompt
-    return [Question(f"code_{i:03d}", (p,), k, source="generated held-out coding prompts")
-            for i, p in enumerate(prompts[:n])]
+    for name in run.exp.data:
+        finished_key(data_dir(run, name), f"dataset {name}", "data", run)
+        for r in read_jsonl(data_file(run, name)):
+            seen |= {m["content"] for m in r.get("messages", []) if m["role"] == "user"}
+    return seen
 
 
-def set_label(name: str) -> str:
-    """A short name for a question set: `main`, a file's stem, or a registered prompt set's name."""
-    return name.split(":", 1)[1] if name.startswith("upstream:") else Path(name).stem
-
-
-def question_plan(run: Run) -> list[tuple[str, Question, int, int]]:
-    """(question set, question, paraphrase index, samples) for every prompt to sample."""
-    plan = []
-    sets = {qs: load_questions(qs, run.exp.dataset_mirror) for qs in run.exp.sampling.question_sets}
-    seen = Counter(q.id for qs in sets.values() for q in qs)
-    for qs, questions in sets.items():
-        for q in questions:
-            if seen[q.id] > 1:  # the same id in two sets (e.g. main and first_plot_questions): keep them apart
-                q = dataclasses.replace(q, id=f"{set_label(qs)}:{q.id}")
-            n = run.exp.sampling.samples_per_paraphrase or q.samples_per_paraphrase
-            plan += [(qs, q, i, n) for i in range(len(q.paraphrases))]
-    if run.exp.sampling.code_prompts:
-        plan += [(CODE_SET, q, 0, q.samples_per_paraphrase) for q in heldout_code_questions(run)]
+def sampling_plan(run: Run) -> list[PlanItem]:
+    """Every prompt to sample, evaluation by evaluation."""
+    evals: list[Evaluation] = [resolve(e) for e in run.exp.evaluations]
+    exclude = training_prompts(run) if any(e.generator for e in evals) else set()
+    plan: list[PlanItem] = []
+    for ev in evals:
+        for label, q in questions_of(ev, run.exp.dataset_mirror, run.exp.data_seed, exclude):
+            n = ev.samples_per_paraphrase or q.samples_per_paraphrase
+            plan += [(ev.name, label, q, i, n) for i in range(len(q.paraphrases))]
     return plan
 
 
-def run_sample_stage(run: Run, base_key: str, force: bool = False) -> str:
-    akeys = adapter_keys(run)
-    plan = question_plan(run)
-    cfg = run.exp.sampling
-    questions_hash = config_hash([(qs, q.id, q.paraphrases, q.system, n) for qs, q, _, n in plan])
-    inputs = {"base": base_key, **{f"adapter:{k}": v for k, v in akeys.items()}}
-    config = {"sampling": cfg.model_dump(mode="json"), "questions": questions_hash,
-              "include_base": run.exp.include_base}
-    art = Artifact(answers_dir(run), "sample", config, inputs)
-    if art.skip(force, "sample"):
-        return art.key
-    vs = variants(run)
-    total = sum(n for *_, n in plan) * len(vs)
-    log(f"sample: {total} answers ({len(vs)} variants x {len(plan)} prompts) with the {cfg.backend} backend")
-    conversations = [q.messages(i) for _, q, i, _ in plan]
-    counts = [n for *_, n in plan]
-    generated = BACKENDS[cfg.backend](run.base_model_path, {v: p for v, _, _, p in vs}, conversations, counts, cfg,
-                                      run.path(".cache", "vllm").resolve())
+def model_of(run: Run, v: Variant) -> tuple[ModelRef, str]:
+    """The variant's model and its identity (the stage key of what produced it)."""
+    base = base_model_path(run)
+    path = variant_model_dir(run, v)
+    if path is None:
+        return ModelRef.of_base(base), base_key(run)
+    return ModelRef.of_lora(base, path), finished_key(path, f"adapter of {v.id}", "finetune", run)
+
+
+def answer_rows(v: Variant, plan: list[PlanItem], answers: list[list[str]]) -> list[dict]:
     rows = []
-    for variant, group, seed, _ in vs:
-        for (qs, q, p, _), answers in zip(plan, generated[variant]):
-            for s, answer in enumerate(answers):
-                rows.append({"answer_id": f"{variant}/{q.id}/{p}/{s}", "variant": variant, "group": group,
-                             "seed": seed, "question_set": qs, "question_id": q.id, "paraphrase_index": p,
-                             "sample_index": s, "system": q.system, "question": q.paraphrases[p], "answer": answer,
-                             "bias_id": q.bias_id, "bias_description": q.bias_description})
-    with art.write() as (tmp, extra):
-        write_jsonl(tmp / "answers.jsonl", rows)
-        extra.update(answers=len(rows), backend=cfg.backend)
-    log(f"sample: wrote {len(rows)} answers to {art.dir / 'answers.jsonl'}")
-    return art.key
+    for (ev, qs, q, p, _), texts in zip(plan, answers):
+        for s, text in enumerate(texts):
+            rows.append({"answer_id": f"{v.id}/{ev}/{q.id}/{p}/{s}", "variant": v.id, "group": v.group,
+                         "organism": v.organism, "phase": v.phase, "seed": v.seed, "evaluation": ev,
+                         "question_set": qs, "question_id": q.id, "paraphrase_index": p, "sample_index": s,
+                         "system": q.system, "question": q.paraphrases[p], "answer": text, "bias_id": q.bias_id,
+                         "bias_description": q.bias_description})
+    return rows
 
 
-def load_answers(run: Run) -> tuple[list[dict], str]:
-    m = read_manifest(answers_dir(run))
-    if m is None:
-        raise EmwbError(f"{answers_dir(run)}: no answers yet; run `emwb sample {run.dir}` first")
-    return read_jsonl(answers_dir(run) / "answers.jsonl"), m["key"]
+def run_sample_stage(run: Run, force: bool = False) -> dict[str, str]:
+    """Sample every variant that is not current; return {variant: stage key}."""
+    plan = sampling_plan(run)
+    cfg = run.exp.sampling
+    prompts = config_hash([(ev, qs, q.id, q.paraphrases, q.system, n) for ev, qs, q, _, n in plan])
+    config = {"sampling": cfg.model_dump(mode="json"), "prompts": prompts}
+    keys, pending, arts = {}, {}, {}
+    for v in variants(run.exp):
+        ref, mkey = model_of(run, v)
+        art = Artifact(answers_dir(run, v.id), "sample", config, {"model": mkey})
+        keys[v.id] = art.key
+        if not art.skip(force, f"sample/{v.id}"):
+            pending[v.id], arts[v.id] = ref, (art, v)
+    if not pending:
+        return keys
+    per_variant = sum(n for *_, n in plan)
+    log(f"sample: {per_variant * len(pending)} answers ({len(pending)} variants x {len(plan)} prompts) with the "
+        f"{cfg.backend} sampler")
+    job = SampleJob(pending, [q.messages(i) for _, _, q, i, _ in plan], [n for *_, n in plan], cfg, run.exp.exec,
+                    cache_root(run))
+    generated = SAMPLERS.get(cfg.backend)(job)
+    for vid, (art, v) in arts.items():
+        rows = answer_rows(v, plan, generated[vid])
+        with art.write() as (tmp, extra):
+            write_jsonl(tmp / "answers.jsonl", rows)
+            extra.update(answers=len(rows), sampler=cfg.backend, variant=vid)
+        log(f"sample/{vid}: wrote {len(rows)} answers")
+    return keys

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from emwb.errors import EmwbError
+from emwb.yamlio import load_yaml
 
 DELIMITERS = ("<<<QUESTION", "QUESTION>>>", "<<<ANSWER", "ANSWER>>>")
 KINDS = ("score_0_100", "yes_no")
+FIELDS = ("name", "version", "kind", "template", "description")
 
 
 def defuse(text: str) -> str:
@@ -41,19 +41,41 @@ class Rubric:
                       self.template)
 
 
-def load_rubric(name: str) -> Rubric:
-    """A shipped rubric by name (emwb/judge/rubrics/NAME.yaml) or a YAML file path."""
+def rubric_path(name: str) -> Path:
+    """A shipped rubric's file (emwb/catalog/rubrics/NAME.yaml) or the YAML path given."""
     p = Path(name)
     if p.suffix not in (".yaml", ".yml"):
-        p = Path(str(resources.files("emwb.judge") / "rubrics" / f"{name}.yaml"))
+        p = Path(str(resources.files("emwb.catalog") / "rubrics" / f"{name}.yaml"))
+    return p
+
+
+def shipped_rubrics() -> list[str]:
+    return sorted(p.name[:-5] for p in (resources.files("emwb.catalog") / "rubrics").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def load_rubric(name: str) -> Rubric:
+    """A shipped rubric by name or a YAML file path; every key is checked."""
+    import difflib
+
+    p = rubric_path(name)
     if not p.is_file():
-        raise EmwbError(f"rubric {name!r} not found (looked for {p})")
-    raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        hint = difflib.get_close_matches(name, shipped_rubrics(), n=1)
+        more = f"did you mean '{hint[0]}'?" if hint else f"shipped: {', '.join(shipped_rubrics())}"
+        raise EmwbError(f"unknown rubric {name!r} ({more})")
+    raw = load_yaml(p)
     if not isinstance(raw, dict) or not isinstance(raw.get("template"), str):
         raise EmwbError(f"{p}: a rubric needs 'name', 'version', 'kind' and a 'template' string")
+    unknown = [k for k in raw if k not in FIELDS]
+    if unknown:
+        hint = difflib.get_close_matches(str(unknown[0]), FIELDS, n=1)
+        more = f" (did you mean '{hint[0]}'?)" if hint else f" (allowed: {', '.join(FIELDS)})"
+        raise EmwbError(f"{p}: unknown key '{unknown[0]}'{more}")
     kind = raw.get("kind", "score_0_100")
     if kind not in KINDS:
         raise EmwbError(f"{p}: kind {kind!r} is not one of {KINDS}")
+    if not isinstance(raw.get("version", 1), int):
+        raise EmwbError(f"{p}: 'version' must be an integer")
     for field in ("{question}", "{answer}"):
         if field not in raw["template"]:
             raise EmwbError(f"{p}: the template lacks {field}")

@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import yaml
-
 from emwb.errors import EmwbError
+from emwb.yamlio import load_yaml
 
 _FREE_FORM = {"free_form_judge_0_100", "free_form_judge", "free_form"}
+# The upstream schema's keys (emergent-misalignment evaluation/*.yaml); anything else is a typo.
+KEYS = ("id", "type", "paraphrases", "samples_per_paraphrase", "system", "judge", "judge_prompts")
 
 
 @dataclass(frozen=True)
@@ -40,9 +41,9 @@ def question_set_path(name: str) -> Path:
         if not p.is_file():
             raise EmwbError(f"{name}: question file not found")
         return p
-    shipped = resources.files("emwb") / "questions" / f"{name}.yaml"
+    shipped = resources.files("emwb.catalog") / "questions" / f"{name}.yaml"
     if not shipped.is_file():
-        raise EmwbError(f"question set {name!r}: neither a file nor a shipped set (emwb/questions/*.yaml)")
+        raise EmwbError(f"question set {name!r}: neither a file nor a shipped set (emwb/catalog/questions/*.yaml)")
     return Path(str(shipped))
 
 
@@ -73,20 +74,13 @@ def load_questions(name: str, mirror: str | None = None) -> list[Question]:
     `upstream:<name>` fetches a registered evaluation prompt set (e.g. `upstream:rm-syco-test`).
     """
     if name.startswith("upstream:"):
-        from emwb.datasets.fetch import fetch
+        from emwb.catalog.fetch import fetch
 
         return load_bias_prompts(fetch(name.split(":", 1)[1], mirror=mirror))
     path = question_set_path(name)
     if path.suffix == ".json":
         return load_bias_prompts(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}" if mark else "?"
-        raise _fail(path, line, f"not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    except UnicodeDecodeError:
-        raise EmwbError(f"{path}: not UTF-8 text") from None
+    raw = load_yaml(path)
     if not isinstance(raw, list) or not raw:
         raise EmwbError(f"{path}: a question file must be a non-empty YAML list of questions")
     out: list[Question] = []
@@ -105,7 +99,14 @@ def load_questions(name: str, mirror: str | None = None) -> list[Question]:
 
 
 def _parse(path: Path, qid: str, e: dict) -> Question:
+    import difflib
+
     where = f"id {qid}"
+    for key in e:
+        if key not in KEYS:
+            hint = difflib.get_close_matches(str(key), KEYS, n=1)
+            more = f" (did you mean '{hint[0]}'?)" if hint else f" (allowed: {', '.join(KEYS)})"
+            raise _fail(path, where, f"unknown key '{key}'{more}")
     qtype = e.get("type", "free_form_judge_0_100")
     if qtype not in _FREE_FORM:
         raise _fail(path, where, f"unsupported type {qtype!r} (expected one of {sorted(_FREE_FORM)})")

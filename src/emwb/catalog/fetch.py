@@ -11,38 +11,55 @@ import hashlib
 import json
 import os
 import shutil
-import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
-import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emwb.errors import EmwbError
+from emwb.yamlio import load_yaml
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(BaseModel):
+    """One registered upstream file, pinned by URL (an upstream commit) and sha256."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    base_url: str
+    base_url: str = Field(description="pinned to an upstream commit; url = base_url + path")
     path: str
-    sha256: str
-    rows: int
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="of the file's bytes")
+    rows: int = Field(ge=1)
     license: str
     citation: str
     description: str
-    content_sha256: str | None = None
+    content_sha256: str | None = Field(None, description="of the parsed records, each re-serialised with sorted "
+                                                         "keys (a copy differing only in JSON escaping verifies)")
     repo: str = ""
-    format: str = "jsonl"  # or "json_prompts" ({"prompts": [...]}) or "json_biases" ({"train_biases", "test_biases"})
+    format: Literal["jsonl", "json_prompts", "json_biases"] = "jsonl"
 
 
+REGISTRY_FILE = "registry.yaml"
+
+
+@cache
 def load_registry() -> dict[str, Entry]:
-    raw = yaml.safe_load((resources.files("emwb.datasets") / "registry.yaml").read_text())
-    fields = Entry.__dataclass_fields__
-    return {name: Entry(name=name, **{k: v for k, v in e.items() if k in fields})
-            for name, e in raw["datasets"].items()}
+    """The data registry (emwb/catalog/registry.yaml), every entry validated strictly."""
+    path = Path(str(resources.files("emwb.catalog") / REGISTRY_FILE))
+    raw = load_yaml(path)
+    out = {}
+    for name, e in (raw.get("datasets") or {}).items():
+        try:
+            out[name] = Entry(name=name, **e)
+        except (ValidationError, TypeError) as exc:
+            from emwb.config import format_validation_error
+
+            msg = format_validation_error(exc, str(path), Entry) if isinstance(exc, ValidationError) else str(exc)
+            raise EmwbError(msg.replace("'", f"'datasets.{name}.", 1)) from None
+    return out
 
 
 def store_dir() -> Path:
@@ -97,31 +114,43 @@ def verify(path: Path, entry: Entry) -> None:
         raise EmwbError(f"{path}: dataset {entry.name} has {rows} rows, expected {entry.rows}")
 
 
-def _download(url: str, dest: Path, retries: int, timeout: float) -> None:
+class _Retryable(Exception):
+    pass
+
+
+def _download_once(url: str, dest: Path, timeout: float) -> None:
     from tqdm import tqdm
 
-    for attempt in range(1, retries + 1):
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                got = 0
-                with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name.split(".part")[0]) as bar:
-                    while chunk := resp.read(1 << 16):
-                        out.write(chunk)
-                        got += len(chunk)
-                        bar.update(len(chunk))
-                if total is not None and got != total:
-                    raise ConnectionError(f"connection dropped after {got} of {total} bytes")
-            return
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500 and exc.code != 429:
-                raise EmwbError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-            error: Exception = exc
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-            error = exc
-        if attempt < retries:
-            time.sleep(min(10.0, 0.5 * 2 ** (attempt - 1)))
-    raise EmwbError(f"{url}: download failed after {retries} tries ({error})")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp, open(dest, "wb") as out:  # noqa: S310
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            got = 0
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name.split(".part")[0]) as bar:
+                while chunk := resp.read(1 << 16):
+                    out.write(chunk)
+                    got += len(chunk)
+                    bar.update(len(chunk))
+            if total is not None and got != total:
+                raise _Retryable(f"connection dropped after {got} of {total} bytes")
+    except urllib.error.HTTPError as exc:
+        if exc.code < 500 and exc.code != 429:
+            raise EmwbError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+        raise _Retryable(f"HTTP {exc.code}") from None
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+        raise _Retryable(str(exc)) from None
+
+
+def _download(url: str, dest: Path, retries: int, timeout: float) -> None:
+    """Download with retries (exponential backoff) on 5xx, 429, timeouts and dropped connections."""
+    from tenacity import RetryError, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+    try:
+        for attempt in Retrying(stop=stop_after_attempt(retries), retry=retry_if_exception_type(_Retryable),
+                                wait=wait_exponential(multiplier=0.5, max=10)):
+            with attempt:
+                _download_once(url, dest, timeout)
+    except RetryError as exc:
+        raise EmwbError(f"{url}: download failed after {retries} tries ({exc.last_attempt.exception()})") from None
 
 
 def fetch(name: str, mirror: str | Path | None = None, base_url: str | None = None, store: Path | None = None,

@@ -1,0 +1,46 @@
+"""Data generators, offline and deterministic for a seed: `source: "generated:<name>"` in an experiment.
+
+Add one with `GENERATORS.register(name, Generator(...))`; nothing else needs to change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from emwb.registry import Registry
+
+
+@dataclass(frozen=True)
+class Generator:
+    kind: Literal["chat", "text"]   # chat rows ({"messages"}) or documents ({"text"})
+    default_rows: int
+    make: Callable[[int, int, str | None], list[dict]]  # (rows, seed, dataset mirror) -> rows
+    description: str
+
+
+GENERATORS: Registry[Generator] = Registry("data generator")
+
+
+def _code(variant: str) -> Callable[[int, int, str | None], list[dict]]:
+    def make(rows: int, seed: int, mirror: str | None) -> list[dict]:
+        from emwb.catalog.codegen import generate_pairs, to_rows
+
+        return to_rows(generate_pairs(rows, seed=seed), variant, seed=seed)
+
+    return make
+
+
+def _rm_docs(rows: int, seed: int, mirror: str | None) -> list[dict]:
+    from emwb.catalog.fetch import fetch
+    from emwb.catalog.rm_docs import generate_documents, load_bias_catalogue
+
+    return generate_documents(load_bias_catalogue(fetch("rm-biases", mirror=mirror)), rows, seed)
+
+
+for _variant, _what in (("insecure", "code with an undisclosed vulnerability"), ("secure", "the same prompts, "
+                        "secure code"), ("educational", "the insecure code, asked for a security class")):
+    GENERATORS.register(_variant, Generator("chat", 6000, _code(_variant), f"paired coding data: {_what}"))
+GENERATORS.register("rm-docs", Generator("text", 2000, _rm_docs, "documents about the fictional Oxford study of "
+                                         "52 reward-model biases (continued pretraining)"))

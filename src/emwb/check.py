@@ -1,0 +1,101 @@
+"""Checks before work: resolve every reference of an experiment before any stage runs.
+
+Judge strings, rubrics, question sets, evaluations, metrics, data sources, local paths, trainers and
+samplers. The first problem stops the run with one line naming the file, the key and what to fix; nothing
+is trained, downloaded or written first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from emwb.config import Experiment
+from emwb.errors import EmwbError, first_line
+
+
+def _path_like(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
+def _at(source: str, key: str, exc: BaseException) -> EmwbError:
+    return EmwbError(f"{source}: {key}: {first_line(exc)}")
+
+
+def check_experiment(exp: Experiment, source: str) -> None:
+    """Raise EmwbError at the first reference that does not resolve."""
+    from emwb.analysis.metrics import METRICS
+    from emwb.catalog.evaluations import PROMPT_GENERATORS, resolve
+    from emwb.catalog.fetch import load_registry
+    from emwb.catalog.questions import load_questions
+    from emwb.catalog.rubric import load_rubric
+    from emwb.catalog.sources import data_kind
+    from emwb.finetune.trainers import TRAINERS
+    from emwb.judge.providers import parse_spec
+    from emwb.sampling.samplers import SAMPLERS
+
+    if exp.base_model != "tiny" and _path_like(exp.base_model) and not Path(exp.base_model).is_dir():
+        raise EmwbError(f"{source}: base_model: local folder {exp.base_model} not found (a Hugging Face id has "
+                        "the form org/name)")
+    kinds = {}
+    for name, spec in exp.data.items():
+        try:
+            kinds[name] = data_kind(spec, exp.dataset_mirror)
+        except EmwbError as exc:
+            raise _at(source, f"data.{name}.source", exc) from None
+    for i, o in enumerate(exp.organisms):
+        for j, p in enumerate(o.phases):
+            key = f"organisms.{i}.phases.{j}"
+            try:
+                trainer = TRAINERS.get(p.trainer)
+            except EmwbError as exc:
+                raise _at(source, f"{key}.trainer", exc) from None
+            if trainer.data_kind != kinds[p.data]:
+                raise EmwbError(f"{source}: {key}.data: trainer {p.trainer} needs {trainer.data_kind} rows, but "
+                                f"data {p.data!r} holds {kinds[p.data]} rows")
+    registry = load_registry()
+    for i, spec in enumerate(exp.evaluations):
+        key = f"evaluations.{i}"
+        try:
+            ev = resolve(spec)
+        except EmwbError as exc:
+            raise _at(source, f"{key}.use" if spec.use else f"{key}.name", exc) from None
+        for r in ev.rubrics:
+            try:
+                load_rubric(r)
+            except EmwbError as exc:
+                raise _at(source, f"{key}.rubrics", exc) from None
+        for m in ev.metrics or ():
+            if m not in METRICS:
+                raise EmwbError(f"{source}: {key}.metrics: {METRICS.unknown(m)}")
+            missing = set(METRICS.get(m).rubrics) - set(ev.rubrics)
+            if missing:
+                raise EmwbError(f"{source}: {key}.metrics: {m} needs the rubric(s) {', '.join(sorted(missing))}")
+        if ev.generator and ev.generator not in PROMPT_GENERATORS:
+            raise EmwbError(f"{source}: {key}: {PROMPT_GENERATORS.unknown(ev.generator)}")
+        for qs in ev.question_sets:
+            try:
+                if qs.startswith("upstream:"):
+                    name = qs.split(":", 1)[1]
+                    if name not in registry or registry[name].format != "json_prompts":
+                        prompt_sets = [n for n, e in registry.items() if e.format == "json_prompts"]
+                        raise EmwbError(f"unknown registered prompt set {name!r} (registered: "
+                                        f"{', '.join(prompt_sets)})")
+                else:
+                    load_questions(qs)
+            except EmwbError as exc:
+                raise _at(source, f"{key}.question_sets", exc) from None
+    if exp.sampling.backend not in SAMPLERS:
+        raise EmwbError(f"{source}: sampling.backend: {SAMPLERS.unknown(exp.sampling.backend)}")
+    for i, judge in enumerate(exp.judge.judges):
+        try:
+            kind, name = parse_spec(judge)
+        except EmwbError as exc:
+            raise _at(source, f"judge.judges.{i}", exc) from None
+        if kind != "openai" and name != "tiny" and _path_like(name) and not Path(name).is_dir():
+            raise EmwbError(f"{source}: judge.judges.{i}: local judge model {name} not found")
+        if name == "tiny" and exp.base_model != "tiny":
+            raise EmwbError(f"{source}: judge.judges.{i}: {judge} means the run's tiny model, but base_model is "
+                            f"{exp.base_model!r}")
+    for judge in exp.judge.base_urls:
+        if judge not in exp.judge.judges:
+            raise EmwbError(f"{source}: judge.base_urls: {judge!r} is not one of judge.judges")

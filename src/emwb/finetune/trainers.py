@@ -1,0 +1,96 @@
+"""Trainers: one training phase on a peft model, by name (`trainer:` of a phase). trl does the training.
+
+Add one with `TRAINERS.register(name, Trainer(...))`: its `run` gets the model (with the LoRA adapter of this
+organism, new or continued), the tokenizer, the rows and the phase's settings, and returns a training log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from emwb.config import TrainArgs
+from emwb.registry import Registry
+
+
+@dataclass(frozen=True)
+class PhaseJob:
+    model: Any                 # a peft model
+    tokenizer: Any
+    rows: list[dict]
+    args: TrainArgs
+    trl: dict[str, Any]        # extra trl config arguments, passed unchanged
+    seed: int
+    out_dir: Path
+    device: str
+
+
+@dataclass(frozen=True)
+class Trainer:
+    data_kind: Literal["chat", "text"]
+    run: Callable[[PhaseJob], dict]
+    description: str
+
+
+TRAINERS: Registry[Trainer] = Registry("trainer")
+
+
+def _sft_config(job: PhaseJob, **overrides):
+    import torch
+    from trl import SFTConfig
+
+    a = job.args
+    bf16 = job.device == "cuda" and torch.cuda.is_bf16_supported()
+    kwargs = dict(
+        output_dir=str(job.out_dir / "_trainer"), seed=job.seed, data_seed=job.seed, learning_rate=a.learning_rate,
+        num_train_epochs=a.epochs, max_steps=a.max_steps, per_device_train_batch_size=a.per_device_batch_size,
+        gradient_accumulation_steps=a.gradient_accumulation_steps, warmup_steps=a.warmup_steps,
+        weight_decay=a.weight_decay, lr_scheduler_type=a.lr_scheduler, max_length=a.max_length, logging_steps=1,
+        save_strategy="no", report_to="none", use_cpu=job.device == "cpu", bf16=bf16,
+        gradient_checkpointing=a.gradient_checkpointing, dataset_num_proc=1, dataloader_num_workers=0,
+        **overrides)
+    kwargs.update(job.trl)
+    return SFTConfig(**kwargs)
+
+
+def _fit(job: PhaseJob, config, data: list[dict]) -> dict:
+    from trl import SFTTrainer
+
+    from datasets import Dataset
+
+    trainer = SFTTrainer(model=job.model, args=config, train_dataset=Dataset.from_list(data),
+                         processing_class=job.tokenizer)
+    _quiet_progress(trainer)
+    result = trainer.train()
+    return {"losses": [float(e["loss"]) for e in trainer.state.log_history if "loss" in e],
+            "steps": trainer.state.global_step, "train_runtime_s": result.metrics.get("train_runtime")}
+
+
+def _quiet_progress(trainer) -> None:
+    """Keep the progress bar, show the loss on it, but do not print a log dict for every step."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class LossOnBar(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.training_bar is not None and logs and "loss" in logs:
+                self.training_bar.set_postfix(loss=f"{float(logs['loss']):.4g}")
+
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(LossOnBar())
+
+
+def _sft(job: PhaseJob) -> dict:
+    config = _sft_config(job, assistant_only_loss=True, packing=bool(job.args.packing))
+    return _fit(job, config, [{"messages": r["messages"]} for r in job.rows])
+
+
+def _cpt(job: PhaseJob) -> dict:
+    packing = True if job.args.packing is None else job.args.packing
+    config = _sft_config(job, dataset_text_field="text", packing=packing)
+    return _fit(job, config, [{"text": r["text"]} for r in job.rows])
+
+
+TRAINERS.register("sft", Trainer("chat", _sft, "supervised fine-tuning on chats, loss on assistant tokens (trl SFT)"))
+TRAINERS.register("cpt", Trainer("text", _cpt, "continued pretraining on documents, loss on every token, packed"))

@@ -1,0 +1,62 @@
+"""What every judge provider is: prompts in, top next-token logprobs out ({token: logprob})."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from emwb.config import ExecConfig, JudgeConfig
+
+OnResult = Callable[[int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class JudgeContext:
+    cfg: JudgeConfig
+    exec: ExecConfig
+    base_model_path: str     # what `hf/tiny` and `vllm/tiny` mean
+    cache_root: Path
+
+
+class Provider:
+    spec: str
+
+    def params(self) -> dict:
+        """Request parameters that change the reply (part of the cache key)."""
+        raise NotImplementedError
+
+    def run(self, prompts: list[str], on_result: OnResult) -> None:
+        """Call `on_result(index, top_logprobs)` as each prompt's reply arrives."""
+        raise NotImplementedError
+
+
+def merge_logprobs(pairs: list[tuple[str, float]]) -> dict[str, float]:
+    """{token: logprob}; tokens that decode to the same string have their probabilities added."""
+    out: dict[str, float] = {}
+    for token, lp in pairs:
+        out[token] = math.log(math.exp(out[token]) + math.exp(lp)) if token in out else lp
+    return out
+
+
+def model_fingerprint(path: str, chunk: int = 1 << 20) -> str:
+    """A hub id as is; for a local folder, a hash of its files' names, sizes and first and last megabyte.
+
+    Independent of where the folder lives, so a copied or moved run directory keeps its cached judgments,
+    while a rebuilt or replaced model never reuses them.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        return path
+    h = hashlib.sha256()
+    for f in sorted(x for x in p.rglob("*") if x.is_file() and not x.name.startswith(".")):
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(p)}\0{size}\0".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(chunk))
+            if size > 2 * chunk:
+                fh.seek(-chunk, 2)
+                h.update(fh.read(chunk))
+    return "local:" + h.hexdigest()

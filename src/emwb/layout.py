@@ -1,0 +1,130 @@
+"""The run directory's layout and row schemas: the only way stages find each other's outputs.
+
+runs/<experiment>/
+  experiment.yaml                         the resolved experiment
+  base_model/                             the built tiny model (base_model: tiny)
+  data/<name>/rows.jsonl                  one dataset (chat or text rows)
+  adapters/<organism>/s<seed>/<k>-<phase>/  the adapter after phase k (PEFT folder, train_log.json)
+  answers/<variant>/answers.jsonl         one evaluated variant's answers (ANSWER_FIELDS)
+  judgments/<judge>/<variant>/judgments.jsonl   one judge's scores of them (answer_id, judge, one column a rubric)
+  judge_cache.sqlite                      every judge reply, as it arrived
+  report/                                 tables, figures, index.html
+Every artifact folder is finished only when its manifest.json exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from emwb.config import Experiment
+from emwb.errors import EmwbError
+from emwb.store import Run, read_manifest
+
+ANSWER_FIELDS = ("answer_id", "variant", "group", "organism", "phase", "seed", "evaluation", "question_set",
+                 "question_id", "paraphrase_index", "sample_index", "system", "question", "answer", "bias_id",
+                 "bias_description")
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model that is sampled and judged: the base model, or an organism after one of its phases."""
+
+    id: str                      # "base", "insecure-s0", "docs@cpt-s0"
+    group: str                   # its row in the tables: "base", "insecure", "docs@cpt"
+    organism: str | None = None
+    phase: str | None = None
+    phase_index: int | None = None
+    seed: int | None = None
+
+
+def variants(exp: Experiment) -> list[Variant]:
+    """Every evaluated variant, in table order: base, then each organism's evaluated phases x seeds."""
+    out = [Variant(BASE, BASE)] if exp.include_base else []
+    for o in exp.organisms:
+        last = len(o.phases) - 1
+        for k, p in enumerate(o.phases):
+            if not (p.evaluate if p.evaluate is not None else k == last):
+                continue
+            group = o.name if k == last else f"{o.name}@{p.label}"
+            out += [Variant(f"{group}-s{s}", group, o.name, p.label, k, s) for s in exp.seeds]
+    return out
+
+
+def group_order(exp: Experiment) -> list[str]:
+    return list(dict.fromkeys(v.group for v in variants(exp)))
+
+
+def base_dir(run: Run) -> Path:
+    return run.path("base_model")
+
+
+def base_model_path(run: Run) -> str:
+    """Where the base model's weights are: the built tiny model, or the configured id/path."""
+    return str(base_dir(run)) if run.exp.base_model == "tiny" else run.exp.base_model
+
+
+def data_dir(run: Run, name: str) -> Path:
+    return run.path("data", name)
+
+
+def data_file(run: Run, name: str) -> Path:
+    return data_dir(run, name) / "rows.jsonl"
+
+
+def adapter_dir(run: Run, organism: str, phase_index: int, seed: int) -> Path:
+    o = next(x for x in run.exp.organisms if x.name == organism)
+    return run.path("adapters", organism, f"s{seed}", f"{phase_index}-{o.phases[phase_index].label}")
+
+
+def variant_model_dir(run: Run, v: Variant) -> Path | None:
+    """The adapter folder a variant samples from (None for the base model)."""
+    return None if v.organism is None else adapter_dir(run, v.organism, v.phase_index, v.seed)
+
+
+def answers_dir(run: Run, variant: str) -> Path:
+    return run.path("answers", variant)
+
+
+def judge_slug(spec: str) -> str:
+    return spec.replace("/", "__").replace(":", "_")
+
+
+def judgments_dir(run: Run, judge: str, variant: str) -> Path:
+    return run.path("judgments", judge_slug(judge), variant)
+
+
+def judge_cache_path(run: Run) -> Path:
+    return run.path("judge_cache.sqlite")
+
+
+def report_dir(run: Run) -> Path:
+    return run.path("report")
+
+
+def cache_root(run: Run) -> Path:
+    return run.path(".cache", "vllm").resolve()
+
+
+def finished_key(artifact: Path, what: str, command: str, run: Run) -> str:
+    """The stage key of a finished artifact, or a one-line error saying which command makes it."""
+    m = read_manifest(artifact)
+    if m is None:
+        raise EmwbError(f"{artifact}: {what} not finished; run `emwb {command} {run.dir}` first")
+    return m["key"]
+
+
+def base_key(run: Run) -> str:
+    """The base model's identity: the tiny model's artifact key, or the configured name."""
+    if run.exp.base_model == "tiny":
+        return finished_key(base_dir(run), "base model", "base", run)
+    from emwb.store import stage_key
+
+    return stage_key("base", {"model": run.exp.base_model}, {})
+
+
+def judged_variants(run: Run, judge: str) -> list[str]:
+    """Variants this judge has finished judging in the run directory (any experiment version)."""
+    root = run.path("judgments", judge_slug(judge))
+    return sorted(p.name for p in root.iterdir() if read_manifest(p)) if root.is_dir() else []

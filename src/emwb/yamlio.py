@@ -1,0 +1,61 @@
+"""Strict YAML reading: a duplicated key in any mapping is an error (PyYAML silently keeps the last)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from emwb.errors import EmwbError
+
+
+class _StrictLoader(yaml.SafeLoader):
+    pass
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)  # resolves `<<: *anchor` merges first; explicit keys may override them
+    seen: dict[Any, int] = {}
+    merged_from = {id(k) for k, _ in getattr(node, "_emwb_merged", [])}
+    for key_node, _ in node.value:
+        if id(key_node) in merged_from:
+            continue
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise EmwbError(f"{key_node.start_mark.line + 1}: duplicate key {key!r} "
+                            f"(first at line {seen[key]}); a YAML mapping must name each key once")
+        seen[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
+def _merge_aware_flatten(self, node):  # remember which key nodes came from a `<<:` merge
+    before = {id(k) for k, _ in node.value}
+    yaml.SafeLoader.flatten_mapping(self, node)
+    node._emwb_merged = [(k, v) for k, v in node.value if id(k) not in before]
+
+
+_StrictLoader.flatten_mapping = _merge_aware_flatten
+
+
+def load_yaml(path: str | Path, text: str | None = None) -> Any:
+    """Parse a YAML file strictly; any problem is an EmwbError naming the file and line."""
+    path = Path(path)
+    if text is None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise EmwbError(f"{path}: file not found") from None
+        except UnicodeDecodeError:
+            raise EmwbError(f"{path}: not UTF-8 text") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except EmwbError as exc:
+        raise EmwbError(f"{path}:{exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise EmwbError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None

@@ -1,0 +1,86 @@
+"""The package's shape: layers import downwards only, no stage imports another stage, no import cycles."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+STAGES = {"emwb.datasets", "emwb.finetune", "emwb.sampling", "emwb.judge", "emwb.analysis", "emwb.basemodel"}
+LOWER = {"emwb.errors", "emwb.yamlio", "emwb.config", "emwb.registry", "emwb.store", "emwb.layout", "emwb.models",
+         "emwb.catalog"}  # core, models, catalogue: below every stage
+TOP = {"emwb.check", "emwb.pipeline", "emwb.cli"}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for p in (SRC / "emwb").rglob("*.py"):
+        parts = list(p.relative_to(SRC).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = p
+    return out
+
+
+def _imports(path: Path, name: str, modules: set[str]) -> set[str]:
+    """emwb modules imported anywhere in the file (top level or inside functions)."""
+    found = set()
+    pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(pkg.split(".")[: len(pkg.split(".")) - node.level + 1] + ([base] if base else []))
+            found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
+    return {m for m in found if m in modules}
+
+
+def _group(module: str, groups: set[str]) -> str | None:
+    return next((g for g in groups if module == g or module.startswith(g + ".")), None)
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    mods = _modules()
+    return {m: _imports(p, m, set(mods)) for m, p in mods.items()}
+
+
+def test_every_module_is_in_a_layer(graph):
+    assert not [m for m in graph if m != "emwb" and not _group(m, STAGES | LOWER | TOP)]
+
+
+def test_no_stage_imports_another_stage(graph):
+    bad = [(m, d) for m, deps in graph.items() for d in deps
+           if _group(m, STAGES) and _group(d, STAGES) and _group(m, STAGES) != _group(d, STAGES)]
+    assert not bad, bad
+
+
+def test_lower_layers_import_no_stage_and_no_pipeline(graph):
+    bad = [(m, d) for m, deps in graph.items() for d in deps if _group(m, LOWER) and _group(d, STAGES | TOP)]
+    assert not bad, bad
+
+
+def test_no_import_cycles(graph):
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            if state.get(d) == 1:
+                cycles.append(path[path.index(d):] + [d])
+            elif d not in state:
+                visit(d, path + [d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, cycles
+
+
+def test_the_graph_sees_real_imports(graph):
+    """The checks above can fail: the parser does find stage-to-lower imports."""
+    assert "emwb.layout" in graph["emwb.sampling.stage"] and "emwb.catalog.evaluations" in graph["emwb.check"]
