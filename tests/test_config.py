@@ -128,3 +128,10 @@ def test_config_show_doc_documents_every_field(capsys):
     for key in ("organisms.N.phases.N.trainer", "exec.judge_concurrency", "train.lora.r", "evaluations.N.use"):
         assert key in out
     assert len(docs) >= len(Experiment.model_fields)
+
+
+def test_the_readme_example_experiment_validates(tmp_path):
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```yaml\nname: my-exp") + len("```yaml\n")
+    exp = load_experiment(_write(tmp_path, text[start:text.index("```", start)]))
+    assert [o.name for o in exp.organisms] == ["insecure", "secure", "bias"] and exp.exec.judge_concurrency == 32
