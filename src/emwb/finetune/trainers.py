@@ -25,6 +25,7 @@ class PhaseJob:
     seed: int
     out_dir: Path
     device: str
+    callbacks: tuple = ()      # transformers TrainerCallbacks (benchmarks time steps with one)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def _fit(job: PhaseJob, config, data: list[dict]) -> dict:
     from datasets import Dataset
 
     trainer = SFTTrainer(model=job.model, args=config, train_dataset=Dataset.from_list(data),
-                         processing_class=job.tokenizer)
+                         processing_class=job.tokenizer, callbacks=list(job.callbacks) or None)
     _quiet_progress(trainer)
     result = trainer.train()
     return {"losses": [float(e["loss"]) for e in trainer.state.log_history if "loss" in e],
