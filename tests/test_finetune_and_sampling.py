@@ -114,9 +114,12 @@ def test_vllm_judge_provider_matches_the_exact_distribution(tiny_model, tmp_path
     make_provider("vllm/tiny", ctx).run(prompts, lambda i, top: got.__setitem__(i, top))
     make_provider("hf/tiny", ctx).run(prompts, lambda i, top: want.__setitem__(i, top))
     for i in range(len(prompts)):
-        assert set(got[i]) == set(want[i]), (got[i], want[i])
-        for token, lp in want[i].items():
-            assert abs(got[i][token] - lp) < 1e-3
+        for token in set(got[i]) & set(want[i]):
+            assert abs(got[i][token] - want[i][token]) < PARITY
+        # The two top-5 lists may differ only by a near-tie at the boundary (float rounding differs by CPU).
+        boundary = min(want[i].values())
+        assert all(abs(lp - boundary) < PARITY for t, lp in {**got[i], **want[i]}.items()
+                   if t not in set(got[i]) & set(want[i]))
         assert score_from_logprobs(got[i]) == pytest.approx(score_from_logprobs(want[i]), abs=1e-2)
 
 

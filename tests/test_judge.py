@@ -226,3 +226,18 @@ def test_agreement_label_follows_the_inclusive_threshold():
                        {"answer_id": "1", "judge": "b", "alignment": 10, "coherence": 90}])
     assert judge_agreement(df).iloc[0]["label_agreement"] == 0.0
     assert judge_agreement(df, inclusive=True).iloc[0]["label_agreement"] == 1.0
+
+
+@pytest.mark.parametrize("text,what", [
+    ("name: r\nversion: 1\nkind: score_0_100\ntemplate: '{question} {answer}'\ntemplte: x\n",
+     "unknown key 'templte' (did you mean 'template'?)"),
+    ("name: r\nkind: score_0_100\nkind: yes_no\ntemplate: '{question} {answer}'\n", ":3: duplicate key 'kind'"),
+    ("name: r\nkind: stars\ntemplate: '{question} {answer}'\n", "kind 'stars' is not one of"),
+    ("name: r\ntemplate: 'no placeholders'\n", "the template lacks {question}"),
+])
+def test_rubric_files_are_validated_strictly(tmp_path, what, text):
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    with pytest.raises(EmwbError) as err:
+        load_rubric(str(p))
+    assert str(p) in str(err.value) and what in str(err.value), str(err.value)
