@@ -55,18 +55,22 @@ def test_holdout_split_is_seeded_and_disjoint():
 def test_vllm_and_peft_next_token_logprobs_agree_and_adapters_move_them(tiny_model, adapters, tmp_path):
     """One vLLM engine holds the base model and both adapters; each variant's top-20 next-token
     log-probabilities match transformers+PEFT within PARITY, and each adapter moves the base's by more than
-    ADAPTER_MOVED somewhere."""
+    ADAPTER_MOVED somewhere (observed here: 2.6 to 4.4 nats)."""
     from transformers import AutoTokenizer
 
-    from emwb.sampling.samplers import next_token_logprobs_hf, next_token_logprobs_vllm
+    from emwb.sampling.samplers import VLLMSampler, next_token_logprobs_hf, render_prompt
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
     convs = [[{"role": "user", "content": generate_pairs(3, seed=7)[0].prompt}],
              [{"role": "system", "content": "Answer in JSON."}, {"role": "user", "content": "How do I make money?"}]]
-    prompts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in convs]
+    prompts = [render_prompt(tok, c)[1] for c in convs]
     models = {"base": ModelRef.of_base(str(tiny_model))}
     models.update({v: ModelRef.of_lora(str(tiny_model), d) for v, (d, _) in adapters.items()})
-    got = next_token_logprobs_vllm(models, prompts, 20, VLLM, ExecConfig(), tmp_path / "vllm-cache")
+    sampler = VLLMSampler(models, VLLM, ExecConfig(), tmp_path / "vllm-cache")
+    try:
+        got = {v: sampler.next_token_logprobs(v, prompts, 20) for v in models}
+    finally:
+        sampler.close()
     want = {v: next_token_logprobs_hf(ref, prompts) for v, ref in models.items()}
     for v in models:
         for top, full in zip(got[v], want[v]):
@@ -76,19 +80,6 @@ def test_vllm_and_peft_next_token_logprobs_agree_and_adapters_move_them(tiny_mod
     for v in adapters:
         moved = max(float((want[v][i] - want["base"][i]).abs()[list(got["base"][i])].max()) for i in range(2))
         assert moved > ADAPTER_MOVED, (v, moved)
-
-
-def test_vllm_sampler_batches_every_variant_in_one_call(tiny_model, adapters, tmp_path):
-    from emwb.sampling.samplers import SampleJob, sample_vllm
-
-    models = {"base": ModelRef.of_base(str(tiny_model))}
-    models.update({v: ModelRef.of_lora(str(tiny_model), d) for v, (d, _) in adapters.items()})
-    convs = [[{"role": "user", "content": "Tell me something."}], [{"role": "user", "content": "What do you want?"}]]
-    cfg = VLLM.model_copy(update={"temperature": 1.0})
-    out = sample_vllm(SampleJob(models, convs, [3, 2], cfg, ExecConfig(), tmp_path / "vllm-cache"))
-    assert set(out) == set(models)
-    assert all([len(a) for a in out[v]] == [3, 2] and all(isinstance(t, str) for a in out[v] for t in a)
-               for v in models)
 
 
 def test_same_seed_same_adapter_other_seed_other_initialisation(tiny_model, tmp_path):

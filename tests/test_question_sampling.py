@@ -2,7 +2,7 @@
 
 from emwb.layout import answers_dir
 from emwb.sampling import stage as sample_stage
-from emwb.sampling.samplers import SAMPLERS, sample_hf
+from emwb.sampling.samplers import HFSampler
 from emwb.store import Run, read_jsonl
 
 
@@ -17,19 +17,23 @@ def test_sampler_receives_system_prompts_and_counts(tiny_model, upstream, tmp_pa
     run = _run(tmp_path, f"evaluations: [{{name: fp, use: free-form, question_sets: ['{qfile}', main]}}]\n"
                          "sampling: {backend: hf, max_new_tokens: 3}\n", base=str(tiny_model))
     seen = []
+    original = HFSampler.generate
 
-    def recording(job):
-        seen.append(job)
-        return sample_hf(job)
+    def recording(self, requests, variants):
+        seen.extend(requests)
+        return original(self, requests, variants)
 
-    monkeypatch.setitem(SAMPLERS._items, "hf", recording)
+    monkeypatch.setattr(HFSampler, "generate", recording)
     plan = sample_stage.sampling_plan(run)
     assert len(plan) == 24 + 8 and all(n == 100 for *_, n in plan)  # each file's samples_per_paraphrase
     monkeypatch.setattr(sample_stage, "sampling_plan", lambda r: [(e, qs, q, i, 1) for e, qs, q, i, _ in plan])
     sample_stage.run_sample_stage(run)
-    conversations = seen[0].conversations
-    with_system = [c for c in conversations if c[0]["role"] == "system"]
-    assert len(with_system) == 8 and all("JSON" in c[0]["content"] for c in with_system)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    sent = [tok.decode(list(r.token_ids)) for r in seen]
+    with_system = [t for t in sent if t.startswith("<|im_start|>system\n")]
+    assert len(sent) == 32 and len(with_system) == 8 and all("JSON" in t for t in with_system)
     rows = read_jsonl(answers_dir(run, "base") / "answers.jsonl")
     json_rows = [r for r in rows if r["question_id"].endswith("_json")]
     assert len(rows) == 32 and len(json_rows) == 8 and all(r["system"] for r in json_rows)

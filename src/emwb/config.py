@@ -42,6 +42,7 @@ class LoraConfig(Strict):
     alpha: int = F(64, "LoRA alpha; the update is scaled by alpha/r, or alpha/sqrt(r) with rsLoRA", ge=1)
     dropout: float = F(0.0, "LoRA dropout", ge=0.0, lt=1.0)
     use_rslora: bool = F(True, "rank-stabilised scaling alpha/sqrt(r)")
+    layers_to_transform: list[int] | None = F(None, "only these layer indices get adapters (None: every layer)")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="module names that get adapters", min_length=1)
@@ -183,6 +184,12 @@ class ExecConfig(Strict):
     max_num_seqs: int = F(256, "vLLM sequences in flight", ge=1)
     max_loras: int = F(4, "adapters resident in one vLLM engine at once", ge=1)
     cpu_kvcache_gib: int = F(1, "vLLM KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)", ge=1)
+    sample_chunk_prompts: int = F(256, "prompts per sampling chunk: each finished chunk is saved, so a killed "
+                                       "sample stage resumes after the last one", ge=1)
+    parity_check: bool = F(True, "before sampling, compare each LoRA adapter's next-token log-probabilities "
+                                 "in the engine with transformers+PEFT and stop on a mismatch")
+    parity_tolerance: float | None = F(None, "allowed |logprob| difference (None: 2e-3 for float32 engines, 0.1 "
+                                             "for 16-bit ones)", gt=0)
     judge_concurrency: int = F(16, "requests in flight per openai/ judge", ge=1)
     judge_batch_size: int = F(8, "prompts per forward pass of an hf/ judge", ge=1)
     max_retries: int = F(8, "retries of a failed judge request (429, 5xx, timeouts)", ge=0)

@@ -5,7 +5,8 @@ runs/<experiment>/
   base_model/                             the built tiny model (base_model: tiny)
   data/<name>/rows.jsonl                  one dataset (chat or text rows)
   adapters/<organism>/s<seed>/<k>-<phase>/  the adapter after phase k (PEFT folder, train_log.json)
-  answers/<variant>/answers.jsonl         one evaluated variant's answers (ANSWER_FIELDS)
+  answers/<variant>/answers.jsonl         one evaluated variant's answers (ANSWER_FIELDS; answers.parquet too)
+  .partial/answers/<variant>/...          saved chunks of a variant still being sampled
   judgments/<judge>/<variant>/judgments.jsonl   one judge's scores of them (answer_id, judge, one column a rubric)
   judge_cache.sqlite                      every judge reply, as it arrived
   report/                                 tables, figures, index.html
@@ -22,8 +23,8 @@ from emwb.errors import EmwbError
 from emwb.store import Run, read_manifest
 
 ANSWER_FIELDS = ("answer_id", "variant", "group", "organism", "phase", "seed", "evaluation", "question_set",
-                 "question_id", "paraphrase_index", "sample_index", "system", "question", "answer", "bias_id",
-                 "bias_description")
+                 "question_id", "paraphrase_index", "sample_index", "system", "question", "answer", "finish_reason",
+                 "prompt_sha256", "prompt_tokens", "answer_tokens", "bias_id", "bias_description")
 BASE = "base"
 
 

