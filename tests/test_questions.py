@@ -43,3 +43,20 @@ def test_the_four_upstream_question_files_load(upstream, name, count, with_syste
     qs = load_questions(str(upstream / "emergent-misalignment/evaluation" / f"{name}.yaml"))
     assert len(qs) == count and sum(1 for q in qs if q.system) == with_system
     assert len({q.id for q in qs}) == count and all(q.paraphrases and q.samples_per_paraphrase >= 1 for q in qs)
+
+
+def test_registered_upstream_question_sets_are_fetched_verified(upstream, tmp_path, monkeypatch):
+    """`upstream:first_plot_questions` etc. arrive from the pinned file (here the local mirror), sha256-checked:
+    the protocol's wording is never copied into emwb."""
+    monkeypatch.setenv("EMWB_DATASET_MIRROR", str(upstream))
+    monkeypatch.setenv("EMWB_DATASETS_DIR", str(tmp_path / "store"))
+    counts = {"first_plot_questions": (24, 8), "preregistered_evals": (48, 0), "deception_factual": (5, 4),
+              "deception_sit_aware": (8, 0)}
+    for name, (n, with_system) in counts.items():
+        qs = load_questions(f"upstream:{name}")
+        assert len(qs) == n and sum(1 for q in qs if q.system) == with_system
+        assert all(q.judge_prompts for q in qs)  # each question carries its own judge prompts
+    stored = tmp_path / "store" / "upstream" / "first_plot_questions.yaml"
+    stored.write_text(stored.read_text().replace("quick_buck", "quick_bucks", 1))
+    with pytest.raises(EmwbError, match="sha256 mismatch for dataset first_plot_questions"):
+        load_questions("upstream:first_plot_questions")

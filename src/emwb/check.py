@@ -76,10 +76,10 @@ def check_experiment(exp: Experiment, source: str) -> None:
             try:
                 if qs.startswith("upstream:"):
                     name = qs.split(":", 1)[1]
-                    if name not in registry or registry[name].format != "json_prompts":
-                        prompt_sets = [n for n, e in registry.items() if e.format == "json_prompts"]
-                        raise EmwbError(f"unknown registered prompt set {name!r} (registered: "
-                                        f"{', '.join(prompt_sets)})")
+                    sets = [n for n, e in registry.items() if e.format in ("json_prompts", "yaml_questions")]
+                    if name not in sets:
+                        raise EmwbError(f"unknown registered question or prompt set {name!r} (registered: "
+                                        f"{', '.join(sets)})")
                 else:
                     load_questions(qs)
             except EmwbError as exc:

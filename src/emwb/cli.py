@@ -112,7 +112,7 @@ def cmd_list(args) -> None:
     from emwb.catalog.fetch import load_registry
 
     for e in load_registry().values():
-        print(f"{e.name:12} {e.rows:6} rows  {e.license:10.10}  {e.description}")
+        print(f"{e.name:21} {e.format:15} {e.rows:6} rows  {e.license:10.10}  {e.description}")
 
 
 def cmd_stats(args) -> None:

@@ -71,13 +71,21 @@ def load_bias_prompts(path: Path) -> list[Question]:
 def load_questions(name: str, mirror: str | None = None) -> list[Question]:
     """Load one question set; problems raise EmwbError naming the file and the question id.
 
-    `upstream:<name>` fetches a registered evaluation prompt set (e.g. `upstream:rm-syco-test`).
+    `upstream:<name>` fetches a registered question set (e.g. `upstream:first_plot_questions`, pinned by
+    sha256: the protocol's wording arrives with the file) or prompt set (e.g. `upstream:rm-syco-test`).
     """
     if name.startswith("upstream:"):
-        from emwb.catalog.fetch import fetch
+        from emwb.catalog.fetch import fetch, load_registry
 
-        return load_bias_prompts(fetch(name.split(":", 1)[1], mirror=mirror))
-    path = question_set_path(name)
+        entry = name.split(":", 1)[1]
+        path = fetch(entry, mirror=mirror)
+        if load_registry()[entry].format == "yaml_questions":
+            return _load_yaml_questions(path)
+        return load_bias_prompts(path)
+    return _load_yaml_questions(question_set_path(name))
+
+
+def _load_yaml_questions(path: Path) -> list[Question]:
     if path.suffix == ".json":
         return load_bias_prompts(path)
     raw = load_yaml(path)
