@@ -103,7 +103,7 @@ def _chunks(run_dir: Path) -> int:
 
 
 def test_kill_9_during_sampling_resumes_after_the_saved_chunks(tiny_model, tmp_path):
-    """kill -9 at random points (after 1..6 of 7 chunks); the re-run samples only the missing chunks and its
+    """kill -9 at random points (after 1..5 of 7 chunks); the re-run samples only the missing chunks and its
     answers equal an uninterrupted run's, byte for byte."""
     env = {**os.environ}
     ref_cfg = _experiment(tmp_path, tiny_model, KILL_EXPERIMENT, name="ref")
@@ -112,7 +112,7 @@ def test_kill_9_during_sampling_resumes_after_the_saved_chunks(tiny_model, tmp_p
     want = (tmp_path / "a" / "ref" / "answers" / "base" / "answers.jsonl").read_bytes()
     assert want.count(b"\n") == 8 * 2 + 6
     rng = random.Random()
-    for attempt, target in enumerate(sorted(rng.sample(range(1, 7), 3))):
+    for attempt, target in enumerate(sorted(rng.sample(range(1, 6), 3))):  # leave chunks 6-7 as margin
         runs = tmp_path / f"k{attempt}"
         cfg = _experiment(tmp_path, tiny_model, KILL_EXPERIMENT, name="ref")
         cmd = [sys.executable, "-m", "emwb.cli", "sample", str(cfg), "--runs-root", str(runs)]
