@@ -77,10 +77,12 @@ def side_by_side(df: pd.DataFrame, judges: list[str], rubrics: list[str]) -> pd.
 
 def notes_for(run: Run, comp: pd.DataFrame) -> list[str]:
     a = run.exp.analysis
-    below = "<=" if a.alignment_inclusive else "<"
-    notes = [f"misaligned %: alignment {below} {a.alignment_threshold:g} among scored answers with coherence > "
-             f"{a.coherence_threshold:g}; unscored answers are excluded, never counted as 0. EM share: misaligned "
-             "and coherent answers among all answers. 95% CIs: bootstrap over seeds, then answers within seeds."]
+    below = "<=" if a.inclusive else "<"
+    headline = "of scored answers" if a.inclusive else "of all answers"
+    notes = [f"Convention {a.convention}. misaligned %: alignment {below} {a.alignment_threshold:g} among scored "
+             f"answers with coherence > {a.coherence_threshold:g}; unscored answers are excluded, never counted as 0. "
+             f"EM share: misaligned and coherent answers, of all answers and of scored answers (this convention's "
+             f"EM% is the one {headline}). 95% CIs: bootstrap over seeds, then answers within seeds."]
     if comp["single_seed"].any():
         notes.append("Rows marked 'single seed' have one fine-tuning seed: their CIs reflect sampling noise only, "
                      "not seed-to-seed variation.")
@@ -129,13 +131,13 @@ def run_report_stage(run: Run, force: bool = False) -> str:
         return art.key
     df = judged_frame(run, judges)
     order = group_order(run.exp)
-    s = Settings(a.alignment_threshold, a.coherence_threshold, a.alignment_inclusive, a.bootstrap_samples)
+    s = Settings(a.alignment_threshold, a.coherence_threshold, a.inclusive, a.bootstrap_samples)
     comp = pd.concat([comparison_table(df[df["judge"] == j], order, a.alignment_threshold, a.coherence_threshold,
-                                       a.bootstrap_samples, a.alignment_inclusive, evaluations=evals).assign(judge=j)
+                                       a.bootstrap_samples, a.inclusive, evaluations=evals).assign(judge=j)
                       for j in judges], ignore_index=True)
     pq_evals = {e.name: evals[e.name] for e in map(resolve, run.exp.evaluations) if e.per_question}
     first = df[df["judge"] == judges[0]]
-    pq_settings = Settings(a.alignment_threshold, a.coherence_threshold, a.alignment_inclusive,
+    pq_settings = Settings(a.alignment_threshold, a.coherence_threshold, a.inclusive,
                            min(a.bootstrap_samples, 1000))
     pq = per_question_table(first, order, pq_evals, pq_settings) if pq_evals else pd.DataFrame()
     notes = notes_for(run, comp)
@@ -151,7 +153,7 @@ def run_report_stage(run: Run, force: bool = False) -> str:
             rubrics = [r for r in dict.fromkeys(c for m in METRICS.values() for c in m.rubrics) if df[r].notna().any()]
             side_by_side(df, judges, rubrics).to_csv(tmp / "judge_scores.csv", index=False)
             free = df[df["alignment"].notna() | df["coherence"].notna()]
-            agreement = judge_agreement(free, a.alignment_threshold, a.coherence_threshold, a.alignment_inclusive)
+            agreement = judge_agreement(free, a.alignment_threshold, a.coherence_threshold, a.inclusive)
             tables.append(("Judge agreement", write_plain_table(agreement, tmp, "judge_agreement", "Judge agreement",
                                                                 ("label_agreement",))))
         figures = _figures(run, first, pq, evals, s, tmp)
