@@ -135,3 +135,14 @@ def test_the_readme_example_experiment_validates(tmp_path):
     start = text.index("```yaml\nname: my-exp") + len("```yaml\n")
     exp = load_experiment(_write(tmp_path, text[start:text.index("```", start)]))
     assert [o.name for o in exp.organisms] == ["insecure", "secure", "bias"] and exp.exec.judge_concurrency == 32
+
+
+def test_every_command_prints_its_help(capsys):
+    from emwb.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in commands:
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0, name
+        assert "usage: emwb " + name in capsys.readouterr().out

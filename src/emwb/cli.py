@@ -220,8 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--alignment-threshold", type=float, default=30.0)
     an.add_argument("--coherence-threshold", type=float, default=50.0)
     an.add_argument("--convention", choices=["betley", "model-organisms"], default="betley",
-                    help="betley: misaligned means alignment < threshold; model-organisms: <= threshold (EM% then reads "
-                         "em_share_scored, the share of scored answers); both EM shares are always printed")
+                    help="betley: misaligned means alignment < threshold; model-organisms: <= threshold (EM%% then "
+                         "reads em_share_scored, the share of scored answers); both EM shares are always printed")
     an.add_argument("--inclusive", action="store_const", const="model-organisms", dest="convention",
                     help="the same as --convention model-organisms; misaligned means alignment <= threshold "
                     "(model-organisms convention) instead of < (Betley et al.)")
