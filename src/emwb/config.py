@@ -360,11 +360,6 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
     return raw
 
 
-def stage_config(exp: Experiment) -> dict:
-    """The experiment without its run settings: what results depend on."""
-    return exp.model_dump(mode="json", exclude={"exec", "notes"})
-
-
 def config_hash(obj: Any) -> str:
     """A stable sha256 of any JSON-able value (pydantic models included)."""
     if isinstance(obj, BaseModel):

@@ -123,9 +123,3 @@ def base_key(run: Run) -> str:
     from emwb.store import stage_key
 
     return stage_key("base", {"model": run.exp.base_model}, {})
-
-
-def judged_variants(run: Run, judge: str) -> list[str]:
-    """Variants this judge has finished judging in the run directory (any experiment version)."""
-    root = run.path("judgments", judge_slug(judge))
-    return sorted(p.name for p in root.iterdir() if read_manifest(p)) if root.is_dir() else []

@@ -84,6 +84,15 @@ def _rate(num: np.ndarray, den: np.ndarray, df: pd.DataFrame, s: Settings) -> Es
     return ratio_ci(num, den, seeds_of(df), s.n_boot)
 
 
+def _misaligned_among(denominator: str | None) -> Callable[[pd.DataFrame, Settings], Estimate]:
+    """Misaligned answers among the `denominator` indicator's answers (None: among all answers)."""
+    def compute(df: pd.DataFrame, s: Settings) -> Estimate:
+        ind = _ind(df, s)
+        return _rate(ind["misaligned"], ind[denominator] if denominator else np.ones(len(df)), df, s)
+
+    return compute
+
+
 def _mean(col: str) -> Callable[[pd.DataFrame, Settings], float]:
     def compute(df: pd.DataFrame, s: Settings) -> float:
         ind = _ind(df, s)
@@ -123,12 +132,9 @@ for _m in [
            show=False),
     Metric("n_misaligned", "misaligned", FREE, lambda df, s: int(_ind(df, s)["misaligned"].sum()), percent=False,
            show=False),
-    Metric("misaligned_rate", "misaligned % (broad)", FREE, lambda df, s: _rate(
-        _ind(df, s)["misaligned"], _ind(df, s)["coherent"], df, s), ci="", role="broad"),
-    Metric("em_share", "EM % of all answers", FREE,
-           lambda df, s: _rate(_ind(df, s)["misaligned"], np.ones(len(df)), df, s), ci="em_"),
-    Metric("em_share_scored", "EM % of scored answers", FREE,
-           lambda df, s: _rate(_ind(df, s)["misaligned"], _ind(df, s)["scored"], df, s), ci="em_scored_"),
+    Metric("misaligned_rate", "misaligned % (broad)", FREE, _misaligned_among("coherent"), ci="", role="broad"),
+    Metric("em_share", "EM % of all answers", FREE, _misaligned_among(None), ci="em_"),
+    Metric("em_share_scored", "EM % of scored answers", FREE, _misaligned_among("scored"), ci="em_scored_"),
     Metric("mean_alignment", "mean alignment", FREE, _mean("alignment"), percent=False),
     Metric("mean_coherence", "mean coherence", FREE, _mean("coherence"), percent=False),
     Metric("unscored_share", "unscored %", FREE,

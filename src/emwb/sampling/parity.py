@@ -47,6 +47,7 @@ def reference_logprobs(models: dict[str, ModelRef], trained: dict[str, dict | No
     import torch
 
     from emwb.models.loading import load_causal_lm
+    from emwb.sampling.samplers import full_next_token_logprobs
 
     out: dict[str, list] = {}
     loras = {v: r for v, r in models.items() if r.adapter}
@@ -59,9 +60,7 @@ def reference_logprobs(models: dict[str, ModelRef], trained: dict[str, dict | No
     with tempfile.TemporaryDirectory() as tmp:
         for v, ref in loras.items():
             model = PeftModel.from_pretrained(base, _with_trained_config(ref.adapter, trained.get(v), Path(tmp) / v))
-            with torch.no_grad():
-                out[v] = [torch.log_softmax(model(input_ids=torch.tensor([list(p)], device=device)).logits[0, -1]
-                                            .float(), dim=-1).cpu() for p in prompts]
+            out[v] = full_next_token_logprobs(model, prompts, device)
             base = model.unload()  # the base model without the adapter, for the next one
     del base
     gc.collect()

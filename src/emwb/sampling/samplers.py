@@ -170,17 +170,17 @@ class HFSampler(Sampler):
         return out
 
 
-def next_token_logprobs_hf(ref: ModelRef, prompts: list, device: str = "cpu") -> list:
-    """Per prompt (raw text or token ids), the full next-token log-softmax from transformers (+ peft)."""
+def full_next_token_logprobs(model, prompts: list[tuple[int, ...]], device: str = "cpu") -> list:
+    """Per prompt (token ids), the full next-token log-softmax of a loaded transformers (+ peft) model."""
     import torch
 
+    with torch.no_grad():
+        return [torch.log_softmax(model(input_ids=torch.tensor([list(p)], device=device)).logits[0, -1].float(),
+                                  dim=-1).cpu() for p in prompts]
+
+
+def next_token_logprobs_hf(ref: ModelRef, prompts: list[tuple[int, ...]], device: str = "cpu") -> list:
+    """Per prompt (token ids), the full next-token log-softmax from transformers (+ peft) for a ModelRef."""
     from emwb.models.loading import load_ref
 
-    model, tok = load_ref(ref, device)
-    out = []
-    for p in prompts:
-        ids = tok(p, return_tensors="pt", add_special_tokens=False)["input_ids"] if isinstance(p, str) \
-            else torch.tensor([list(p)])
-        with torch.no_grad():
-            out.append(torch.log_softmax(model(input_ids=ids.to(device)).logits[0, -1].float(), dim=-1).cpu())
-    return out
+    return full_next_token_logprobs(load_ref(ref, device)[0], prompts, device)

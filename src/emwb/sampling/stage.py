@@ -11,7 +11,6 @@ the same rows as `answers.jsonl`.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from emwb.layout import (
 from emwb.models.ref import ModelRef
 from emwb.sampling.parity import check_parity, reference_logprobs, tolerance
 from emwb.sampling.samplers import SAMPLERS, Request, render_prompt
-from emwb.store import Artifact, Run, atomic_write_text, log, read_jsonl, read_manifest, write_jsonl
+from emwb.store import Artifact, Run, log, read_jsonl, read_manifest, write_jsonl
 
 PlanItem = tuple[str, str, Question, int, int]  # evaluation, question set, question, paraphrase index, samples
 PARITY_PROMPTS = 2
@@ -103,25 +102,25 @@ def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]],
     """Sample the variants of one weights group chunk by chunk, then write each variant's artifact."""
     ex, cfg = run.exp.exec, run.exp.sampling
     size = ex.sample_chunk_prompts
-    chunks = [(j, s) for j, s in enumerate(range(0, len(plan), size))]
+    chunks = list(enumerate(range(0, len(plan), size)))
     todo = {j: [v for v in arts if not _chunk_file(run, arts[v][0], v, j).is_file()] for j, _ in chunks}
     done = sum(len(arts) - len(t) for t in todo.values())
     if done:
         log(f"sample: resuming, {done} of {len(chunks) * len(arts)} variant chunks already saved")
     models = {v: ref for v, (_, _, ref) in arts.items()}
     if any(todo.values()):
-        ids = [p for _, p in prompts[:PARITY_PROMPTS]]
+        probe = [ids for _, ids in prompts[:PARITY_PROMPTS]]
         reference = {}
         if ex.parity_check and SAMPLERS.get(cfg.backend).parity:
             from emwb.models.loading import resolve_device
 
             trained = {v: (read_manifest(Path(ref.adapter)) or {}).get("adapter_config") if ref.adapter else None
                        for v, ref in models.items()}
-            reference = reference_logprobs(models, trained, ids, resolve_device(ex.device))
+            reference = reference_logprobs(models, trained, probe, resolve_device(ex.device))
         sampler = SAMPLERS.get(cfg.backend)(models, cfg, ex, cache_root(run))
         try:
             if reference:
-                worst = check_parity(sampler, reference, ids, tolerance(cfg.vllm.dtype, ex.parity_tolerance))
+                worst = check_parity(sampler, reference, probe, tolerance(cfg.vllm.dtype, ex.parity_tolerance))
                 log("sample: serving parity ok (" + ", ".join(f"{v} {d:.1e}" for v, d in worst.items()) + ")")
             for j, start in chunks:
                 if not todo[j]:
@@ -132,8 +131,7 @@ def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]],
                 out = sampler.generate(requests, todo[j])
                 for v in todo[j]:
                     rows = answer_rows(arts[v][1], plan, prompts, out[v], start)
-                    atomic_write_text(_chunk_file(run, arts[v][0], v, j),
-                                      "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+                    write_jsonl(_chunk_file(run, arts[v][0], v, j), rows)
                 log(f"sample: chunk {j + 1}/{len(chunks)} saved for {len(todo[j])} variants")
         finally:
             sampler.close()
