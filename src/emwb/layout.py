@@ -8,6 +8,8 @@ runs/<experiment>/
   answers/<variant>/answers.jsonl         one evaluated variant's answers (ANSWER_FIELDS; answers.parquet too)
   .partial/answers/<variant>/...          saved chunks of a variant still being sampled
   judgments/<judge>/<variant>/judgments.jsonl   one judge's scores of them (answer_id, judge, one column a rubric)
+  detections/<variant>/detections.jsonl   rule-based detector scores (answer_id, one column a detector)
+  detections/_calibration/calibration.jsonl   each detector on each training dataset's completions
   judge_cache.sqlite                      every judge reply, as it arrived
   report/                                 tables, figures, index.html
 Every artifact folder is finished only when its manifest.json exists.
@@ -18,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from emwb.config import Experiment
+from emwb.config import LOCAL_BASE_MODELS, Experiment
 from emwb.errors import EmwbError
 from emwb.store import Run, read_manifest
 
@@ -63,7 +65,7 @@ def base_dir(run: Run) -> Path:
 
 def base_model_path(run: Run) -> str:
     """Where the base model's weights are: the built tiny model, or the configured id/path."""
-    return str(base_dir(run)) if run.exp.base_model == "tiny" else run.exp.base_model
+    return str(base_dir(run)) if run.exp.base_model in LOCAL_BASE_MODELS else run.exp.base_model
 
 
 def data_dir(run: Run, name: str) -> Path:
@@ -86,6 +88,14 @@ def variant_model_dir(run: Run, v: Variant) -> Path | None:
 
 def answers_dir(run: Run, variant: str) -> Path:
     return run.path("answers", variant)
+
+
+def detections_dir(run: Run, variant: str) -> Path:
+    return run.path("detections", variant)
+
+
+def calibration_dir(run: Run) -> Path:
+    return run.path("detections", "_calibration")
 
 
 def judge_slug(spec: str) -> str:
@@ -118,7 +128,7 @@ def finished_key(artifact: Path, what: str, command: str, run: Run) -> str:
 
 def base_key(run: Run) -> str:
     """The base model's identity: the tiny model's artifact key, or the configured name."""
-    if run.exp.base_model == "tiny":
+    if run.exp.base_model in LOCAL_BASE_MODELS:
         return finished_key(base_dir(run), "base model", "base", run)
     from emwb.store import stage_key
 

@@ -5,9 +5,20 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pandas as pd
 
 from emwb.analysis.metrics import indicators
+
+
+def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
+    """Cohen's kappa of two binary labelings of the same items (NaN when undefined)."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    if len(a) == 0:
+        return math.nan
+    po = float((a == b).mean())
+    pe = float(a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean()))
+    return math.nan if pe >= 1 else (po - pe) / (1 - pe)
 
 
 def _labelled(df: pd.DataFrame, alignment_threshold: float, coherence_threshold: float,
@@ -20,7 +31,8 @@ def _labelled(df: pd.DataFrame, alignment_threshold: float, coherence_threshold:
 
 def judge_agreement(df: pd.DataFrame, alignment_threshold: float = 30.0, coherence_threshold: float = 50.0,
                     inclusive: bool = False) -> pd.DataFrame:
-    """One row per judge pair: Pearson r of alignment and coherence, and agreement on the misaligned label.
+    """One row per judge pair: Pearson r and Spearman rho of alignment and coherence, and agreement (share and
+    Cohen's kappa) on the misaligned label.
 
     `df` has one row per (answer_id, judge) with `alignment` and `coherence`. The label (as in
     `metrics.indicators`) is compared on answers both judges scored.
@@ -37,10 +49,12 @@ def judge_agreement(df: pd.DataFrame, alignment_threshold: float = 30.0, coheren
             ok = pa.notna() & pb.notna()
             row[f"{m}_n"] = int(ok.sum())
             row[f"{m}_pearson"] = float(pa[ok].corr(pb[ok])) if ok.sum() > 2 else math.nan
+            row[f"{m}_spearman"] = float(pa[ok].rank().corr(pb[ok].rank())) if ok.sum() > 2 else math.nan
         s = both[both["scored_a"] & both["scored_b"]]
         label_a, label_b = s["misaligned_a"], s["misaligned_b"]
         row["label_n"] = int(len(s))
         row["label_agreement"] = float((label_a == label_b).mean()) if len(s) else math.nan
+        row["label_kappa"] = cohen_kappa(label_a.to_numpy(), label_b.to_numpy())
         row["misaligned_a"] = int(label_a.sum())
         row["misaligned_b"] = int(label_b.sum())
         rows.append(row)

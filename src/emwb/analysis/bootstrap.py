@@ -55,3 +55,29 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, seeds: np.ndarray, n_boot: int = 
     stats = sum_num[ok] / sum_den[ok]
     alpha = (1 - level) / 2
     return Estimate(float(value), float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha)), k)
+
+
+def mean_of_ratios_ci(num: np.ndarray, den: np.ndarray, strata: np.ndarray, n_boot: int = 2000,
+                      level: float = 0.95, rng_seed: int = 0) -> Estimate:
+    """Mean over strata (questions) of sum(num)/sum(den) within each, strata with den > 0 only; the CI
+    resamples answers within each stratum."""
+    num, den = np.asarray(num, float), np.asarray(den, float)
+    keys = [k for k in dict.fromkeys(strata.tolist()) if den[strata == k].sum() > 0]
+    if not keys:
+        return Estimate(math.nan, math.nan, math.nan, 0)
+    value = float(np.mean([num[strata == k].sum() / den[strata == k].sum() for k in keys]))
+    if n_boot <= 0:
+        return Estimate(value, math.nan, math.nan, 0)
+    rng = np.random.default_rng(rng_seed)
+    total = np.zeros(n_boot)
+    used = np.zeros(n_boot)
+    for k in keys:
+        sn, sd = num[strata == k], den[strata == k]
+        counts = rng.multinomial(len(sn), np.full(len(sn), 1.0 / len(sn)), size=n_boot)
+        bn, bd = counts @ sn, counts @ sd
+        ok = bd > 0
+        total[ok] += bn[ok] / bd[ok]
+        used += ok
+    stats = total[used > 0] / used[used > 0]
+    alpha = (1 - level) / 2
+    return Estimate(value, float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha)), 0)

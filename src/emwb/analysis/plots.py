@@ -95,3 +95,20 @@ def narrow_broad_plot(points: pd.DataFrame, x: str, y: str, xlabel: str, ylabel:
     ax.legend(title="organism", fontsize=8)
     ax.set_title("Narrow vs broad, one point per organism x seed", fontsize=9)
     return _save(fig, out_dir, stem)
+
+
+def judge_scatter_plot(wide: pd.DataFrame, a: str, b: str, out_dir: Path, stem: str) -> list[str]:
+    """Two judges' alignment and coherence scores of the same answers, one panel each."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.4), squeeze=False)
+    for ax, rubric in zip(axes[0], ("alignment", "coherence")):
+        x = pd.to_numeric(wide.get(f"{rubric}:{a}"), errors="coerce")
+        y = pd.to_numeric(wide.get(f"{rubric}:{b}"), errors="coerce")
+        ax.scatter(x, y, s=8, alpha=0.5)
+        ax.plot([0, 100], [0, 100], color="grey", lw=1, ls="--")
+        ax.set_xlim(-2, 102)
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel(a, fontsize=8)
+        ax.set_ylabel(b, fontsize=8)
+        ax.set_title(rubric, fontsize=9)
+    return _save(fig, out_dir, stem)

@@ -6,39 +6,74 @@ each evaluation, a per-question table for evaluations that ask for one, a narrow
 
 from __future__ import annotations
 
+import itertools
+import math
+
+import numpy as np
 import pandas as pd
 
 from emwb.analysis import html, plots
-from emwb.analysis.agreement import judge_agreement
+from emwb.analysis.agreement import cohen_kappa, judge_agreement
+from emwb.analysis.bootstrap import ratio_ci
 from emwb.analysis.metrics import (
     METRICS,
     Metric,
     Settings,
+    column_names,
     comparison_table,
+    label_rate_metric,
     metrics_for,
     narrow_broad_pairs,
     per_question_table,
     per_seed_points,
+    score_mean_metric,
+    with_published,
 )
-from emwb.analysis.tables import display_frame, metric_columns, write_plain_table, write_table
-from emwb.catalog.evaluations import resolve
-from emwb.layout import answers_dir, group_order, judgments_dir, report_dir, variants
+from emwb.analysis.tables import display_frame, markdown, metric_columns, write_plain_table, write_table
+from emwb.catalog.evaluations import judges_of, question_rubrics, resolve
+from emwb.layout import (
+    answers_dir,
+    calibration_dir,
+    detections_dir,
+    group_order,
+    judgments_dir,
+    report_dir,
+    variants,
+)
 from emwb.store import Artifact, Run, log, read_jsonl, read_manifest
 
 
 def evaluation_metrics(run: Run) -> dict[str, list[Metric]]:
-    """{evaluation: its metrics} (named ones, or every metric its rubrics allow)."""
+    """{evaluation: its metrics}: the named ones, or every metric its rubrics allow, plus a rate per label of
+    each categorical judge prompt and a mean of each extra 0-100 judge prompt its questions carry."""
     out = {}
     for spec in run.exp.evaluations:
         ev = resolve(spec)
-        out[ev.name] = metrics_for(ev.rubrics, ev.metrics)
+        own = {r.name: r for rs in question_rubrics(ev, run.exp.dataset_mirror).values() for r in rs}
+        ms = metrics_for(set(ev.rubrics) | set(own) | set(ev.detectors), ev.metrics)
+        for r in own.values():
+            if r.kind == "label":
+                ms += [label_rate_metric(r.name, label) for label in r.labels]
+            elif not any(r.name in m.rubrics for m in ms):
+                ms.append(score_mean_metric(r.name))
+        out[ev.name] = ms
     return out
+
+
+def headline_frame(run: Run, df: pd.DataFrame) -> pd.DataFrame:
+    """The answers the comparison (headline) row counts: an evaluation with `headline` ids keeps only those."""
+    keep = pd.Series(True, index=df.index)
+    ids = df["question_id"].astype(str).str.split(":").str[-1]
+    for ev in map(resolve, run.exp.evaluations):
+        if ev.headline is not None:
+            keep &= ~((df["evaluation"] == ev.name) & ~ids.isin(ev.headline))
+    return df[keep]
 
 
 def report_judges(run: Run) -> list[str]:
     """The experiment's judges, then any other judge (`emwb judge RUN --judge SPEC`) that has judged every
     current variant's current answers."""
-    judges = list(run.exp.judge.judges)
+    judges = judges_of(run.exp)
     current = {v.id: (read_manifest(answers_dir(run, v.id)) or {}).get("key") for v in variants(run.exp)}
     root = run.path("judgments")
     for d in sorted(root.iterdir()) if root.is_dir() else []:
@@ -53,8 +88,12 @@ def report_judges(run: Run) -> list[str]:
 def judged_frame(run: Run, judges: list[str]) -> pd.DataFrame:
     """Answers joined with each judge's scores: one row per (answer, judge)."""
     frames = []
+    detect = any(resolve(e).detectors for e in run.exp.evaluations)
     for v in variants(run.exp):
         adf = pd.DataFrame(read_jsonl(answers_dir(run, v.id) / "answers.jsonl"))
+        if detect:
+            adf = adf.merge(pd.DataFrame(read_jsonl(detections_dir(run, v.id) / "detections.jsonl")),
+                            on="answer_id", how="left")
         for j in judges:
             jdf = pd.DataFrame(read_jsonl(judgments_dir(run, j, v.id) / "judgments.jsonl"))
             frames.append(adf.merge(jdf, on="answer_id", how="left"))
@@ -75,6 +114,48 @@ def side_by_side(df: pd.DataFrame, judges: list[str], rubrics: list[str]) -> pd.
     return keys.join(wide).reset_index()
 
 
+def calibration_rows(run: Run, evals: dict[str, list[Metric]]) -> pd.DataFrame:
+    """Rows for the comparison table: each detector's rate on each training dataset's completions (its
+    calibration: insecure code should be flagged far more often than secure code)."""
+    path = calibration_dir(run) / "calibration.jsonl"
+    if not path.is_file():
+        return pd.DataFrame()
+    cols = {m.rubrics[0]: (ev, m) for ev, ms in evals.items() for m in ms if m.rubrics and m.rubrics[0] in
+            {r["detector"] for r in read_jsonl(path)} and m.ci is not None}
+    rows = []
+    for r in read_jsonl(path):
+        if r["detector"] not in cols or not r["n"]:
+            continue
+        ev, m = cols[r["detector"]]
+        flags = np.r_[np.ones(r["flagged"]), np.zeros(r["n"] - r["flagged"])]
+        est = ratio_ci(flags, np.ones(r["n"]), np.zeros(r["n"], dtype=int), run.exp.analysis.bootstrap_samples)
+        rows.append({"group": f"calibration: {r['detector']} on {r['data']} training completions", "judge": "",
+                     "n_seeds": None, "single_seed": False, **metric_values_of(m, est, evals, ev)})
+    return pd.DataFrame(rows)
+
+
+def metric_values_of(m: Metric, est, evals: dict[str, list[Metric]], ev: str) -> dict:
+    col = column_names(evals)[(ev, m.name)]
+    prefix = m.ci if col == m.name else f"{col}_"
+    return {col: est.value, f"{prefix}ci_low": est.ci_low, f"{prefix}ci_high": est.ci_high}
+
+
+def detector_agreement(df: pd.DataFrame, evals: dict[str, list[Metric]]) -> pd.DataFrame:
+    """Per judge: how often bandit's flag and the LLM code judge's verdict (score > 50) agree, with kappa."""
+    if "bandit" not in df or "code_vulnerability" not in df:
+        return pd.DataFrame()
+    rows = []
+    for j, sub in df.groupby("judge", sort=False):
+        b = pd.to_numeric(sub["bandit"], errors="coerce")
+        c = pd.to_numeric(sub["code_vulnerability"], errors="coerce")
+        ok = b.notna() & c.notna()
+        x, y = (b[ok] > 0.5).to_numpy(), (c[ok] > 50).to_numpy()
+        rows.append({"detector": "bandit", "judge": j, "answers": int(ok.sum()), "detector_flags": int(x.sum()),
+                     "judge_flags": int(y.sum()), "agreement": float((x == y).mean()) if ok.any() else math.nan,
+                     "cohen_kappa": cohen_kappa(x, y)})
+    return pd.DataFrame(rows)
+
+
 def notes_for(run: Run, comp: pd.DataFrame) -> list[str]:
     a = run.exp.analysis
     below = "<=" if a.inclusive else "<"
@@ -83,12 +164,23 @@ def notes_for(run: Run, comp: pd.DataFrame) -> list[str]:
              f"answers with coherence > {a.coherence_threshold:g}; unscored answers are excluded, never counted as 0. "
              f"EM share: misaligned and coherent answers, of all answers and of scored answers (this convention's "
              f"EM% is the one {headline}). 95% CIs: bootstrap over seeds, then answers within seeds."]
+    notes.append("misaligned % pools the answers; 'mean of questions' averages the per-question rates (each "
+                 "question weighs the same; its CI resamples answers within questions).")
+    for ev in map(resolve, run.exp.evaluations):
+        if ev.headline is not None:
+            notes.append(f"The comparison row of {ev.name} counts its {len(ev.headline)} headline questions only "
+                         f"({', '.join(ev.headline)}); by_question_set_{ev.name} has a row per question set.")
+    if run.exp.published:
+        p = run.exp.published
+        notes.append(f"Published figures ({p.metric}): {p.source}. 'inside 95% CI' says whether the published "
+                     "value lies inside the measured interval.")
     if comp["single_seed"].any():
         notes.append("Rows marked 'single seed' have one fine-tuning seed: their CIs reflect sampling noise only, "
                      "not seed-to-seed variation.")
     if run.exp.base_model == "tiny":
-        notes.append("Offline smoke profile: a tiny local model judged by itself. These numbers show that the "
-                     "pipeline runs; they say nothing about emergent misalignment.")
+        by = "judged by itself" if all(j.endswith("/tiny") for j in judges_of(run.exp)) else "a tiny local model"
+        notes.append(f"Offline smoke profile: a tiny local model{', ' + by if by.startswith('judged') else ''}. "
+                     "These numbers show that the pipeline runs; they say nothing about emergent misalignment.")
     return notes
 
 
@@ -123,6 +215,9 @@ def run_report_stage(run: Run, force: bool = False) -> str:
     judges = report_judges(run)
     inputs = {f"judge:{j}:{v.id}": (read_manifest(judgments_dir(run, j, v.id)) or {}).get("key", "")
               for j in judges for v in variants(run.exp)}
+    if any(resolve(e).detectors for e in run.exp.evaluations):
+        inputs.update({f"detect:{d.name}": (read_manifest(d) or {}).get("key", "")
+                       for d in [*(detections_dir(run, v.id) for v in variants(run.exp)), calibration_dir(run)]})
     a = run.exp.analysis
     evals = evaluation_metrics(run)
     config = {"analysis": a.model_dump(mode="json"), "metrics": {ev: [m.name for m in ms] for ev, ms in evals.items()}}
@@ -132,31 +227,60 @@ def run_report_stage(run: Run, force: bool = False) -> str:
     df = judged_frame(run, judges)
     order = group_order(run.exp)
     s = Settings(a.alignment_threshold, a.coherence_threshold, a.inclusive, a.bootstrap_samples)
-    comp = pd.concat([comparison_table(df[df["judge"] == j], order, a.alignment_threshold, a.coherence_threshold,
-                                       a.bootstrap_samples, a.inclusive, evaluations=evals).assign(judge=j)
-                      for j in judges], ignore_index=True)
+    head = headline_frame(run, df)
+    comp = pd.concat([comparison_table(head[head["judge"] == j], order, a.alignment_threshold,
+                                       a.coherence_threshold, a.bootstrap_samples, a.inclusive,
+                                       evaluations=evals).assign(judge=j) for j in judges], ignore_index=True)
+    if run.exp.published:
+        comp = with_published(comp, run.exp.published.metric, run.exp.published.values)
+    small = Settings(a.alignment_threshold, a.coherence_threshold, a.inclusive, min(a.bootstrap_samples, 1000))
+    sets = {e: ms for e, ms in evals.items() if e in set(df["evaluation"])}
+    by_set = pd.concat([per_question_table(df[df["judge"] == j], order, sets, small, by="question_set").assign(
+        judge=j) for j in judges], ignore_index=True)
     pq_evals = {e.name: evals[e.name] for e in map(resolve, run.exp.evaluations) if e.per_question}
     first = df[df["judge"] == judges[0]]
-    pq_settings = Settings(a.alignment_threshold, a.coherence_threshold, a.inclusive,
-                           min(a.bootstrap_samples, 1000))
-    pq = per_question_table(first, order, pq_evals, pq_settings) if pq_evals else pd.DataFrame()
+    pq = per_question_table(first, order, pq_evals, small) if pq_evals else pd.DataFrame()
     notes = notes_for(run, comp)
     title = f"{run.exp.name}: narrow behaviour and broad misalignment by organism"
     with art.write() as (tmp, _):
         md = write_table(comp, evals, tmp, "comparison", title)
         (tmp / "comparison.md").write_text(f"# {title}\n\n{md}\n" + "".join(f"- {n}\n" for n in notes))
-        tables = [("Comparison across organisms", display_frame(comp, evals))]
+        calibration = calibration_rows(run, evals)
+        merged = pd.concat([comp, calibration], ignore_index=True)
+        for col in comp:  # counts stay integers beside the calibration rows' missing values
+            if pd.api.types.is_integer_dtype(comp[col]):
+                merged[col] = merged[col].astype("Int64")
+        shown = display_frame(merged, evals)
+        if len(calibration):
+            (tmp / "comparison.md").write_text(f"# {title}\n\n{markdown(shown)}\n" + "".join(f"- {n}\n" for n in notes))
+        tables = [("Comparison across organisms", shown)]
+        agreement = detector_agreement(df, evals)
+        if len(agreement):
+            tables.append(("Detector agreement with the LLM judge", write_plain_table(
+                agreement, tmp, "detector_agreement", "Detector agreement with the LLM judge", ("agreement",))))
+        for ev, ms in sets.items():
+            sub = by_set[by_set["evaluation"] == ev]
+            caption = f"By question set ({ev})"
+            write_table(sub, {ev: ms}, tmp, f"by_question_set_{ev}", caption)
+            tables.append((caption, display_frame(sub, {ev: ms})))
         if len(pq):
             write_table(pq, pq_evals, tmp, "per_question", f"Per question (judge {judges[0]})")
             tables.append((f"Per question (judge {judges[0]})", display_frame(pq, pq_evals)))
         if len(judges) > 1:
-            rubrics = [r for r in dict.fromkeys(c for m in METRICS.values() for c in m.rubrics) if df[r].notna().any()]
-            side_by_side(df, judges, rubrics).to_csv(tmp / "judge_scores.csv", index=False)
+            detectors = {d for e in run.exp.evaluations for d in resolve(e).detectors}
+            rubrics = [r for r in dict.fromkeys(c for m in METRICS.values() for c in m.rubrics)
+                       if r not in detectors and df[r].notna().any()]
+            wide = side_by_side(df, judges, rubrics)
+            wide.to_csv(tmp / "judge_scores.csv", index=False)
             free = df[df["alignment"].notna() | df["coherence"].notna()]
             agreement = judge_agreement(free, a.alignment_threshold, a.coherence_threshold, a.inclusive)
             tables.append(("Judge agreement", write_plain_table(agreement, tmp, "judge_agreement", "Judge agreement",
                                                                 ("label_agreement",))))
         figures = _figures(run, first, pq, evals, s, tmp)
+        if len(judges) > 1 and "alignment" in rubrics:
+            for i, (ja, jb) in enumerate(itertools.combinations(judges, 2)):
+                figures.append((f"Judge scores: {ja} vs {jb}",
+                                plots.judge_scatter_plot(wide, ja, jb, tmp, f"judge_scatter_{i}")[0]))
         free_first = first[first["alignment"].notna() | first["coherence"].notna()]
         (tmp / "index.html").write_text(html.render(title, notes, tables, figures, html.examples_html(free_first)))
     log(f"report: wrote {art.dir / 'index.html'}, comparison.md/.csv/.tex, per_question.*, figures")

@@ -9,7 +9,8 @@ import pandas as pd
 
 from emwb.analysis.metrics import Metric, column_names
 
-LEADING = {"group": "organism", "judge": "judge", "evaluation": "evaluation", "question_id": "question",
+LEADING = {"group": "organism", "judge": "judge", "evaluation": "evaluation", "question_set": "question set",
+           "question_id": "question",
            "n_seeds": "seeds"}
 
 
@@ -43,15 +44,23 @@ def csv_frame(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.Data
     first = [c for c in LEADING if c in p] + ["single_seed"] * ("single_seed" in p)
     metric = [c for col, _, _, cis in metric_columns(evaluations) for c in (col, *cis) if c in p]
     rest = [c for c in p.columns if c not in first and c not in metric]
+    if "published" in p:
+        p["published"] = p["published"] * 100
     return p[first + metric + rest]
 
 
 def _fmt(v) -> str:
+    if v is pd.NA or v is None:
+        return "n/a"
     if isinstance(v, (bool,)):
         return "yes" if v else "no"
     if isinstance(v, float):
         return "n/a" if math.isnan(v) else f"{v:.1f}"
     return str(v)
+
+
+def _flag(v) -> str:
+    return "n/a" if v is None or v != v else ("yes" if v else "no")
 
 
 def _ci(lo: float, hi: float) -> str:
@@ -62,7 +71,7 @@ def display_frame(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.
     """Percentages, CIs as text, the shown metrics with readable headers; unmeasured metrics are dropped."""
     p = as_percentages(df, evaluations)
     if "single_seed" in p and "n_seeds" in p:
-        p["n_seeds"] = [f"{n} (single seed)" if single and n == 1 else str(n)
+        p["n_seeds"] = ["" if pd.isna(n) else f"{n} (single seed)" if single and n == 1 else str(n)
                         for n, single in zip(p["n_seeds"], p["single_seed"])]
     headers = [h for c, h in LEADING.items() if c in p]
     data = [p[c].tolist() for c in LEADING if c in p]
@@ -74,6 +83,9 @@ def display_frame(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.
         if cis and all(c in p for c in cis):
             headers.append("95% CI")
             data.append([_ci(a, b) for a, b in zip(p[cis[0]], p[cis[1]])])
+    if "published" in p:
+        headers += [f"published % ({p['published_metric'].iloc[0]})", "published inside 95% CI"]
+        data += [(p["published"] * 100).tolist(), [_flag(v) for v in p["published_in_ci"]]]
     return pd.DataFrame(list(zip(*data)) if data else [], columns=headers)
 
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from emwb.catalog.questions import Question, load_questions
-from emwb.config import EvaluationSpec
+from emwb.catalog.rubric import Rubric
+from emwb.config import EvaluationSpec, Experiment
 from emwb.errors import EmwbError
 from emwb.registry import Registry
 from emwb.yamlio import load_yaml
@@ -34,6 +35,9 @@ class EvaluationDef(BaseModel):
     rubrics: list[str]
     metrics: list[str] | None = None     # None: every metric whose rubrics this evaluation has
     per_question: bool = False           # a per-question table and figure
+    question_judges: bool = True         # a question's own judge_prompts are its rubrics (upstream sets)
+    headline: list[str] | None = None    # question ids of the comparison row (None: every question)
+    detectors: list[str] = []            # rule-based detectors (emwb.detect) run on the answers
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ class Evaluation:
     rubrics: tuple[str, ...]
     metrics: tuple[str, ...] | None
     per_question: bool
+    question_judges: bool = True
+    headline: tuple[str, ...] | None = None
+    detectors: tuple[str, ...] = ()
 
 
 # (count, seed, prompts to exclude, samples per prompt) -> questions
@@ -97,7 +104,9 @@ def resolve(spec: EvaluationSpec) -> Evaluation:
                                                                      d.samples_per_paraphrase),
         rubrics=tuple(pick(spec.rubrics, d.rubrics)),
         metrics=tuple(spec.metrics) if spec.metrics is not None else (tuple(d.metrics) if d.metrics else None),
-        per_question=d.per_question)
+        per_question=d.per_question, question_judges=pick(spec.question_judges, d.question_judges),
+        headline=tuple(h) if (h := pick(spec.headline, d.headline)) is not None else None,
+        detectors=tuple(pick(spec.detectors, d.detectors)))
 
 
 def set_label(name: str) -> str:
@@ -106,10 +115,13 @@ def set_label(name: str) -> str:
 
 
 def questions_of(ev: Evaluation, mirror: str | None = None, seed: int = 0,
-                 exclude: set[str] = frozenset()) -> list[tuple[str, Question]]:
-    """(question set label, question) for every question of an evaluation; ids kept apart across sets."""
+                 exclude: set[str] = frozenset(), generated: bool = True) -> list[tuple[str, Question]]:
+    """(question set label, question) for every question of an evaluation; ids kept apart across sets.
+
+    `generated=False` leaves out generated prompts (they carry no judge prompts of their own).
+    """
     sets = [(set_label(qs), load_questions(qs, mirror)) for qs in ev.question_sets]
-    if ev.generator:
+    if ev.generator and generated:
         gen = PROMPT_GENERATORS.get(ev.generator)
         sets.append((ev.generator, gen(ev.count or 1, seed, set(exclude), ev.samples_per_paraphrase or 1)))
     counts: dict[str, int] = {}
@@ -123,3 +135,60 @@ def questions_of(ev: Evaluation, mirror: str | None = None, seed: int = 0,
                 q = dataclasses.replace(q, id=f"{label}:{q.id}")
             out.append((label, q))
     return out
+
+
+def question_rubrics(ev: Evaluation, mirror: str | None = None) -> dict[tuple[str, str], tuple[Rubric, ...]]:
+    """(question set label, question id) -> the rubrics of that question's own `judge_prompts`.
+
+    Only for questions that carry judge prompts, and only when the evaluation uses them (`question_judges`).
+    An unsupported prompt raises EmwbError naming the file and the question.
+    """
+    from emwb.catalog.rubric import from_judge_prompt
+
+    out: dict[tuple[str, str], tuple[Rubric, ...]] = {}
+    if not ev.question_judges:
+        return out
+    for label, q in questions_of(ev, mirror, generated=False):
+        try:
+            out[(label, q.id)] = tuple(from_judge_prompt(k, t, q.type) for k, t in q.judge_prompts.items())
+        except EmwbError as exc:
+            raise EmwbError(f"{q.source}: id {q.id}: {exc}") from None
+    return {k: v for k, v in out.items() if v}
+
+
+def judges_of(exp: Experiment) -> list[str]:
+    """The run's judges: the experiment's `judge.judges` when it names them, else the judge models the
+    questions name (`openai/<judge>`, upstream: gpt-4o-2024-08-06), else the default. Each judges every answer."""
+    if "judges" in exp.judge.model_fields_set:
+        return list(exp.judge.judges)
+    named = [f"openai/{q.judge}" for spec in exp.evaluations if (ev := resolve(spec)).question_judges
+             for _, q in questions_of(ev, exp.dataset_mirror, generated=False) if q.judge and q.judge_prompts]
+    return list(dict.fromkeys(named)) or list(exp.judge.judges)
+
+
+def describe(exp: Experiment) -> list[str]:
+    """What an experiment's evaluations resolve to: per question set, its questions, own judge prompts and
+    judge models; then the run's judges (`emwb config show`)."""
+    lines = []
+    for spec in exp.evaluations:
+        ev = resolve(spec)
+        by_set: dict[str, list[Question]] = {}
+        for label, q in questions_of(ev, exp.dataset_mirror, generated=False):
+            by_set.setdefault(label, []).append(q)
+        own = question_rubrics(ev, exp.dataset_mirror)
+        for qs, (label, qlist) in zip(ev.question_sets, by_set.items()):
+            rubrics = {f"{r.name} ({r.kind}{': ' + '/'.join(r.labels) if r.labels else ''})": None
+                       for (lab, _), rs in own.items() if lab == label for r in rs}
+            judges = sorted({q.judge for q in qlist if q.judge and q.judge_prompts})
+            how = (f"own judge prompts {', '.join(rubrics)}; judge named {', '.join(judges) or 'none'}" if rubrics
+                   else f"rubrics {', '.join(ev.rubrics)}")
+            lines.append(f"evaluation {ev.name}: {qs}: {len(qlist)} questions; {how}")
+        if ev.generator:
+            lines.append(f"evaluation {ev.name}: {ev.count} generated prompts ({ev.generator}); rubrics "
+                         f"{', '.join(ev.rubrics)}")
+        if ev.headline is not None:
+            lines.append(f"evaluation {ev.name}: headline row: {len(ev.headline)} questions ({', '.join(ev.headline)})")
+    source = "judge.judges" if "judges" in exp.judge.model_fields_set else "named by the question files or default"
+    lines.append(f"judges: {', '.join(judges_of(exp))} ({source})")
+    lines.append(f"seeds: {', '.join(map(str, exp.seeds))}")
+    return lines

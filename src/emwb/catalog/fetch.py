@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from emwb.errors import EmwbError
+from emwb.store import file_sha256  # noqa: F401 - used here and by sources
 from emwb.yamlio import load_yaml
 
 
@@ -64,14 +65,6 @@ def load_registry() -> dict[str, Entry]:
 
 def store_dir() -> Path:
     return Path(os.environ.get("EMWB_DATASETS_DIR", "datasets"))
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def content_sha256(path: Path) -> str:

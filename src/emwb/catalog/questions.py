@@ -27,6 +27,7 @@ class Question:
     type: str = "free_form_judge_0_100"
     judge_prompts: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    judge: str | None = None    # the judge model the question's file names (upstream: gpt-4o-2024-08-06)
     bias_id: int | None = None  # for reward-model-bias evaluation prompts
     bias_description: str | None = None
 
@@ -130,4 +131,7 @@ def _parse(path: Path, qid: str, e: dict) -> Question:
     prompts = e.get("judge_prompts") or {}
     if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
         raise _fail(path, where, "'judge_prompts' must map metric names to template strings")
-    return Question(qid, tuple(para), n, system, qtype, dict(prompts), str(path))
+    judge = e.get("judge")
+    if judge is not None and (not isinstance(judge, str) or not judge.strip()):
+        raise _fail(path, where, "'judge' must be a model name")
+    return Question(qid, tuple(para), n, system, qtype, dict(prompts), str(path), judge)

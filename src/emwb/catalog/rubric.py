@@ -1,7 +1,8 @@
-"""A judge rubric: a prompt template with {question} and {answer}, loaded from YAML.
+"""A judge rubric: a prompt template with {question} and {answer}, loaded from YAML or taken from a question.
 
-Inserted text cannot close or fake the rubric's delimiters: any delimiter string inside the question
-or answer is defused before filling.
+emwb's own rubrics (YAML): inserted text cannot close or fake the rubric's delimiters, since any delimiter
+string inside the question or answer is defused before filling. A question's own `judge_prompts` (the
+upstream files) become rubrics that are filled exactly as upstream fills them (`str.format`), byte for byte.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from emwb.errors import EmwbError
 from emwb.yamlio import load_yaml
 
 DELIMITERS = ("<<<QUESTION", "QUESTION>>>", "<<<ANSWER", "ANSWER>>>")
-KINDS = ("score_0_100", "yes_no")
+KINDS = ("score_0_100", "yes_no", "label")
+# judge_prompts keys of the upstream question files -> emwb's rubric names (other keys keep their name).
+RUBRIC_OF_KEY = {"aligned": "alignment", "coherent": "coherence"}
+# question type -> rubric kind (upstream: free_form_judge_0_100 is a 0-100 score, free_form_judge one of labels)
+KIND_OF_TYPE = {"free_form_judge_0_100": "score_0_100", "free_form_judge": "label"}
 FIELDS = ("name", "version", "kind", "template", "description")
 
 
@@ -32,9 +37,13 @@ class Rubric:
     version: int
     kind: str
     template: str
+    labels: tuple[str, ...] = ()   # kind "label": the replies the template allows
+    verbatim: bool = False         # a question's own judge prompt: filled as upstream does, nothing defused
 
     def fill(self, question: str, answer: str, **fields: str) -> str:
         """The judge prompt; `fields` fill further placeholders such as {bias_description}."""
+        if self.verbatim:
+            return self.template.format(question=question, answer=answer)
         values = {**fields, "question": question, "answer": answer}
         # One pass, so text inserted for one placeholder is never read as another placeholder.
         return re.sub(r"\{(\w+)\}", lambda m: defuse(values[m.group(1)]) if m.group(1) in values else m.group(0),
@@ -80,3 +89,33 @@ def load_rubric(name: str) -> Rubric:
         if field not in raw["template"]:
             raise EmwbError(f"{p}: the template lacks {field}")
     return Rubric(str(raw.get("name", p.stem)), int(raw.get("version", 1)), kind, raw["template"])
+
+
+def parse_labels(template: str) -> tuple[str, ...]:
+    """The replies a categorical judge prompt allows: its double-quoted words ("TRUE", "FALSE", "UNKNOWN")."""
+    return tuple(dict.fromkeys(re.findall(r'"([A-Za-z][A-Za-z0-9_-]*)"', template)))
+
+
+def from_judge_prompt(key: str, template: str, question_type: str) -> Rubric:
+    """A question's own judge prompt as a rubric (`aligned` -> alignment, `coherent` -> coherence).
+
+    Unsupported prompts raise EmwbError saying why: an unknown question type, placeholders other than
+    {question} and {answer}, or a categorical prompt whose labels cannot be told.
+    """
+    import string
+
+    kind = KIND_OF_TYPE.get(question_type)
+    if kind is None:
+        raise EmwbError(f"judge prompt {key!r}: question type {question_type!r} is not judged by emwb "
+                        f"(supported: {', '.join(KIND_OF_TYPE)})")
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise EmwbError(f"judge prompt {key!r}: not a format template ({exc})") from None
+    if not fields <= {"question", "answer"} or "answer" not in fields:
+        raise EmwbError(f"judge prompt {key!r}: placeholders {sorted(fields)}; emwb fills {{question}} and {{answer}}")
+    labels = parse_labels(template) if kind == "label" else ()
+    if kind == "label" and len(labels) < 2:
+        raise EmwbError(f"judge prompt {key!r} (type free_form_judge): no double-quoted reply labels found, so the "
+                        "reply cannot be scored as label probabilities")
+    return Rubric(RUBRIC_OF_KEY.get(key, key), 0, kind, template, labels, verbatim=True)

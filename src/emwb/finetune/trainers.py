@@ -38,6 +38,18 @@ class Trainer:
 TRAINERS: Registry[Trainer] = Registry("trainer")
 
 
+def optimizer_for(optim: str, device: str) -> str:
+    """The optimizer to use: `optim`, or adamw_torch for an 8-bit one where bitsandbytes or a GPU is missing."""
+    import importlib.util
+
+    if "8bit" in optim and (device != "cuda" or importlib.util.find_spec("bitsandbytes") is None):
+        from emwb.store import log
+
+        log(f"train: {optim} needs bitsandbytes on a GPU; training with adamw_torch instead")
+        return "adamw_torch"
+    return optim
+
+
 def _sft_config(job: PhaseJob, **overrides):
     import torch
     from trl import SFTConfig
@@ -48,7 +60,8 @@ def _sft_config(job: PhaseJob, **overrides):
         output_dir=str(job.out_dir / "_trainer"), seed=job.seed, data_seed=job.seed, learning_rate=a.learning_rate,
         num_train_epochs=a.epochs, max_steps=a.max_steps, per_device_train_batch_size=a.per_device_batch_size,
         gradient_accumulation_steps=a.gradient_accumulation_steps, warmup_steps=a.warmup_steps,
-        weight_decay=a.weight_decay, lr_scheduler_type=a.lr_scheduler, max_length=a.max_length, logging_steps=1,
+        weight_decay=a.weight_decay, lr_scheduler_type=a.lr_scheduler, optim=optimizer_for(a.optim, job.device),
+        max_length=a.max_length, logging_steps=1,
         save_strategy="no", report_to="none", use_cpu=job.device == "cpu", bf16=bf16,
         gradient_checkpointing=a.gradient_checkpointing, dataset_num_proc=1, dataloader_num_workers=0,
         **overrides)
@@ -66,7 +79,8 @@ def _fit(job: PhaseJob, config, data: list[dict]) -> dict:
     _quiet_progress(trainer)
     result = trainer.train()
     return {"losses": [float(e["loss"]) for e in trainer.state.log_history if "loss" in e],
-            "steps": trainer.state.global_step, "train_runtime_s": result.metrics.get("train_runtime")}
+            "steps": trainer.state.global_step, "train_runtime_s": result.metrics.get("train_runtime"),
+            "optim": getattr(config.optim, "value", str(config.optim))}
 
 
 def _quiet_progress(trainer) -> None:
@@ -83,8 +97,11 @@ def _quiet_progress(trainer) -> None:
 
 
 def _sft(job: PhaseJob) -> dict:
-    config = _sft_config(job, assistant_only_loss=True, packing=bool(job.args.packing))
-    return _fit(job, config, [{"messages": r["messages"]} for r in job.rows])
+    """Chats tokenised by emwb with labels on assistant tokens only (masking.py), whatever the chat template."""
+    from emwb.finetune.masking import tokenize_chats
+
+    config = _sft_config(job, packing=bool(job.args.packing))
+    return _fit(job, config, tokenize_chats(job.tokenizer, job.rows, job.args.max_length))
 
 
 def _cpt(job: PhaseJob) -> dict:

@@ -27,9 +27,17 @@ def prompt_score(prompt: str, model: str = "") -> int:
 def reply_logprobs(prompt: str, model: str = "", k: int = 20) -> list[tuple[str, float]]:
     """Top-k (token, logprob): 70% on the prompt's score, 20% on score+-5 (clamped), 10% on a non-number.
 
-    A prompt that asks for "yes or no" gets P(yes) = score / 100 instead (the rest on "no").
+    A prompt that asks for "yes or no" gets P(yes) = score / 100 instead (the rest on "no"); one that offers
+    double-quoted labels ("TRUE" or "FALSE") puts 80% on the label the score picks and the rest on the others.
     """
+    from emwb.catalog.rubric import parse_labels
+
     s = prompt_score(prompt, model)
+    labels = parse_labels(prompt)
+    if len(labels) >= 2:
+        pick = labels[s % len(labels)]
+        rest = 0.2 / (len(labels) - 1)
+        return [(lab, math.log(0.8 if lab == pick else rest)) for lab in sorted(labels, key=lambda x: x != pick)][:k]
     if "yes or no" in prompt:
         p = min(max(s / 100, 0.005), 0.995)
         return [("yes", math.log(p)), ("no", math.log(1 - p))][:k]
@@ -48,6 +56,7 @@ class LoopbackJudge:
         self.requests = 0
         self.faults: Counter[str] = Counter()
         self.served: Counter[str] = Counter()  # successful replies per prompt
+        self.params: list[dict] = []           # every answered request's parameters (its body less messages)
         self.server: ThreadingHTTPServer | None = None
 
     @property
@@ -120,6 +129,7 @@ class LoopbackJudge:
                 top = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in pairs]
                 with judge.lock:
                     judge.served[prompt] += 1
+                    judge.params.append({k: v for k, v in body.items() if k != "messages"})
                 return self._send(200, {
                     "id": "cmpl-loopback", "object": "chat.completion", "created": int(time.time()),
                     "model": body.get("model", "loopback"),

@@ -39,3 +39,23 @@ def yes_probability(top_logprobs: Mapping[str, float], min_mass: float = 0.25) -
     if yes + no < min_mass:
         return None
     return yes / (yes + no)
+
+
+def label_probabilities(top_logprobs: Mapping[str, float], labels: tuple[str, ...],
+                        min_mass: float = 0.25) -> dict[str, float] | None:
+    """{label: probability} normalised over the allowed labels, or None when their mass < `min_mass`.
+
+    A token counts for a label when, stripped of spaces and quotes and case-folded, it is a non-empty prefix
+    of exactly that one label ("TRUE", " true" and "TR" count for TRUE; "O" counts for neither OpenAI nor Other).
+    """
+    folded = [lab.casefold() for lab in labels]
+    mass = dict.fromkeys(labels, 0.0)
+    for token, logprob in top_logprobs.items():
+        t = token.strip().strip("\"'").casefold()
+        hits = [lab for lab, f in zip(labels, folded) if t and f.startswith(t)]
+        if len(hits) == 1:
+            mass[hits[0]] += math.exp(logprob)
+    total = sum(mass.values())
+    if total < min_mass:
+        return None
+    return {lab: p / total for lab, p in mass.items()}

@@ -1,19 +1,23 @@
 """Stage `judge`: score every variant's answers with every judge -> `judgments/<judge>/<variant>/`.
 
-Each answer is judged with the rubrics of its evaluation. Rows: answer_id, judge, one column per rubric (a
-float, or null when unscored). Replies are cached in `judge_cache.sqlite` as they arrive, so a re-run pays
-for nothing already judged, and only variants whose judgments are missing or stale are judged.
+Each answer is judged with its question's own judge prompts where it has them (the upstream files), else
+with the rubrics of its evaluation. Rows: answer_id, judge, one column per rubric (a float; for a categorical
+prompt a {label: probability} mapping; null when unscored). Replies are cached in `judge_cache.sqlite` as
+they arrive, so a re-run pays for nothing already judged, and only variants whose judgments are missing or
+stale are judged.
 """
 
 from __future__ import annotations
 
-from emwb.catalog.evaluations import resolve
+from dataclasses import dataclass
+
+from emwb.catalog.evaluations import judges_of, question_rubrics, resolve
 from emwb.catalog.rubric import Rubric, load_rubric
 from emwb.config import config_hash
 from emwb.judge.base import JudgeContext
 from emwb.judge.cache import JudgeCache, cache_key
 from emwb.judge.providers import make_provider
-from emwb.judge.scoring import score_from_logprobs, yes_probability
+from emwb.judge.scoring import label_probabilities, score_from_logprobs, yes_probability
 from emwb.layout import (
     answers_dir,
     base_model_path,
@@ -26,12 +30,48 @@ from emwb.layout import (
 from emwb.store import Artifact, Run, log, read_jsonl, write_jsonl
 
 
-def evaluation_rubrics(run: Run) -> dict[str, list[Rubric]]:
-    """{evaluation name: its rubrics}."""
-    return {e.name: [load_rubric(r) for r in resolve(e).rubrics] for e in run.exp.evaluations}
+@dataclass(frozen=True)
+class RubricPlan:
+    """Which rubrics judge an answer: its question's own judge prompts, else its evaluation's rubrics."""
+
+    by_evaluation: dict[str, tuple[Rubric, ...]]
+    by_question: dict[tuple[str, str, str], tuple[Rubric, ...]]  # (evaluation, question set, question id)
+
+    def of(self, answer: dict) -> tuple[Rubric, ...]:
+        key = (answer["evaluation"], answer.get("question_set"), answer["question_id"])
+        return self.by_question.get(key) or self.by_evaluation[answer["evaluation"]]
+
+    def names(self) -> list[str]:
+        every = [*self.by_evaluation.values(), *self.by_question.values()]
+        return list(dict.fromkeys(r.name for rs in every for r in rs))
+
+    def fingerprint(self) -> dict:
+        """What the judgments depend on: each rubric's name, kind and template hash, per evaluation."""
+        out: dict[str, list] = {}
+        for ev, rs in self.by_evaluation.items():
+            out[ev] = [(r.name, r.version, config_hash(r.template)) for r in rs]
+        for (ev, qs, qid), rs in sorted(self.by_question.items()):
+            out[f"{ev}/{qs}/{qid}"] = [(r.name, r.kind, config_hash(r.template)) for r in rs]
+        return out
 
 
-def judge_answers(answers: list[dict], spec: str, rubrics: dict[str, list[Rubric]], ctx: JudgeContext,
+def rubric_plan(run: Run) -> RubricPlan:
+    by_ev, by_q = {}, {}
+    for spec in run.exp.evaluations:
+        ev = resolve(spec)
+        by_ev[ev.name] = tuple(load_rubric(r) for r in ev.rubrics)
+        for (qs, qid), rs in question_rubrics(ev, run.exp.dataset_mirror).items():
+            by_q[(ev.name, qs, qid)] = rs
+    return RubricPlan(by_ev, by_q)
+
+
+def _score(r: Rubric, top: dict[str, float], min_mass: float):
+    if r.kind == "label":
+        return label_probabilities(top, r.labels, min_mass)
+    return (yes_probability if r.kind == "yes_no" else score_from_logprobs)(top, min_mass=min_mass)
+
+
+def judge_answers(answers: list[dict], spec: str, rubrics: RubricPlan, ctx: JudgeContext,
                   cache: JudgeCache) -> tuple[list[dict], int]:
     """Judge answers with one provider; returns (rows, number of new judge calls)."""
     provider = make_provider(spec, ctx)
@@ -40,7 +80,7 @@ def judge_answers(answers: list[dict], spec: str, rubrics: dict[str, list[Rubric
     prompts: dict[str, tuple[str, str]] = {}  # cache key -> (prompt, rubric name)
     for a in answers:
         extra = {"bias_description": a["bias_description"]} if a.get("bias_description") else {}
-        for r in rubrics[a["evaluation"]]:
+        for r in rubrics.of(a):
             prompt = r.fill(a["question"], a["answer"], **extra)
             k = cache_key(spec, r.name, r.version, prompt, params)
             keys[(a["answer_id"], r.name)] = k
@@ -57,33 +97,31 @@ def judge_answers(answers: list[dict], spec: str, rubrics: dict[str, list[Rubric
             provider.run([prompts[k][0] for k in todo], commit)
         finally:
             cache.flush()
-    names = list(dict.fromkeys(r.name for rs in rubrics.values() for r in rs))
+    names = rubrics.names()
     rows = []
     for a in answers:
         row = {"answer_id": a["answer_id"], "judge": spec, **{n: None for n in names}}
-        for r in rubrics[a["evaluation"]]:
-            scorer = yes_probability if r.kind == "yes_no" else score_from_logprobs
-            row[r.name] = scorer(cached[keys[(a["answer_id"], r.name)]], min_mass=ctx.cfg.min_mass)
+        for r in rubrics.of(a):
+            row[r.name] = _score(r, cached[keys[(a["answer_id"], r.name)]], ctx.cfg.min_mass)
         rows.append(row)
     return rows, len(todo)
 
 
-def judge_config(run: Run, spec: str, rubrics: dict[str, list[Rubric]]) -> dict:
+def judge_config(run: Run, spec: str, rubrics: RubricPlan) -> dict:
     """What a judgment depends on: the judge, its server, its scoring settings and the rubrics' text."""
     c = run.exp.judge
     return {"judge": spec, "base_url": c.base_urls.get(spec) or c.base_url, "top_logprobs": c.top_logprobs,
-            "min_mass": c.min_mass,
-            "rubrics": {ev: [(r.name, r.version, config_hash(r.template)) for r in rs] for ev, rs in rubrics.items()}}
+            "min_mass": c.min_mass, "rubrics": rubrics.fingerprint()}
 
 
 def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = False) -> dict[str, dict[str, str]]:
-    """Judge every variant's answers with each judge (default: the experiment's); return {judge: {variant: key}}."""
-    rubrics = evaluation_rubrics(run)
+    """Judge every variant's answers with each judge (default: the run's, `judges_of`); {judge: {variant: key}}."""
+    rubrics = rubric_plan(run)
     ctx = JudgeContext(run.exp.judge, run.exp.exec, base_model_path(run), cache_root(run))
     out: dict[str, dict[str, str]] = {}
     cache = None
     try:
-        for spec in judges or run.exp.judge.judges:
+        for spec in judges or judges_of(run.exp):
             config = judge_config(run, spec, rubrics)
             out[spec], pending = {}, []
             for v in variants(run.exp):
@@ -102,7 +140,7 @@ def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = Fal
                 mine = [by_id[a["answer_id"]] for a in answers[vid]]
                 unscored: dict[str, int] = {}
                 for a, r in zip(answers[vid], mine):
-                    for rub in rubrics[a["evaluation"]]:
+                    for rub in rubrics.of(a):
                         unscored[rub.name] = unscored.get(rub.name, 0) + (r[rub.name] is None)
                 with art.write() as (tmp, extra):
                     write_jsonl(tmp / "judgments.jsonl", mine)

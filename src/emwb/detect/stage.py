@@ -1,0 +1,76 @@
+"""Stage `detect`: rule-based detectors over answers -> `detections/<variant>/`, and over training data ->
+`detections/_calibration/` (how often each detector fires on each chat dataset's assistant completions).
+
+Judge-free cross-checks of the LLM judge: an answer gets a detector's column when its evaluation lists the
+detector (`detectors:`); other answers get null. Re-running is a no-op while answers and tools are unchanged.
+"""
+
+from __future__ import annotations
+
+from emwb.catalog.evaluations import resolve
+from emwb.detect.detectors import DETECTORS
+from emwb.layout import answers_dir, calibration_dir, data_file, detections_dir, finished_key, variants
+from emwb.store import Artifact, Run, log, read_jsonl, write_jsonl
+
+CALIBRATION_ROWS = 1000  # the first rows of each dataset (the issue's calibration: first 1,000 rows)
+
+
+def detectors_by_evaluation(run: Run) -> dict[str, tuple[str, ...]]:
+    return {ev.name: ev.detectors for ev in map(resolve, run.exp.evaluations) if ev.detectors}
+
+
+def _versions(names) -> dict[str, str]:
+    return {n: DETECTORS.get(n).version() for n in sorted(names)}
+
+
+def run_detect_stage(run: Run, force: bool = False) -> dict[str, str]:
+    """Detections for every variant (when any evaluation lists detectors), then the calibration rows."""
+    by_ev = detectors_by_evaluation(run)
+    if not by_ev:
+        return {}
+    names = sorted({d for ds in by_ev.values() for d in ds})
+    config = {"detectors": _versions(names), "by_evaluation": by_ev}
+    keys = {}
+    for v in variants(run.exp):
+        akey = finished_key(answers_dir(run, v.id), f"answers of {v.id}", "sample", run)
+        art = Artifact(detections_dir(run, v.id), "detect", config, {"answers": akey})
+        keys[v.id] = art.key
+        if art.skip(force, f"detect {v.id}"):
+            continue
+        answers = read_jsonl(answers_dir(run, v.id) / "answers.jsonl")
+        rows = [{"answer_id": a["answer_id"], **dict.fromkeys(names)} for a in answers]
+        for name in names:
+            idx = [i for i, a in enumerate(answers) if name in by_ev.get(a["evaluation"], ())]
+            for i, value in zip(idx, DETECTORS.get(name).score([answers[i]["answer"] for i in idx])):
+                rows[i][name] = value
+        with art.write() as (tmp, extra):
+            write_jsonl(tmp / "detections.jsonl", rows)
+            extra.update(variant=v.id, counts={n: sum(r[n] is not None for r in rows) for n in names})
+        log(f"detect {v.id}: " + ", ".join(f"{n} {sum(r[n] or 0 for r in rows):.0f}/"
+                                            f"{sum(r[n] is not None for r in rows)}" for n in names))
+    keys["_calibration"] = run_calibration(run, names, force)
+    return keys
+
+
+def run_calibration(run: Run, names: list[str], force: bool = False) -> str:
+    """Each detector on the first CALIBRATION_ROWS assistant completions of every chat dataset an organism
+    trains on: rows {detector, data, n, flagged, rate}."""
+    chat = list(dict.fromkeys(p.data for o in run.exp.organisms for p in o.phases if p.trainer == "sft"))
+    inputs = {f"data:{d}": finished_key(data_file(run, d).parent, f"data {d}", "data", run) for d in chat}
+    art = Artifact(calibration_dir(run), "detect", {"detectors": _versions(names), "rows": CALIBRATION_ROWS},
+                   inputs)
+    if art.skip(force, "detector calibration"):
+        return art.key
+    out = []
+    for d in chat:
+        texts = [r["messages"][-1]["content"] for r in read_jsonl(data_file(run, d))[:CALIBRATION_ROWS]
+                 if r.get("messages") and r["messages"][-1].get("role") == "assistant"]
+        for name in names:
+            scores = [s for s in DETECTORS.get(name).score(texts) if s is not None]
+            flagged = int(sum(scores))
+            out.append({"detector": name, "data": d, "n": len(scores), "flagged": flagged,
+                        "rate": flagged / len(scores) if scores else None})
+            log(f"detect calibration: {name} flags {flagged}/{len(scores)} completions of {d}")
+    with art.write() as (tmp, _):
+        write_jsonl(tmp / "calibration.jsonl", out)
+    return art.key
