@@ -10,7 +10,7 @@ STAGES = {"emwb.datasets", "emwb.finetune", "emwb.sampling", "emwb.judge", "emwb
           "emwb.detect"}
 LOWER = {"emwb.errors", "emwb.yamlio", "emwb.config", "emwb.schema_text", "emwb.registry", "emwb.store",
          "emwb.layout", "emwb.models", "emwb.catalog"}  # core, models, catalogue: below every stage
-TOP = {"emwb.check", "emwb.pipeline", "emwb.cli"}
+TOP = {"emwb.check", "emwb.pipeline", "emwb.cli", "emwb.ray_executor"}
 
 
 def _modules() -> dict[str, Path]:

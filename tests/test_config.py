@@ -22,7 +22,10 @@ def _write(tmp_path: Path, text: str) -> Path:
     return p
 
 
-def test_shipped_configs_validate_and_check():
+def test_shipped_configs_validate_and_check(upstream, tmp_path, monkeypatch):
+    # the paper config's question sets are fetched for the check: from the local mirror, into a scratch store
+    monkeypatch.setenv("EMWB_DATASET_MIRROR", str(upstream))
+    monkeypatch.setenv("EMWB_DATASETS_DIR", str(tmp_path / "store"))
     for cfg in (ROOT / "configs").glob("*.yaml"):
         exp = load_experiment(cfg)
         check_experiment(exp, str(cfg))

@@ -141,3 +141,21 @@ def test_interrupted_stage_leaves_no_finished_looking_artifact(tmp_path):
             (tmp / "half.jsonl").write_text("{}\n")
             raise RuntimeError("killed")
     assert not final.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_the_local_executor_runs_on_a_machine_without_ray(tmp_path):
+    """`import ray` fails in this process (as where Ray is not installed); the run still completes."""
+    exp = yaml.safe_load(CONFIG)
+    exp["organisms"] = exp["organisms"][:1]
+    exp["train"]["max_steps"] = 1
+    exp["evaluations"] = [{"name": "free-form", "samples_per_paraphrase": 1}]
+    exp["sampling"]["max_new_tokens"] = 4
+    cfg = _write(tmp_path, yaml.safe_dump(exp))
+    code = ("import sys; sys.modules['ray'] = None\n"  # any `import ray` now raises ImportError
+            "from emwb.pipeline import replicate\n"
+            "replicate(sys.argv[1], sys.argv[2])\n"
+            "print('ray modules:', sorted(m for m, v in sys.modules.items() if m.split('.')[0] == 'ray' and v))")
+    proc = subprocess.run([sys.executable, "-c", code, str(cfg), str(tmp_path / "runs")], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ray modules: []" in proc.stdout and (tmp_path / "runs" / "pipe" / "report" / "index.html").is_file()

@@ -19,7 +19,8 @@ def _run(args):
 def cmd_replicate(args) -> None:
     from emwb.pipeline import replicate
 
-    replicate(args.config, args.runs_root, args.force)
+    overrides = {k: v for k, v in (("executor", args.executor), ("address", args.address)) if v is not None}
+    replicate(args.config, args.runs_root, args.force, exec_overrides=overrides)
 
 
 def cmd_base(args) -> None:
@@ -175,7 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
         return sp
 
-    stage("replicate", cmd_replicate, "run every stage of an experiment (skipping finished ones)", "config")
+    rp = stage("replicate", cmd_replicate, "run every stage of an experiment (skipping finished ones)", "config")
+    rp.add_argument("--executor", choices=["local", "ray"], help="run the cells here (local) or as Ray tasks "
+                    "(ray); wins over exec.executor")
+    rp.add_argument("--address", help="Ray cluster HOST:PORT (with --executor ray; default: a local Ray "
+                    "instance); wins over exec.address")
     stage("base", cmd_base, "stage base: build the tiny local model when the experiment uses it")
     stage("data", cmd_data, "stage data: write each fine-tuning dataset as chat JSONL")
     stage("finetune", cmd_finetune, "stage finetune: every organism's training phases, per seed")

@@ -249,6 +249,12 @@ class ExecConfig(Strict):
     judge_batch_size: int = F(8, "prompts per forward pass of an hf/ judge", ge=1)
     max_retries: int = F(8, "retries of a failed judge request (429, 5xx, timeouts)", ge=0)
     timeout_s: float = F(60.0, "seconds per judge request", gt=0)
+    executor: Literal["local", "ray"] = F("local", "local: stages in this process; ray: cells as Ray tasks")
+    address: str | None = F(None, "Ray cluster HOST:PORT (None: start a local Ray instance)")
+    cpus_per_task: float = F(1.0, "CPUs each Ray task requests", gt=0)
+    task_threads: int | None = F(None, "torch threads in a Ray task (None: its CPU request, at least 1)", ge=1)
+    gpus_per_cell: float = F(0.0, "GPUs each Ray training cell (organism x seed) requests", ge=0)
+    gpus_per_engine: float = F(0.0, "GPUs each Ray sampling shard (one variant's engine) requests", ge=0)
 
 
 class Experiment(Strict):

@@ -12,8 +12,12 @@ from emwb.layout import report_dir
 from emwb.store import Run, log
 
 
-def replicate(config: str | Path, runs_root: str | Path = "runs", force: bool = False) -> Run:
-    """check -> base -> data -> finetune -> sample -> detect -> judge -> report for one experiment file."""
+def replicate(config: str | Path, runs_root: str | Path = "runs", force: bool = False,
+              exec_overrides: dict | None = None) -> Run:
+    """check -> base -> data -> finetune -> sample -> detect -> judge -> report for one experiment file.
+
+    `exec_overrides` (run settings such as {"executor": "ray", "address": "HOST:PORT"}) win over the file's.
+    """
     from emwb.analysis.stage import run_report_stage
     from emwb.basemodel import run_base_stage
     from emwb.check import check_experiment
@@ -25,12 +29,25 @@ def replicate(config: str | Path, runs_root: str | Path = "runs", force: bool = 
 
     t0 = time.time()
     run = Run.open(config, runs_root, check=check_experiment)
+    if exec_overrides:
+        from emwb.config import ExecConfig
+
+        merged = ExecConfig.model_validate({**run.exp.exec.model_dump(), **exec_overrides})
+        run = Run(run.exp.model_copy(update={"exec": merged}), run.dir)
     log(f"experiment {run.exp.name} -> {run.dir}")
-    run_base_stage(run, force)
-    run_data_stage(run, force)
-    run_finetune_stage(run, force)
-    run_sample_stage(run, force)
-    run_detect_stage(run, force)
+    if run.exp.exec.executor == "ray":
+        from emwb.ray_executor import ray_session, run_cells
+
+        with ray_session(run) as ray:  # every node must see the run directory before anything starts
+            run_base_stage(run, force)
+            run_data_stage(run, force)
+            run_cells(run, ray, force)  # train, sample, detect and judge every cell as Ray tasks
+    else:
+        run_base_stage(run, force)
+        run_data_stage(run, force)
+        run_finetune_stage(run, force)
+        run_sample_stage(run, force)
+    run_detect_stage(run, force)  # with ray: every variant is current already; this writes the calibration
     run_judge_stage(run, force=force)
     run_report_stage(run, force)
     print((report_dir(run) / "comparison.md").read_text())

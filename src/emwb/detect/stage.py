@@ -23,8 +23,10 @@ def _versions(names) -> dict[str, str]:
     return {n: DETECTORS.get(n).version() for n in sorted(names)}
 
 
-def run_detect_stage(run: Run, force: bool = False) -> dict[str, str]:
-    """Detections for every variant (when any evaluation lists detectors), then the calibration rows."""
+def run_detect_stage(run: Run, force: bool = False, only: set[str] | None = None,
+                     calibration: bool = True) -> dict[str, str]:
+    """Detections for every variant (or those in `only`) when any evaluation lists detectors, then (with
+    `calibration`) the calibration rows."""
     by_ev = detectors_by_evaluation(run)
     if not by_ev:
         return {}
@@ -32,6 +34,8 @@ def run_detect_stage(run: Run, force: bool = False) -> dict[str, str]:
     config = {"detectors": _versions(names), "by_evaluation": by_ev}
     keys = {}
     for v in variants(run.exp):
+        if only is not None and v.id not in only:
+            continue
         akey = finished_key(answers_dir(run, v.id), f"answers of {v.id}", "sample", run)
         art = Artifact(detections_dir(run, v.id), "detect", config, {"answers": akey})
         keys[v.id] = art.key
@@ -48,7 +52,8 @@ def run_detect_stage(run: Run, force: bool = False) -> dict[str, str]:
             extra.update(variant=v.id, counts={n: sum(r[n] is not None for r in rows) for n in names})
         log(f"detect {v.id}: " + ", ".join(f"{n} {sum(r[n] or 0 for r in rows):.0f}/"
                                             f"{sum(r[n] is not None for r in rows)}" for n in names))
-    keys["_calibration"] = run_calibration(run, names, force)
+    if calibration:
+        keys["_calibration"] = run_calibration(run, names, force)
     return keys
 
 

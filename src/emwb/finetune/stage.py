@@ -91,11 +91,14 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
         prev_key, prev_dir = art.key, out
 
 
-def run_finetune_stage(run: Run, force: bool = False) -> dict[str, str]:
-    """Train every phase that is not current; return {adapter folder (relative to the run): stage key}."""
+def run_finetune_stage(run: Run, force: bool = False,
+                       cells: set[tuple[str, int]] | None = None) -> dict[str, str]:
+    """Train every phase that is not current (only the (organism, seed) `cells` given, if any); return
+    {adapter folder (relative to the run): stage key}."""
     bkey = base_key(run)
     keys: dict[str, str] = {}
     for o in run.exp.organisms:
         for seed in run.exp.seeds:
-            _train_organism(run, o, seed, bkey, force, keys)
+            if cells is None or (o.name, seed) in cells:
+                _train_organism(run, o, seed, bkey, force, keys)
     return keys

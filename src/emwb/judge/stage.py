@@ -114,7 +114,8 @@ def judge_config(run: Run, spec: str, rubrics: RubricPlan) -> dict:
             "min_mass": c.min_mass, "rubrics": rubrics.fingerprint()}
 
 
-def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = False) -> dict[str, dict[str, str]]:
+def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = False,
+                    only: set[str] | None = None) -> dict[str, dict[str, str]]:
     """Judge every variant's answers with each judge (default: the run's, `judges_of`); {judge: {variant: key}}."""
     rubrics = rubric_plan(run)
     ctx = JudgeContext(run.exp.judge, run.exp.exec, base_model_path(run), cache_root(run))
@@ -125,6 +126,8 @@ def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = Fal
             config = judge_config(run, spec, rubrics)
             out[spec], pending = {}, []
             for v in variants(run.exp):
+                if only is not None and v.id not in only:
+                    continue
                 akey = finished_key(answers_dir(run, v.id), f"answers of {v.id}", "sample", run)
                 art = Artifact(judgments_dir(run, spec, v.id), "judge", config, {"answers": akey})
                 out[spec][v.id] = art.key

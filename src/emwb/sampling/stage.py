@@ -151,8 +151,8 @@ def _parquet(rows: list[dict], path) -> None:
     pd.DataFrame(rows).to_parquet(path, index=False)
 
 
-def run_sample_stage(run: Run, force: bool = False) -> dict[str, str]:
-    """Sample every variant that is not current; return {variant: stage key}."""
+def run_sample_stage(run: Run, force: bool = False, only: set[str] | None = None) -> dict[str, str]:
+    """Sample every variant (or those in `only`) that is not current; return {variant: stage key}."""
     plan = sampling_plan(run)
     cfg = run.exp.sampling
     prompts_id = config_hash([(ev, qs, q.id, q.paraphrases, q.system, n) for ev, qs, q, _, n in plan])
@@ -160,6 +160,8 @@ def run_sample_stage(run: Run, force: bool = False) -> dict[str, str]:
     keys: dict[str, str] = {}
     groups: dict[str, dict[str, tuple[Artifact, Variant, ModelRef]]] = {}
     for v in variants(run.exp):
+        if only is not None and v.id not in only:
+            continue
         ref, mkey = model_of(run, v)
         art = Artifact(answers_dir(run, v.id), "sample", config, {"model": mkey})
         keys[v.id] = art.key
