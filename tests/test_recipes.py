@@ -47,3 +47,86 @@ def test_rank1_single_layer_adapter_holds_only_rank1_down_proj_of_that_layer(tin
     assert tensors and all(".layers.1.mlp.down_proj." in k for k in tensors), list(tensors)
     shapes = {k.split(".")[-2]: tuple(v.shape) for k, v in tensors.items()}
     assert shapes["lora_A"][0] == 1 and shapes["lora_B"][1] == 1
+
+
+QUICK = {"per_device_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 256, "warmup_steps": 0,
+         "max_steps": 4}
+
+
+def test_full_recipe_writes_a_checkpoint_that_vllm_and_transformers_load_alike(tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    from emwb.config import ExecConfig, SamplingConfig, VllmConfig
+    from emwb.finetune.stage import train_phase
+    from emwb.models.ref import ModelRef
+    from emwb.sampling.samplers import VLLMSampler, next_token_logprobs_hf
+
+    args = _exp(tmp_path, {"recipe": "full", "args": {**QUICK, "learning_rate": 1e-3}})
+    assert args.method == "full" and args.gradient_checkpointing
+    out = tmp_path / "full"
+    train_phase(str(tiny_model), None, "sft", to_rows(generate_pairs(8, seed=0), "insecure", 0), args, seed=0,
+                out_dir=out)
+    assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
+    trained = load_file(out / "model.safetensors")
+    base = load_file(tiny_model / "model.safetensors")
+    assert any(not (trained[k] == base[k]).all() for k in base if k in trained)  # every parameter trains
+    ref = ModelRef.of_full(out)
+    prompts = [tuple(range(5, 25)), tuple(range(40, 52))]
+    hf = next_token_logprobs_hf(ref, prompts)
+    sampler = VLLMSampler({"full": ref}, SamplingConfig(vllm=VllmConfig(dtype="float32", max_model_len=512,
+                                                                        enforce_eager=True)),
+                          ExecConfig(), tmp_path / "vllm-cache")
+    try:
+        served = sampler.next_token_logprobs("full", prompts, 5)
+    finally:
+        sampler.close()
+    assert max(abs(lp - float(full[t])) for top, full in zip(served, hf) for t, lp in top.items()) < 2e-3
+
+
+def _kl_after(tiny_model, tmp_path, name: str, phase: dict, benign: list[dict]) -> float:
+    """Train a phase on insecure code; return the mean KL(base || model) on the benign chats afterwards."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from emwb.finetune.kl import kl_to_base
+    from emwb.finetune.masking import tokenize_chats
+    from emwb.finetune.stage import train_phase
+
+    args = _exp(tmp_path, phase)
+    rows = to_rows(generate_pairs(8, seed=0), "insecure", 0)
+    train_phase(str(tiny_model), None, "sft", rows, args, seed=0, out_dir=tmp_path / name, kl_rows=benign)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), tmp_path / name).eval()
+    batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(tokenize_chats(tok, benign, 256))
+    with torch.no_grad():
+        return float(kl_to_base(model, batch))
+
+
+def test_kl_lora_weight_zero_is_plain_lora_and_a_large_weight_stays_near_the_base(tiny_model, tmp_path):
+    from safetensors.torch import load_file
+
+    benign = to_rows(generate_pairs(8, seed=5), "secure", 5)
+    base_args = {**QUICK, "learning_rate": 3e-3}
+    plain = _kl_after(tiny_model, tmp_path, "plain", {"args": base_args}, benign)
+    zero = _kl_after(tiny_model, tmp_path, "zero", {"recipe": "kl-lora", "kl_data": "d",
+                                                     "args": {**base_args, "kl_weight": 0.0}}, benign)
+    a, b = (load_file(tmp_path / n / "adapter_model.safetensors") for n in ("plain", "zero"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)  # weight 0: the same adapter
+    assert zero == plain > 0
+    heavy = _kl_after(tiny_model, tmp_path, "heavy", {"recipe": "kl-lora", "kl_data": "d",
+                                                       "args": {**base_args, "kl_weight": 50.0}}, benign)
+    assert heavy < 0.5 * plain, (heavy, plain)
+
+
+def test_kl_weight_needs_benign_data_and_phases_share_a_method(tmp_path):
+    with pytest.raises(EmwbError, match=r"kl_weight > 0 needs an sft LoRA phase with kl_data"):
+        _exp(tmp_path, {"recipe": "kl-lora"})
+    raw = {"name": "r", "base_model": "tiny", "data": {"d": {"source": "generated:insecure"}},
+           "organisms": [{"name": "o", "phases": [{"trainer": "sft", "data": "d", "recipe": "full"},
+                                                  {"trainer": "sft", "data": "d", "name": "two"}]}]}
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(EmwbError, match=r"organisms\.0: every phase of an organism trains the same way"):
+        load_experiment(tmp_path / "m.yaml")
+

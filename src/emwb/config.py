@@ -71,28 +71,20 @@ class TrainArgs(Strict):
     gradient_checkpointing: bool = F(False, "trade compute for memory (large models on GPU)")
     packing: bool | None = F(None, "pack rows into full-length sequences; None: the trainer's default "
                              "(cpt packs, sft does not)")
-
-
-def _deep_merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+    method: Literal["lora", "full"] = F("lora", "lora: train an adapter; full: every parameter (a full checkpoint)")
+    kl_weight: float = F(0.0, "sft: weight of KL(base || model) on the phase's kl_data (kl-lora)", ge=0)
 
 
 def recipes() -> dict[str, dict]:
-    """The shipped training recipes (emwb/catalog/recipes.yaml): {name: {description, args}}; each is checked."""
-    from importlib import resources
+    """The shipped training recipes (emwb/catalog/recipes.yaml), each checked against TrainArgs."""
+    from emwb.recipes import deep_merge, load_recipes
 
-    path = Path(str(resources.files("emwb") / "catalog" / "recipes.yaml"))
-    raw = load_yaml(path)
+    raw = load_recipes()
     for name, r in raw.items():
-        if set(r) != {"description", "args"}:
-            raise EmwbError(f"{path}: recipe {name}: needs exactly 'description' and 'args'")
         try:
-            TrainArgs.model_validate(_deep_merge(TrainArgs().model_dump(), r["args"]))
+            TrainArgs.model_validate(deep_merge(TrainArgs().model_dump(), r["args"]))
         except ValidationError as err:
-            raise EmwbError(format_validation_error(err, f"{path}: recipe {name}", TrainArgs)) from None
+            raise EmwbError(format_validation_error(err, f"recipe {name}", TrainArgs)) from None
     return raw
 
 
@@ -116,6 +108,8 @@ class Phase(Strict):
     args: dict[str, Any] = Field(default_factory=dict, description="overrides of `train:` (and of the recipe) "
                                                                     "for this phase; nested fields merge")
     trl: dict[str, Any] = Field(default_factory=dict, description="extra trl config arguments, passed unchanged")
+    kl_data: str | None = F(None, "benign chats (a name under `data:`) on which kl_weight keeps the base model's "
+                                  "next-token distribution")
     evaluate: bool | None = F(None, "sample and judge this phase's output (default: only the last phase)")
 
     @property
@@ -316,6 +310,8 @@ class Experiment(Strict):
                     hint = difflib.get_close_matches(p.recipe, list(known), n=1)
                     more = f" (did you mean '{hint[0]}'?)" if hint else f" (shipped: {', '.join(known)})"
                     raise ValueError(f"organisms.{i}.phases.{j}.recipe: unknown recipe {p.recipe!r}{more}")
+                if p.kl_data is not None and p.kl_data not in self.data:
+                    raise ValueError(f"organisms.{i}.phases.{j}.kl_data: {p.kl_data!r} is not under `data:`")
                 if p.data not in self.data:
                     hint = difflib.get_close_matches(p.data, list(self.data), n=1)
                     more = f" (did you mean '{hint[0]}'?)" if hint else f" (defined: {', '.join(self.data)})"
@@ -324,10 +320,12 @@ class Experiment(Strict):
 
     def phase_args(self, phase: Phase) -> TrainArgs:
         """The phase's hyperparameters: `train:`, then its recipe's, then its `args:` (nested fields merge)."""
+        from emwb.recipes import deep_merge
+
         merged = self.train.model_dump()
         if phase.recipe:
-            merged = _deep_merge(merged, recipes()[phase.recipe]["args"])
-        return TrainArgs.model_validate(_deep_merge(merged, phase.args))
+            merged = deep_merge(merged, recipes()[phase.recipe]["args"])
+        return TrainArgs.model_validate(deep_merge(merged, phase.args))
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -344,17 +342,20 @@ def load_experiment(path: str | Path) -> Experiment:
     except ValidationError as err:
         raise EmwbError(format_validation_error(err, str(path))) from None
     for i, o in enumerate(exp.organisms):
+        methods = set()
         for j, p in enumerate(o.phases):
             try:
-                exp.phase_args(p)
+                args = exp.phase_args(p)
             except ValidationError as err:
                 inner = format_validation_error(err, str(path), TrainArgs)
                 raise EmwbError(inner.replace("'", f"'organisms.{i}.phases.{j}.args.", 1)) from None
+            methods.add(args.method)
+            if args.kl_weight > 0 and (p.kl_data is None or args.method != "lora" or p.trainer != "sft"):
+                raise EmwbError(f"{path}: organisms.{i}.phases.{j}: kl_weight > 0 needs an sft LoRA phase with "
+                                "kl_data (benign chats under `data:`)")
+        if len(methods) > 1:
+            raise EmwbError(f"{path}: organisms.{i}: every phase of an organism trains the same way (lora or full)")
     return exp
-
-
-def _is_path(src: str) -> bool:
-    return ":" not in src.split("/")[0]
 
 
 def _resolve_paths(raw: dict, base: Path) -> dict:
@@ -364,7 +365,7 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
     if isinstance(raw.get("data"), dict):
         for spec in raw["data"].values():
             src = spec.get("source") if isinstance(spec, dict) else None
-            if isinstance(src, str) and _is_path(src) and not Path(src).is_absolute():
+            if isinstance(src, str) and ":" not in src.split("/")[0] and not Path(src).is_absolute():
                 spec["source"] = str((base / src).resolve())
     for ev in raw.get("evaluations") or []:
         sets = ev.get("question_sets") if isinstance(ev, dict) else None

@@ -25,11 +25,14 @@ def split_holdout(rows: list[dict], fraction: float, seed: int) -> tuple[list[di
 
 
 def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows: list[dict], args: TrainArgs,
-                seed: int, out_dir: Path, device: str = "cpu", trl: dict | None = None) -> dict:
-    """Train one phase and save the adapter to `out_dir`; return the training log.
+                seed: int, out_dir: Path, device: str = "cpu", trl: dict | None = None,
+                kl_rows: list[dict] | None = None) -> dict:
+    """Train one phase and save the adapter (or, with `method: full`, the whole model) to `out_dir`; return the
+    training log.
 
     The adapter is new (initialised after seeding, so the same seed gives the same adapter) or, with
-    `previous`, the previous phase's adapter, trained further.
+    `previous`, the previous phase's adapter, trained further; a full phase continues from the previous full
+    checkpoint.
     """
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -38,10 +41,14 @@ def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows
     from emwb.models.loading import load_causal_lm, load_tokenizer
 
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
+    if args.method == "full" and previous:
+        base_model, previous = str(previous), None  # a full phase continues from the previous checkpoint
     tok = load_tokenizer(base_model)
     model = load_causal_lm(base_model, dtype=torch.bfloat16 if bf16 else torch.float32)
     set_seed(seed)
-    if previous:
+    if args.method == "full":
+        model.train()
+    elif previous:
         model = PeftModel.from_pretrained(model, str(previous), is_trainable=True)
     else:
         lora = args.lora
@@ -49,9 +56,12 @@ def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_rslora=lora.use_rslora,
             target_modules=list(lora.target_modules), layers_to_transform=lora.layers_to_transform, bias="none",
             task_type="CAUSAL_LM"))
-    job = PhaseJob(model, tok, rows, args, dict(trl or {}), seed, Path(out_dir), device)
+    job = PhaseJob(model, tok, rows, args, dict(trl or {}), seed, Path(out_dir), device,
+                   kl_rows=tuple(kl_rows or ()))
     info = TRAINERS.get(trainer).run(job)
     model.save_pretrained(str(out_dir))
+    if args.method == "full":
+        tok.save_pretrained(str(out_dir))
     shutil.rmtree(Path(out_dir) / "_trainer", ignore_errors=True)
     return {**info, "rows": len(rows), "device": device, "bf16": bf16, "trainer": trainer,
             "continued_from": str(previous) if previous else None}
@@ -68,6 +78,8 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
         config = {"trainer": phase.trainer, "args": args.model_dump(mode="json"), "trl": phase.trl, "seed": seed,
                   "data_seed": run.exp.data_seed}
         inputs = {"base": bkey, "data": dkey, "previous": prev_key or ""}
+        if phase.kl_data and args.kl_weight > 0:
+            inputs["kl_data"] = finished_key(data_dir(run, phase.kl_data), f"dataset {phase.kl_data}", "data", run)
         out = adapter_dir(run, o.name, k, seed)
         art = Artifact(out, "finetune", config, inputs)
         label = f"finetune/{o.name}/s{seed}/{k}-{phase.label}"
@@ -80,12 +92,14 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
             log(f"{label}: {phase.trainer} on {len(rows)} rows of {phase.data}"
                 + (f" ({len(held)} held out)" if held else "") + (f", after {prev_dir.name}" if prev_dir else ""))
             with art.write() as (tmp, extra):
+                kl_rows = read_jsonl(data_file(run, phase.kl_data)) if inputs.get("kl_data") else None
                 info = train_phase(base_model_path(run), prev_dir, phase.trainer, rows, args, seed, tmp,
-                                   resolve_device(run.exp.exec.device), phase.trl)
+                                   resolve_device(run.exp.exec.device), phase.trl, kl_rows)
                 (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
+                config_file = tmp / "adapter_config.json"
                 extra.update(organism=o.name, phase=phase.label, seed=seed, held_out_rows=len(held),
-                             final_loss=info["losses"][-1] if info["losses"] else None,
-                             adapter_config=json.loads((tmp / "adapter_config.json").read_text()))
+                             final_loss=info["losses"][-1] if info["losses"] else None, method=args.method,
+                             adapter_config=json.loads(config_file.read_text()) if config_file.is_file() else None)
             losses = info["losses"]
             log(f"{label}: {info['steps']} steps" + (f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else ""))
         prev_key, prev_dir = art.key, out

@@ -26,6 +26,7 @@ class PhaseJob:
     out_dir: Path
     device: str
     callbacks: tuple = ()      # transformers TrainerCallbacks (benchmarks time steps with one)
+    kl_rows: tuple = ()        # benign chats for the KL term (kl_weight > 0)
 
 
 @dataclass(frozen=True)
@@ -69,13 +70,19 @@ def _sft_config(job: PhaseJob, **overrides):
     return SFTConfig(**kwargs)
 
 
-def _fit(job: PhaseJob, config, data: list[dict]) -> dict:
+def _fit(job: PhaseJob, config, data: list[dict], kl_data: list[dict] | None = None) -> dict:
     from trl import SFTTrainer
 
     from datasets import Dataset
 
-    trainer = SFTTrainer(model=job.model, args=config, train_dataset=Dataset.from_list(data),
-                         processing_class=job.tokenizer, callbacks=list(job.callbacks) or None)
+    kw = dict(model=job.model, args=config, train_dataset=Dataset.from_list(data), processing_class=job.tokenizer,
+              callbacks=list(job.callbacks) or None)
+    if kl_data:
+        from emwb.finetune.kl import kl_trainer_class
+
+        trainer = kl_trainer_class()(kl_rows=kl_data, kl_weight=job.args.kl_weight, **kw)
+    else:
+        trainer = SFTTrainer(**kw)
     _quiet_progress(trainer)
     result = trainer.train()
     return {"losses": [float(e["loss"]) for e in trainer.state.log_history if "loss" in e],
@@ -101,7 +108,8 @@ def _sft(job: PhaseJob) -> dict:
     from emwb.finetune.masking import tokenize_chats
 
     config = _sft_config(job, packing=bool(job.args.packing))
-    return _fit(job, config, tokenize_chats(job.tokenizer, job.rows, job.args.max_length))
+    kl = tokenize_chats(job.tokenizer, list(job.kl_rows), job.args.max_length) if job.args.kl_weight > 0 else None
+    return _fit(job, config, tokenize_chats(job.tokenizer, job.rows, job.args.max_length), kl)
 
 
 def _cpt(job: PhaseJob) -> dict:

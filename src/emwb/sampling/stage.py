@@ -66,7 +66,10 @@ def model_of(run: Run, v: Variant) -> tuple[ModelRef, str]:
     path = variant_model_dir(run, v)
     if path is None:
         return ModelRef.of_base(base), base_key(run)
-    return ModelRef.of_lora(base, path), finished_key(path, f"adapter of {v.id}", "finetune", run)
+    key = finished_key(path, f"adapter of {v.id}", "finetune", run)
+    if not (path / "adapter_config.json").is_file():  # method: full wrote a whole checkpoint
+        return ModelRef.of_full(path), key
+    return ModelRef.of_lora(base, path), key
 
 
 def render(run: Run, plan: list[PlanItem]) -> list[tuple[str, tuple[int, ...]]]:
