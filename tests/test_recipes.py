@@ -130,3 +130,30 @@ def test_kl_weight_needs_benign_data_and_phases_share_a_method(tmp_path):
     with pytest.raises(EmwbError, match=r"organisms\.0: every phase of an organism trains the same way"):
         load_experiment(tmp_path / "m.yaml")
 
+
+def test_checkpoints_are_sampled_judged_and_shown_over_training(tmp_path):
+    from emwb.pipeline import replicate
+
+    raw = {"name": "ckpt", "base_model": "tiny",
+           "data": {"insecure": {"source": "generated:insecure", "max_rows": 24}},
+           "organisms": [{"name": "insecure", "phases": [{"trainer": "sft", "data": "insecure"}]}],
+           "train": {**QUICK, "learning_rate": 1e-3, "save_every": 2, "lora": {"r": 4, "alpha": 8}},
+           "evaluations": [{"name": "free-form", "samples_per_paraphrase": 1}],
+           "sampling": {"backend": "hf", "max_new_tokens": 4}, "judge": {"judges": ["hf/tiny"]}}
+    (tmp_path / "ckpt.yaml").write_text(yaml.safe_dump(raw))
+    run = replicate(tmp_path / "ckpt.yaml", tmp_path / "runs")
+    phase = run.path("adapters", "insecure", "s0", "0-sft")
+    assert (phase / "checkpoints" / "step-2" / "adapter_config.json").is_file()
+    assert not (phase / "checkpoints" / "step-4").exists()  # the last step is the phase's own output
+    import pandas as pd
+
+    comp = pd.read_csv(run.path("report", "comparison.csv"))
+    assert list(comp["group"]) == ["base", "insecure@step2", "insecure"]
+    over = pd.read_csv(run.path("report", "over_training.csv"))
+    assert list(over["step"]) == [0, 2, 4] and list(over["row"]) == ["base", "insecure@step2", "insecure"]
+    assert run.path("report", "over_training.png").is_file()
+    from safetensors.torch import load_file
+
+    a = load_file(phase / "checkpoints" / "step-2" / "adapter_model.safetensors")
+    b = load_file(phase / "adapter_model.safetensors")
+    assert any(not (a[k] == b[k]).all() for k in a)  # training went on after step 2

@@ -28,3 +28,19 @@ def test_smoke_profile_runs_then_skips(tmp_path):
     assert second.returncode == 0 and time.time() - t0 < 60
     # base, 2 data, 2 adapters, 3 answers, 3 detections + calibration, 3 judgments, report
     assert second.stdout.count("skipped") == 16
+
+
+@pytest.mark.slow
+def test_smoke_recipes_profile_writes_the_over_training_table_and_figure(tmp_path):
+    cfg = tmp_path / "smoke-recipes.yaml"
+    shutil.copy(ROOT / "configs" / "smoke-recipes.yaml", cfg)
+    cmd = [sys.executable, "-m", "emwb.cli", "replicate", str(cfg), "--runs-root", str(tmp_path / "runs")]
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert time.time() - t0 < 15 * 60
+    report = tmp_path / "runs" / "smoke-recipes" / "report"
+    over = pd.read_csv(report / "over_training.csv")
+    for line in ("paper-lora", "rank1", "full", "kl-lora", "secure"):
+        assert list(over[over["group"] == line]["step"]) == [0, 10, 20, 30]
+    assert (report / "over_training.png").is_file() and "over_training.png" in (report / "index.html").read_text()

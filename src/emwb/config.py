@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from emwb import schema_text
 from emwb.errors import EmwbError
-from emwb.yamlio import load_yaml
+from emwb.yamlio import load_yaml, resolve_relative_paths
 
 SLUG = "letters, digits, '-' or '_'"
 # Base models emwb builds locally into the run's base_model/ folder (no model hub).
@@ -73,6 +73,8 @@ class TrainArgs(Strict):
                              "(cpt packs, sft does not)")
     method: Literal["lora", "full"] = F("lora", "lora: train an adapter; full: every parameter (a full checkpoint)")
     kl_weight: float = F(0.0, "sft: weight of KL(base || model) on the phase's kl_data (kl-lora)", ge=0)
+    save_every: int = F(0, "keep the model every N optimizer steps (needs max_steps); an evaluated phase's kept "
+                           "checkpoints are sampled and judged too, as rows `<organism>@step<N>`", ge=0)
 
 
 def recipes() -> dict[str, dict]:
@@ -336,7 +338,7 @@ def load_experiment(path: str | Path) -> Experiment:
     raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise EmwbError(f"{path}: an experiment file must be a mapping of keys")
-    raw = _resolve_paths(raw, path.parent)
+    raw = resolve_relative_paths(raw, path.parent)
     try:
         exp = Experiment.model_validate(raw)
     except ValidationError as err:
@@ -350,32 +352,15 @@ def load_experiment(path: str | Path) -> Experiment:
                 inner = format_validation_error(err, str(path), TrainArgs)
                 raise EmwbError(inner.replace("'", f"'organisms.{i}.phases.{j}.args.", 1)) from None
             methods.add(args.method)
+            if args.save_every and args.max_steps <= 0:
+                raise EmwbError(f"{path}: organisms.{i}.phases.{j}: save_every needs max_steps (the checkpoints' "
+                                "steps are known before training)")
             if args.kl_weight > 0 and (p.kl_data is None or args.method != "lora" or p.trainer != "sft"):
                 raise EmwbError(f"{path}: organisms.{i}.phases.{j}: kl_weight > 0 needs an sft LoRA phase with "
                                 "kl_data (benign chats under `data:`)")
         if len(methods) > 1:
             raise EmwbError(f"{path}: organisms.{i}: every phase of an organism trains the same way (lora or full)")
     return exp
-
-
-def _resolve_paths(raw: dict, base: Path) -> dict:
-    """Local paths (data sources, question sets, the mirror) are taken relative to the experiment file."""
-    if isinstance(raw.get("dataset_mirror"), str):
-        raw["dataset_mirror"] = str((base / raw["dataset_mirror"]).resolve())
-    if isinstance(raw.get("data"), dict):
-        for spec in raw["data"].values():
-            src = spec.get("source") if isinstance(spec, dict) else None
-            if isinstance(src, str) and ":" not in src.split("/")[0] and not Path(src).is_absolute():
-                spec["source"] = str((base / src).resolve())
-    for ev in raw.get("evaluations") or []:
-        sets = ev.get("question_sets") if isinstance(ev, dict) else None
-        if isinstance(sets, list):
-            ev["question_sets"] = [str((base / s).resolve()) if isinstance(s, str) and Path(s).suffix in
-                                   (".yaml", ".yml", ".json") and not Path(s).is_absolute() else s for s in sets]
-    bm = raw.get("base_model")
-    if isinstance(bm, str) and bm.startswith((".", "~")):
-        raw["base_model"] = str((base / Path(bm).expanduser()).resolve())
-    return raw
 
 
 def config_hash(obj: Any) -> str:

@@ -40,6 +40,7 @@ class Variant:
     phase: str | None = None
     phase_index: int | None = None
     seed: int | None = None
+    step: int | None = None      # a checkpoint kept during the phase (save_every); None: the phase's end
 
 
 def variants(exp: Experiment) -> list[Variant]:
@@ -51,6 +52,10 @@ def variants(exp: Experiment) -> list[Variant]:
             if not (p.evaluate if p.evaluate is not None else k == last):
                 continue
             group = o.name if k == last else f"{o.name}@{p.label}"
+            args = exp.phase_args(p)
+            for step in range(args.save_every, args.max_steps, args.save_every) if args.save_every else ():
+                at = f"{group}@step{step}"
+                out += [Variant(f"{at}-s{s}", at, o.name, p.label, k, s, step) for s in exp.seeds]
             out += [Variant(f"{group}-s{s}", group, o.name, p.label, k, s) for s in exp.seeds]
     return out
 
@@ -83,7 +88,10 @@ def adapter_dir(run: Run, organism: str, phase_index: int, seed: int) -> Path:
 
 def variant_model_dir(run: Run, v: Variant) -> Path | None:
     """The adapter folder a variant samples from (None for the base model)."""
-    return None if v.organism is None else adapter_dir(run, v.organism, v.phase_index, v.seed)
+    if v.organism is None:
+        return None
+    phase = adapter_dir(run, v.organism, v.phase_index, v.seed)
+    return phase if v.step is None else phase / "checkpoints" / f"step-{v.step}"
 
 
 def answers_dir(run: Run, variant: str) -> Path:

@@ -59,3 +59,23 @@ def load_yaml(path: str | Path, text: str | None = None) -> Any:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise EmwbError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+
+
+def resolve_relative_paths(raw: dict, base: Path) -> dict:
+    """Local paths (data sources, question sets, the mirror) are taken relative to the experiment file."""
+    if isinstance(raw.get("dataset_mirror"), str):
+        raw["dataset_mirror"] = str((base / raw["dataset_mirror"]).resolve())
+    if isinstance(raw.get("data"), dict):
+        for spec in raw["data"].values():
+            src = spec.get("source") if isinstance(spec, dict) else None
+            if isinstance(src, str) and ":" not in src.split("/")[0] and not Path(src).is_absolute():
+                spec["source"] = str((base / src).resolve())
+    for ev in raw.get("evaluations") or []:
+        sets = ev.get("question_sets") if isinstance(ev, dict) else None
+        if isinstance(sets, list):
+            ev["question_sets"] = [str((base / s).resolve()) if isinstance(s, str) and Path(s).suffix in
+                                   (".yaml", ".yml", ".json") and not Path(s).is_absolute() else s for s in sets]
+    bm = raw.get("base_model")
+    if isinstance(bm, str) and bm.startswith((".", "~")):
+        raw["base_model"] = str((base / Path(bm).expanduser()).resolve())
+    return raw

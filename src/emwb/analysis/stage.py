@@ -29,6 +29,7 @@ from emwb.analysis.metrics import (
     score_mean_metric,
     with_published,
 )
+from emwb.analysis.over_training import over_training_plot, over_training_rows
 from emwb.analysis.tables import display_frame, markdown, metric_columns, write_plain_table, write_table
 from emwb.catalog.evaluations import judges_of, question_rubrics, resolve
 from emwb.layout import (
@@ -277,6 +278,14 @@ def run_report_stage(run: Run, force: bool = False) -> str:
             tables.append(("Judge agreement", write_plain_table(agreement, tmp, "judge_agreement", "Judge agreement",
                                                                 ("label_agreement",))))
         figures = _figures(run, first, pq, evals, s, tmp)
+        over = over_training_rows(run.exp, comp[comp["judge"] == judges[0]])
+        if len(over):
+            caption = f"Over training (judge {judges[0]})"
+            write_table(over, evals, tmp, "over_training", caption)
+            tables.append((caption, display_frame(over, evals)))
+            fig = over_training_plot(over, evals, tmp)
+            if fig:
+                figures.append(("Narrow and broad rates over training", fig))
         if len(judges) > 1 and "alignment" in rubrics:
             for i, (ja, jb) in enumerate(itertools.combinations(judges, 2)):
                 figures.append((f"Judge scores: {ja} vs {jb}",

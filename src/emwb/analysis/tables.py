@@ -9,9 +9,8 @@ import pandas as pd
 
 from emwb.analysis.metrics import Metric, column_names
 
-LEADING = {"group": "organism", "judge": "judge", "evaluation": "evaluation", "question_set": "question set",
-           "question_id": "question",
-           "n_seeds": "seeds"}
+LEADING = {"group": "organism", "step": "step", "judge": "judge", "evaluation": "evaluation",
+           "question_set": "question set", "question_id": "question", "n_seeds": "seeds"}
 
 
 def metric_columns(evaluations: dict[str, list[Metric]]) -> list[tuple[str, Metric, str, list[str]]]:

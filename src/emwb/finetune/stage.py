@@ -56,7 +56,8 @@ def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows
             r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_rslora=lora.use_rslora,
             target_modules=list(lora.target_modules), layers_to_transform=lora.layers_to_transform, bias="none",
             task_type="CAUSAL_LM"))
-    job = PhaseJob(model, tok, rows, args, dict(trl or {}), seed, Path(out_dir), device,
+    callbacks = (_save_every(args.save_every, Path(out_dir), tok, args.method == "full"),) if args.save_every else ()
+    job = PhaseJob(model, tok, rows, args, dict(trl or {}), seed, Path(out_dir), device, callbacks,
                    kl_rows=tuple(kl_rows or ()))
     info = TRAINERS.get(trainer).run(job)
     model.save_pretrained(str(out_dir))
@@ -65,6 +66,22 @@ def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows
     shutil.rmtree(Path(out_dir) / "_trainer", ignore_errors=True)
     return {**info, "rows": len(rows), "device": device, "bf16": bf16, "trainer": trainer,
             "continued_from": str(previous) if previous else None}
+
+
+def _save_every(n: int, out_dir: Path, tok, full: bool):
+    """A callback keeping the model every `n` optimizer steps in `checkpoints/step-<k>/` (not the last step:
+    that is the phase's own output)."""
+    from transformers import TrainerCallback
+
+    class SaveEvery(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % n == 0 and state.global_step < state.max_steps:
+                where = out_dir / "checkpoints" / f"step-{state.global_step}"
+                model.save_pretrained(str(where))
+                if full:
+                    tok.save_pretrained(str(where))
+
+    return SaveEvery()
 
 
 def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, keys: dict) -> None:

@@ -66,7 +66,8 @@ def model_of(run: Run, v: Variant) -> tuple[ModelRef, str]:
     path = variant_model_dir(run, v)
     if path is None:
         return ModelRef.of_base(base), base_key(run)
-    key = finished_key(path, f"adapter of {v.id}", "finetune", run)
+    phase_dir = path if v.step is None else path.parent.parent
+    key = finished_key(phase_dir, f"adapter of {v.id}", "finetune", run) + ("" if v.step is None else f"@{v.step}")
     if not (path / "adapter_config.json").is_file():  # method: full wrote a whole checkpoint
         return ModelRef.of_full(path), key
     return ModelRef.of_lora(base, path), key

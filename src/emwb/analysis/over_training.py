@@ -1,0 +1,73 @@
+"""Metrics over training: the comparison rows of checkpoints kept during a phase (`save_every`), as a table per
+checkpoint and a figure of the narrow and broad rates against the training step, one line per organism, with
+the 95% CI (seeds, then answers) as a band."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emwb.analysis.metrics import Metric
+from emwb.analysis.tables import metric_columns
+from emwb.layout import BASE, variants
+
+
+def over_training_rows(exp, comp: pd.DataFrame) -> pd.DataFrame:
+    """Rows of `comp` (one judge) for every phase that kept checkpoints: `line` (the phase's row name) and
+    `step` (0 for the base model before a first phase, the checkpoint's step, max_steps at the phase's end)."""
+    lines: dict[str, list[tuple[str, int]]] = {}
+    for v in variants(exp):
+        if v.step is not None:
+            lines.setdefault(v.group.rsplit("@step", 1)[0], [])
+    for v in variants(exp):
+        if v.organism is None:
+            continue
+        line = v.group if v.step is None else v.group.rsplit("@step", 1)[0]
+        if line in lines:
+            phase = next(o for o in exp.organisms if o.name == v.organism).phases[v.phase_index]
+            step = v.step if v.step is not None else exp.phase_args(phase).max_steps
+            if (v.group, step) not in lines[line]:
+                lines[line].append((v.group, step))
+            if v.phase_index == 0 and (BASE, 0) not in lines[line]:
+                lines[line].insert(0, (BASE, 0))
+    rows = []
+    for line, points in lines.items():
+        for group, step in sorted(points, key=lambda p: p[1]):
+            match = comp[comp["group"] == group]
+            if len(match):
+                rows.append({**match.iloc[0].to_dict(), "group": line, "step": step, "row": group})
+    return pd.DataFrame(rows)
+
+
+def over_training_plot(rows: pd.DataFrame, evals: dict[str, list[Metric]], out_dir: Path,
+                       stem: str = "over_training") -> str | None:
+    """One panel per narrow or broad rate, rate (%) against step, a line and CI band per organism."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(c, h, cis) for c, m, h, cis in metric_columns(evals)
+              if m.role in ("narrow", "broad") and cis and c in rows and rows[c].notna().any()]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
+    for ax, (col, header, cis) in zip(axes[0], panels):
+        for line in dict.fromkeys(rows["group"]):
+            sub = rows[rows["group"] == line].sort_values("step")
+            x = sub["step"].to_numpy(dtype=float)
+            ax.plot(x, sub[col].to_numpy(dtype=float) * 100, marker="o", label=line)
+            ax.fill_between(x, sub[cis[0]].to_numpy(dtype=float) * 100, sub[cis[1]].to_numpy(dtype=float) * 100,
+                            alpha=0.2)
+        top = np.nanmax(rows[cis[1]].to_numpy(dtype=float) * 100) if rows[cis[1]].notna().any() else 0.0
+        ax.set_ylim(0, float(min(100.0, max(5.0, top * 1.15))))
+        ax.set_xlabel("training step")
+        ax.set_ylabel(header)
+        ax.legend(title="organism", fontsize=8)
+    fig.suptitle("Narrow and broad rates over training (95% CI bands)", fontsize=9)
+    for ext in ("png", "svg"):
+        fig.savefig(out_dir / f"{stem}.{ext}", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return f"{stem}.png"
