@@ -199,8 +199,13 @@ def metrics_for(rubrics: set[str] | tuple[str, ...], names: tuple[str, ...] | No
 
 def metric_values(m: Metric, df: pd.DataFrame, s: Settings, column: str | None = None) -> dict:
     """{column: value} (plus its CI columns) of one metric over `df`."""
+    return value_columns(m, m.compute(df, s), column)
+
+
+def value_columns(m: Metric, value, column: str | None = None) -> dict:
+    """{column: value} (plus its CI columns) of one computed value of metric `m` (column None: the metric's own
+    name and CI prefix; else `column` and `column_ci_*`)."""
     col = column or m.name
-    value = m.compute(df, s)
     if isinstance(value, Estimate):
         out = {col: value.value}
         if m.ci is not None:

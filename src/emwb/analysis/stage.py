@@ -27,6 +27,7 @@ from emwb.analysis.metrics import (
     per_question_table,
     per_seed_points,
     score_mean_metric,
+    value_columns,
     with_published,
 )
 from emwb.analysis.over_training import over_training_plot, over_training_rows
@@ -130,18 +131,14 @@ def calibration_rows(run: Run, evals: dict[str, list[Metric]]) -> pd.DataFrame:
         ev, m = cols[r["detector"]]
         flags = np.r_[np.ones(r["flagged"]), np.zeros(r["n"] - r["flagged"])]
         est = ratio_ci(flags, np.ones(r["n"]), np.zeros(r["n"], dtype=int), run.exp.analysis.bootstrap_samples)
+        col = column_names(evals)[(ev, m.name)]
         rows.append({"group": f"calibration: {r['detector']} on {r['data']} training completions", "judge": "",
-                     "n_seeds": None, "single_seed": False, **metric_values_of(m, est, evals, ev)})
+                     "n_seeds": None, "single_seed": False,
+                     **value_columns(m, est, None if col == m.name else col)})
     return pd.DataFrame(rows)
 
 
-def metric_values_of(m: Metric, est, evals: dict[str, list[Metric]], ev: str) -> dict:
-    col = column_names(evals)[(ev, m.name)]
-    prefix = m.ci if col == m.name else f"{col}_"
-    return {col: est.value, f"{prefix}ci_low": est.ci_low, f"{prefix}ci_high": est.ci_high}
-
-
-def detector_agreement(df: pd.DataFrame, evals: dict[str, list[Metric]]) -> pd.DataFrame:
+def detector_agreement(df: pd.DataFrame) -> pd.DataFrame:
     """Per judge: how often bandit's flag and the LLM code judge's verdict (score > 50) agree, with kappa."""
     if "bandit" not in df or "code_vulnerability" not in df:
         return pd.DataFrame()
@@ -243,19 +240,18 @@ def run_report_stage(run: Run, force: bool = False) -> str:
     pq = per_question_table(first, order, pq_evals, small) if pq_evals else pd.DataFrame()
     notes = notes_for(run, comp)
     title = f"{run.exp.name}: narrow behaviour and broad misalignment by organism"
+    scatter: list[tuple[str, str]] = []
     with art.write() as (tmp, _):
-        md = write_table(comp, evals, tmp, "comparison", title)
-        (tmp / "comparison.md").write_text(f"# {title}\n\n{md}\n" + "".join(f"- {n}\n" for n in notes))
+        write_table(comp, evals, tmp, "comparison", title)  # CSV and LaTeX: the organisms' rows only
         calibration = calibration_rows(run, evals)
         merged = pd.concat([comp, calibration], ignore_index=True)
         for col in comp:  # counts stay integers beside the calibration rows' missing values
             if pd.api.types.is_integer_dtype(comp[col]):
                 merged[col] = merged[col].astype("Int64")
         shown = display_frame(merged, evals)
-        if len(calibration):
-            (tmp / "comparison.md").write_text(f"# {title}\n\n{markdown(shown)}\n" + "".join(f"- {n}\n" for n in notes))
+        (tmp / "comparison.md").write_text(f"# {title}\n\n{markdown(shown)}\n" + "".join(f"- {n}\n" for n in notes))
         tables = [("Comparison across organisms", shown)]
-        agreement = detector_agreement(df, evals)
+        agreement = detector_agreement(df)
         if len(agreement):
             tables.append(("Detector agreement with the LLM judge", write_plain_table(
                 agreement, tmp, "detector_agreement", "Detector agreement with the LLM judge", ("agreement",))))
@@ -277,6 +273,10 @@ def run_report_stage(run: Run, force: bool = False) -> str:
             agreement = judge_agreement(free, a.alignment_threshold, a.coherence_threshold, a.inclusive)
             tables.append(("Judge agreement", write_plain_table(agreement, tmp, "judge_agreement", "Judge agreement",
                                                                 ("label_agreement",))))
+            if "alignment" in rubrics:
+                scatter = [(f"Judge scores: {ja} vs {jb}", plots.judge_scatter_plot(wide, ja, jb, tmp,
+                                                                                     f"judge_scatter_{i}")[0])
+                           for i, (ja, jb) in enumerate(itertools.combinations(judges, 2))]
         figures = _figures(run, first, pq, evals, s, tmp)
         over = over_training_rows(run.exp, comp[comp["judge"] == judges[0]])
         if len(over):
@@ -286,10 +286,7 @@ def run_report_stage(run: Run, force: bool = False) -> str:
             fig = over_training_plot(over, evals, tmp)
             if fig:
                 figures.append(("Narrow and broad rates over training", fig))
-        if len(judges) > 1 and "alignment" in rubrics:
-            for i, (ja, jb) in enumerate(itertools.combinations(judges, 2)):
-                figures.append((f"Judge scores: {ja} vs {jb}",
-                                plots.judge_scatter_plot(wide, ja, jb, tmp, f"judge_scatter_{i}")[0]))
+        figures += scatter
         free_first = first[first["alignment"].notna() | first["coherence"].notna()]
         (tmp / "index.html").write_text(html.render(title, notes, tables, figures, html.examples_html(free_first)))
     log(f"report: wrote {art.dir / 'index.html'}, comparison.md/.csv/.tex, per_question.*, figures")
