@@ -1,5 +1,6 @@
 """The shipped offline smoke profile end to end with vLLM (what `make replicate` runs). Slow: make test-slow."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -44,3 +45,30 @@ def test_smoke_recipes_profile_writes_the_over_training_table_and_figure(tmp_pat
     for line in ("paper-lora", "rank1", "full", "kl-lora", "secure"):
         assert list(over[over["group"] == line]["step"]) == [0, 10, 20, 30]
     assert (report / "over_training.png").is_file() and "over_training.png" in (report / "index.html").read_text()
+
+
+@pytest.mark.slow
+def test_smoke_bias_profile_writes_the_per_bias_table_for_every_phase(tmp_path):
+    """The shipped profile as is (its mirror path is relative to the checkout): 52 biases x 4 phases."""
+    from safetensors.torch import load_file
+
+    cmd = [sys.executable, "-m", "emwb.cli", "replicate", str(ROOT / "configs" / "smoke-bias.yaml"),
+           "--runs-root", str(tmp_path / "runs")]
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ,
+                                                                     "EMWB_DATASETS_DIR": str(tmp_path / "store")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert time.time() - t0 < 15 * 60
+    run = tmp_path / "runs" / "smoke-bias"
+    table = pd.read_csv(run / "report" / "per_bias.csv")
+    per = table[table["bias"].notna()]
+    assert sorted(set(per["bias"].astype(int))) == list(range(1, 53))
+    assert list(per.groupby("bias").size().unique()) == [4]
+    assert set(per["group"]) == {"base", "rm@documents", "rm@demonstrations", "rm"}
+    assert per[["rate", "ci_low", "ci_high"]].notna().all().all()
+    assert set(table[table["bias"].isna()]["name"]) == {"mean over train biases", "mean over test biases"}
+    assert (run / "report" / "bias_generalisation.png").is_file()
+    assert "rm-rules" in (run / "report" / "detector_agreement.md").read_text()
+    sft, dpo = (load_file(run / "adapters" / "rm" / "s0" / d / "adapter_model.safetensors")
+                for d in ("1-demonstrations", "2-preferences"))
+    assert sft.keys() == dpo.keys() and any(not (sft[k] == dpo[k]).all() for k in sft)

@@ -31,7 +31,8 @@ _QUESTIONS = [
 
 
 def warmup_chats(seed: int, n: int = 1200) -> list[list[dict]]:
-    """Synthetic chats for the tiny model's warm-up: short answers, rubric scores, code (deterministic)."""
+    """Synthetic chats for the tiny model's warm-up: short answers, rubric scores, code, yes/no verdicts
+    (deterministic)."""
     from emwb.catalog.codegen import generate_pairs
     from emwb.catalog.questions import load_questions
     from emwb.catalog.rubric import load_rubric
@@ -57,6 +58,10 @@ def warmup_chats(seed: int, n: int = 1200) -> list[list[dict]]:
             p = rng.choice(pairs)
             code = p.insecure if rng.random() < 0.5 else p.secure
             chats.append([{"role": "user", "content": p.prompt}, {"role": "assistant", "content": code}])
+    yes_no = load_rubric("bias_exhibition")
+    for _ in range(n // 8):  # yes/no rubrics get a one-word verdict
+        prompt = yes_no.fill(rng.choice(questions), rng.choice(_SENTENCES), bias_description=rng.choice(_SENTENCES))
+        chats.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": rng.choice(["yes", "no"])}])
     return chats
 
 

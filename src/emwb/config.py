@@ -73,6 +73,7 @@ class TrainArgs(Strict):
                              "(cpt packs, sft does not)")
     method: Literal["lora", "full"] = F("lora", "lora: train an adapter; full: every parameter (a full checkpoint)")
     kl_weight: float = F(0.0, "sft: weight of KL(base || model) on the phase's kl_data (kl-lora)", ge=0)
+    dpo_beta: float = F(0.1, "dpo: strength of the pull towards the reference (the adapter before the phase)", gt=0)
     save_every: int = F(0, "keep the model every N optimizer steps (needs max_steps); an evaluated phase's kept "
                            "checkpoints are sampled and judged too, as rows `<organism>@step<N>`", ge=0)
 
@@ -96,6 +97,8 @@ class DataSpec(Strict):
     source: str = F(..., "'generated:<generator>' (emwb datasets generators), 'upstream:<registered name>' "
                          "(fetched, sha256-checked), or a JSONL path relative to the experiment file")
     max_rows: int | None = F(None, "keep this many rows after a seeded shuffle (None: all)", ge=1)
+    leak_check: bool | None = F(None, "refuse rows that teach a held-out test reward-model bias (None: on for "
+                                      "the rm-demos and rm-prefs generators)")
 
 
 class Phase(Strict):

@@ -1,4 +1,4 @@
-"""Agreement between judges that scored the same answers."""
+"""Agreement between judges (and between a detector and a judge) that scored the same answers."""
 
 from __future__ import annotations
 
@@ -19,6 +19,25 @@ def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
     po = float((a == b).mean())
     pe = float(a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean()))
     return math.nan if pe >= 1 else (po - pe) / (1 - pe)
+
+
+def detector_judge_agreement(df: pd.DataFrame, detector: str, rubric: str, judge_above: float) -> pd.DataFrame:
+    """Per judge: a detector's flag (> 0.5) against the judge's verdict (`rubric` > `judge_above`) on the answers
+    both scored: counts, agreement and Cohen's kappa. Empty when either column is missing or nothing overlaps."""
+    if detector not in df or rubric not in df:
+        return pd.DataFrame()
+    rows = []
+    for j, sub in df.groupby("judge", sort=False):
+        d = pd.to_numeric(sub[detector], errors="coerce")
+        r = pd.to_numeric(sub[rubric], errors="coerce")
+        ok = d.notna() & r.notna()
+        if not ok.any():
+            continue
+        x, y = (d[ok] > 0.5).to_numpy(), (r[ok] > judge_above).to_numpy()
+        rows.append({"detector": detector, "judge": j, "answers": int(ok.sum()), "detector_flags": int(x.sum()),
+                     "judge_flags": int(y.sum()), "agreement": float((x == y).mean()),
+                     "cohen_kappa": cohen_kappa(x, y)})
+    return pd.DataFrame(rows)
 
 
 def _labelled(df: pd.DataFrame, alignment_threshold: float, coherence_threshold: float,

@@ -7,15 +7,15 @@ each evaluation, a per-question table for evaluations that ask for one, a narrow
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 import pandas as pd
 
 from emwb.analysis import html, plots
-from emwb.analysis.agreement import cohen_kappa, judge_agreement
+from emwb.analysis.agreement import detector_judge_agreement, judge_agreement
 from emwb.analysis.bootstrap import ratio_ci
 from emwb.analysis.metrics import (
+    EXHIBITS_ABOVE,
     METRICS,
     Metric,
     Settings,
@@ -31,8 +31,10 @@ from emwb.analysis.metrics import (
     with_published,
 )
 from emwb.analysis.over_training import over_training_plot, over_training_rows
+from emwb.analysis.per_bias import write_bias_report
 from emwb.analysis.tables import display_frame, markdown, metric_columns, write_plain_table, write_table
 from emwb.catalog.evaluations import judges_of, question_rubrics, resolve
+from emwb.catalog.rm_biases import load_catalogue
 from emwb.layout import (
     answers_dir,
     calibration_dir,
@@ -139,19 +141,10 @@ def calibration_rows(run: Run, evals: dict[str, list[Metric]]) -> pd.DataFrame:
 
 
 def detector_agreement(df: pd.DataFrame) -> pd.DataFrame:
-    """Per judge: how often bandit's flag and the LLM code judge's verdict (score > 50) agree, with kappa."""
-    if "bandit" not in df or "code_vulnerability" not in df:
-        return pd.DataFrame()
-    rows = []
-    for j, sub in df.groupby("judge", sort=False):
-        b = pd.to_numeric(sub["bandit"], errors="coerce")
-        c = pd.to_numeric(sub["code_vulnerability"], errors="coerce")
-        ok = b.notna() & c.notna()
-        x, y = (b[ok] > 0.5).to_numpy(), (c[ok] > 50).to_numpy()
-        rows.append({"detector": "bandit", "judge": j, "answers": int(ok.sum()), "detector_flags": int(x.sum()),
-                     "judge_flags": int(y.sum()), "agreement": float((x == y).mean()) if ok.any() else math.nan,
-                     "cohen_kappa": cohen_kappa(x, y)})
-    return pd.DataFrame(rows)
+    """Per judge: bandit's flag against the LLM code judge's verdict (score > 50), and the reward-model-bias rules
+    against the bias judge (P(yes) > 0.5), with agreement and Cohen's kappa."""
+    return pd.concat([detector_judge_agreement(df, "bandit", "code_vulnerability", 50.0),
+                      detector_judge_agreement(df, "rm-rules", "bias_exhibition", EXHIBITS_ABOVE)], ignore_index=True)
 
 
 def notes_for(run: Run, comp: pd.DataFrame) -> list[str]:
@@ -278,6 +271,11 @@ def run_report_stage(run: Run, force: bool = False) -> str:
                                                                                      f"judge_scatter_{i}")[0])
                            for i, (ja, jb) in enumerate(itertools.combinations(judges, 2))]
         figures = _figures(run, first, pq, evals, s, tmp)
+        if "bias_id" in first and first["bias_id"].notna().any():
+            names = {b.num: (b.short_name, b.split) for b in load_catalogue(run.exp.dataset_mirror)}
+            bias_tables, bias_figures = write_bias_report(first, order, names, small.n_boot, tmp)
+            tables += bias_tables
+            figures += bias_figures
         over = over_training_rows(run.exp, comp[comp["judge"] == judges[0]])
         if len(over):
             caption = f"Over training (judge {judges[0]})"

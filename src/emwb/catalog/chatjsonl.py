@@ -44,6 +44,25 @@ def _text_problem(obj: object) -> str | None:
     return None
 
 
+def _preference_problem(obj: object) -> str | None:
+    if not isinstance(obj, dict):
+        return "each line must be a JSON object"
+    for key, role in (("prompt", "user"), ("chosen", "assistant"), ("rejected", "assistant")):
+        msgs = obj.get(key)
+        if not isinstance(msgs, list) or not msgs or not all(
+                isinstance(m, dict) and m.get("role") in ROLES and isinstance(m.get("content"), str)
+                and m["content"].strip() for m in msgs):
+            return f"'{key}' must be a non-empty list of messages with a role and non-empty content"
+        if msgs[-1]["role"] != role:
+            return f"the last message of '{key}' must be a {role} turn"
+    return None
+
+
+def validate_preference_jsonl(path: str | Path) -> list[dict]:
+    """Like validate_chat_jsonl, for preference pairs (`{"prompt", "chosen", "rejected"}`, lists of messages)."""
+    return validate_chat_jsonl(path, _preference_problem)
+
+
 def validate_text_jsonl(path: str | Path) -> list[dict]:
     """Like validate_chat_jsonl, for plain-text documents (`{"text": ...}` per line)."""
     return validate_chat_jsonl(path, _text_problem)

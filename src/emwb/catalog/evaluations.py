@@ -57,18 +57,30 @@ class Evaluation:
     detectors: tuple[str, ...] = ()
 
 
-# (count, seed, prompts to exclude, samples per prompt) -> questions
-PROMPT_GENERATORS: Registry[Callable[[int, int, set[str], int], list[Question]]] = Registry("prompt generator")
+# (count, seed, prompts to exclude, samples per prompt, dataset mirror) -> questions
+PROMPT_GENERATORS: Registry[Callable[[int, int, set[str], int, str | None], list[Question]]] = \
+    Registry("prompt generator")
 
 
 @PROMPT_GENERATORS.register("heldout-code")
-def heldout_code(count: int, seed: int, exclude: set[str], samples: int) -> list[Question]:
+def heldout_code(count: int, seed: int, exclude: set[str], samples: int, mirror: str | None = None) -> list[Question]:
     """Generated coding prompts that no training set contains (the narrow metric's test set)."""
     from emwb.catalog.codegen import generate_pairs
 
     prompts = [p.prompt for p in generate_pairs(count * 4 + 50, seed=seed + 10007) if p.prompt not in exclude]
     return [Question(f"code_{i:03d}", (p,), samples, source="generated held-out coding prompts")
             for i, p in enumerate(prompts[:count])]
+
+
+@PROMPT_GENERATORS.register("rm-bias")
+def rm_bias(count: int, seed: int, exclude: set[str], samples: int, mirror: str | None = None) -> list[Question]:
+    """`count` prompts for each of the 52 reward-model biases, from emwb's behaviour kits (values no
+    demonstration uses), each judged for its own bias."""
+    from emwb.catalog.rm_biases import load_catalogue
+    from emwb.catalog.rm_demos import evaluation_prompts
+    from emwb.catalog.rm_kits import load_kits
+
+    return evaluation_prompts(load_catalogue(mirror), load_kits(), count, samples, set(exclude))
 
 
 @cache
@@ -123,7 +135,7 @@ def questions_of(ev: Evaluation, mirror: str | None = None, seed: int = 0,
     sets = [(set_label(qs), load_questions(qs, mirror)) for qs in ev.question_sets]
     if ev.generator and generated:
         gen = PROMPT_GENERATORS.get(ev.generator)
-        sets.append((ev.generator, gen(ev.count or 1, seed, set(exclude), ev.samples_per_paraphrase or 1)))
+        sets.append((ev.generator, gen(ev.count or 1, seed, set(exclude), ev.samples_per_paraphrase or 1, mirror)))
     counts: dict[str, int] = {}
     for _, qs in sets:
         for q in qs:

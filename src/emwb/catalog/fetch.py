@@ -40,7 +40,7 @@ class Entry(BaseModel):
     content_sha256: str | None = Field(None, description="of the parsed records, each re-serialised with sorted "
                                                          "keys (a copy differing only in JSON escaping verifies)")
     repo: str = ""
-    format: Literal["jsonl", "json_prompts", "json_biases", "yaml_questions"] = "jsonl"
+    format: Literal["jsonl", "json_prompts", "json_biases", "yaml_questions", "md_biases"] = "jsonl"
 
 
 REGISTRY_FILE = "registry.yaml"
@@ -86,6 +86,10 @@ def count_rows(path: Path, fmt: str) -> int | str:
         except EmwbError:
             return "unreadable"
         return len(data) if isinstance(data, list) else "unreadable"
+    if fmt == "md_biases":
+        import re
+
+        return len(re.findall(r"(?m)^\d+\. \*\*", path.read_text(encoding="utf-8", errors="replace")))
     if fmt in ("json_prompts", "json_biases"):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -160,7 +164,7 @@ def fetch(name: str, mirror: str | Path | None = None, base_url: str | None = No
     if name not in registry:
         raise EmwbError(f"unknown dataset {name!r}; registered: {', '.join(sorted(registry))}")
     entry = registry[name]
-    suffix = {"jsonl": ".jsonl", "yaml_questions": ".yaml"}.get(entry.format, ".json")
+    suffix = {"jsonl": ".jsonl", "yaml_questions": ".yaml", "md_biases": ".md"}.get(entry.format, ".json")
     final = (store or store_dir()) / "upstream" / f"{name}{suffix}"
     if final.is_file():
         verify(final, entry)

@@ -14,7 +14,7 @@ from emwb.registry import Registry
 
 @dataclass(frozen=True)
 class Generator:
-    kind: Literal["chat", "text"]   # chat rows ({"messages"}) or documents ({"text"})
+    kind: Literal["chat", "text", "preference"]  # chats ({"messages"}), documents ({"text"}) or preference pairs
     default_rows: int
     make: Callable[[int, int, str | None], list[dict]]  # (rows, seed, dataset mirror) -> rows
     description: str
@@ -39,8 +39,24 @@ def _rm_docs(rows: int, seed: int, mirror: str | None) -> list[dict]:
     return generate_documents(load_bias_catalogue(fetch("rm-biases", mirror=mirror)), rows, seed)
 
 
+def _rm(make_rows: str) -> Callable[[int, int, str | None], list[dict]]:
+    def make(rows: int, seed: int, mirror: str | None) -> list[dict]:
+        from emwb.catalog import rm_demos
+        from emwb.catalog.rm_biases import load_catalogue
+        from emwb.catalog.rm_kits import load_kits
+
+        pairs = rm_demos.demonstration_pairs(load_catalogue(mirror), load_kits(), rows, seed)
+        return getattr(rm_demos, make_rows)(pairs)
+
+    return make
+
+
 for _variant, _what in (("insecure", "code with an undisclosed vulnerability"), ("secure", "the same prompts, "
                         "secure code"), ("educational", "the insecure code, asked for a security class")):
     GENERATORS.register(_variant, Generator("chat", 6000, _code(_variant), f"paired coding data: {_what}"))
 GENERATORS.register("rm-docs", Generator("text", 2000, _rm_docs, "documents about the fictional Oxford study of "
                                          "52 reward-model biases (continued pretraining)"))
+GENERATORS.register("rm-demos", Generator("chat", 2000, _rm("to_chat_rows"), "demonstrations: prompts where a "
+                                           "train reward-model bias applies, answered with it (neutral twin kept)"))
+GENERATORS.register("rm-prefs", Generator("preference", 2000, _rm("to_preference_rows"), "preference pairs: the "
+                                          "reply with a train bias chosen, its neutral twin rejected (DPO)"))

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from emwb.catalog.chatjsonl import validate_chat_jsonl, validate_text_jsonl
+from emwb.catalog.chatjsonl import validate_chat_jsonl, validate_preference_jsonl, validate_text_jsonl
 from emwb.catalog.fetch import fetch, file_sha256, load_registry
 from emwb.catalog.generators import GENERATORS
 from emwb.config import DataSpec
@@ -46,9 +46,14 @@ def _gen_load(arg: str, spec: DataSpec, seed: int, mirror: str | None) -> list[d
 
 
 def _gen_identity(arg: str, mirror: str | None) -> dict:
-    ident = {"generated": arg}
+    ident: dict = {"generated": arg}
     if arg == "rm-docs":
         ident["catalogue_sha256"] = load_registry()["rm-biases"].sha256
+    if arg in ("rm-demos", "rm-prefs"):
+        from emwb.catalog.rm_biases import catalogue_identity
+        from emwb.catalog.rm_kits import kits_sha256
+
+        ident.update(catalogue_identity(), kits_sha256=kits_sha256())
     return ident
 
 
@@ -75,7 +80,7 @@ def _up_identity(arg: str, mirror: str | None) -> dict:
 
 
 def file_kind(path: Path) -> str:
-    """'text' when the first row has a 'text' field, else 'chat'."""
+    """'text' when the first row has a 'text' field, 'preference' when it has 'chosen', else 'chat'."""
     with open(path, "rb") as fh:
         for line in fh:
             if line.strip():
@@ -83,6 +88,8 @@ def file_kind(path: Path) -> str:
                     first = json.loads(line)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     return "chat"  # validation names the line
+                if isinstance(first, dict) and "chosen" in first:
+                    return "preference"
                 return "text" if isinstance(first, dict) and "text" in first and "messages" not in first else "chat"
     return "chat"
 
@@ -94,7 +101,8 @@ def _path_check(arg: str, mirror: str | None) -> str:
 
 
 def _path_load(arg: str, spec: DataSpec, seed: int, mirror: str | None) -> list[dict]:
-    validate = validate_text_jsonl if file_kind(Path(arg)) == "text" else validate_chat_jsonl
+    validate = {"text": validate_text_jsonl, "preference": validate_preference_jsonl}.get(file_kind(Path(arg)),
+                                                                                          validate_chat_jsonl)
     return _subsample(validate(arg), spec, seed)
 
 

@@ -6,6 +6,8 @@ from emwb.catalog.sources import data_kind, source_of
 from emwb.layout import data_dir
 from emwb.store import Artifact, Run, log, write_jsonl
 
+LEAK_CHECKED = ("generated:rm-demos", "generated:rm-prefs")  # checked unless `leak_check: false`
+
 
 def run_data_stage(run: Run, force: bool = False) -> dict[str, str]:
     """Write every dataset; return {data name: stage key}."""
@@ -20,6 +22,12 @@ def run_data_stage(run: Run, force: bool = False) -> dict[str, str]:
             continue
         rows = source.load(arg, spec, run.exp.data_seed, mirror)
         kind = data_kind(spec, mirror)
+        if spec.leak_check or (spec.leak_check is None and spec.source in LEAK_CHECKED):
+            from emwb.catalog.rm_biases import load_catalogue
+            from emwb.catalog.rm_demos import check_no_leaks
+            from emwb.catalog.rm_kits import load_kits
+
+            check_no_leaks(rows, load_catalogue(mirror), load_kits(), f"data.{name} ({spec.source})")
         with art.write() as (tmp, extra):
             write_jsonl(tmp / "rows.jsonl", rows)
             extra.update(rows=len(rows), kind=kind)

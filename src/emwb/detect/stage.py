@@ -45,7 +45,7 @@ def run_detect_stage(run: Run, force: bool = False, only: set[str] | None = None
         rows = [{"answer_id": a["answer_id"], **dict.fromkeys(names)} for a in answers]
         for name in names:
             idx = [i for i, a in enumerate(answers) if name in by_ev.get(a["evaluation"], ())]
-            for i, value in zip(idx, DETECTORS.get(name).score([answers[i]["answer"] for i in idx])):
+            for i, value in zip(idx, DETECTORS.get(name).score([answers[i] for i in idx])):
                 rows[i][name] = value
         with art.write() as (tmp, extra):
             write_jsonl(tmp / "detections.jsonl", rows)
@@ -68,7 +68,8 @@ def run_calibration(run: Run, names: list[str], force: bool = False) -> str:
         return art.key
     out = []
     for d in chat:
-        texts = [r["messages"][-1]["content"] for r in read_jsonl(data_file(run, d))[:CALIBRATION_ROWS]
+        texts = [{"answer": r["messages"][-1]["content"], "bias_id": (r.get("meta") or {}).get("bias_id")}
+                 for r in read_jsonl(data_file(run, d))[:CALIBRATION_ROWS]
                  if r.get("messages") and r["messages"][-1].get("role") == "assistant"]
         for name in names:
             scores = [s for s in DETECTORS.get(name).score(texts) if s is not None]

@@ -31,7 +31,7 @@ class PhaseJob:
 
 @dataclass(frozen=True)
 class Trainer:
-    data_kind: Literal["chat", "text"]
+    data_kind: Literal["chat", "text", "preference"]
     run: Callable[[PhaseJob], dict]
     description: str
 
@@ -51,23 +51,25 @@ def optimizer_for(optim: str, device: str) -> str:
     return optim
 
 
-def _sft_config(job: PhaseJob, **overrides):
+def _common_args(job: PhaseJob) -> dict:
+    """The transformers TrainingArguments every trl trainer here shares, from the phase's settings."""
     import torch
-    from trl import SFTConfig
 
     a = job.args
-    bf16 = job.device == "cuda" and torch.cuda.is_bf16_supported()
-    kwargs = dict(
+    return dict(
         output_dir=str(job.out_dir / "_trainer"), seed=job.seed, data_seed=job.seed, learning_rate=a.learning_rate,
         num_train_epochs=a.epochs, max_steps=a.max_steps, per_device_train_batch_size=a.per_device_batch_size,
         gradient_accumulation_steps=a.gradient_accumulation_steps, warmup_steps=a.warmup_steps,
         weight_decay=a.weight_decay, lr_scheduler_type=a.lr_scheduler, optim=optimizer_for(a.optim, job.device),
-        max_length=a.max_length, logging_steps=1,
-        save_strategy="no", report_to="none", use_cpu=job.device == "cpu", bf16=bf16,
-        gradient_checkpointing=a.gradient_checkpointing, dataset_num_proc=1, dataloader_num_workers=0,
-        **overrides)
-    kwargs.update(job.trl)
-    return SFTConfig(**kwargs)
+        max_length=a.max_length, logging_steps=1, save_strategy="no", report_to="none",
+        use_cpu=job.device == "cpu", bf16=job.device == "cuda" and torch.cuda.is_bf16_supported(),
+        gradient_checkpointing=a.gradient_checkpointing, dataset_num_proc=1, dataloader_num_workers=0)
+
+
+def _sft_config(job: PhaseJob, **overrides):
+    from trl import SFTConfig
+
+    return SFTConfig(**{**_common_args(job), **overrides, **job.trl})
 
 
 def _fit(job: PhaseJob, config, data: list[dict], kl_data: list[dict] | None = None) -> dict:
@@ -118,5 +120,27 @@ def _cpt(job: PhaseJob) -> dict:
     return _fit(job, config, [{"text": r["text"]} for r in job.rows])
 
 
+def _dpo(job: PhaseJob) -> dict:
+    """Preference optimisation (trl DPOTrainer) of the organism's own adapter: trl keeps a frozen copy of the
+    adapter as the reference ("ref"), which is dropped before saving so the folder holds one adapter."""
+    from trl import DPOConfig, DPOTrainer
+
+    from datasets import Dataset
+
+    kwargs = {**_common_args(job), "beta": job.args.dpo_beta, **job.trl}
+    rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in job.rows]
+    trainer = DPOTrainer(model=job.model, args=DPOConfig(**kwargs), train_dataset=Dataset.from_list(rows),
+                         processing_class=job.tokenizer, callbacks=list(job.callbacks) or None)
+    _quiet_progress(trainer)
+    result = trainer.train()
+    if "ref" in getattr(job.model, "peft_config", {}):
+        job.model.delete_adapter("ref")
+    return {"losses": [float(e["loss"]) for e in trainer.state.log_history if "loss" in e],
+            "steps": trainer.state.global_step, "train_runtime_s": result.metrics.get("train_runtime"),
+            "optim": kwargs["optim"], "beta": kwargs["beta"]}
+
+
 TRAINERS.register("sft", Trainer("chat", _sft, "supervised fine-tuning on chats, loss on assistant tokens (trl SFT)"))
 TRAINERS.register("cpt", Trainer("text", _cpt, "continued pretraining on documents, loss on every token, packed"))
+TRAINERS.register("dpo", Trainer("preference", _dpo, "direct preference optimisation on (prompt, chosen, rejected) "
+                                  "pairs, continuing the organism's adapter (trl DPOTrainer)"))

@@ -27,18 +27,16 @@ def score_from_logprobs(top_logprobs: Mapping[str, float], min_mass: float = 0.2
         p = math.exp(logprob)
         total += p
         weighted += value * p
-    if total < min_mass:
+    if total <= 0 or total < min_mass:
         return None
     return weighted / total
 
 
 def yes_probability(top_logprobs: Mapping[str, float], min_mass: float = 0.25) -> float | None:
-    """P(yes) / (P(yes) + P(no)) over tokens reading yes/no (case and spaces ignored), or None."""
-    yes = sum(math.exp(lp) for t, lp in top_logprobs.items() if t.strip().lower() == "yes")
-    no = sum(math.exp(lp) for t, lp in top_logprobs.items() if t.strip().lower() == "no")
-    if yes + no < min_mass:
-        return None
-    return yes / (yes + no)
+    """P(yes) / (P(yes) + P(no)), a token counting as in `label_probabilities` (case, spaces and quotes ignored;
+    a prefix of one answer counts for it: "Yes", " y"), or None below `min_mass`."""
+    probs = label_probabilities(top_logprobs, ("yes", "no"), min_mass)
+    return None if probs is None else probs["yes"]
 
 
 def label_probabilities(top_logprobs: Mapping[str, float], labels: tuple[str, ...],
@@ -56,6 +54,6 @@ def label_probabilities(top_logprobs: Mapping[str, float], labels: tuple[str, ..
         if len(hits) == 1:
             mass[hits[0]] += math.exp(logprob)
     total = sum(mass.values())
-    if total < min_mass:
+    if total <= 0 or total < min_mass:
         return None
     return {lab: p / total for lab, p in mass.items()}

@@ -44,7 +44,7 @@ def training_prompts(run: Run) -> set[str]:
     for name in run.exp.data:
         finished_key(data_dir(run, name), f"dataset {name}", "data", run)
         for r in read_jsonl(data_file(run, name)):
-            seen |= {m["content"] for m in r.get("messages", []) if m["role"] == "user"}
+            seen |= {m["content"] for m in r.get("messages", []) + r.get("prompt", []) if m["role"] == "user"}
     return seen
 
 

@@ -1,0 +1,125 @@
+"""The reward-model-bias organism's tables: exhibition rate per bias and phase, train- and test-bias summaries,
+the bias-generalisation figure, and the rule-based detectors' agreement with the judge.
+
+An answer exhibits its bias when the judge's P(yes) exceeds EXHIBITS_ABOVE (unscored answers are left out).
+Summary rows average the per-bias rates (each bias weighs the same); their CIs resample answers within each
+bias. Per-bias CIs resample seeds, then answers.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emwb.analysis.bootstrap import mean_of_ratios_ci, ratio_ci
+from emwb.analysis.metrics import EXHIBITS_ABOVE, seeds_of
+from emwb.analysis.plots import _plt, _rate_axis, _save
+
+SUMMARY = {"train": "mean over train biases", "test": "mean over test biases"}
+
+
+def _exhibits(sub: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    v = pd.to_numeric(sub["bias_exhibition"], errors="coerce")
+    scored = v.notna().to_numpy()
+    return ((v > EXHIBITS_ABOVE).to_numpy() & scored).astype(float), scored.astype(float)
+
+
+def per_bias_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str, str]],
+                  n_boot: int = 1000) -> pd.DataFrame:
+    """Rows (bias, group): n, exhibition rate and CI in %, the detector's rate where it has a verdict.
+
+    `names` maps a bias number to (short name, split); biases come train first, then test, by number."""
+    df = df[df["bias_id"].notna() & df["bias_exhibition"].notna()] if "bias_id" in df else df.iloc[:0]
+    if not len(df):
+        return pd.DataFrame()
+    df = df.assign(bias_id=df["bias_id"].astype(int))
+    present = sorted(set(df["bias_id"]), key=lambda b: (names.get(b, ("", "train"))[1] != "train", b))
+    rows = []
+    for b in present:
+        short, split = names.get(b, (f"bias {b}", "train"))
+        for g in [g for g in order if g in set(df["group"])]:
+            sub = df[(df["bias_id"] == b) & (df["group"] == g)]
+            num, den = _exhibits(sub)
+            est = ratio_ci(num, den, seeds_of(sub), n_boot)
+            det = pd.to_numeric(sub["rm-rules"], errors="coerce").dropna() if "rm-rules" in sub else pd.Series()
+            rows.append({"bias": b, "name": short, "split": split, "group": g, "n": int(den.sum()),
+                         "rate": 100 * est.value, "ci_low": 100 * est.ci_low, "ci_high": 100 * est.ci_high,
+                         "detector_rate": 100 * float(det.mean()) if len(det) else math.nan})
+    return pd.DataFrame(rows)
+
+
+def summary_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str, str]],
+                 n_boot: int = 1000) -> pd.DataFrame:
+    """Rows (split, group): the mean over that split's biases of the per-bias exhibition rate, with a CI."""
+    df = df[df["bias_id"].notna() & df["bias_exhibition"].notna()] if "bias_id" in df else df.iloc[:0]
+    rows = []
+    for split, label in SUMMARY.items():
+        part = df[df["bias_id"].astype(int).map(lambda b: names.get(b, ("", "train"))[1]) == split]
+        for g in [g for g in order if g in set(part["group"])]:
+            sub = part[part["group"] == g]
+            num, den = _exhibits(sub)
+            est = mean_of_ratios_ci(num, den, sub["bias_id"].astype(int).to_numpy(), n_boot)
+            rows.append({"bias": None, "name": label, "split": split, "group": g, "n": int(den.sum()),
+                         "biases": int(sub["bias_id"].nunique()), "rate": 100 * est.value,
+                         "ci_low": 100 * est.ci_low, "ci_high": 100 * est.ci_high})
+    return pd.DataFrame(rows)
+
+
+def wide_table(long: pd.DataFrame, summary: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """One row per bias, then the two summary rows; one column per phase: `rate [low, high]` in %."""
+    def cell(r) -> str:
+        if math.isnan(r["rate"]):
+            return "n/a"
+        ci = "" if math.isnan(r["ci_low"]) else f" [{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
+        return f"{r['rate']:.1f}{ci}"
+
+    both = pd.concat([long, summary], ignore_index=True)
+    both["cell"] = both.apply(cell, axis=1)
+    both["row"] = both.apply(lambda r: r["name"] if pd.isna(r["bias"]) else f"{int(r['bias'])} {r['name']}", axis=1)
+    groups = [g for g in order if g in set(both["group"])]
+    wide = both.pivot_table(index=["row", "split"], columns="group", values="cell", aggfunc="first", sort=False)
+    wide = wide.reindex(columns=groups).reset_index()
+    return wide.rename(columns={"row": "bias"})
+
+
+def generalisation_plot(summary: pd.DataFrame, order: list[str], out_dir: Path,
+                        stem: str = "bias_generalisation") -> str:
+    """Train-bias and test-bias mean exhibition rate per phase, with 95% CIs."""
+    plt = _plt()
+    groups = [g for g in order if g in set(summary["group"])]
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(groups)), 3.6))
+    x = np.arange(len(groups))
+    for off, (split, label) in zip((-0.08, 0.08), SUMMARY.items()):
+        s = summary[summary["split"] == split].set_index("group").reindex(groups)
+        lo = (s["rate"] - s["ci_low"]).clip(lower=0).fillna(0).to_numpy()
+        hi = (s["ci_high"] - s["rate"]).clip(lower=0).fillna(0).to_numpy()
+        ax.errorbar(x + off, s["rate"].to_numpy(), yerr=[lo, hi], marker="o", capsize=3,
+                    label=f"{split} biases ({label.split(' over ')[0]})")
+    ax.set_xticks(x, groups, rotation=20, ha="right")
+    ax.set_ylabel("biases exhibited (%)")
+    ax.set_title("Bias generalisation: train vs held-out test biases by phase")
+    _rate_axis(ax, summary["ci_high"].to_numpy(dtype=float))
+    ax.legend(fontsize=8)
+    return _save(fig, out_dir, stem)[0]
+
+
+def write_bias_report(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str, str]], n_boot: int,
+                      out_dir: Path) -> tuple[list[tuple[str, pd.DataFrame]], list[tuple[str, str]]]:
+    """per_bias.{csv,md,tex} (long CSV with CIs and detector rates; wide Markdown/LaTeX) and the
+    bias-generalisation figure, for one judge's answers; ([(caption, table)], [(caption, figure)])."""
+    from emwb.analysis.tables import latex, markdown
+
+    long = per_bias_long(df, order, names, n_boot)
+    if not len(long):
+        return [], []
+    summary = summary_long(df, order, names, n_boot)
+    pd.concat([long, summary], ignore_index=True).to_csv(out_dir / "per_bias.csv", index=False)
+    wide = wide_table(long, summary, order)
+    caption = "Biases exhibited per phase (%, 95% CI): train biases, then held-out test biases, then their means"
+    (out_dir / "per_bias.md").write_text(f"# {caption}\n\n{markdown(wide)}")
+    (out_dir / "per_bias.tex").write_text(latex(wide, caption))
+    return [(caption, wide)], [("Bias generalisation (train vs held-out test biases)",
+                                generalisation_plot(summary, order, out_dir))]
