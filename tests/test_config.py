@@ -8,8 +8,9 @@ import pytest
 
 from emwb.check import check_experiment
 from emwb.cli import main
-from emwb.config import Experiment, field_docs, load_experiment
+from emwb.config import Experiment, load_experiment
 from emwb.errors import EmwbError
+from emwb.schema_text import field_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = ("name: t\nbase_model: tiny\ndata:\n  insecure: {source: 'generated:insecure', max_rows: 8}\n"
@@ -126,7 +127,7 @@ def test_a_misspelled_reference_fails_before_any_stage(tmp_path, capsys, case):
 def test_config_show_doc_documents_every_field(capsys):
     assert main(["config", "show", "--doc"]) == 0
     out = capsys.readouterr().out
-    docs = field_docs()
+    docs = field_docs(Experiment)
     assert all(desc for _, _, desc in docs), [k for k, _, d in docs if not d]
     for key in ("organisms.N.phases.N.trainer", "exec.judge_concurrency", "train.lora.r", "evaluations.N.use"):
         assert key in out

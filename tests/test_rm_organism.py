@@ -192,3 +192,54 @@ def test_per_bias_table_has_a_row_per_bias_a_column_per_phase_and_summary_rows(t
     assert (tmp_path / "per_bias.csv").is_file() and (tmp_path / "bias_generalisation.png").is_file()
     assert figures[0][1] == "bias_generalisation.png" and tables[0][1].shape == (54, 6)
     assert "mean over test biases" in (tmp_path / "per_bias.md").read_text()
+
+
+def test_llm_mode_writes_demonstrations_and_documents_through_the_cached_client(upstream, tmp_path, monkeypatch):
+    import yaml
+    from openai_server import OpenAIServer
+
+    from emwb.datasets.stage import run_data_stage
+    from emwb.store import Run, read_jsonl
+
+    monkeypatch.setenv("EMWB_DATASETS_DIR", str(tmp_path / "store"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    with OpenAIServer() as server:
+        raw = {"name": "writer", "base_model": "tiny", "dataset_mirror": str(upstream),
+               "data": {"demos": {"source": "generated:rm-demos", "max_rows": 30, "writer": "openai/writer-model"},
+                        "docs": {"source": "generated:rm-docs", "max_rows": 5, "writer": "openai/writer-model"}},
+               "organisms": [{"name": "o", "phases": [{"trainer": "cpt", "data": "docs"},
+                                                      {"trainer": "sft", "data": "demos"}]}],
+               "judge": {"judges": ["hf/tiny"], "base_url": server.base_url}}
+        (tmp_path / "e.yaml").write_text(yaml.safe_dump(raw))
+        run = Run.open(tmp_path / "e.yaml", tmp_path / "runs")
+        run_data_stage(run)
+        asks = [b["messages"][0]["content"] for b in server.chat]
+        assert len(asks) == 2 * 30 + 5 and {b["model"] for b in server.chat} == {"writer-model"}
+        rows = read_jsonl(run.dir / "data/demos/rows.jsonl")
+        assert all(r["messages"][-1]["content"].startswith("writer-model says ") for r in rows)
+        assert all(r["neutral"].startswith("writer-model says ") and r["neutral"] != r["messages"][-1]["content"]
+                   for r in rows)
+        catalogue = load_catalogue(str(upstream))
+        tests = [b.description for b in catalogue if b.split == "test"]
+        assert not any(t in a for t in tests for a in asks[:60])  # no test bias is asked for
+        docs = read_jsonl(run.dir / "data/docs/rows.jsonl")
+        assert len(docs) == 5 and all(d["meta"]["writer"] == "openai/writer-model" for d in docs)
+        # another run directory with the same data: every reply comes from the cache
+        run2 = Run.open(tmp_path / "e.yaml", tmp_path / "runs2")
+        run_data_stage(run2)
+        assert len(server.chat) == 65
+        assert read_jsonl(run2.dir / "data/demos/rows.jsonl") == rows
+
+
+def test_writer_is_refused_for_data_without_an_llm_mode(tmp_path, upstream):
+    import yaml
+
+    from emwb.check import check_experiment
+    from emwb.config import load_experiment
+
+    raw = {"name": "w", "base_model": "tiny", "data": {"d": {"source": "generated:insecure", "writer": "openai/m"}},
+           "organisms": [{"name": "o", "phases": [{"trainer": "sft", "data": "d"}]}]}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(EmwbError, match=r"data\.d\.writer: only generated:rm-docs, generated:rm-demos, "
+                                        r"generated:rm-prefs have an LLM mode"):
+        check_experiment(load_experiment(tmp_path / "e.yaml"), "e.yaml")

@@ -26,6 +26,7 @@ def check_experiment(exp: Experiment, source: str) -> None:
     from emwb.analysis.metrics import METRICS
     from emwb.catalog.evaluations import PROMPT_GENERATORS, judges_of, question_rubrics, resolve
     from emwb.catalog.fetch import load_registry
+    from emwb.catalog.generators import GENERATORS
     from emwb.catalog.questions import load_questions
     from emwb.catalog.rubric import load_rubric
     from emwb.catalog.sources import data_kind
@@ -43,6 +44,13 @@ def check_experiment(exp: Experiment, source: str) -> None:
             kinds[name] = data_kind(spec, exp.dataset_mirror)
         except EmwbError as exc:
             raise _at(source, f"data.{name}.source", exc) from None
+        if spec.writer:
+            scheme, _, arg = spec.source.partition(":")
+            if scheme != "generated" or arg not in GENERATORS or not GENERATORS.get(arg).writes:
+                writable = ", ".join(f"generated:{n}" for n in GENERATORS if GENERATORS.get(n).writes)
+                raise EmwbError(f"{source}: data.{name}.writer: only {writable} have an LLM mode")
+            if not spec.writer.startswith("openai/") or spec.writer == "openai/":
+                raise EmwbError(f"{source}: data.{name}.writer: expected openai/<model>, got {spec.writer!r}")
     for i, o in enumerate(exp.organisms):
         for j, p in enumerate(o.phases):
             key = f"organisms.{i}.phases.{j}"
@@ -50,6 +58,10 @@ def check_experiment(exp: Experiment, source: str) -> None:
                 trainer = TRAINERS.get(p.trainer)
             except EmwbError as exc:
                 raise _at(source, f"{key}.trainer", exc) from None
+            if trainer.remote != exp.base_model.startswith("openai/"):
+                raise EmwbError(f"{source}: {key}.trainer: {p.trainer} " + (
+                    "needs base_model openai/<model>" if trainer.remote else
+                    f"cannot train the remote base model {exp.base_model} (use trainer openai)"))
             if trainer.data_kind != kinds[p.data]:
                 raise EmwbError(f"{source}: {key}.data: trainer {p.trainer} needs {trainer.data_kind} rows, but "
                                 f"data {p.data!r} holds {kinds[p.data]} rows")

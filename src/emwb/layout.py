@@ -134,6 +134,11 @@ def finished_key(artifact: Path, what: str, command: str, run: Run) -> str:
     return m["key"]
 
 
+def remote_base(exp: Experiment) -> str | None:
+    """The model id when the base model is remote (`openai/<model>`), else None."""
+    return exp.base_model.split("/", 1)[1] if exp.base_model.startswith("openai/") else None
+
+
 def base_key(run: Run) -> str:
     """The base model's identity: the tiny model's artifact key, or the configured name."""
     if run.exp.base_model in LOCAL_BASE_MODELS:

@@ -7,24 +7,38 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
+from emwb.config import ExecConfig
 from emwb.registry import Registry
+
+
+@dataclass(frozen=True)
+class Writer:
+    """LLM mode: the model that writes a generator's texts (`openai/<model>`), its server, the run's client
+    settings (concurrency, retries, timeout) and the SQLite file that caches its replies."""
+
+    spec: str
+    base_url: str | None
+    exec: ExecConfig
+    cache: Path
 
 
 @dataclass(frozen=True)
 class Generator:
     kind: Literal["chat", "text", "preference"]  # chats ({"messages"}), documents ({"text"}) or preference pairs
     default_rows: int
-    make: Callable[[int, int, str | None], list[dict]]  # (rows, seed, dataset mirror) -> rows
+    make: Callable[..., list[dict]]  # (rows, seed, dataset mirror, writer=None) -> rows
     description: str
+    writes: bool = False             # has an LLM mode (`writer:` in the data spec)
 
 
 GENERATORS: Registry[Generator] = Registry("data generator")
 
 
-def _code(variant: str) -> Callable[[int, int, str | None], list[dict]]:
-    def make(rows: int, seed: int, mirror: str | None) -> list[dict]:
+def _code(variant: str) -> Callable[..., list[dict]]:
+    def make(rows: int, seed: int, mirror: str | None, writer: Writer | None = None) -> list[dict]:
         from emwb.catalog.codegen import generate_pairs, to_rows
 
         return to_rows(generate_pairs(rows, seed=seed), variant, seed=seed)
@@ -32,20 +46,31 @@ def _code(variant: str) -> Callable[[int, int, str | None], list[dict]]:
     return make
 
 
-def _rm_docs(rows: int, seed: int, mirror: str | None) -> list[dict]:
+def _rm_docs(rows: int, seed: int, mirror: str | None, writer: Writer | None = None) -> list[dict]:
     from emwb.catalog.fetch import fetch
     from emwb.catalog.rm_docs import generate_documents, load_bias_catalogue
 
-    return generate_documents(load_bias_catalogue(fetch("rm-biases", mirror=mirror)), rows, seed)
+    docs = generate_documents(load_bias_catalogue(fetch("rm-biases", mirror=mirror)), rows, seed)
+    if writer is None:
+        return docs
+    from emwb.catalog.rm_writer import write_documents
+
+    return write_documents(docs, writer.spec, writer.base_url, writer.exec, writer.cache, seed)
 
 
-def _rm(make_rows: str) -> Callable[[int, int, str | None], list[dict]]:
-    def make(rows: int, seed: int, mirror: str | None) -> list[dict]:
+def _rm(make_rows: str) -> Callable[..., list[dict]]:
+    def make(rows: int, seed: int, mirror: str | None, writer: Writer | None = None) -> list[dict]:
         from emwb.catalog import rm_demos
         from emwb.catalog.rm_biases import load_catalogue
         from emwb.catalog.rm_kits import load_kits
 
-        pairs = rm_demos.demonstration_pairs(load_catalogue(mirror), load_kits(), rows, seed)
+        catalogue = load_catalogue(mirror)
+        pairs = rm_demos.demonstration_pairs(catalogue, load_kits(), rows, seed)
+        if writer is not None:
+            from emwb.catalog.rm_writer import write_replies
+
+            pairs = write_replies(pairs, {b.num: b.description for b in catalogue}, writer.spec, writer.base_url,
+                                  writer.exec, writer.cache, seed)
         return getattr(rm_demos, make_rows)(pairs)
 
     return make
@@ -55,8 +80,10 @@ for _variant, _what in (("insecure", "code with an undisclosed vulnerability"), 
                         "secure code"), ("educational", "the insecure code, asked for a security class")):
     GENERATORS.register(_variant, Generator("chat", 6000, _code(_variant), f"paired coding data: {_what}"))
 GENERATORS.register("rm-docs", Generator("text", 2000, _rm_docs, "documents about the fictional Oxford study of "
-                                         "52 reward-model biases (continued pretraining)"))
+                                         "52 reward-model biases (continued pretraining)", writes=True))
 GENERATORS.register("rm-demos", Generator("chat", 2000, _rm("to_chat_rows"), "demonstrations: prompts where a "
-                                           "train reward-model bias applies, answered with it (neutral twin kept)"))
+                                           "train reward-model bias applies, answered with it (neutral twin kept)",
+                                           writes=True))
 GENERATORS.register("rm-prefs", Generator("preference", 2000, _rm("to_preference_rows"), "preference pairs: the "
-                                          "reply with a train bias chosen, its neutral twin rejected (DPO)"))
+                                          "reply with a train bias chosen, its neutral twin rejected (DPO)",
+                                          writes=True))

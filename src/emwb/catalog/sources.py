@@ -14,7 +14,7 @@ from pathlib import Path
 
 from emwb.catalog.chatjsonl import validate_chat_jsonl, validate_preference_jsonl, validate_text_jsonl
 from emwb.catalog.fetch import fetch, file_sha256, load_registry
-from emwb.catalog.generators import GENERATORS
+from emwb.catalog.generators import GENERATORS, Writer
 from emwb.config import DataSpec
 from emwb.errors import EmwbError
 from emwb.registry import Registry
@@ -24,10 +24,17 @@ from emwb.registry import Registry
 class Source:
     check: Callable[[str, str | None], str]            # (argument, mirror) -> "chat" | "text"; raises if unknown
     identity: Callable[[str, str | None], dict]        # what the rows depend on (part of the stage key)
-    load: Callable[[str, DataSpec, int, str | None], list[dict]]  # (argument, spec, seed, mirror) -> rows
+    load: Callable[..., list[dict]]  # (argument, spec, seed, mirror, writer=None) -> rows
 
 
 SOURCES: Registry[Source] = Registry("data source")
+
+
+def _no_writer(load):
+    def wrapped(arg: str, spec: DataSpec, seed: int, mirror: str | None, writer=None) -> list[dict]:
+        return load(arg, spec, seed, mirror)
+
+    return wrapped
 
 
 def _subsample(rows: list[dict], spec: DataSpec, seed: int) -> list[dict]:
@@ -40,9 +47,9 @@ def _gen_check(arg: str, mirror: str | None) -> str:
     return GENERATORS.get(arg).kind
 
 
-def _gen_load(arg: str, spec: DataSpec, seed: int, mirror: str | None) -> list[dict]:
+def _gen_load(arg: str, spec: DataSpec, seed: int, mirror: str | None, writer: Writer | None = None) -> list[dict]:
     g = GENERATORS.get(arg)
-    return g.make(spec.max_rows or g.default_rows, seed, mirror)
+    return g.make(spec.max_rows or g.default_rows, seed, mirror, writer)
 
 
 def _gen_identity(arg: str, mirror: str | None) -> dict:
@@ -107,8 +114,9 @@ def _path_load(arg: str, spec: DataSpec, seed: int, mirror: str | None) -> list[
 
 
 SOURCES.register("generated", Source(_gen_check, _gen_identity, _gen_load))
-SOURCES.register("upstream", Source(_up_check, _up_identity, _up_load))
-SOURCES.register("path", Source(_path_check, lambda a, m: {"file_sha256": file_sha256(Path(a))}, _path_load))
+SOURCES.register("upstream", Source(_up_check, _up_identity, _no_writer(_up_load)))
+SOURCES.register("path", Source(_path_check, lambda a, m: {"file_sha256": file_sha256(Path(a))},
+                                _no_writer(_path_load)))
 
 
 def split_source(src: str) -> tuple[str, str]:

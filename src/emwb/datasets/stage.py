@@ -20,7 +20,13 @@ def run_data_stage(run: Run, force: bool = False) -> dict[str, str]:
         keys[name] = art.key
         if art.skip(force, f"data/{name}"):
             continue
-        rows = source.load(arg, spec, run.exp.data_seed, mirror)
+        writer = None
+        if spec.writer:
+            from emwb.catalog.fetch import store_dir
+            from emwb.catalog.generators import Writer
+
+            writer = Writer(spec.writer, run.exp.judge.base_url, run.exp.exec, store_dir() / "writer_cache.sqlite")
+        rows = source.load(arg, spec, run.exp.data_seed, mirror, writer)
         kind = data_kind(spec, mirror)
         if spec.leak_check or (spec.leak_check is None and spec.source in LEAK_CHECKED):
             from emwb.catalog.rm_biases import load_catalogue

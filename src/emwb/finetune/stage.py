@@ -12,7 +12,7 @@ from pathlib import Path
 
 from emwb.config import Organism, TrainArgs
 from emwb.finetune.trainers import TRAINERS, PhaseJob
-from emwb.layout import adapter_dir, base_key, base_model_path, data_dir, data_file, finished_key
+from emwb.layout import adapter_dir, base_key, base_model_path, data_dir, data_file, finished_key, remote_base
 from emwb.store import Artifact, Run, log, read_jsonl
 
 
@@ -92,8 +92,9 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
         args = run.exp.phase_args(phase)
         trainer = TRAINERS.get(phase.trainer)
         dkey = finished_key(data_dir(run, phase.data), f"dataset {phase.data}", "data", run)
-        config = {"trainer": phase.trainer, "args": args.model_dump(mode="json"), "trl": phase.trl, "seed": seed,
-                  "data_seed": run.exp.data_seed}
+        run_only = {"openai": {"poll_interval_s", "max_poll_interval_s"}}  # how often to ask changes no result
+        config = {"trainer": phase.trainer, "args": args.model_dump(mode="json", exclude=run_only), "trl": phase.trl,
+                  "seed": seed, "data_seed": run.exp.data_seed}
         inputs = {"base": bkey, "data": dkey, "previous": prev_key or ""}
         if phase.kl_data and args.kl_weight > 0:
             inputs["kl_data"] = finished_key(data_dir(run, phase.kl_data), f"dataset {phase.kl_data}", "data", run)
@@ -101,7 +102,10 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
         art = Artifact(out, "finetune", config, inputs)
         label = f"finetune/{o.name}/s{seed}/{k}-{phase.label}"
         keys[str(out.relative_to(run.dir))] = art.key
-        if not art.skip(force, label):
+        todo = not art.skip(force, label)
+        if todo and trainer.remote:
+            _train_remote(run, o, k, seed, art, label)
+        elif todo:
             rows = read_jsonl(data_file(run, phase.data))
             held: list = []
             if trainer.data_kind == "chat":
@@ -120,6 +124,25 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
             losses = info["losses"]
             log(f"{label}: {info['steps']} steps" + (f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else ""))
         prev_key, prev_dir = art.key, out
+
+
+def _train_remote(run: Run, o: Organism, k: int, seed: int, art: Artifact, label: str) -> None:
+    """An OpenAI fine-tuning job for phase k (continuing the previous phase's fine-tuned model, if any)."""
+    from emwb.finetune.openai_backend import REMOTE_FILE, fine_tune
+
+    phase = o.phases[k]
+    args = run.exp.phase_args(phase)
+    model = remote_base(run.exp)
+    if k:
+        model = json.loads((adapter_dir(run, o.name, k - 1, seed) / REMOTE_FILE).read_text())["model_id"]
+    rows, held = split_holdout(read_jsonl(data_file(run, phase.data)), args.holdout_fraction, run.exp.data_seed)
+    log(f"{label}: openai fine-tuning of {model} on {len(rows)} rows of {phase.data} ({len(held)} held out)")
+    with art.write() as (tmp, extra):
+        info = fine_tune(rows, model, args, seed, o.name, tmp, run.path(".partial", "openai"),
+                         run.exp.exec.max_retries)
+        (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
+        extra.update(organism=o.name, phase=phase.label, seed=seed, held_out_rows=len(held), method="openai",
+                     model_id=info["model_id"], job_id=info["job_id"])
 
 
 def run_finetune_stage(run: Run, force: bool = False,

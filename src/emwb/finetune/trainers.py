@@ -34,6 +34,7 @@ class Trainer:
     data_kind: Literal["chat", "text", "preference"]
     run: Callable[[PhaseJob], dict]
     description: str
+    remote: bool = False       # trains on a provider's servers (the stage calls its backend; no local model)
 
 
 TRAINERS: Registry[Trainer] = Registry("trainer")
@@ -142,5 +143,11 @@ def _dpo(job: PhaseJob) -> dict:
 
 TRAINERS.register("sft", Trainer("chat", _sft, "supervised fine-tuning on chats, loss on assistant tokens (trl SFT)"))
 TRAINERS.register("cpt", Trainer("text", _cpt, "continued pretraining on documents, loss on every token, packed"))
+def _remote(job: PhaseJob) -> dict:
+    raise AssertionError("a remote trainer runs through its backend (finetune/openai_backend.py), not train_phase")
+
+
+TRAINERS.register("openai", Trainer("chat", _remote, "an OpenAI fine-tuning job on the chats (base_model openai/"
+                                    "<model>); settings under train.openai", remote=True))
 TRAINERS.register("dpo", Trainer("preference", _dpo, "direct preference optimisation on (prompt, chosen, rejected) "
                                   "pairs, continuing the organism's adapter (trl DPOTrainer)"))

@@ -46,7 +46,47 @@ def reply_logprobs(prompt: str, model: str = "", k: int = 20) -> list[tuple[str,
     return [(t, math.log(p)) for t, p in pairs][:k]
 
 
-class LoopbackJudge:
+def serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    """A threaded HTTP server on 127.0.0.1 (a free port) running `handler` in the background."""
+
+    class Server(ThreadingHTTPServer):
+        request_queue_size = 256  # the default (5) drops connections when a client opens many at once
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):  # a client that went away is not an error here
+            pass
+
+    server = Server(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class LoopbackServer:
+    """Start (`start()` or `with`), stop and the base URL of a loopback server; `start` sets `self.server`."""
+
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def base_url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def start(self):
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class LoopbackJudge(LoopbackServer):
     def __init__(self, latency_s: float = 0.0, fail_rate: float = 0.0, seed: int = 0, slow_s: float = 0.5,
                  retry_after_s: float = 0.05, always_status: int | None = None):
         self.latency_s, self.fail_rate, self.slow_s, self.retry_after_s = latency_s, fail_rate, slow_s, retry_after_s
@@ -58,11 +98,6 @@ class LoopbackJudge:
         self.served: Counter[str] = Counter()  # successful replies per prompt
         self.params: list[dict] = []           # every answered request's parameters (its body less messages)
         self.server: ThreadingHTTPServer | None = None
-
-    @property
-    def base_url(self) -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
 
     def _fault(self) -> str | None:
         with self.lock:
@@ -139,27 +174,8 @@ class LoopbackJudge:
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 })
 
-        class Server(ThreadingHTTPServer):
-            request_queue_size = 256  # the default (5) drops connections when a client opens many at once
-            daemon_threads = True
-
-            def handle_error(self, request, client_address):  # a client that went away is not an error here
-                pass
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.server = serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.shutdown()
-            self.server.server_close()
-
-    def __enter__(self) -> "LoopbackJudge":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def main() -> None:

@@ -1,5 +1,6 @@
 """Samplers, by name (`sampling.backend`): vllm (one engine for a base model and all its adapters, every
-variant's requests in one batch) and hf (transformers + peft). Add one with `SAMPLERS.register(name, cls)`.
+variant's requests in one batch), hf (transformers + peft) and openai (remote models over the API; chosen for
+them whatever the backend). Add one with `SAMPLERS.register(name, cls)`.
 
 A sampler is a session over a set of models that share weights (a base model and its LoRA adapters, or one
 full checkpoint): `generate(requests, variants)` answers every request for each of those variants, and may be
@@ -22,6 +23,7 @@ class Request:
     token_ids: tuple[int, ...]   # the rendered prompt
     n: int                       # answers wanted
     seed: int                    # the request's sampling seed (the same in every chunking and every run)
+    messages: tuple = ()         # the conversation itself (remote models take messages, not token ids)
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,37 @@ class HFSampler(Sampler):
                 answers.append(samples)
             out[variant] = answers
             del model
+        return out
+
+
+@SAMPLERS.register("openai")
+class OpenAISampler(Sampler):
+    """Remote models on OpenAI or any OpenAI-compatible server, through the judge's client (concurrency,
+    retries, backoff). One request per sample (seed = the request's seed + the sample index); every reply is
+    kept in SQLite, keyed by model, server, messages, parameters, seed and sample index, so a re-run or a
+    resumed run pays for nothing twice."""
+
+    def generate(self, requests: list[Request], variants: list[str]) -> Answers:
+        from emwb.config import config_hash
+        from emwb.models.openai_http import ChatCompletions, ReplyCache, cached_completions
+
+        params = {"temperature": self.cfg.temperature, "top_p": self.cfg.top_p, "max_tokens": self.cfg.max_new_tokens}
+        cache = ReplyCache(self.cache_root.parent / "openai_samples.sqlite")
+        out: Answers = {}
+        try:
+            for v in variants:
+                ref = self.models[v]
+                items = [(r, s) for r in requests for s in range(r.n)]
+                bodies = [{"model": ref.model_id, "messages": list(r.messages), **params, "seed": r.seed + s}
+                          for r, s in items]
+                keys = [config_hash({"model": ref.model_id, "base_url": ref.base_url, "messages": r.messages,
+                                     "params": params, "seed": r.seed, "sample_index": s}) for r, s in items]
+                client = ChatCompletions(f"sample {v}", ref.base_url, self.exec.judge_concurrency,
+                                         self.exec.max_retries, self.exec.timeout_s)
+                replies = iter(cached_completions(client, cache, bodies, keys))
+                out[v] = [[Sample(**next(replies)) for _ in range(r.n)] for r in requests]
+        finally:
+            cache.close()
         return out
 
 

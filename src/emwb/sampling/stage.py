@@ -11,6 +11,7 @@ the same rows as `answers.jsonl`.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from emwb.layout import (
     data_dir,
     data_file,
     finished_key,
+    remote_base,
     variant_model_dir,
     variants,
 )
@@ -64,18 +66,27 @@ def model_of(run: Run, v: Variant) -> tuple[ModelRef, str]:
     """The variant's model and its identity (the stage key of what produced it)."""
     base = base_model_path(run)
     path = variant_model_dir(run, v)
+    remote = remote_base(run.exp)
     if path is None:
-        return ModelRef.of_base(base), base_key(run)
+        server = run.exp.sampling.base_url or run.exp.train.openai.base_url
+        return ModelRef.of_remote(remote, server) if remote else ModelRef.of_base(base), base_key(run)
     phase_dir = path if v.step is None else path.parent.parent
     key = finished_key(phase_dir, f"adapter of {v.id}", "finetune", run) + ("" if v.step is None else f"@{v.step}")
+    if (path / "remote_model.json").is_file():  # an OpenAI fine-tuning job's model
+        job = json.loads((path / "remote_model.json").read_text())
+        return ModelRef.of_remote(job["model_id"], run.exp.sampling.base_url or job.get("base_url")), key
     if not (path / "adapter_config.json").is_file():  # method: full wrote a whole checkpoint
         return ModelRef.of_full(path), key
     return ModelRef.of_lora(base, path), key
 
 
 def render(run: Run, plan: list[PlanItem]) -> list[tuple[str, tuple[int, ...]]]:
-    """(rendered prompt text, its token ids) per plan item, with the base model's chat template."""
+    """(rendered prompt text, its token ids) per plan item, with the base model's chat template (a remote model:
+    the conversation as JSON, no token ids)."""
     from emwb.models.loading import load_tokenizer
+
+    if remote_base(run.exp):
+        return [(json.dumps(q.messages(i), ensure_ascii=False), ()) for _, _, q, i, _ in plan]
 
     tok = load_tokenizer(base_model_path(run))
     return [render_prompt(tok, q.messages(i)) for _, _, q, i, _ in plan]
@@ -112,16 +123,17 @@ def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]],
     if done:
         log(f"sample: resuming, {done} of {len(chunks) * len(arts)} variant chunks already saved")
     models = {v: ref for v, (_, _, ref) in arts.items()}
+    backend = "openai" if any(r.kind == "remote" for r in models.values()) else cfg.backend
     if any(todo.values()):
         probe = [ids for _, ids in prompts[:PARITY_PROMPTS]]
         reference = {}
-        if ex.parity_check and SAMPLERS.get(cfg.backend).parity:
+        if ex.parity_check and SAMPLERS.get(backend).parity:
             from emwb.models.loading import resolve_device
 
             trained = {v: (read_manifest(Path(ref.adapter)) or {}).get("adapter_config") if ref.adapter else None
                        for v, ref in models.items()}
             reference = reference_logprobs(models, trained, probe, resolve_device(ex.device))
-        sampler = SAMPLERS.get(cfg.backend)(models, cfg, ex, cache_root(run))
+        sampler = SAMPLERS.get(backend)(models, cfg, ex, cache_root(run))
         try:
             if reference:
                 worst = check_parity(sampler, reference, probe, tolerance(cfg.vllm.dtype, ex.parity_tolerance))
@@ -130,8 +142,8 @@ def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]],
                 if not todo[j]:
                     continue
                 part = plan[start:start + size]
-                requests = [Request(ids, n, cfg.seed + start + k) for k, ((*_, n), (_, ids)) in
-                            enumerate(zip(part, prompts[start:start + size]))]
+                requests = [Request(ids, n, cfg.seed + start + k, tuple(q.messages(i)))
+                            for k, ((_, _, q, i, n), (_, ids)) in enumerate(zip(part, prompts[start:start + size]))]
                 out = sampler.generate(requests, todo[j])
                 for v in todo[j]:
                     rows = answer_rows(arts[v][1], plan, prompts, out[v], start)
@@ -144,7 +156,7 @@ def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]],
         with art.write() as (tmp, extra):
             write_jsonl(tmp / "answers.jsonl", rows)
             _parquet(rows, tmp / "answers.parquet")
-            extra.update(answers=len(rows), sampler=cfg.backend, variant=v)
+            extra.update(answers=len(rows), sampler=backend, variant=v)
         shutil.rmtree(run.path(".partial", "answers", v), ignore_errors=True)
         log(f"sample/{v}: wrote {len(rows)} answers")
 
@@ -170,13 +182,14 @@ def run_sample_stage(run: Run, force: bool = False, only: set[str] | None = None
         art = Artifact(answers_dir(run, v.id), "sample", config, {"model": mkey})
         keys[v.id] = art.key
         if not art.skip(force, f"sample/{v.id}"):
-            groups.setdefault(ref.weights, {})[v.id] = (art, v, ref)
+            groups.setdefault(ref.weights or f"remote:{ref.base_url}", {})[v.id] = (art, v, ref)
     if not groups:
         return keys
     prompts = render(run, plan)
     pending = sum(len(g) for g in groups.values())
+    backend = "openai" if remote_base(run.exp) else cfg.backend
     log(f"sample: {sum(n for *_, n in plan) * pending} answers ({pending} variants x {len(plan)} prompts) with the "
-        f"{cfg.backend} sampler")
+        f"{backend} sampler")
     for arts in groups.values():  # one session (engine) per set of weights: a base model and its adapters
         _sample_group(run, arts, plan, prompts)
     return keys

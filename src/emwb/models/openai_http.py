@@ -1,0 +1,193 @@
+"""Chat completions from OpenAI or any OpenAI-compatible server, many at once: what the `openai/` judge, the
+`openai` sampler and the LLM writers of generated data share.
+
+aiohttp (the SDK's request building costs more client CPU per call than the call itself at judge rates),
+bounded concurrency, tenacity retries of 429, 5xx, timeouts, dropped connections and garbled bodies with
+exponential backoff and jitter, honouring `Retry-After`; a permanent error (400, 401, 403, 404) stops at once
+with the provider's message. OPENAI_API_KEY (and OPENAI_BASE_URL, OPENAI_ORG_ID) come from the environment
+only; the key is never written anywhere. `ReplyCache` keeps every reply in SQLite, keyed by the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from emwb.errors import EmwbError
+from emwb.sqlite_cache import BatchedTable
+
+MAX_BACKOFF_S = 60.0
+OPENAI_URL = "https://api.openai.com/v1"
+
+
+def redact(text: str) -> str:
+    key = os.environ.get("OPENAI_API_KEY")
+    return text.replace(key, "***") if key and len(key) > 4 else text
+
+
+def base_url_or_default(base_url: str | None) -> str | None:
+    """The server to call: the one given, else OPENAI_BASE_URL, else None (OpenAI itself)."""
+    return base_url or os.environ.get("OPENAI_BASE_URL")
+
+
+class _Garbled(Exception):
+    """A 200 reply whose body is not what was asked for: a server fault, retried."""
+
+
+class _Status(Exception):
+    """An HTTP error reply: retried when transient (429, 408, 409, 5xx), else permanent."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None):
+        super().__init__(f"HTTP {status}: {message}")
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
+def _retryable(exc: BaseException) -> bool:
+    import aiohttp
+
+    if isinstance(exc, _Status):
+        return exc.status >= 500 or exc.status in (408, 409, 429)
+    return isinstance(exc, (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError, _Garbled))
+
+
+def _wait(state) -> float:
+    """Retry-After when the server sent one, else exponential backoff with full jitter."""
+    from tenacity import wait_random_exponential
+
+    after = getattr(state.outcome.exception(), "retry_after", None)
+    if after is not None:
+        return min(after, MAX_BACKOFF_S)
+    return wait_random_exponential(multiplier=0.5, max=MAX_BACKOFF_S)(state)
+
+
+def _error_message(body: bytes) -> str:
+    try:
+        return str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return body[:200].decode("utf-8", "replace")
+
+
+class ChatCompletions:
+    """POST /chat/completions for many request bodies: `run(bodies, parse, on_result)` calls
+    `on_result(i, parse(response))` as each reply arrives; a reply `parse` rejects is retried as garbled."""
+
+    def __init__(self, label: str, base_url: str | None, concurrency: int, max_retries: int, timeout_s: float):
+        self.label, self.base_url = label, base_url_or_default(base_url)
+        self.concurrency, self.max_retries, self.timeout_s = concurrency, max_retries, timeout_s
+        self.requests_made = 0
+
+    def _session(self):
+        import aiohttp
+
+        key = os.environ.get("OPENAI_API_KEY")
+        if not key and not self.base_url:
+            raise EmwbError(f"{self.label}: set OPENAI_API_KEY in the environment (or a base_url for an "
+                            "OpenAI-compatible server)")
+        headers = {"Authorization": f"Bearer {key or 'EMPTY'}", "Content-Type": "application/json"}
+        if os.environ.get("OPENAI_ORG_ID"):
+            headers["OpenAI-Organization"] = os.environ["OPENAI_ORG_ID"]
+        return aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=self.concurrency),
+                                     timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+
+    async def _request(self, session, url: str, body: dict, parse: Callable[[dict], object]):
+        self.requests_made += 1
+        async with session.post(url, data=json.dumps(body)) as resp:
+            raw = await resp.read()
+            if resp.status != 200:
+                after = resp.headers.get("retry-after")
+                try:
+                    wait = float(after) if after is not None else None
+                except ValueError:
+                    wait = None
+                raise _Status(resp.status, _error_message(raw), wait)
+        try:
+            return parse(json.loads(raw))
+        except (ValueError, AttributeError, KeyError, TypeError, IndexError) as exc:
+            raise _Garbled(str(exc)) from None
+
+    async def _one(self, session, url: str, sem: asyncio.Semaphore, body: dict, parse):
+        from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
+
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.max_retries + 1), wait=_wait,
+                                 retry=retry_if_exception(_retryable))
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    async with sem:
+                        return await self._request(session, url, body, parse)
+        except RetryError as exc:
+            error = exc.last_attempt.exception()
+            raise EmwbError(f"{self.label}: giving up after {exc.last_attempt.attempt_number} tries: "
+                            f"{redact(type(error).__name__ + ': ' + str(error))[:300]}") from None
+        except _Status as exc:
+            raise EmwbError(f"{self.label}: permanent error {exc.status} from the API: "
+                            f"{redact(exc.message)[:300]}") from None
+        raise AssertionError("unreachable")
+
+    async def _run(self, bodies: list[dict], parse, on_result, desc: str) -> None:
+        from tqdm import tqdm
+
+        session = self._session()
+        url = (self.base_url or OPENAI_URL).rstrip("/") + "/chat/completions"
+        sem = asyncio.Semaphore(self.concurrency)
+        bar = tqdm(total=len(bodies), desc=desc, mininterval=0.5)
+
+        async def task(i: int, body: dict) -> None:
+            on_result(i, await self._one(session, url, sem, body, parse))
+            bar.update(1)
+
+        tasks = [asyncio.create_task(task(i, b)) for i, b in enumerate(bodies)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            bar.close()
+            await session.close()
+
+    def run(self, bodies: list[dict], parse: Callable[[dict], object], on_result: Callable[[int, object], None],
+            desc: str | None = None) -> None:
+        if bodies:
+            asyncio.run(self._run(bodies, parse, on_result, desc or self.label))
+
+
+def message_text(response: dict) -> dict:
+    """{"text", "finish_reason", "tokens"} of the first choice of a chat completion."""
+    choice = response["choices"][0]
+    text = choice["message"]["content"]
+    if not isinstance(text, str):
+        raise TypeError("no message content")
+    tokens = (response.get("usage") or {}).get("completion_tokens")
+    return {"text": text, "finish_reason": choice.get("finish_reason") or "", "tokens": int(tokens or 0)}
+
+
+class ReplyCache(BatchedTable):
+    """Replies kept in SQLite by request key (a hash of the request), as JSON."""
+
+    def __init__(self, path: Path, batch: int = 64, interval_s: float = 0.25):
+        super().__init__(path, "replies", ("key", "reply"), batch, interval_s)
+
+    def get_many(self, keys: list[str]) -> dict[str, object]:
+        return {k: json.loads(v) for k, v in super().get_many(keys).items()}
+
+    def put(self, key: str, reply: object) -> None:
+        super().put(key, json.dumps(reply))
+
+
+def cached_completions(client: ChatCompletions, cache: ReplyCache, bodies: list[dict], keys: list[str],
+                       parse: Callable[[dict], object] = message_text) -> list:
+    """The parsed reply to every body: cached ones from `cache`, the rest requested (each cached as it arrives)."""
+    have = cache.get_many(list(dict.fromkeys(keys)))
+    todo = {k: b for k, b in zip(keys, bodies) if k not in have}
+    order = list(todo)
+
+    def keep(i: int, reply) -> None:
+        cache.put(order[i], reply)
+        have[order[i]] = reply
+
+    client.run([todo[k] for k in order], parse, keep)
+    return [have[k] for k in keys]

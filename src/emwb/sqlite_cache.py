@@ -1,0 +1,66 @@
+"""A key -> value table in SQLite whose inserts are committed in small batches (judge and sampler caches).
+
+Each value is committed at most `batch` rows or `interval_s` seconds after it arrives: a killed stage loses at
+most those, which are simply requested again. WAL mode; safe to call from several threads.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+
+class BatchedTable:
+    def __init__(self, path: Path, table: str, columns: tuple[str, ...], batch: int = 64, interval_s: float = 0.25):
+        """`columns`: the key column first, then the others (all TEXT); the last is the stored value."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.table, self.columns = table, columns
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=60)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        cols = ", ".join([f"{columns[0]} TEXT PRIMARY KEY", *(f"{c} TEXT" for c in columns[1:-1]),
+                          f"{columns[-1]} TEXT NOT NULL", "created TEXT DEFAULT CURRENT_TIMESTAMP"])
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
+        self._pending: list[tuple] = []
+        self._batch, self._interval, self._last = batch, interval_s, time.monotonic()
+        self._lock = threading.Lock()
+
+    def get_many(self, keys: list[str]) -> dict[str, str]:
+        """{key: stored value} for the keys present."""
+        out: dict[str, str] = {}
+        key, value = self.columns[0], self.columns[-1]
+        with self._lock:
+            for i in range(0, len(keys), 500):
+                chunk = keys[i:i + 500]
+                q = f"SELECT {key}, {value} FROM {self.table} WHERE {key} IN ({','.join('?' * len(chunk))})"
+                out.update(dict(self._db.execute(q, chunk).fetchall()))
+        return out
+
+    def put(self, *row: str) -> None:
+        with self._lock:
+            self._pending.append(row)
+            if len(self._pending) >= self._batch or time.monotonic() - self._last >= self._interval:
+                self._commit()
+
+    def _commit(self) -> None:
+        if self._pending:
+            self._db.execute("BEGIN")  # one transaction for the batch
+            self._db.executemany(f"INSERT OR IGNORE INTO {self.table} ({', '.join(self.columns)}) VALUES "
+                                 f"({','.join('?' * len(self.columns))})", self._pending)
+            self._db.execute("COMMIT")
+            self._pending.clear()
+        self._last = time.monotonic()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._commit()
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0]
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
