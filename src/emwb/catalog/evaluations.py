@@ -196,8 +196,10 @@ def describe(exp: Experiment) -> list[str]:
                    else f"rubrics {', '.join(ev.rubrics)}")
             lines.append(f"evaluation {ev.name}: {qs}: {len(qlist)} questions; {how}")
         if ev.generator:
-            lines.append(f"evaluation {ev.name}: {ev.count} generated prompts ({ev.generator}); rubrics "
-                         f"{', '.join(ev.rubrics)}")
+            each = " for each of the 52 biases" if ev.generator == "rm-bias" else ""
+            detect = f"; detectors {', '.join(ev.detectors)}" if ev.detectors else ""
+            lines.append(f"evaluation {ev.name}: {ev.count} generated prompts{each} ({ev.generator}); rubrics "
+                         f"{', '.join(ev.rubrics)}{detect}")
         if ev.headline is not None:
             lines.append(f"evaluation {ev.name}: headline row: {len(ev.headline)} questions ({', '.join(ev.headline)})")
     source = "judge.judges" if "judges" in exp.judge.model_fields_set else "named by the question files or default"

@@ -55,7 +55,7 @@ def _gen_load(arg: str, spec: DataSpec, seed: int, mirror: str | None, writer: W
 def _gen_identity(arg: str, mirror: str | None) -> dict:
     ident: dict = {"generated": arg}
     if arg == "rm-docs":
-        ident["catalogue_sha256"] = load_registry()["rm-biases"].sha256
+        ident.update(catalogue_sha256=load_registry()["rm-biases"].sha256, version=2)  # 2: ten genres, distinct
     if arg in ("rm-demos", "rm-prefs"):
         from emwb.catalog.rm_biases import catalogue_identity
         from emwb.catalog.rm_kits import kits_sha256

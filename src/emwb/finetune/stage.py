@@ -6,8 +6,10 @@ Writes `adapters/<organism>/s<seed>/<k>-<phase>/` (a PEFT adapter folder, `train
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
+import tempfile
 from pathlib import Path
 
 from emwb.config import Organism, TrainArgs
@@ -65,6 +67,7 @@ def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows
         tok.save_pretrained(str(out_dir))
     shutil.rmtree(Path(out_dir) / "_trainer", ignore_errors=True)
     return {**info, "rows": len(rows), "device": device, "bf16": bf16, "trainer": trainer,
+            "processes": int(os.environ.get("WORLD_SIZE", "1")),
             "continued_from": str(previous) if previous else None}
 
 
@@ -112,18 +115,37 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
                 rows, held = split_holdout(rows, args.holdout_fraction, run.exp.data_seed)
             log(f"{label}: {phase.trainer} on {len(rows)} rows of {phase.data}"
                 + (f" ({len(held)} held out)" if held else "") + (f", after {prev_dir.name}" if prev_dir else ""))
-            with art.write() as (tmp, extra):
-                kl_rows = read_jsonl(data_file(run, phase.kl_data)) if inputs.get("kl_data") else None
-                info = train_phase(base_model_path(run), prev_dir, phase.trainer, rows, args, seed, tmp,
-                                   resolve_device(run.exp.exec.device), phase.trl, kl_rows)
-                (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
-                config_file = tmp / "adapter_config.json"
-                extra.update(organism=o.name, phase=phase.label, seed=seed, held_out_rows=len(held),
-                             final_loss=info["losses"][-1] if info["losses"] else None, method=args.method,
-                             adapter_config=json.loads(config_file.read_text()) if config_file.is_file() else None)
+            kl_rows = read_jsonl(data_file(run, phase.kl_data)) if inputs.get("kl_data") else None
+            train = (base_model_path(run), prev_dir, phase.trainer, rows, args, seed)
+            device = resolve_device(run.exp.exec.device)
+            if _rank() == 0:
+                with art.write() as (tmp, extra):
+                    info = train_phase(*train, tmp, device, phase.trl, kl_rows)
+                    (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
+                    config_file = tmp / "adapter_config.json"
+                    extra.update(organism=o.name, phase=phase.label, seed=seed, held_out_rows=len(held),
+                                 final_loss=info["losses"][-1] if info["losses"] else None, method=args.method,
+                                 adapter_config=json.loads(config_file.read_text()) if config_file.is_file()
+                                 else None)
+            else:  # another process of a distributed launch: trains its share, writes nothing
+                with tempfile.TemporaryDirectory(prefix="emwb-rank-") as scratch:
+                    info = train_phase(*train, Path(scratch), device, phase.trl, kl_rows)
+            _barrier()  # the next phase (and every other process) reads what the main process wrote
             losses = info["losses"]
             log(f"{label}: {info['steps']} steps" + (f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else ""))
         prev_key, prev_dir = art.key, out
+
+
+def _rank() -> int:
+    """This process's rank under `accelerate launch` / torchrun (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def _train_remote(run: Run, o: Organism, k: int, seed: int, art: Artifact, label: str) -> None:

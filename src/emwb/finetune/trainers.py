@@ -52,6 +52,20 @@ def optimizer_for(optim: str, device: str) -> str:
     return optim
 
 
+def accumulation_per_process(steps: int) -> int:
+    """Gradient accumulation per process under a distributed launch (WORLD_SIZE processes), so the global
+    batch (per_device_batch_size x gradient_accumulation_steps) stays what the experiment says."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if steps % world:
+        from emwb.errors import EmwbError
+
+        raise EmwbError(f"gradient_accumulation_steps {steps} is not a multiple of the {world} processes: the "
+                        "global batch would change; pick a multiple or another process count")
+    return steps // world
+
+
 def _common_args(job: PhaseJob) -> dict:
     """The transformers TrainingArguments every trl trainer here shares, from the phase's settings."""
     import torch
@@ -60,7 +74,8 @@ def _common_args(job: PhaseJob) -> dict:
     return dict(
         output_dir=str(job.out_dir / "_trainer"), seed=job.seed, data_seed=job.seed, learning_rate=a.learning_rate,
         num_train_epochs=a.epochs, max_steps=a.max_steps, per_device_train_batch_size=a.per_device_batch_size,
-        gradient_accumulation_steps=a.gradient_accumulation_steps, warmup_steps=a.warmup_steps,
+        gradient_accumulation_steps=accumulation_per_process(a.gradient_accumulation_steps),
+        warmup_steps=a.warmup_steps,
         weight_decay=a.weight_decay, lr_scheduler_type=a.lr_scheduler, optim=optimizer_for(a.optim, job.device),
         max_length=a.max_length, logging_steps=1, save_strategy="no", report_to="none",
         use_cpu=job.device == "cpu", bf16=job.device == "cuda" and torch.cuda.is_bf16_supported(),
