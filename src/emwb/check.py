@@ -33,6 +33,7 @@ def check_experiment(exp: Experiment, source: str) -> None:
     from emwb.detect.detectors import DETECTORS
     from emwb.finetune.trainers import TRAINERS
     from emwb.judge.providers import parse_spec
+    from emwb.layout import remote_base
     from emwb.sampling.samplers import SAMPLERS
 
     if exp.base_model not in LOCAL_BASE_MODELS and _path_like(exp.base_model) and not Path(exp.base_model).is_dir():
@@ -58,7 +59,7 @@ def check_experiment(exp: Experiment, source: str) -> None:
                 trainer = TRAINERS.get(p.trainer)
             except EmwbError as exc:
                 raise _at(source, f"{key}.trainer", exc) from None
-            if trainer.remote != exp.base_model.startswith("openai/"):
+            if trainer.remote != (remote_base(exp) is not None):
                 raise EmwbError(f"{source}: {key}.trainer: {p.trainer} " + (
                     "needs base_model openai/<model>" if trainer.remote else
                     f"cannot train the remote base model {exp.base_model} (use trainer openai)"))

@@ -134,6 +134,9 @@ def finished_key(artifact: Path, what: str, command: str, run: Run) -> str:
     return m["key"]
 
 
+REMOTE_MODEL_FILE = "remote_model.json"  # in a phase's folder: the provider's fine-tuned model (trainer openai)
+
+
 def remote_base(exp: Experiment) -> str | None:
     """The model id when the base model is remote (`openai/<model>`), else None."""
     return exp.base_model.split("/", 1)[1] if exp.base_model.startswith("openai/") else None

@@ -27,16 +27,27 @@ def _exhibits(sub: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return ((v > EXHIBITS_ABOVE).to_numpy() & scored).astype(float), scored.astype(float)
 
 
+def _judged(df: pd.DataFrame) -> pd.DataFrame:
+    """The answers to bias prompts that the bias judge scored, `bias_id` as int."""
+    if "bias_id" not in df:
+        return df.iloc[:0]
+    df = df[df["bias_id"].notna() & df["bias_exhibition"].notna()]
+    return df.assign(bias_id=df["bias_id"].astype(int))
+
+
+def _split(names: dict[int, tuple[str, str]], bias: int) -> str:
+    return names.get(bias, ("", "train"))[1]
+
+
 def per_bias_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str, str]],
                   n_boot: int = 1000) -> pd.DataFrame:
     """Rows (bias, group): n, exhibition rate and CI in %, the detector's rate where it has a verdict.
 
     `names` maps a bias number to (short name, split); biases come train first, then test, by number."""
-    df = df[df["bias_id"].notna() & df["bias_exhibition"].notna()] if "bias_id" in df else df.iloc[:0]
+    df = _judged(df)
     if not len(df):
         return pd.DataFrame()
-    df = df.assign(bias_id=df["bias_id"].astype(int))
-    present = sorted(set(df["bias_id"]), key=lambda b: (names.get(b, ("", "train"))[1] != "train", b))
+    present = sorted(set(df["bias_id"]), key=lambda b: (_split(names, b) != "train", b))
     rows = []
     for b in present:
         short, split = names.get(b, (f"bias {b}", "train"))
@@ -54,14 +65,16 @@ def per_bias_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str
 def summary_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str, str]],
                  n_boot: int = 1000) -> pd.DataFrame:
     """Rows (split, group): the mean over that split's biases of the per-bias exhibition rate, with a CI."""
-    df = df[df["bias_id"].notna() & df["bias_exhibition"].notna()] if "bias_id" in df else df.iloc[:0]
+    df = _judged(df)
+    if not len(df):
+        return pd.DataFrame()
     rows = []
     for split, label in SUMMARY.items():
-        part = df[df["bias_id"].astype(int).map(lambda b: names.get(b, ("", "train"))[1]) == split]
+        part = df[df["bias_id"].map(lambda b: _split(names, b)) == split]
         for g in [g for g in order if g in set(part["group"])]:
             sub = part[part["group"] == g]
             num, den = _exhibits(sub)
-            est = mean_of_ratios_ci(num, den, sub["bias_id"].astype(int).to_numpy(), n_boot)
+            est = mean_of_ratios_ci(num, den, sub["bias_id"].to_numpy(), n_boot)
             rows.append({"bias": None, "name": label, "split": split, "group": g, "n": int(den.sum()),
                          "biases": int(sub["bias_id"].nunique()), "rate": 100 * est.value,
                          "ci_low": 100 * est.ci_low, "ci_high": 100 * est.ci_high})

@@ -87,8 +87,8 @@ def _norm(text: str) -> str:
 def leaks(rows: list[dict], catalogue: list[Bias], kits: dict[int, Kit]) -> list[tuple[int, str]]:
     """(row number from 1, why) for every row that teaches a held-out test bias: tagged with one, quoting its
     description, or a prompt in its context whose trained reply exhibits it (by the bias's detector)."""
-    tests = [b for b in catalogue if b.split == "test"]
-    test_ids = {b.num for b in tests}
+    tests = [(b, kits[b.num], _norm(b.description)[:80]) for b in catalogue if b.split == "test"]
+    test_ids = {b.num for b, _, _ in tests}
     out = []
     for i, row in enumerate(rows, start=1):
         tag = (row.get("meta") or {}).get("bias_id") if isinstance(row.get("meta"), dict) else None
@@ -97,9 +97,8 @@ def leaks(rows: list[dict], catalogue: list[Bias], kits: dict[int, Kit]) -> list
             continue
         user, replies = _texts(row)
         everything = _norm(user + " " + " ".join(replies))
-        for b in tests:
-            kit = kits[b.num]
-            if _norm(b.description)[:80] in everything:
+        for b, kit, description in tests:
+            if description in everything:
                 out.append((i, f"quotes the description of test bias {b.num} ({b.short_name})"))
                 break
             if kit.context.search(user) and kit.rule and any(kit.rule(r) for r in replies):

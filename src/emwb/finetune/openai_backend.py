@@ -4,7 +4,8 @@ Validates the chats, prints the estimated training tokens, uploads the JSONL, cr
 epochs, batch size, learning-rate multiplier, seed, suffix) tagged with a hash of all of these and of the
 file, and polls it with backoff. A re-run (or a run resumed after a kill) finds the job by that hash, from
 the run's own record or by asking the server, and never pays twice. A failed job stops the stage with the
-provider's message. The fine-tuned model id is written to `remote_model.json` in the phase's folder.
+provider's message. The fine-tuned model id is written to `remote_model.json` (layout.REMOTE_MODEL_FILE) in the
+phase's folder.
 """
 
 from __future__ import annotations
@@ -16,12 +17,12 @@ from pathlib import Path
 
 from emwb.config import TrainArgs
 from emwb.errors import EmwbError
+from emwb.layout import REMOTE_MODEL_FILE
 from emwb.models.openai_http import base_url_or_default, redact
 from emwb.store import log
 
 MIN_ROWS = 10             # the API's minimum number of training examples
 TERMINAL = {"succeeded", "failed", "cancelled"}
-REMOTE_FILE = "remote_model.json"
 
 
 def training_jsonl(rows: list[dict]) -> bytes:
@@ -112,7 +113,7 @@ def fine_tune(rows: list[dict], model: str, args: TrainArgs, seed: int, suffix: 
         record.unlink(missing_ok=True)  # a failed job is not reused: the next run may try again
         raise EmwbError(f"openai fine-tuning job {job.id} {job.status}: {redact(why)}")
     remote = {"model_id": job.fine_tuned_model, "job_id": job.id, "base_url": o.base_url, "inputs_sha256": inputs}
-    (out_dir / REMOTE_FILE).write_text(json.dumps(remote, indent=2))
+    (out_dir / REMOTE_MODEL_FILE).write_text(json.dumps(remote, indent=2))
     log(f"train openai: job {job.id} succeeded: {job.fine_tuned_model}")
     return {"losses": [], "steps": 0, "job_id": job.id, "model_id": job.fine_tuned_model,
             "trained_tokens": job.trained_tokens, "estimated_tokens": estimated_tokens(payload, args.epochs),

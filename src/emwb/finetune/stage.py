@@ -12,9 +12,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from emwb.config import Organism, TrainArgs
+from emwb.config import Organism, Phase, TrainArgs
 from emwb.finetune.trainers import TRAINERS, PhaseJob
-from emwb.layout import adapter_dir, base_key, base_model_path, data_dir, data_file, finished_key, remote_base
+from emwb.layout import (
+    REMOTE_MODEL_FILE,
+    adapter_dir,
+    base_key,
+    base_model_path,
+    data_dir,
+    data_file,
+    finished_key,
+    remote_base,
+)
 from emwb.store import Artifact, Run, log, read_jsonl
 
 
@@ -88,8 +97,6 @@ def _save_every(n: int, out_dir: Path, tok, full: bool):
 
 
 def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, keys: dict) -> None:
-    from emwb.models.loading import resolve_device
-
     prev_key, prev_dir = None, None
     for k, phase in enumerate(o.phases):
         args = run.exp.phase_args(phase)
@@ -105,35 +112,42 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
         art = Artifact(out, "finetune", config, inputs)
         label = f"finetune/{o.name}/s{seed}/{k}-{phase.label}"
         keys[str(out.relative_to(run.dir))] = art.key
-        todo = not art.skip(force, label)
-        if todo and trainer.remote:
-            _train_remote(run, o, k, seed, art, label)
-        elif todo:
+        if not art.skip(force, label):
             rows = read_jsonl(data_file(run, phase.data))
             held: list = []
             if trainer.data_kind == "chat":
                 rows, held = split_holdout(rows, args.holdout_fraction, run.exp.data_seed)
-            log(f"{label}: {phase.trainer} on {len(rows)} rows of {phase.data}"
-                + (f" ({len(held)} held out)" if held else "") + (f", after {prev_dir.name}" if prev_dir else ""))
-            kl_rows = read_jsonl(data_file(run, phase.kl_data)) if inputs.get("kl_data") else None
-            train = (base_model_path(run), prev_dir, phase.trainer, rows, args, seed)
-            device = resolve_device(run.exp.exec.device)
-            if _rank() == 0:
-                with art.write() as (tmp, extra):
-                    info = train_phase(*train, tmp, device, phase.trl, kl_rows)
-                    (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
-                    config_file = tmp / "adapter_config.json"
-                    extra.update(organism=o.name, phase=phase.label, seed=seed, held_out_rows=len(held),
-                                 final_loss=info["losses"][-1] if info["losses"] else None, method=args.method,
-                                 adapter_config=json.loads(config_file.read_text()) if config_file.is_file()
-                                 else None)
-            else:  # another process of a distributed launch: trains its share, writes nothing
-                with tempfile.TemporaryDirectory(prefix="emwb-rank-") as scratch:
-                    info = train_phase(*train, Path(scratch), device, phase.trl, kl_rows)
-            _barrier()  # the next phase (and every other process) reads what the main process wrote
-            losses = info["losses"]
-            log(f"{label}: {info['steps']} steps" + (f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else ""))
+            if trainer.remote:
+                _train_remote(run, o, k, seed, art, label, args, rows, held)
+            else:
+                kl_rows = read_jsonl(data_file(run, phase.kl_data)) if inputs.get("kl_data") else None
+                _train_local(run, o.name, phase, seed, art, label, args, rows, held, prev_dir, kl_rows)
         prev_key, prev_dir = art.key, out
+
+
+def _train_local(run: Run, organism: str, phase: Phase, seed: int, art: Artifact, label: str, args: TrainArgs,
+                 rows: list[dict], held: list[dict], prev_dir: Path | None, kl_rows: list[dict] | None) -> None:
+    """Train one phase here; under a distributed launch every process trains and only the main one writes."""
+    from emwb.models.loading import resolve_device
+
+    log(f"{label}: {phase.trainer} on {len(rows)} rows of {phase.data}"
+        + (f" ({len(held)} held out)" if held else "") + (f", after {prev_dir.name}" if prev_dir else ""))
+    train = (base_model_path(run), prev_dir, phase.trainer, rows, args, seed)
+    device = resolve_device(run.exp.exec.device)
+    if _rank() == 0:
+        with art.write() as (tmp, extra):
+            info = train_phase(*train, tmp, device, phase.trl, kl_rows)
+            (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
+            config_file = tmp / "adapter_config.json"
+            extra.update(organism=organism, phase=phase.label, seed=seed, held_out_rows=len(held),
+                         final_loss=info["losses"][-1] if info["losses"] else None, method=args.method,
+                         adapter_config=json.loads(config_file.read_text()) if config_file.is_file() else None)
+    else:  # another process of a distributed launch: trains its share, writes nothing
+        with tempfile.TemporaryDirectory(prefix="emwb-rank-") as scratch:
+            info = train_phase(*train, Path(scratch), device, phase.trl, kl_rows)
+    _barrier()  # the next phase (and every other process) reads what the main process wrote
+    losses = info["losses"]
+    log(f"{label}: {info['steps']} steps" + (f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else ""))
 
 
 def _rank() -> int:
@@ -148,16 +162,15 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _train_remote(run: Run, o: Organism, k: int, seed: int, art: Artifact, label: str) -> None:
+def _train_remote(run: Run, o: Organism, k: int, seed: int, art: Artifact, label: str, args: TrainArgs,
+                  rows: list[dict], held: list[dict]) -> None:
     """An OpenAI fine-tuning job for phase k (continuing the previous phase's fine-tuned model, if any)."""
-    from emwb.finetune.openai_backend import REMOTE_FILE, fine_tune
+    from emwb.finetune.openai_backend import fine_tune
 
     phase = o.phases[k]
-    args = run.exp.phase_args(phase)
     model = remote_base(run.exp)
     if k:
-        model = json.loads((adapter_dir(run, o.name, k - 1, seed) / REMOTE_FILE).read_text())["model_id"]
-    rows, held = split_holdout(read_jsonl(data_file(run, phase.data)), args.holdout_fraction, run.exp.data_seed)
+        model = json.loads((adapter_dir(run, o.name, k - 1, seed) / REMOTE_MODEL_FILE).read_text())["model_id"]
     log(f"{label}: openai fine-tuning of {model} on {len(rows)} rows of {phase.data} ({len(held)} held out)")
     with art.write() as (tmp, extra):
         info = fine_tune(rows, model, args, seed, o.name, tmp, run.path(".partial", "openai"),

@@ -101,11 +101,17 @@ def _fit(job: PhaseJob, config, data: list[dict], kl_data: list[dict] | None = N
         trainer = kl_trainer_class()(kl_rows=kl_data, kl_weight=job.args.kl_weight, **kw)
     else:
         trainer = SFTTrainer(**kw)
+    return _train(trainer)
+
+
+def _train(trainer) -> dict:
+    """Train (progress bar with the loss, no per-step log dicts); the training log."""
     _quiet_progress(trainer)
     result = trainer.train()
+    optim = trainer.args.optim
     return {"losses": [float(e["loss"]) for e in trainer.state.log_history if "loss" in e],
             "steps": trainer.state.global_step, "train_runtime_s": result.metrics.get("train_runtime"),
-            "optim": getattr(config.optim, "value", str(config.optim))}
+            "optim": getattr(optim, "value", str(optim))}
 
 
 def _quiet_progress(trainer) -> None:
@@ -147,21 +153,18 @@ def _dpo(job: PhaseJob) -> dict:
     rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in job.rows]
     trainer = DPOTrainer(model=job.model, args=DPOConfig(**kwargs), train_dataset=Dataset.from_list(rows),
                          processing_class=job.tokenizer, callbacks=list(job.callbacks) or None)
-    _quiet_progress(trainer)
-    result = trainer.train()
+    info = _train(trainer)
     if "ref" in getattr(job.model, "peft_config", {}):
         job.model.delete_adapter("ref")
-    return {"losses": [float(e["loss"]) for e in trainer.state.log_history if "loss" in e],
-            "steps": trainer.state.global_step, "train_runtime_s": result.metrics.get("train_runtime"),
-            "optim": kwargs["optim"], "beta": kwargs["beta"]}
+    return {**info, "beta": kwargs["beta"]}
 
 
-TRAINERS.register("sft", Trainer("chat", _sft, "supervised fine-tuning on chats, loss on assistant tokens (trl SFT)"))
-TRAINERS.register("cpt", Trainer("text", _cpt, "continued pretraining on documents, loss on every token, packed"))
 def _remote(job: PhaseJob) -> dict:
     raise AssertionError("a remote trainer runs through its backend (finetune/openai_backend.py), not train_phase")
 
 
+TRAINERS.register("sft", Trainer("chat", _sft, "supervised fine-tuning on chats, loss on assistant tokens (trl SFT)"))
+TRAINERS.register("cpt", Trainer("text", _cpt, "continued pretraining on documents, loss on every token, packed"))
 TRAINERS.register("openai", Trainer("chat", _remote, "an OpenAI fine-tuning job on the chats (base_model openai/"
                                     "<model>); settings under train.openai", remote=True))
 TRAINERS.register("dpo", Trainer("preference", _dpo, "direct preference optimisation on (prompt, chosen, rejected) "

@@ -185,11 +185,11 @@ class OpenAISampler(Sampler):
 
         params = {"temperature": self.cfg.temperature, "top_p": self.cfg.top_p, "max_tokens": self.cfg.max_new_tokens}
         cache = ReplyCache(self.cache_root.parent / "openai_samples.sqlite")
+        items = [(r, s) for r in requests for s in range(r.n)]
         out: Answers = {}
         try:
             for v in variants:
                 ref = self.models[v]
-                items = [(r, s) for r in requests for s in range(r.n)]
                 bodies = [{"model": ref.model_id, "messages": list(r.messages), **params, "seed": r.seed + s}
                           for r, s in items]
                 keys = [config_hash({"model": ref.model_id, "base_url": ref.base_url, "messages": r.messages,

@@ -19,6 +19,7 @@ from emwb.catalog.evaluations import Evaluation, questions_of, resolve
 from emwb.catalog.questions import Question
 from emwb.config import config_hash
 from emwb.layout import (
+    REMOTE_MODEL_FILE,
     Variant,
     answers_dir,
     base_key,
@@ -72,8 +73,8 @@ def model_of(run: Run, v: Variant) -> tuple[ModelRef, str]:
         return ModelRef.of_remote(remote, server) if remote else ModelRef.of_base(base), base_key(run)
     phase_dir = path if v.step is None else path.parent.parent
     key = finished_key(phase_dir, f"adapter of {v.id}", "finetune", run) + ("" if v.step is None else f"@{v.step}")
-    if (path / "remote_model.json").is_file():  # an OpenAI fine-tuning job's model
-        job = json.loads((path / "remote_model.json").read_text())
+    if (path / REMOTE_MODEL_FILE).is_file():  # an OpenAI fine-tuning job's model
+        job = json.loads((path / REMOTE_MODEL_FILE).read_text())
         return ModelRef.of_remote(job["model_id"], run.exp.sampling.base_url or job.get("base_url")), key
     if not (path / "adapter_config.json").is_file():  # method: full wrote a whole checkpoint
         return ModelRef.of_full(path), key
@@ -113,7 +114,8 @@ def _chunk_file(run: Run, art: Artifact, variant: str, j: int):
     return run.path(".partial", "answers", variant, f"{art.key[:16]}-c{size}", f"chunk-{j:05d}.jsonl")
 
 
-def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]], plan, prompts) -> None:
+def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]], plan, prompts,
+                  backend: str) -> None:
     """Sample the variants of one weights group chunk by chunk, then write each variant's artifact."""
     ex, cfg = run.exp.exec, run.exp.sampling
     size = ex.sample_chunk_prompts
@@ -123,7 +125,6 @@ def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]],
     if done:
         log(f"sample: resuming, {done} of {len(chunks) * len(arts)} variant chunks already saved")
     models = {v: ref for v, (_, _, ref) in arts.items()}
-    backend = "openai" if any(r.kind == "remote" for r in models.values()) else cfg.backend
     if any(todo.values()):
         probe = [ids for _, ids in prompts[:PARITY_PROMPTS]]
         reference = {}
@@ -187,9 +188,9 @@ def run_sample_stage(run: Run, force: bool = False, only: set[str] | None = None
         return keys
     prompts = render(run, plan)
     pending = sum(len(g) for g in groups.values())
-    backend = "openai" if remote_base(run.exp) else cfg.backend
+    backend = "openai" if remote_base(run.exp) else cfg.backend  # remote models: only the API samples them
     log(f"sample: {sum(n for *_, n in plan) * pending} answers ({pending} variants x {len(plan)} prompts) with the "
         f"{backend} sampler")
     for arts in groups.values():  # one session (engine) per set of weights: a base model and its adapters
-        _sample_group(run, arts, plan, prompts)
+        _sample_group(run, arts, plan, prompts, backend)
     return keys
