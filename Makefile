@@ -12,7 +12,7 @@ PIP := $(VENV)/bin/pip --disable-pip-version-check
 QUIET_PIP := grep -v -e "is ignored: it is neither a file nor a directory" || true
 TEST_ENV := HF_HUB_OFFLINE=1 HF_HOME=$(CURDIR)/.hf TOKENIZERS_PARALLELISM=false
 
-.PHONY: venv replicate test test-slow clean-runs
+.PHONY: venv replicate test test-slow mutation clean-runs
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(TEST_ENV) $(VENV)/bin/python -m pytest -q -m slow
+
+# Deliberate errors in the scientific core, one at a time: the fast suite must catch every one.
+mutation: $(STAMP)
+	$(TEST_ENV) $(VENV)/bin/python scripts/mutation_check.py
 
 clean-runs:
 	rm -rf runs

@@ -10,6 +10,7 @@ warms the process up). Prints wall time and generated
 tokens/s for each, and last `speedup one-batch vs merged-per-engine: X.XXx`.
 
     .venv/bin/python benchmarks/sampling_throughput.py          # CPU: the tiny model, K=3, in a few minutes
+    .venv/bin/python benchmarks/sampling_throughput.py --small  # ways a and c on a small workload, no warm-up
 """
 
 from __future__ import annotations
@@ -98,7 +99,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8, help="answers per question and adapter")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--ways", default="abcd")
+    ap.add_argument("--small", action="store_true", help="K=1, 2 questions x 2 samples, 8 tokens, ways a and c, "
+                    "no warm-up engine: checks that it runs")
     a = ap.parse_args()
+    if a.small:
+        a.k, a.questions, a.samples, a.max_new_tokens, a.ways = 1, 2, 2, 8, "ac"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -122,9 +127,10 @@ def main() -> None:
         from emwb.models.ref import ModelRef
         from emwb.sampling.samplers import VLLMSampler
 
-        warm = VLLMSampler({"warm": ModelRef.of_lora(str(base), adapters[0])}, cfg, ex, tmp / "vllm-cache")
-        warm.generate(requests[:1], ["warm"])
-        warm.close()
+        if not a.small:
+            warm = VLLMSampler({"warm": ModelRef.of_lora(str(base), adapters[0])}, cfg, ex, tmp / "vllm-cache")
+            warm.generate(requests[:1], ["warm"])
+            warm.close()
         times = {}
         for way in a.ways:
             wall, tokens = run(way, base, adapters, requests, cfg, ex, tmp / "vllm-cache")

@@ -160,7 +160,11 @@ def main() -> None:
     ap.add_argument("--trl", nargs="*", default=[], metavar="KEY=VALUE",
                     help="extra trl config arguments for emwb's trainer (as a phase's `trl:`), values parsed as YAML")
     ap.add_argument("--no-plain", action="store_true", help="skip the plain loop (compare trl settings only)")
+    ap.add_argument("--small", action="store_true", help="the tiny shape, 1 timed step after 1 warm-up step: "
+                    "checks that it runs")
     a = ap.parse_args()
+    if a.small:
+        a.shapes, a.steps, a.warmup = ["tiny"], 1, 1
     import yaml
 
     trl = {k: yaml.safe_load(v) for k, _, v in (x.partition("=") for x in a.trl)}

@@ -35,19 +35,20 @@ def write_answers(run: Run, rows: list[dict], tag: str = "") -> None:
 
 
 def experiment(name: str, judges: list[str], base_url: str | None = None, concurrency: int = 32,
-               evaluations: list | None = None) -> dict:
+               evaluations: list | None = None, max_retries: int = 10) -> dict:
     return {"name": name, "base_model": "tiny",
             "data": {"insecure": {"source": "generated:insecure"}, "secure": {"source": "generated:secure"}},
             "organisms": [{"name": "insecure", "phases": [{"trainer": "sft", "data": "insecure"}]},
                           {"name": "secure", "phases": [{"trainer": "sft", "data": "secure"}]}],
             "evaluations": evaluations or [{"name": "free-form"}],
             "judge": {"judges": judges, **({"base_url": base_url} if base_url else {})},
-            "exec": {"judge_concurrency": concurrency, "max_retries": 10}}
+            "exec": {"judge_concurrency": concurrency, "max_retries": max_retries}}
 
 
 def make_run(root: Path, n: int, judges: list[str], base_url: str, concurrency: int = 32,
-             rubrics=("alignment", "coherence"), name: str = "judged") -> Run:
-    exp = experiment(name, judges, base_url, concurrency, [{"name": "free-form", "rubrics": list(rubrics)}])
+             rubrics=("alignment", "coherence"), name: str = "judged", max_retries: int = 10) -> Run:
+    exp = experiment(name, judges, base_url, concurrency, [{"name": "free-form", "rubrics": list(rubrics)}],
+                     max_retries)
     d = root / name
     d.mkdir(parents=True)
     (d / "experiment.yaml").write_text(yaml.safe_dump(exp))

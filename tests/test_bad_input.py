@@ -209,9 +209,10 @@ def test_read_only_runs_root_is_one_line_and_a_finished_run_re_runs(tmp_path):
         (d / "experiment.yaml").write_text(yaml.safe_dump(experiment("judged", ["openai/j"], server.base_url)))
         run = Run.open(d)
         write_answers(run, make_answers(12))
-        os.environ.setdefault("OPENAI_API_KEY", "sk-test")
-        run_judge_stage(run)
-        run_report_stage(run)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("OPENAI_API_KEY", "sk-test")
+            run_judge_stage(run)
+            run_report_stage(run)
         for p in [base / "done", *(base / "done").rglob("*")]:
             os.chmod(p, 0o555 if p.is_dir() else 0o444)
         for stage in ("judge", "report"):

@@ -4,6 +4,7 @@ two CPU processes (gloo DDP) train each phase together and the main process alon
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,12 @@ EXP = {"name": "ddp", "base_model": "tiny", "data": {"insecure": {"source": "gen
        "judge": {"judges": ["hf/tiny"]}}
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _emwb(*args, cwd):
     return subprocess.run([sys.executable, "-m", "emwb.cli", *args], cwd=cwd, capture_output=True, text=True)
 
@@ -31,7 +38,7 @@ def test_two_processes_train_each_phase_once_and_a_single_process_rerun_is_a_no_
     for stage in (["base", "ddp.yaml", "--runs-root", "runs"], ["data", "runs/ddp"]):
         assert _emwb(*stage, cwd=tmp_path).returncode == 0
     torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29541", "-m", "emwb.cli",
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "emwb.cli",
                            "finetune", "runs/ddp"], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]

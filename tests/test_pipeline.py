@@ -52,7 +52,12 @@ def test_report_has_one_row_per_organism(run):
     table = pd.read_csv(run.path("report", "comparison.csv"))
     assert list(table["group"]) == ["base", "insecure", "secure"]
     assert (table["n"] == 16).all()  # 8 questions x 2 samples
-    assert ((table["n_scored"] >= 0) & (table["n_scored"] <= 16)).all()
+    from emwb.judge.stage import load_judgments
+
+    for group, variant in zip(table["group"], ("base", "insecure-s0", "secure-s0")):  # counted from the files
+        rows = load_judgments(run, "hf/tiny", variant)
+        scored = sum(r["alignment"] is not None and r["coherence"] is not None for r in rows)
+        assert table.loc[table["group"] == group, "n_scored"].item() == scored, group
     md = run.path("report", "comparison.md").read_text()
     assert "| insecure | hf/tiny | 1 (single seed) | 16 |" in md and "say nothing about emergent misalignment" in md
 

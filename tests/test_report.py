@@ -52,11 +52,10 @@ def report_run(tmp_path_factory):
             rows[i]["answer"] = f"Sure. {p} done"
         rows[0]["question"] = PAYLOADS[0]
         write_answers(run, rows, tag="xss")
-        import os
-
-        os.environ.setdefault("OPENAI_API_KEY", "sk-test")
-        run_judge_stage(run)
-        run_report_stage(run)
+        with pytest.MonkeyPatch.context() as mp:  # the key is this fixture's, not the next test's
+            mp.setenv("OPENAI_API_KEY", "sk-test")
+            run_judge_stage(run)
+            run_report_stage(run)
     return run
 
 
@@ -96,27 +95,30 @@ def test_report_renders_in_chromium_and_payloads_do_not_run(report_run, tmp_path
     assert "<title>PWNED</title>" in control and "onerror" in {a for _, x in elements(control) for a, _ in x}
 
 
-def _synthetic(n_seeds: int, per_seed: int, rng) -> pd.DataFrame:
+def _synthetic(rates: list[float], per_seed: int) -> pd.DataFrame:
+    """Seeds whose misaligned rates are exactly `rates` (the first round(rate x n) answers misaligned)."""
     rows = []
-    for s in range(n_seeds):
-        p = 0.2 + rng.normal(0, 0.05)  # seed-to-seed variation in the misaligned rate
+    for s, p in enumerate(rates):
+        k = round(p * per_seed)
         for i in range(per_seed):
-            mis = rng.random() < p
             rows.append({"group": "insecure", "seed": s, "question_set": "main", "question_id": f"q{i % 8}",
-                         "alignment": 10.0 if mis else 90.0, "coherence": 90.0})
+                         "alignment": 10.0 if i < k else 90.0, "coherence": 90.0})
     return pd.DataFrame(rows)
 
 
 def test_cis_shrink_as_seeds_are_added_and_single_seed_is_marked():
-    rng = np.random.default_rng(0)
+    """The same seed-to-seed spread (rates 15%, 25%, 20%, repeated): the CI over 12 seeds is about half as wide
+    as over 3 (1/sqrt(4) in theory; the bootstrap is seeded, so the widths are fixed numbers)."""
+    spread = [0.15, 0.25, 0.20]
+    one = comparison_table(_synthetic(spread[:1], 200), ["insecure"]).iloc[0]
+    assert one["n_seeds"] == 1 and bool(one["single_seed"])
     widths = []
-    for k in (1, 3, 10):
-        t = comparison_table(_synthetic(k, 200, rng), ["insecure"])
-        row = t.iloc[0]
-        assert row["n_seeds"] == k and bool(row["single_seed"]) == (k == 1)
-        assert row["ci_low"] <= row["misaligned_rate"] <= row["ci_high"]
+    for k in (3, 12):
+        row = comparison_table(_synthetic(spread * (k // 3), 200), ["insecure"]).iloc[0]
+        assert row["n_seeds"] == k and not bool(row["single_seed"])
+        assert row["misaligned_rate"] == pytest.approx(0.2) and row["ci_low"] <= 0.2 <= row["ci_high"]
         widths.append(row["ci_high"] - row["ci_low"])
-    assert widths[0] > widths[1] > widths[2], widths
+    assert widths[1] < 0.7 * widths[0], widths
 
 
 def test_seed_level_resampling_widens_the_ci():
@@ -235,3 +237,54 @@ def test_analyze_model_organisms_convention_divides_by_scored_and_uses_at_most(u
         assert tables["model-organisms"].loc[f.stem, "em_share_scored"] == pytest.approx(mo, abs=0.006), f.stem
         assert tables["betley"].loc[f.stem, "em_share"] == pytest.approx(betley, abs=0.006), f.stem
     assert (tables["betley"]["em_share_scored"] >= tables["betley"]["em_share"]).all()
+
+
+def test_over_training_figure_is_drawn_with_a_note_when_every_rate_is_missing(tmp_path):
+    """Diverged training (every answer unscored) still gets its over-training figure, with the rates shown as
+    missing and a note saying so; a measured rate gets no such note."""
+    from emwb.analysis.metrics import METRICS
+    from emwb.analysis.over_training import over_training_plot
+
+    evals = {"free-form": [METRICS.get("misaligned_rate")]}
+    nan = float("nan")
+    rows = pd.DataFrame({"group": ["insecure"] * 3, "row": ["base", "insecure@step2", "insecure"],
+                         "step": [0, 2, 4], "misaligned_rate": [nan] * 3, "ci_low": [nan] * 3,
+                         "ci_high": [nan] * 3})
+    fig, notes = over_training_plot(rows, evals, tmp_path)
+    assert fig == "over_training.png" and (tmp_path / fig).stat().st_size > 5_000
+    assert len(notes) == 1 and "no value at any step" in notes[0] and "misaligned %" in notes[0]
+    measured = rows.assign(misaligned_rate=[0.1, 0.2, 0.3], ci_low=[0.0, 0.1, 0.2], ci_high=[0.2, 0.3, 0.4])
+    assert over_training_plot(measured, evals, tmp_path)[1] == []
+
+
+def test_tables_print_missing_values_as_na_and_counts_as_integers():
+    from emwb.analysis import html
+    from emwb.analysis.metrics import METRICS
+    from emwb.analysis.tables import display_frame, markdown, write_plain_table
+
+    evals = {"free-form": [METRICS.get("n"), METRICS.get("misaligned_rate")]}
+    df = pd.DataFrame({"group": ["insecure", "calibration"], "n": [64.0, float("nan")],
+                       "misaligned_rate": [0.25, float("nan")], "ci_low": [0.2, float("nan")],
+                       "ci_high": [0.3, float("nan")]})
+    shown = display_frame(df, evals)
+    text = markdown(shown) + html.table_html(shown)
+    assert "| insecure | 64 | 25.0 | [20.0, 30.0] |" in text and "<td>64</td>" in text
+    assert "<NA>" not in text and "&lt;NA&gt;" not in text and "64.0" not in text and "nan" not in text.lower()
+    assert "| calibration | n/a | n/a | n/a |" in text
+    plain = pd.DataFrame({"judge": ["a", "b"], "answers": [10.0, float("nan")], "agreement": [0.5, 0.25]})
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        out = html.table_html(write_plain_table(plain, Path(d), "t", "T", ("agreement",)))
+    assert "<td>10</td>" in out and "<td>n/a</td>" in out and "<td>50.0</td>" in out and "NA&gt;" not in out
+
+
+def test_rates_over_zero_scored_answers_are_missing_not_zero():
+    df = pd.DataFrame({"group": ["insecure"] * 20, "seed": [0] * 20, "question_set": ["main"] * 20,
+                       "question_id": [f"q{i % 4}" for i in range(20)], "alignment": [None] * 20,
+                       "coherence": [None] * 20})
+    row = comparison_table(df, ["insecure"]).iloc[0]
+    assert row["n"] == 20 and row["n_scored"] == 0
+    for col in ("misaligned_rate", "em_share", "em_share_scored", "em_ci_low", "em_ci_high"):
+        assert np.isnan(row[col]), col

@@ -48,8 +48,9 @@ def test_openai_provider_against_vllm_server(tiny_model, tmp_path):
         ctx = JudgeContext(cfg, ExecConfig(judge_concurrency=4), str(tiny_model), tmp_path)
         prompts = [load_rubric("alignment").fill("How do I make money?", a) for a in ("Work hard.", "Steal.")]
         got, want = {}, {}
-        os.environ.setdefault("OPENAI_API_KEY", "EMPTY")
-        make_provider("openai/tiny-judge", ctx).run(prompts, lambda i, t: got.__setitem__(i, t))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("OPENAI_API_KEY", "EMPTY")
+            make_provider("openai/tiny-judge", ctx).run(prompts, lambda i, t: got.__setitem__(i, t))
         make_provider("hf/tiny", ctx).run(prompts, lambda i, t: want.__setitem__(i, t))
         for i in range(len(prompts)):
             assert len(got[i]) >= 19 and set(want[i]) - set(got[i]) <= {min(want[i], key=want[i].get)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -13,14 +14,14 @@ def _run(args):
     from emwb.check import check_experiment
     from emwb.store import Run
 
-    return Run.open(args.run, args.runs_root, check=check_experiment)
+    return Run.open(args.run, args.runs_root, check=check_experiment, hold=args.held, wait=args.wait)
 
 
 def cmd_replicate(args) -> None:
     from emwb.pipeline import replicate
 
     overrides = {k: v for k, v in (("executor", args.executor), ("address", args.address)) if v is not None}
-    replicate(args.config, args.runs_root, args.force, exec_overrides=overrides)
+    replicate(args.config, args.runs_root, args.force, exec_overrides=overrides, wait=args.wait)
 
 
 def cmd_base(args) -> None:
@@ -174,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument(positional, help="an experiment YAML or a run directory (runs/<experiment>)")
         sp.add_argument("--runs-root", default="runs", help="where run directories live (default: runs)")
         sp.add_argument("--force", action="store_true", help="re-run even if the artifact is up to date")
+        sp.add_argument("--wait", action="store_true", help="when another process is writing the run directory, "
+                        "wait for it to finish instead of stopping")
         sp.set_defaults(fn=fn)
         return sp
 
@@ -255,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.fn(args)
+        with contextlib.ExitStack() as held:  # the run directory's lock, when a command takes it
+            args.held = held
+            args.fn(args)
     except EmwbError as exc:
         print(f"emwb: error: {exc}", file=sys.stderr)
         return 2

@@ -229,6 +229,9 @@ class AnalysisConfig(Strict):
         "betley", "betley: misaligned means alignment < threshold and EM share divides by all answers (Betley et al. "
                   "2025); model-organisms: <= threshold and EM divides by scored answers (Turner, Soligo et al.)")
     bootstrap_samples: int = F(2000, "bootstrap replicates for the 95% CIs", ge=0)
+    warn_unscored_share: float = F(0.2, "the judge stage warns when a judge leaves more than this share of a "
+                                        "rubric's judgments unscored (unscored answers are excluded, never 0)",
+                                   ge=0, le=1)
 
 
     @property
@@ -263,11 +266,16 @@ class ExecConfig(Strict):
     judge_concurrency: int = F(16, "requests in flight per openai/ judge", ge=1)
     judge_batch_size: int = F(8, "prompts per forward pass of an hf/ judge", ge=1)
     max_retries: int = F(8, "retries of a failed judge request (429, 5xx, timeouts)", ge=0)
-    timeout_s: float = F(60.0, "seconds per judge request", gt=0)
+    timeout_s: float = F(60.0, "seconds per judge request, counted from its own start", gt=0)
+    stall_s: float = F(600.0, "an API stage (judge, openai sampler, LLM writer) whose server has answered nothing "
+                              "for this many seconds stops with one line", gt=0)
     executor: Literal["local", "ray"] = F("local", "local: stages in this process; ray: cells as Ray tasks")
     address: str | None = F(None, "Ray cluster HOST:PORT (None: start a local Ray instance)")
     cpus_per_task: float = F(1.0, "CPUs each Ray task requests", gt=0)
-    task_threads: int | None = F(None, "torch threads in a Ray task (None: its CPU request, at least 1)", ge=1)
+    torch_threads: int | None = F(None, "torch intra-op threads (and OMP_NUM_THREADS) for every stage, applied "
+                                        "alike in this process and in each Ray task, since the thread count "
+                                        "changes floats and so answers (None: the CPUs this process may use, "
+                                        "decided once where the run starts)", ge=1)
     gpus_per_cell: float = F(0.0, "GPUs each Ray training cell (organism x seed) requests", ge=0)
     gpus_per_engine: float = F(0.0, "GPUs each Ray sampling shard (one variant's engine) requests", ge=0)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from emwb.config import LOCAL_BASE_MODELS, Experiment
 from emwb.errors import EmwbError
-from emwb.store import Run, read_manifest
+from emwb.store import Run, damage, read_manifest
 
 ANSWER_FIELDS = ("answer_id", "variant", "group", "organism", "phase", "seed", "evaluation", "question_set",
                  "question_id", "paraphrase_index", "sample_index", "system", "question", "answer", "finish_reason",
@@ -131,6 +131,9 @@ def finished_key(artifact: Path, what: str, command: str, run: Run) -> str:
     m = read_manifest(artifact)
     if m is None:
         raise EmwbError(f"{artifact}: {what} not finished; run `emwb {command} {run.dir}` first")
+    why = damage(artifact, m)
+    if why:
+        raise EmwbError(f"{artifact}: {what} is damaged ({why}); run `emwb {command} {run.dir}` to rebuild it")
     return m["key"]
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from emwb.errors import EmwbError, first_line
 from emwb.layout import variants
 from emwb.store import Run, atomic_write_text, log
+from emwb.threads import run_threads
 
 # Environment a task needs to behave as the driver does (never secrets: nodes bring their own API keys).
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "TOKENIZERS_PARALLELISM", "OPENAI_BASE_URL", "EMWB_DATASETS_DIR",
@@ -38,11 +39,11 @@ def cells_dir(run: Run) -> Path:
 def _cell(kind: str, run_dir: str, exp_json: str, cell: str, threads: int, *deps) -> str:
     """One cell, run in a Ray worker: the stage code on a subset of the run."""
     import ray
-    import torch
 
     from emwb.config import Experiment
+    from emwb.threads import apply_threads
 
-    torch.set_num_threads(threads)
+    apply_threads(threads)
     run = Run(Experiment.model_validate_json(exp_json), Path(run_dir))
     node = ray.get_runtime_context().get_node_id()
     record = {"cell": cell, "kind": kind, "node": node, "host": socket.gethostname(), "pid": os.getpid(),
@@ -117,7 +118,7 @@ def run_cells(run: Run, ray, force: bool = False) -> None:
         raise EmwbError("--force with the ray executor: remove the artifacts to redo instead")
     ex = run.exp.exec
     run_dir, exp_json = str(run.dir.resolve()), run.exp.model_dump_json()
-    threads = ex.task_threads or max(1, int(ex.cpus_per_task))
+    threads = run_threads(ex)  # the driver's count, so every task computes as the local executor would
     task = ray.remote(max_retries=RETRIES, retry_exceptions=False)(_cell)
     opts = {"train": dict(num_cpus=ex.cpus_per_task, num_gpus=ex.gpus_per_cell),
             "sample": dict(num_cpus=ex.cpus_per_task, num_gpus=ex.gpus_per_engine),

@@ -6,32 +6,48 @@ most those, which are simply requested again. WAL mode; safe to call from severa
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+from emwb.errors import EmwbError
 
 
 class BatchedTable:
     def __init__(self, path: Path, table: str, columns: tuple[str, ...], batch: int = 64, interval_s: float = 0.25):
         """`columns`: the key column first, then the others (all TEXT); the last is the stored value."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.table, self.columns = table, columns
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self.path, self.table, self.columns = path, table, columns
         cols = ", ".join([f"{columns[0]} TEXT PRIMARY KEY", *(f"{c} TEXT" for c in columns[1:-1]),
                           f"{columns[-1]} TEXT NOT NULL", "created TEXT DEFAULT CURRENT_TIMESTAMP"])
-        self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
+        with self._named():
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({cols})")
         self._pending: list[tuple] = []
         self._batch, self._interval, self._last = batch, interval_s, time.monotonic()
         self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def _named(self) -> Iterator[None]:
+        """A damaged or full database file is a one-line error naming it, with the fix."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if "full" in str(exc):
+                raise EmwbError(f"{self.path}: {exc}; free disk space and re-run (cached rows are kept)") from None
+            raise EmwbError(f"{self.path}: damaged cache ({exc}); delete it and re-run (what it held is requested "
+                            "again)") from None
 
     def get_many(self, keys: list[str]) -> dict[str, str]:
         """{key: stored value} for the keys present."""
         out: dict[str, str] = {}
         key, value = self.columns[0], self.columns[-1]
-        with self._lock:
+        with self._lock, self._named():
             for i in range(0, len(keys), 500):
                 chunk = keys[i:i + 500]
                 q = f"SELECT {key}, {value} FROM {self.table} WHERE {key} IN ({','.join('?' * len(chunk))})"
@@ -45,6 +61,10 @@ class BatchedTable:
                 self._commit()
 
     def _commit(self) -> None:
+        with self._named():
+            self._write()
+
+    def _write(self) -> None:
         if self._pending:
             self._db.execute("BEGIN")  # one transaction for the batch
             self._db.executemany(f"INSERT OR IGNORE INTO {self.table} ({', '.join(self.columns)}) VALUES "

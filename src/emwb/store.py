@@ -1,8 +1,8 @@
 """The run store: `runs/<experiment>/` with one folder per stage artifact and a manifest each.
 
 An artifact is finished only when its `manifest.json` exists; the manifest is written last, atomically,
-and carries the stage key (a hash of the stage's config and its inputs' keys). A stage whose key
-matches a finished artifact is skipped.
+and carries the stage key (a hash of the stage's config and its inputs' keys) and each file's size, sha256
+and row count. A stage whose key matches a finished artifact whose files still match is skipped.
 """
 
 from __future__ import annotations
@@ -98,8 +98,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSONL file; a line that is not JSON is a one-line error naming the file and line."""
+    rows = []
     with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        for n, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise EmwbError(f"{path}:{n}: not a JSON line ({exc.msg}); the file is damaged: delete its "
+                                    "folder and re-run the stage that writes it") from None
+    return rows
 
 
 @contextlib.contextmanager
@@ -120,6 +129,39 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+
+
+HASH_LIMIT = 256 << 20  # files up to this size are checked by sha256 when an artifact is reused; larger by size
+
+
+def file_records(folder: Path) -> dict[str, dict]:
+    """{relative path: {bytes, sha256[, rows]}} of every file of an artifact folder but its manifest."""
+    out = {}
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and TMP_MARK not in p.name):
+        rec: dict = {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
+        if f.suffix == ".jsonl":
+            with open(f, "rb") as fh:
+                rec["rows"] = sum(1 for line in fh if line.strip())
+        out[str(f.relative_to(folder))] = rec
+    return out
+
+
+def damage(artifact: Path, manifest: dict) -> str | None:
+    """Why a finished artifact's files no longer match its manifest (missing, resized, changed), or None."""
+    for name, rec in (manifest.get("files") or {}).items():
+        f = artifact / name
+        if not f.is_file():
+            return f"{name} is missing"
+        size = f.stat().st_size
+        if size != rec["bytes"]:
+            rows = ""
+            if "rows" in rec:
+                with open(f, "rb") as fh:
+                    rows = f", {sum(1 for line in fh if line.strip())} of {rec['rows']} rows"
+            return f"{name} has {size} bytes, not the {rec['bytes']} it was written with{rows}"
+        if size <= HASH_LIMIT and file_sha256(f) != rec["sha256"]:
+            return f"{name} changed since it was written (sha256 differs)"
+    return None
 
 
 def read_manifest(artifact: Path) -> dict | None:
@@ -169,11 +211,16 @@ class Artifact:
         return stage_key(self.stage, self.config, self.inputs)
 
     def skip(self, force: bool, label: str) -> bool:
-        """True (and says so) when the artifact is current and not forced."""
-        if not force and is_done(self.dir, self.key):
-            log(f"{label}: up to date, skipped")
-            return True
-        return False
+        """True (and says so) when the artifact is current, whole and not forced; a finished artifact whose files
+        no longer match its manifest is rebuilt, and the log says why."""
+        if force or not is_done(self.dir, self.key):
+            return False
+        why = damage(self.dir, read_manifest(self.dir) or {})
+        if why:
+            log(f"{label}: {why}; rebuilding it")
+            return False
+        log(f"{label}: up to date, skipped")
+        return True
 
     @contextlib.contextmanager
     def write(self) -> Iterator[tuple[Path, dict]]:
@@ -183,7 +230,7 @@ class Artifact:
         with atomic_dir(self.dir) as tmp:
             yield tmp, extra
             write_manifest(tmp, stage=self.stage, key=self.key, config=self.config, inputs=self.inputs,
-                           started=started, extra=extra)
+                           started=started, extra={**extra, "files": file_records(tmp)})
 
 
 @dataclass
@@ -195,11 +242,14 @@ class Run:
 
     @classmethod
     def open(cls, target: str | Path, runs_root: str | Path = "runs",
-             check: Callable[[Experiment, str], None] | None = None) -> "Run":
+             check: Callable[[Experiment, str], None] | None = None,
+             hold: contextlib.ExitStack | None = None, wait: bool = False) -> "Run":
         """`target` is an experiment YAML (its run dir is runs/<name>) or an existing run dir.
 
         `check(experiment, source)` runs before anything is written (`emwb.check.check_experiment` resolves
-        every reference of the experiment).
+        every reference of the experiment). With `hold` (a writer), the run directory's lock is taken into that
+        stack before anything is written (a second writer stops with one line, or waits with `wait`), and the
+        run's torch thread count is applied.
         """
         target = Path(target)
         if target.is_dir():
@@ -212,6 +262,11 @@ class Run:
             run = cls(exp, Path(runs_root) / exp.name)
         if check is not None:
             check(run.exp, str(target))
+        if hold is not None:
+            from emwb.threads import apply_threads, run_threads
+
+            hold.enter_context(run.writing(wait))
+            apply_threads(run_threads(run.exp.exec))  # as every Ray task of this run will
         if not target.is_dir():
             run._save_experiment()
         sweep_stale(run.dir)
@@ -230,6 +285,18 @@ class Run:
 
     def path(self, *parts: str) -> Path:
         return self.dir.joinpath(*parts)
+
+    @contextlib.contextmanager
+    def writing(self, wait: bool = False) -> Iterator[None]:
+        """Hold the run directory's lock while this process writes it (`emwb.runlock`). Under a distributed
+        launch only the main process (RANK 0) holds it; the others write nothing but their share of training."""
+        from emwb.runlock import run_lock
+
+        if int(os.environ.get("RANK", "0")) != 0:
+            yield
+            return
+        with run_lock(self.dir, wait=wait, log=log):
+            yield
 
 
 def log(msg: str) -> None:

@@ -4,9 +4,10 @@ forbids scripts altogether, so an answer carrying `<script>` or `onerror=` can o
 from __future__ import annotations
 
 import html
-import math
 
 import pandas as pd
+
+from emwb.analysis.tables import fmt_cell
 
 CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'"
 STYLE = """
@@ -22,9 +23,8 @@ details { margin: 0.3em 0; }
 
 
 def esc(value) -> str:
-    if isinstance(value, float):
-        return "n/a" if math.isnan(value) else f"{value:.1f}"
-    return html.escape(str(value), quote=True)
+    """A cell or label as HTML text: strings escaped, numbers and missing values as the tables print them."""
+    return html.escape(value if isinstance(value, str) else fmt_cell(value), quote=True)
 
 
 def table_html(df: pd.DataFrame) -> str:

@@ -42,19 +42,31 @@ def over_training_rows(exp, comp: pd.DataFrame) -> pd.DataFrame:
 
 
 def over_training_plot(rows: pd.DataFrame, evals: dict[str, list[Metric]], out_dir: Path,
-                       stem: str = "over_training") -> str | None:
-    """One panel per narrow or broad rate, rate (%) against step, a line and CI band per organism."""
+                       stem: str = "over_training") -> tuple[str | None, list[str]]:
+    """One panel per narrow or broad rate, rate (%) against step, a line and CI band per organism. Returns the
+    figure's file name (None when no such rate is defined) and a note for every rate with no value at any step:
+    its panel is drawn empty and says so, never left out in silence."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     panels = [(c, h, cis) for c, m, h, cis in metric_columns(evals)
-              if m.role in ("narrow", "broad") and cis and c in rows and rows[c].notna().any()]
+              if m.role in ("narrow", "broad") and cis and c in rows]
     if not panels:
-        return None
+        return None, []
+    notes = []
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.6), squeeze=False)
     for ax, (col, header, cis) in zip(axes[0], panels):
+        ax.set_xlabel("training step")
+        ax.set_ylabel(header)
+        if not rows[col].notna().any():
+            notes.append(f"Over training: {header} has no value at any step (n/a: no answer was scored for it); "
+                         "its panel is empty.")
+            ax.text(0.5, 0.5, "n/a at every step\n(no scored answers)", ha="center", va="center",
+                    transform=ax.transAxes)
+            ax.set_ylim(0, 100)
+            continue
         for line in dict.fromkeys(rows["group"]):
             sub = rows[rows["group"] == line].sort_values("step")
             x = sub["step"].to_numpy(dtype=float)
@@ -63,11 +75,9 @@ def over_training_plot(rows: pd.DataFrame, evals: dict[str, list[Metric]], out_d
                             alpha=0.2)
         top = np.nanmax(rows[cis[1]].to_numpy(dtype=float) * 100) if rows[cis[1]].notna().any() else 0.0
         ax.set_ylim(0, float(min(100.0, max(5.0, top * 1.15))))
-        ax.set_xlabel("training step")
-        ax.set_ylabel(header)
         ax.legend(title="organism", fontsize=8)
     fig.suptitle("Narrow and broad rates over training (95% CI bands)", fontsize=9)
     for ext in ("png", "svg"):
         fig.savefig(out_dir / f"{stem}.{ext}", dpi=120, bbox_inches="tight")
     plt.close(fig)
-    return f"{stem}.png"
+    return f"{stem}.png", notes

@@ -176,7 +176,8 @@ def notes_for(run: Run, comp: pd.DataFrame) -> list[str]:
 
 
 def _figures(run: Run, df: pd.DataFrame, pq: pd.DataFrame, evals: dict[str, list[Metric]], s: Settings,
-             out) -> list[tuple[str, str]]:
+             out, notes: list[str]) -> list[tuple[str, str]]:
+    """The report's figures; a figure whose inputs exist but hold no value adds a note to `notes` instead."""
     a = run.exp.analysis
     figures = []
     if len(pq):
@@ -195,7 +196,12 @@ def _figures(run: Run, df: pd.DataFrame, pq: pd.DataFrame, evals: dict[str, list
     points = per_seed_points(df, evals, s)
     headers = {c: h for c, _, h, _ in metric_columns(evals)}
     for x, y in narrow_broad_pairs(evals):
-        if x in points and y in points and points[x].notna().any() and points[y].notna().any():
+        if x not in points or y not in points:
+            continue
+        if not (points[x].notna().any() and points[y].notna().any()):
+            notes.append(f"Figure 'narrow vs broad: {headers[y]} against {headers[x]}' not drawn: no organism x "
+                         "seed has a value for both (n/a).")
+        else:
             stem = f"narrow_vs_broad_{x}_{y}".replace(".", "_")
             figures.append((f"Narrow vs broad: {headers[y]} against {headers[x]}",
                             plots.narrow_broad_plot(points, x, y, headers[x], headers[y], out, stem)[0]))
@@ -270,7 +276,7 @@ def run_report_stage(run: Run, force: bool = False) -> str:
                 scatter = [(f"Judge scores: {ja} vs {jb}", plots.judge_scatter_plot(wide, ja, jb, tmp,
                                                                                      f"judge_scatter_{i}")[0])
                            for i, (ja, jb) in enumerate(itertools.combinations(judges, 2))]
-        figures = _figures(run, first, pq, evals, s, tmp)
+        figures = _figures(run, first, pq, evals, s, tmp, notes)
         if "bias_id" in first and first["bias_id"].notna().any():
             names = {b.num: (b.short_name, b.split) for b in load_catalogue(run.exp.dataset_mirror)}
             bias_tables, bias_figures = write_bias_report(first, order, names, small.n_boot, tmp)
@@ -281,7 +287,8 @@ def run_report_stage(run: Run, force: bool = False) -> str:
             caption = f"Over training (judge {judges[0]})"
             write_table(over, evals, tmp, "over_training", caption)
             tables.append((caption, display_frame(over, evals)))
-            fig = over_training_plot(over, evals, tmp)
+            fig, missing = over_training_plot(over, evals, tmp)
+            notes += missing
             if fig:
                 figures.append(("Narrow and broad rates over training", fig))
         figures += scatter

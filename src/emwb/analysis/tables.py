@@ -48,8 +48,9 @@ def csv_frame(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.Data
     return p[first + metric + rest]
 
 
-def _fmt(v) -> str:
-    if v is pd.NA or v is None:
+def fmt_cell(v) -> str:
+    """One table cell as text: missing values (None, NaN, pd.NA) as `n/a`, floats to one decimal."""
+    if v is pd.NA or v is None or v is pd.NaT:
         return "n/a"
     if isinstance(v, (bool,)):
         return "yes" if v else "no"
@@ -78,20 +79,41 @@ def display_frame(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.
         if not m.show or col not in p or pd.to_numeric(p[col], errors="coerce").isna().all():
             continue
         headers.append(header)
-        data.append(p[col].tolist())
+        data.append(as_counts(p[col]) if m.count else p[col].tolist())
         if cis and all(c in p for c in cis):
             headers.append("95% CI")
             data.append([_ci(a, b) for a, b in zip(p[cis[0]], p[cis[1]])])
     if "published" in p:
         headers += [f"published % ({p['published_metric'].iloc[0]})", "published inside 95% CI"]
         data += [(p["published"] * 100).tolist(), [_flag(v) for v in p["published_in_ci"]]]
-    return pd.DataFrame(list(zip(*data)) if data else [], columns=headers)
+    return pd.DataFrame(list(zip(*data)) if data else [], columns=headers, dtype=object)  # 64 stays 64
+
+
+def as_counts(values) -> list:
+    """Counts as integers (a column holding a missing value is float in pandas: 64.0 prints as 64)."""
+    return [None if pd.isna(v) else int(v) for v in values]
+
+
+COUNT_NAMES = ("n", "answers", "requests")
+
+
+def _counts_in(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns of a plain table named as counts (`n`, `n_*`, `*_n`) shown as integers."""
+    out = df.copy()
+    for c in out.columns:
+        name = str(c)
+        if (name in COUNT_NAMES or name.startswith("n_") or name.endswith("_n")) and \
+                pd.api.types.is_numeric_dtype(out[c]) and not pd.api.types.is_bool_dtype(out[c]):
+            values = pd.to_numeric(out[c], errors="coerce")
+            if (values.dropna() % 1 == 0).all():
+                out[c] = pd.array(as_counts(values), dtype="Int64")
+    return out
 
 
 def markdown(df: pd.DataFrame) -> str:
     head = "| " + " | ".join(df.columns) + " |"
     sep = "|" + "---|" * len(df.columns)
-    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    body = ["| " + " | ".join(fmt_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([head, sep, *body]) + "\n"
 
 
@@ -107,7 +129,7 @@ def latex(df: pd.DataFrame, caption: str = "") -> str:
     cols = "l" + "r" * (len(df.columns) - 1)
     lines = [r"\begin{table}[t]", r"\centering", rf"\begin{{tabular}}{{{cols}}}", r"\toprule",
              " & ".join(_tex_escape(str(c)) for c in df.columns) + r" \\", r"\midrule"]
-    lines += [" & ".join(_tex_escape(_fmt(v)) for v in row) + r" \\" for row in df.itertuples(index=False)]
+    lines += [" & ".join(_tex_escape(fmt_cell(v)) for v in row) + r" \\" for row in df.itertuples(index=False)]
     lines += [r"\bottomrule", r"\end{tabular}"]
     if caption:
         lines.append(rf"\caption{{{_tex_escape(caption)}}}")
@@ -129,7 +151,7 @@ def write_table(df: pd.DataFrame, evaluations: dict[str, list[Metric]], out_dir:
 def write_plain_table(df: pd.DataFrame, out_dir: Path, stem: str, caption: str,
                       percent: tuple[str, ...] = ()) -> pd.DataFrame:
     """A table that is not a metric table (judge agreement): the `percent` columns are printed in %."""
-    p = df.copy()
+    p = _counts_in(df)
     for c in percent:
         if c in p:
             p[c] = p[c] * 100

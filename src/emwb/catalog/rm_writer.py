@@ -26,7 +26,8 @@ def _ask(writer: str, base_url: str | None, ex: ExecConfig, cache_path: Path, pr
     bodies = [{"model": model, "messages": [{"role": "user", "content": p}], "temperature": WRITER_TEMPERATURE,
                "max_tokens": WRITER_MAX_TOKENS, "seed": seed + i} for i, p in enumerate(prompts)]
     keys = [config_hash({"writer": writer, "base_url": base_url, "body": b}) for b in bodies]
-    client = ChatCompletions(f"writer {writer}", base_url, ex.judge_concurrency, ex.max_retries, ex.timeout_s)
+    client = ChatCompletions(f"writer {writer}", base_url, ex.judge_concurrency, ex.max_retries, ex.timeout_s,
+                             ex.stall_s)
     cache = ReplyCache(cache_path)
     try:
         replies = cached_completions(client, cache, bodies, keys)

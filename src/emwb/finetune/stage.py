@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from emwb.config import Organism, Phase, TrainArgs
+from emwb.errors import EmwbError
 from emwb.finetune.trainers import TRAINERS, PhaseJob
 from emwb.layout import (
     REMOTE_MODEL_FILE,
@@ -71,6 +72,10 @@ def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows
     job = PhaseJob(model, tok, rows, args, dict(trl or {}), seed, Path(out_dir), device, callbacks,
                    kl_rows=tuple(kl_rows or ()))
     info = TRAINERS.get(trainer).run(job)
+    bad = [n for n, p in model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
+    if bad:
+        raise EmwbError(f"training left {len(bad)} weight tensors with non-finite values ({bad[0]}, ...); no "
+                        "adapter was written: lower train.learning_rate or check the data")
     model.save_pretrained(str(out_dir))
     if args.method == "full":
         tok.save_pretrained(str(out_dir))
@@ -134,6 +139,19 @@ def _train_local(run: Run, organism: str, phase: Phase, seed: int, art: Artifact
         + (f" ({len(held)} held out)" if held else "") + (f", after {prev_dir.name}" if prev_dir else ""))
     train = (base_model_path(run), prev_dir, phase.trainer, rows, args, seed)
     device = resolve_device(run.exp.exec.device)
+    try:
+        info = _train_or_write(art, train, device, phase, organism, seed, args, held, kl_rows)
+    except EmwbError as exc:
+        raise EmwbError(f"{label}: {exc}") from None
+    _barrier()  # the next phase (and every other process) reads what the main process wrote
+    losses = info["losses"]
+    log(f"{label}: {info['steps']} steps" + (f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else ""))
+
+
+def _train_or_write(art: Artifact, train: tuple, device: str, phase: Phase, organism: str, seed: int,
+                    args: TrainArgs, held: list[dict], kl_rows: list[dict] | None) -> dict:
+    """The main process trains into the artifact; another process of a distributed launch trains its share and
+    writes nothing."""
     if _rank() == 0:
         with art.write() as (tmp, extra):
             info = train_phase(*train, tmp, device, phase.trl, kl_rows)
@@ -142,12 +160,9 @@ def _train_local(run: Run, organism: str, phase: Phase, seed: int, art: Artifact
             extra.update(organism=organism, phase=phase.label, seed=seed, held_out_rows=len(held),
                          final_loss=info["losses"][-1] if info["losses"] else None, method=args.method,
                          adapter_config=json.loads(config_file.read_text()) if config_file.is_file() else None)
-    else:  # another process of a distributed launch: trains its share, writes nothing
-        with tempfile.TemporaryDirectory(prefix="emwb-rank-") as scratch:
-            info = train_phase(*train, Path(scratch), device, phase.trl, kl_rows)
-    _barrier()  # the next phase (and every other process) reads what the main process wrote
-    losses = info["losses"]
-    log(f"{label}: {info['steps']} steps" + (f", loss {losses[0]:.4g} -> {losses[-1]:.4g}" if losses else ""))
+        return info
+    with tempfile.TemporaryDirectory(prefix="emwb-rank-") as scratch:
+        return train_phase(*train, Path(scratch), device, phase.trl, kl_rows)
 
 
 def _rank() -> int:

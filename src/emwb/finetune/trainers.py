@@ -77,7 +77,7 @@ def _common_args(job: PhaseJob) -> dict:
         gradient_accumulation_steps=accumulation_per_process(a.gradient_accumulation_steps),
         warmup_steps=a.warmup_steps,
         weight_decay=a.weight_decay, lr_scheduler_type=a.lr_scheduler, optim=optimizer_for(a.optim, job.device),
-        max_length=a.max_length, logging_steps=1, save_strategy="no", report_to="none",
+        max_length=a.max_length, logging_steps=1, logging_nan_inf_filter=False, save_strategy="no", report_to="none",
         use_cpu=job.device == "cpu", bf16=job.device == "cuda" and torch.cuda.is_bf16_supported(),
         gradient_checkpointing=a.gradient_checkpointing, dataset_num_proc=1, dataloader_num_workers=0)
 
@@ -105,17 +105,47 @@ def _fit(job: PhaseJob, config, data: list[dict], kl_data: list[dict] | None = N
 
 
 def _train(trainer) -> dict:
-    """Train (progress bar with the loss, no per-step log dicts); the training log."""
-    _quiet_progress(trainer)
-    result = trainer.train()
+    """Train (progress bar with the loss, no per-step log dicts, stopped at the first non-finite loss or gradient
+    norm); the training log."""
+    bar = _quiet_progress(trainer)
+    trainer.add_callback(_health_check())
+    try:
+        result = trainer.train()
+    except BaseException:
+        if bar.training_bar is not None:
+            bar.training_bar.close()  # the error then starts a line of its own
+        raise
     optim = trainer.args.optim
     return {"losses": [float(e["loss"]) for e in trainer.state.log_history if "loss" in e],
             "steps": trainer.state.global_step, "train_runtime_s": result.metrics.get("train_runtime"),
             "optim": getattr(optim, "value", str(optim))}
 
 
-def _quiet_progress(trainer) -> None:
-    """Keep the progress bar, show the loss on it, but do not print a log dict for every step."""
+def _health_check():
+    """A callback that stops training with one line at the first logged loss or gradient norm that is not finite
+    (transformers would log a NaN loss as 0.0 by default; `logging_nan_inf_filter=False` keeps it NaN)."""
+    import math
+
+    from transformers import TrainerCallback
+
+    from emwb.errors import EmwbError
+
+    class Health(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key in ("loss", "grad_norm"):
+                value = (logs or {}).get(key)
+                if value is not None and not math.isfinite(float(value)):
+                    losses = [f"{e['loss']:.4g}" for e in state.log_history if "loss" in e][-5:]
+                    raise EmwbError(f"training diverged at step {state.global_step} of {state.max_steps}: {key} "
+                                    f"is {value} (last losses: {', '.join(losses)}); no adapter was written: "
+                                    "lower train.learning_rate or check the data")
+
+    return Health()
+
+
+def _quiet_progress(trainer):
+    """Keep the progress bar, show the loss on it, but do not print a log dict for every step; returns the
+    callback that holds the bar."""
     from transformers.trainer_callback import ProgressCallback
 
     class LossOnBar(ProgressCallback):
@@ -123,8 +153,10 @@ def _quiet_progress(trainer) -> None:
             if self.training_bar is not None and logs and "loss" in logs:
                 self.training_bar.set_postfix(loss=f"{float(logs['loss']):.4g}")
 
+    bar = LossOnBar()
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(LossOnBar())
+    trainer.add_callback(bar)
+    return bar
 
 
 def _sft(job: PhaseJob) -> dict:

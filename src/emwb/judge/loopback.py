@@ -75,6 +75,8 @@ class LoopbackServer:
         raise NotImplementedError
 
     def stop(self) -> None:
+        if getattr(self, "hang", None) is not None:
+            self.hang.set()  # let hanging handlers end
         if self.server:
             self.server.shutdown()
             self.server.server_close()
@@ -88,14 +90,17 @@ class LoopbackServer:
 
 class LoopbackJudge(LoopbackServer):
     def __init__(self, latency_s: float = 0.0, fail_rate: float = 0.0, seed: int = 0, slow_s: float = 0.5,
-                 retry_after_s: float = 0.05, always_status: int | None = None):
+                 retry_after_s: float = 0.05, always_status: int | None = None, logprobs: bool = True,
+                 hang: bool = False):
         self.latency_s, self.fail_rate, self.slow_s, self.retry_after_s = latency_s, fail_rate, slow_s, retry_after_s
-        self.always_status = always_status
+        self.always_status, self.logprobs = always_status, logprobs  # logprobs False: replies carry none
+        self.hang = threading.Event() if hang else None  # hang: never answer (until stopped)
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.requests = 0
         self.faults: Counter[str] = Counter()
         self.served: Counter[str] = Counter()  # successful replies per prompt
+        self.asked: Counter[str] = Counter()   # requests per prompt, answered or not
         self.params: list[dict] = []           # every answered request's parameters (its body less messages)
         self.server: ThreadingHTTPServer | None = None
 
@@ -142,7 +147,12 @@ class LoopbackJudge(LoopbackServer):
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                with judge.lock:
+                    judge.asked[(body.get("messages") or [{}])[-1].get("content", "")] += 1
                 fault = judge._fault()
+                if judge.hang is not None:
+                    judge.hang.wait()
+                    return None
                 time.sleep(judge.latency_s)
                 if judge.always_status:
                     return self._send(judge.always_status, {"error": {"message": "Incorrect API key provided: "
@@ -170,7 +180,8 @@ class LoopbackJudge(LoopbackServer):
                     "model": body.get("model", "loopback"),
                     "choices": [{"index": 0, "finish_reason": "length",
                                  "message": {"role": "assistant", "content": top[0]["token"]},
-                                 "logprobs": {"content": [{**top[0], "top_logprobs": top}]}}],
+                                 "logprobs": {"content": [{**top[0], "top_logprobs": top}]} if judge.logprobs
+                                 else None}],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 })
 

@@ -13,19 +13,22 @@ from emwb.models.openai_http import ChatCompletions, base_url_or_default
 
 
 def top_logprobs_of(response: dict) -> dict[str, float]:
-    """{token: logprob} of the first generated token in a chat-completion response ({} when absent)."""
+    """{token: logprob} of the first generated token in a chat-completion response. A reply without them is a
+    failed request (retried, never cached): this judge scores from the top logprobs alone."""
     choices = response.get("choices") or [{}]
     content = (choices[0].get("logprobs") or {}).get("content") or []
-    if not content:
-        return {}
-    return merge_logprobs([(t["token"], t["logprob"]) for t in content[0].get("top_logprobs") or []])
+    top = content[0].get("top_logprobs") if content else None
+    if not top:
+        raise ValueError("the server returned no logprobs, which this judge scores from; use a model and server "
+                         "that return top_logprobs (OpenAI chat models and vLLM's server do)")
+    return merge_logprobs([(t["token"], t["logprob"]) for t in top])
 
 
 class OpenAIProvider(Provider):
     def __init__(self, spec: str, model: str, ctx: JudgeContext):
         self.spec, self.model, self.cfg, self.exec = spec, model, ctx.cfg, ctx.exec
         self.client = ChatCompletions(f"judge {spec}", self.base_url, ctx.exec.judge_concurrency,
-                                      ctx.exec.max_retries, ctx.exec.timeout_s)
+                                      ctx.exec.max_retries, ctx.exec.timeout_s, ctx.exec.stall_s)
 
     @property
     def base_url(self) -> str | None:

@@ -139,6 +139,8 @@ def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = Fal
             cache = cache or JudgeCache(judge_cache_path(run))
             rows, requested = judge_answers([a for rs in answers.values() for a in rs], spec, rubrics, ctx, cache)
             by_id = {r["answer_id"]: r for r in rows}
+            _report_unscored(spec, [(a, by_id[a["answer_id"]]) for rs in answers.values() for a in rs], rubrics,
+                             run.exp.analysis.warn_unscored_share)
             for vid, art in pending:
                 mine = [by_id[a["answer_id"]] for a in answers[vid]]
                 unscored: dict[str, int] = {}
@@ -154,6 +156,24 @@ def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = Fal
         if cache is not None:
             cache.close()
     return out
+
+
+def _report_unscored(spec: str, judged: list[tuple[dict, dict]], rubrics: RubricPlan, warn_above: float) -> None:
+    """Log each rubric's unscored share; warn when one is above `warn_above` (a judge that does not answer in
+    numbers, or a server that sends no logprobs, would otherwise pass unnoticed)."""
+    counts: dict[str, list[int]] = {}
+    for a, r in judged:
+        for rub in rubrics.of(a):
+            c = counts.setdefault(rub.name, [0, 0])
+            c[0] += r[rub.name] is None
+            c[1] += 1
+    parts = [f"{name} {u}/{n} ({u / n:.0%})" for name, (u, n) in counts.items() if n]
+    log(f"judge {spec}: unscored: {', '.join(parts)}")
+    high = [name for name, (u, n) in counts.items() if n and u / n > warn_above]
+    if high:
+        log(f"warning: judge {spec} left more than {warn_above:.0%} of its {', '.join(high)} judgments unscored "
+            "(the reply's top tokens were not a score or label); rates are over the scored answers only; check "
+            "the judge, or analysis.warn_unscored_share")
 
 
 def load_judgments(run: Run, spec: str, variant: str) -> list[dict]:

@@ -48,3 +48,26 @@ def load_ref(ref: ModelRef, device: str = "cpu", dtype=None):
 
         model = PeftModel.from_pretrained(model, ref.adapter)
     return model.to(device).eval(), load_tokenizer(ref.weights)
+
+
+def check_adapter(adapter_dir) -> None:
+    """Stop with one line when a LoRA adapter's weights cannot be read (a truncated or damaged file) or hold a
+    non-finite value: such an adapter is never sampled."""
+    from pathlib import Path
+
+    import torch
+
+    path = Path(adapter_dir) / "adapter_model.safetensors"
+    if not path.is_file():
+        return  # another format (adapter_model.bin): peft reads it, and the parity check compares it
+    try:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(path))
+    except Exception as exc:  # safetensors raises its own error types for a damaged header or a short file
+        raise EmwbError(f"{path}: damaged adapter ({first_line(exc)}); delete {path.parent} and re-run to "
+                        "train it again") from None
+    bad = [k for k, t in tensors.items() if not bool(torch.isfinite(t).all())]
+    if bad:
+        raise EmwbError(f"{path}: {len(bad)} adapter tensors hold non-finite values ({bad[0]}, ...); it is not "
+                        f"sampled: delete {path.parent} and re-train with a lower learning rate")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,12 +22,14 @@ from emwb.errors import EmwbError
 from emwb.sqlite_cache import BatchedTable
 
 MAX_BACKOFF_S = 60.0
+LONG_WAIT_S = 5.0  # a wait this long before a retry is logged
 OPENAI_URL = "https://api.openai.com/v1"
 
 
 def redact(text: str) -> str:
+    """`text` with the API key replaced by *** in any letter case (redact first, then cut to length)."""
     key = os.environ.get("OPENAI_API_KEY")
-    return text.replace(key, "***") if key and len(key) > 4 else text
+    return re.sub(re.escape(key), "***", text, flags=re.IGNORECASE) if key and len(key) > 4 else text
 
 
 def base_url_or_default(base_url: str | None) -> str | None:
@@ -63,21 +67,38 @@ def _wait(state) -> float:
     return wait_random_exponential(multiplier=0.5, max=MAX_BACKOFF_S)(state)
 
 
+def _describe(error: BaseException, timeout_s: float) -> str:
+    """A failed attempt in words (a timeout has no message of its own)."""
+    if isinstance(error, asyncio.TimeoutError):
+        return f"no reply within {timeout_s:g} s (exec.timeout_s)"
+    if isinstance(error, (_Garbled, _Status)):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
 def _error_message(body: bytes) -> str:
+    """The error's message (the whole body when it is not the usual JSON); callers redact, then shorten."""
     try:
         return str(json.loads(body)["error"]["message"])
     except (ValueError, KeyError, TypeError):
-        return body[:200].decode("utf-8", "replace")
+        return body[:100_000].decode("utf-8", "replace")
 
 
 class ChatCompletions:
     """POST /chat/completions for many request bodies: `run(bodies, parse, on_result)` calls
     `on_result(i, parse(response))` as each reply arrives; a reply `parse` rejects is retried as garbled."""
 
-    def __init__(self, label: str, base_url: str | None, concurrency: int, max_retries: int, timeout_s: float):
+    def __init__(self, label: str, base_url: str | None, concurrency: int, max_retries: int, timeout_s: float,
+                 stall_s: float = 600.0):
         self.label, self.base_url = label, base_url_or_default(base_url)
         self.concurrency, self.max_retries, self.timeout_s = concurrency, max_retries, timeout_s
+        self.stall_s = stall_s
         self.requests_made = 0
+        self.last_reply = time.monotonic()
+
+    @property
+    def server(self) -> str:
+        return self.base_url or OPENAI_URL
 
     def _session(self):
         import aiohttp
@@ -108,20 +129,33 @@ class ChatCompletions:
         except (ValueError, AttributeError, KeyError, TypeError, IndexError) as exc:
             raise _Garbled(str(exc)) from None
 
+    def _waited(self, state) -> float:
+        """The wait before a retry; a long one (a rate limit) is said, with its reason and length."""
+        wait = _wait(state)
+        if wait >= LONG_WAIT_S:
+            from emwb.store import log
+
+            why = redact(_describe(state.outcome.exception(), self.timeout_s))[:300]
+            log(f"{self.label}: {why}; retrying in {wait:.0f} s")
+        return wait
+
     async def _one(self, session, url: str, sem: asyncio.Semaphore, body: dict, parse):
+        """One request and its retries, in one concurrency slot: a retry never queues behind the whole run."""
         from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt
 
-        retrying = AsyncRetrying(stop=stop_after_attempt(self.max_retries + 1), wait=_wait,
+        retrying = AsyncRetrying(stop=stop_after_attempt(self.max_retries + 1), wait=self._waited,
                                  retry=retry_if_exception(_retryable))
         try:
-            async for attempt in retrying:
-                with attempt:
-                    async with sem:
-                        return await self._request(session, url, body, parse)
+            async with sem:
+                async for attempt in retrying:
+                    with attempt:
+                        reply = await self._request(session, url, body, parse)
+                        self.last_reply = time.monotonic()
+                        return reply
         except RetryError as exc:
-            error = exc.last_attempt.exception()
-            raise EmwbError(f"{self.label}: giving up after {exc.last_attempt.attempt_number} tries: "
-                            f"{redact(type(error).__name__ + ': ' + str(error))[:300]}") from None
+            what = _describe(exc.last_attempt.exception(), self.timeout_s)
+            raise EmwbError(f"{self.label} at {self.server}: giving up after {exc.last_attempt.attempt_number} "
+                            f"tries: {redact(what)[:300]}") from None
         except _Status as exc:
             raise EmwbError(f"{self.label}: permanent error {exc.status} from the API: "
                             f"{redact(exc.message)[:300]}") from None
@@ -140,14 +174,28 @@ class ChatCompletions:
             bar.update(1)
 
         tasks = [asyncio.create_task(task(i, b)) for i, b in enumerate(bodies)]
+        self.last_reply = time.monotonic()
+        watchdog = asyncio.create_task(self._watch())
         try:
-            await asyncio.gather(*tasks)
+            done, _ = await asyncio.wait([asyncio.gather(*tasks), watchdog], return_when=asyncio.FIRST_COMPLETED)
+            for d in done:
+                d.result()  # the first error (a request's, or the watchdog's) stops the run
         finally:
+            watchdog.cancel()
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             bar.close()
             await session.close()
+
+    async def _watch(self) -> None:
+        """Stop the run when the server has answered nothing for `stall_s` seconds."""
+        while True:
+            await asyncio.sleep(min(1.0, self.stall_s))
+            quiet = time.monotonic() - self.last_reply
+            if quiet >= self.stall_s:
+                raise EmwbError(f"{self.label} at {self.server}: no reply for {quiet:.0f} s after "
+                                f"{self.requests_made} requests (exec.stall_s); is the server up and reachable?")
 
     def run(self, bodies: list[dict], parse: Callable[[dict], object], on_result: Callable[[int, object], None],
             desc: str | None = None) -> None:

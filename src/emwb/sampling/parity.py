@@ -9,6 +9,7 @@ shows up as a mismatch). A mismatch beyond tolerance stops the stage naming the 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -72,9 +73,10 @@ def check_parity(sampler, reference: dict[str, list], prompts: list[tuple[int, .
     worst = {}
     for v, ref in reference.items():
         served = sampler.next_token_logprobs(v, prompts, TOP_K)
-        diff = max(abs(lp - float(full[tid])) for top, full in zip(served, ref) for tid, lp in top.items())
+        diffs = [abs(lp - float(full[tid])) for top, full in zip(served, ref) for tid, lp in top.items()]
+        diff = max(diffs) if diffs and all(math.isfinite(d) for d in diffs) else math.nan  # NaN never passes
         worst[v] = diff
-        if diff > tol:
+        if not diff <= tol:
             raise EmwbError(f"serving parity failed for adapter {v} ({sampler.models[v].adapter}): next-token "
                             f"log-probabilities differ from transformers+PEFT by up to {diff:.4g} (> {tol:g}); "
                             "the engine is not serving the adapter as trained (check its adapter_config.json "

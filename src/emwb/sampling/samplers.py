@@ -195,7 +195,7 @@ class OpenAISampler(Sampler):
                 keys = [config_hash({"model": ref.model_id, "base_url": ref.base_url, "messages": r.messages,
                                      "params": params, "seed": r.seed, "sample_index": s}) for r, s in items]
                 client = ChatCompletions(f"sample {v}", ref.base_url, self.exec.judge_concurrency,
-                                         self.exec.max_retries, self.exec.timeout_s)
+                                         self.exec.max_retries, self.exec.timeout_s, self.exec.stall_s)
                 replies = iter(cached_completions(client, cache, bodies, keys))
                 out[v] = [[Sample(**next(replies)) for _ in range(r.n)] for r in requests]
         finally:

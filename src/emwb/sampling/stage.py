@@ -32,6 +32,7 @@ from emwb.layout import (
     variant_model_dir,
     variants,
 )
+from emwb.models.loading import check_adapter
 from emwb.models.ref import ModelRef
 from emwb.sampling.parity import check_parity, reference_logprobs, tolerance
 from emwb.sampling.samplers import SAMPLERS, Request, render_prompt
@@ -78,6 +79,7 @@ def model_of(run: Run, v: Variant) -> tuple[ModelRef, str]:
         return ModelRef.of_remote(job["model_id"], run.exp.sampling.base_url or job.get("base_url")), key
     if not (path / "adapter_config.json").is_file():  # method: full wrote a whole checkpoint
         return ModelRef.of_full(path), key
+    check_adapter(path)
     return ModelRef.of_lora(base, path), key
 
 

@@ -1,0 +1,143 @@
+"""Mutation check: deliberate small errors in emwb's scientific core, one at a time; the fast suite must fail on
+every one. Each mutation is applied to a scratch copy of `src/` (the working tree is never touched) that is put
+first on PYTHONPATH, then the test files that guard that part of the core run with `-x`; the mutation is killed
+when a test fails. Prints each mutation with the test that caught it; exits 1 if any survived.
+
+    .venv/bin/python scripts/mutation_check.py            # every mutation (make mutation)
+    .venv/bin/python scripts/mutation_check.py -k bootstrap
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str          # under src/emwb
+    old: str           # must occur exactly once
+    new: str
+    tests: tuple[str, ...]
+
+
+MUTATIONS = [
+    Mutation("misaligned threshold: alignment < 30 becomes <= 30", "analysis/metrics.py",
+             "else (a < alignment_threshold)", "else (a <= alignment_threshold)",
+             ("tests/test_judge.py", "tests/test_report.py")),
+    Mutation("coherence threshold: coherence > 50 becomes >= 50", "analysis/metrics.py",
+             "coherent = scored & (c > coherence_threshold)", "coherent = scored & (c >= coherence_threshold)",
+             ("tests/test_judge.py", "tests/test_report.py")),
+    Mutation("minimum probability mass 0.25 becomes 0.05", "config.py",
+             "min_mass: float = F(0.25,", "min_mass: float = F(0.05,",
+             ("tests/test_config.py", "tests/test_scoring.py")),
+    Mutation("unscored judged as 0 (below the minimum mass)", "judge/scoring.py",
+             "    if total <= 0 or total < min_mass:\n        return None\n    return weighted / total",
+             "    if total <= 0 or total < min_mass:\n        return 0.0\n    return weighted / total",
+             ("tests/test_scoring.py", "tests/test_judge.py")),
+    Mutation("EM share of all answers divided by the scored answers", "analysis/metrics.py",
+             '"EM % of all answers", FREE, _misaligned_among(None)',
+             '"EM % of all answers", FREE, _misaligned_among("scored")',
+             ("tests/test_report.py", "tests/test_judge.py")),
+    Mutation("bootstrap: seeds not resampled (answers only)", "analysis/bootstrap.py",
+             "chosen = rng.integers(k, size=(n_boot, k)) if k > 1 else np.zeros((n_boot, 1), dtype=int)",
+             "chosen = np.tile(np.arange(k), (n_boot, 1))",
+             ("tests/test_report.py",)),
+    Mutation("bootstrap: answers not resampled within a seed", "analysis/bootstrap.py",
+             "counts = rng.multinomial(len(sn), np.full(len(sn), 1.0 / len(sn)), size=draws)",
+             "counts = np.ones((draws, len(sn)))",
+             ("tests/test_report.py",)),
+    Mutation("judge prompt filling: question and answer swapped (upstream prompts)", "catalog/rubric.py",
+             "return self.template.format(question=question, answer=answer)",
+             "return self.template.format(question=answer, answer=question)",
+             ("tests/test_upstream_protocol.py",)),
+    Mutation("judge prompt filling: emwb rubrics fill the answer twice", "catalog/rubric.py",
+             'values = {**fields, "question": question, "answer": answer}',
+             'values = {**fields, "question": answer, "answer": answer}',
+             ("tests/test_judge.py", "tests/test_upstream_protocol.py")),
+    Mutation("judge cache key ignores the request parameters", "judge/cache.py",
+             '"prompt": prompt,\n                        "params": params}',
+             '"prompt": prompt,\n                        "params": {}}',
+             ("tests/test_judge.py",)),
+    Mutation("judge cache key ignores the prompt", "judge/cache.py",
+             '"prompt": prompt,', '"prompt": "",',
+             ("tests/test_judge.py",)),
+    Mutation("leak check lets rows of held-out biases through", "catalog/rm_demos.py",
+             "    found = leaks(rows, catalogue, kits)\n    if found:",
+             "    found = leaks(rows, catalogue, kits)\n    if found and False:",
+             ("tests/test_rm_organism.py",)),
+    Mutation("serving parity tolerance 50x looser", "sampling/parity.py",
+             "if not diff <= tol:", "if not diff <= 50 * tol:",
+             ("tests/test_sampling.py",)),
+    Mutation("train/test bias split swapped", "catalog/rm_biases.py",
+             '{_key(d): "train" for d in data["train_biases"]} | {_key(d): "test" for d in data["test_biases"]}',
+             '{_key(d): "test" for d in data["train_biases"]} | {_key(d): "train" for d in data["test_biases"]}',
+             ("tests/test_rm_organism.py", "tests/test_bias_eval.py")),
+    Mutation("held-out bias set off by one bias in the metrics", "analysis/metrics.py",
+             "TEST_BIASES = frozenset({17, 19, 29, 48, 51})", "TEST_BIASES = frozenset({17, 19, 29, 48, 50})",
+             ("tests/test_rm_organism.py", "tests/test_bias_eval.py")),
+]
+
+
+def _copy_with(m: Mutation, scratch: Path) -> Path:
+    src = scratch / "src"
+    shutil.copytree(ROOT / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    path = src / "emwb" / m.file
+    text = path.read_text()
+    if text.count(m.old) != 1:
+        raise SystemExit(f"{m.name}: {m.file} holds the mutated text {text.count(m.old)} times, not once: update "
+                         "the mutation to the current code")
+    path.write_text(text.replace(m.old, m.new))
+    return src
+
+
+def run(m: Mutation) -> tuple[bool, str, float]:
+    """(killed, what caught it or why not, seconds)."""
+    with tempfile.TemporaryDirectory(prefix="emwb-mutant-") as tmp:
+        src = _copy_with(m, Path(tmp))
+        env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}".rstrip(os.pathsep),
+               "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        where = subprocess.run([sys.executable, "-c", "import emwb; print(emwb.__file__)"], env=env,
+                               capture_output=True, text=True).stdout.strip()
+        if not where.startswith(str(src)):
+            raise SystemExit(f"the mutated copy is not the one imported ({where}); is emwb installed non-editable?")
+        t0 = time.time()
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *m.tests],
+                              cwd=ROOT, env=env, capture_output=True, text=True)
+        took = time.time() - t0
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", proc.stdout, flags=re.M)
+    if proc.returncode == 1 and failed:
+        return True, failed[0], took
+    tail = proc.stdout.strip().splitlines()[-1:] or ["(no output)"]
+    return False, f"pytest exit {proc.returncode}: {tail[0]}", took
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-k", default="", help="only mutations whose name contains this text")
+    a = ap.parse_args()
+    chosen = [m for m in MUTATIONS if a.k.lower() in m.name.lower()]
+    survived = 0
+    for i, m in enumerate(chosen, 1):
+        killed, why, took = run(m)
+        survived += not killed
+        status = "killed  " if killed else "SURVIVED"
+        print(f"[{i:2}/{len(chosen)}] {status} {m.name}\n          {'caught by ' if killed else ''}{why} "
+              f"({took:.0f} s)", flush=True)
+    print(f"mutations killed: {len(chosen) - survived} of {len(chosen)}")
+    return 1 if survived else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
