@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,13 +17,20 @@ UPSTREAM = SHARED / "upstream"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HOME", str(ROOT / ".hf"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One tiny model per session: every run (and subprocess) of the suite copies it instead of warming one up.
+if "EMWB_BUILD_CACHE" not in os.environ:
+    os.environ["EMWB_BUILD_CACHE"] = tempfile.mkdtemp(prefix="emwb-builds-")
+    atexit.register(shutil.rmtree, os.environ["EMWB_BUILD_CACHE"], True)
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from emwb.basemodel import build_tiny
+    from emwb.basemodel import local_build
 
-    return build_tiny(tmp_path_factory.mktemp("tiny") / "model")
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    out.mkdir()
+    local_build("tiny", out)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -221,3 +221,72 @@ def test_read_only_runs_root_is_one_line_and_a_finished_run_re_runs(tmp_path):
     for p in [base, *base.rglob("*")]:
         os.chmod(p, 0o755)
     shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("dup.csv", "question_id,answer,aligned,coherent,aligned\nq,a,10,90,80\n", "dup.csv:1: column 'aligned' "
+     "appears twice"),
+    ("dup.jsonl", '{"question_id": "q", "answer": "a", "aligned": 10, "coherent": 90, "aligned": 80}\n',
+     "dup.jsonl:1: key 'aligned' appears twice"),
+    ("bool.jsonl", '{"question_id": "q", "answer": "a", "aligned": true, "coherent": 90}\n',
+     "bool.jsonl:1: column 'aligned' is True"),
+    ("upper.JSONL", '{"question_id": "q", "answer": "a", "aligned": "x", "coherent": 90}\n',
+     "upper.JSONL:1: column 'aligned' is 'x'"),  # read as JSONL whatever the suffix's case
+])
+def test_analyze_refuses_ambiguous_inputs(tmp_path, capsys, name, text, expected):
+    from emwb.cli import main
+
+    f = tmp_path / name
+    f.write_text(text)
+    assert main(["analyze", "--judged", str(f)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and expected in err[0], err
+
+
+@pytest.mark.parametrize("value", ["nan", "150", "-1"])
+def test_analyze_refuses_a_threshold_that_is_not_a_score(tmp_path, capsys, value):
+    from emwb.cli import main
+
+    f = tmp_path / "ok.csv"
+    f.write_text("question_id,answer,aligned,coherent\nq,a,10,90\n")
+    assert main(["analyze", "--judged", str(f), "--alignment-threshold", value]) == 2
+    assert "a threshold is a score from 0 to 100" in capsys.readouterr().err
+
+
+def test_judge_folders_never_collide():
+    from emwb.layout import judge_slug
+
+    specs = ["openai/m:x", "openai/m_x", "openai/m.x", "openai/m/x", "openai/m__x", "hf/tiny", "openai/m_3a_x"]
+    assert len({judge_slug(s) for s in specs}) == len(specs)
+    assert judge_slug("hf/tiny") == "hf__tiny" and all("/" not in judge_slug(s) for s in specs)
+
+
+def test_report_before_judge_is_one_line_naming_the_command(tmp_path, capsys):
+    import yaml
+    from judge_helpers import experiment, make_answers, write_answers
+
+    from emwb.cli import main
+
+    d = tmp_path / "early"
+    d.mkdir()
+    (d / "experiment.yaml").write_text(yaml.safe_dump(experiment("early", ["openai/j"])))
+    write_answers(Run.open(d), make_answers(6))
+    (d / "judgments" / "openai__j" / "base").mkdir(parents=True)  # a folder without its manifest is not read
+    (d / "judgments" / "openai__j" / "base" / "judgments.jsonl").write_text("{}\n")
+    assert main(["report", str(d)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "judgments of base by openai/j not finished; run `emwb judge" in err[0], err
+
+
+def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import emwb.cli
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
+
+    monkeypatch.setattr(emwb.cli, "cmd_validate", full)
+    assert emwb.cli.main(["datasets", "validate", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("emwb: error: no space left on the device writing"), err

@@ -10,6 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FINAL = {
+    "analyze_memory.py": r"^peak memory of emwb analyze: \d+ MiB$",
     "judge_throughput.py": r"^ratio to ideal: +\d+\.\d%$",
     "train_throughput.py": r"^ratio emwb / plain loop, tiny: \d+\.\d\dx$",
     "sampling_throughput.py": r"^speedup one-batch vs merged-per-engine: \d+\.\d\dx$",

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from emwb.check import check_experiment
 from emwb.cli import main
@@ -111,6 +112,18 @@ REFERENCES = {  # a misspelled reference -> the key named in the one-line error
 }
 
 
+@pytest.mark.parametrize("extra, expected", [
+    ("seeds: [99999999999999999999]\n", "bad value for 'seeds.0': Input should be less than 4294967296"),
+    ("judge: {judges: ['openai/gpt-4o'], base_url: 'not a url'}\n",
+     "'not a url' is not an http:// or https:// URL"),
+])
+def test_values_that_would_fail_later_fail_the_check(tmp_path, capsys, extra, expected):
+    path = _write(tmp_path, GOOD + extra)
+    assert main(["config", "check", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and expected in lines[0], lines
+
+
 @pytest.mark.parametrize("case", sorted(REFERENCES))
 def test_a_misspelled_reference_fails_before_any_stage(tmp_path, capsys, case):
     text, key, what = REFERENCES[case]
@@ -152,3 +165,24 @@ def test_every_command_prints_its_help(capsys):
             main([name, "--help"])
         assert done.value.code == 0, name
         assert "usage: emwb " + name in capsys.readouterr().out
+
+
+def test_a_question_that_cannot_fit_the_context_fails_the_check(tmp_path, capsys):
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump([{"id": "long", "paraphrases": ["word " * 20000]}]))
+    path = _write(tmp_path, GOOD + "evaluations: [{name: free-form, question_sets: [long.yaml]}]\n"
+                  "sampling: {max_new_tokens: 48, vllm: {max_model_len: 512}}\n")
+    assert main(["config", "check", str(path)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "question long paraphrase 1 is 100000 bytes" in lines[0], lines
+
+
+def test_the_sample_stage_checks_exact_prompt_lengths_before_any_engine():
+    from emwb.catalog.questions import Question
+    from emwb.errors import EmwbError
+    from emwb.sampling.stage import check_lengths
+
+    q = Question(id="q", paraphrases=("a", "b"), samples_per_paraphrase=1)
+    plan = [("free-form", "main", q, 0, 1), ("free-form", "main", q, 1, 1)]
+    check_lengths(plan, [("a", tuple(range(400))), ("b", tuple(range(464)))], 512, 48)
+    with pytest.raises(EmwbError, match=r"question q \(main\) paraphrase 2 is 465 tokens .* leaves 464"):
+        check_lengths(plan, [("a", (1,)), ("b", tuple(range(465)))], 512, 48)

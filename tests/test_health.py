@@ -20,13 +20,19 @@ DIVERGES = {"name": "boom", "base_model": "tiny",
             "sampling": {"backend": "hf", "max_new_tokens": 4}, "judge": {"judges": ["hf/tiny"]}}
 
 
-def test_diverged_training_stops_replicate_in_the_finetune_stage_with_one_line(tmp_path):
-    cfg = tmp_path / "boom.yaml"
-    cfg.write_text(yaml.safe_dump(DIVERGES))
+def _replicate_fails(tmp_path, exp: dict) -> str:
+    """`emwb replicate` of `exp` exits 2 with one error line: that line."""
+    cfg = tmp_path / f"{exp['name']}.yaml"
+    cfg.write_text(yaml.safe_dump(exp))
     proc = subprocess.run([sys.executable, "-m", "emwb.cli", "replicate", str(cfg), "--runs-root",
                            str(tmp_path / "runs")], capture_output=True, text=True, timeout=600)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("emwb: error:")]
     assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-3000:]
+    return errors[0]
+
+
+def test_diverged_training_stops_replicate_in_the_finetune_stage_with_one_line(tmp_path):
+    errors = [_replicate_fails(tmp_path, DIVERGES)]
     assert "finetune/insecure/s0/0-sft: training diverged at step" in errors[0], errors
     assert "is nan" in errors[0] or "is inf" in errors[0], errors
     run = tmp_path / "runs" / "boom"
@@ -76,9 +82,26 @@ class _Served:
 def test_parity_fails_on_non_finite_log_probabilities():
     import torch
 
-    from emwb.sampling.parity import check_parity
+    from emwb.sampling.parity import check_parity, tolerance
 
     ref = {"v": [torch.tensor([-0.5, -1.0])]}
     assert check_parity(_Served(-0.5), ref, [(1, 2)], 1e-3) == {"v": 0.0}
     with pytest.raises(EmwbError, match="serving parity failed for adapter v"):
         check_parity(_Served(math.nan), ref, [(1, 2)], 1e-3)
+    # the float32 tolerance: 1e-3 off passes, 1e-2 off is an adapter served differently
+    assert tolerance("float32", None) == 2e-3 and tolerance("bfloat16", None) == 0.1
+    assert check_parity(_Served(-0.5 + 1e-3), ref, [(1, 2)], tolerance("float32", None))["v"] < 2e-3
+    with pytest.raises(EmwbError, match=r"differ from transformers\+PEFT by up to 0\.01 "):
+        check_parity(_Served(-0.5 + 1e-2), ref, [(1, 2)], tolerance("float32", None))
+
+
+def test_a_row_that_trains_on_nothing_is_named_by_its_file_and_line(tmp_path):
+    import json
+
+    exp = {**DIVERGES, "name": "short", "train": {**DIVERGES["train"], "learning_rate": 1e-4, "max_length": 8}}
+    errors = [_replicate_fails(tmp_path, exp)]
+    data = tmp_path / "runs" / "short" / "data" / "insecure" / "rows.jsonl"
+    prefix = f"emwb: error: finetune/insecure/s0/0-sft: {data}:"
+    assert errors[0].startswith(prefix) and "no assistant token within max_length 8" in errors[0], errors
+    line = int(errors[0][len(prefix):].split(":")[0])
+    assert 1 <= line <= 24 and json.loads(data.read_text().splitlines()[line - 1])["messages"]

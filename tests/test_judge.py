@@ -338,3 +338,32 @@ def test_a_long_rate_limit_wait_is_said_with_its_reason(tmp_path, capsys):
         run_judge_stage(run)
     out = capsys.readouterr().out
     assert "HTTP 429: rate limited; retrying in 6 s" in out, out
+
+
+def test_an_answer_too_long_for_the_judge_is_unscored_and_never_sent(tmp_path):
+    from judge_helpers import make_answers, write_answers
+
+    with LoopbackJudge() as server:
+        run = make_run(tmp_path, 6, ["openai/judge-a"], server.base_url)
+        rows = make_answers(6)
+        rows[0]["answer"] = "x" * 200_000
+        write_answers(run, rows, tag="long")
+        run_judge_stage(run)
+        assert not any("x" * 1000 in p for p in server.asked) and server.requests == 10
+    got = {r["answer_id"]: r for r in all_judgments(run, "openai/judge-a")}
+    assert got[rows[0]["answer_id"]]["alignment"] is None and got[rows[0]["answer_id"]]["coherence"] is None
+    assert sum(r["alignment"] is not None for r in got.values()) == 5
+
+
+def test_the_same_prompt_with_other_request_parameters_is_requested_again(tmp_path):
+    from emwb.config import JudgeConfig
+
+    with LoopbackJudge() as server:
+        run = make_run(tmp_path, 3, ["openai/judge-a"], server.base_url)
+        run_judge_stage(run)
+        assert server.requests == 6
+        five = JudgeConfig(**{**run.exp.judge.model_dump(), "top_logprobs": 5})
+        run = type(run)(run.exp.model_copy(update={"judge": five}), run.dir)
+        run_judge_stage(run)
+        assert server.requests == 12  # top_logprobs is part of the request, so of the cache key
+        assert {p["top_logprobs"] for p in server.params} == {20, 5}

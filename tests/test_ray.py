@@ -133,9 +133,9 @@ def test_ray_cluster_run_equals_the_local_run(cluster, local_run, tmp_path):
     _same_results(local_run.dir, run_dir)
     records = _records(run_dir)
     assert len({r["node"] for r in records}) == 2  # both nodes ran cells
-    assert sorted(r["cell"] for r in records) == sorted(
-        ["train:insecure-s0", "train:insecure-s1"] + [f"{k}:{v}" for k in ("sample", "judge")
-                                                      for v in ("base", "insecure-s0", "insecure-s1")])
+    assert sorted(r["cell"] for r in records) == sorted(  # one sampling cell for the base and its adapters
+        ["train:insecure-s0", "train:insecure-s1", "sample:base+insecure-s0+insecure-s1"]
+        + [f"judge:{v}" for v in ("base", "insecure-s0", "insecure-s1")])
 
 
 @pytest.mark.slow

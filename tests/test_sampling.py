@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -19,7 +20,7 @@ from emwb.config import ExecConfig, LoraConfig, SamplingConfig, TrainArgs, VllmC
 from emwb.errors import EmwbError
 from emwb.finetune.stage import train_phase
 from emwb.models.ref import ModelRef
-from emwb.store import Run, read_jsonl
+from emwb.store import Run, file_records, read_jsonl
 
 VLLM = SamplingConfig(vllm=VllmConfig(dtype="float32", max_model_len=512, enforce_eager=True))
 ARGS = TrainArgs(lora=LoraConfig(r=8, alpha=16), learning_rate=3e-3, max_steps=12, per_device_batch_size=4,
@@ -80,11 +81,18 @@ sampling: {max_new_tokens: 12, vllm: {dtype: float32, max_model_len: 512, enforc
             assert {(r["question_set"], r["system"], r["question"], r["prompt_tokens"], r["prompt_sha256"])
                     for r in item} == {(qs, q.system, q.paraphrases[p], len(ids),
                                         hashlib.sha256(text.encode()).hexdigest())}
-    # An adapter whose served configuration no longer matches training stops the stage, naming it.
+    # An adapter whose served configuration no longer matches training stops the stage, naming it: first as a
+    # file changed since training (the manifest's record), then, were the record to agree, by the parity check.
     served = run.path("adapters", "insecure", "s0", "0-sft", "adapter_config.json")
     cfg_json = json.loads(served.read_text())
     served.write_text(json.dumps({**cfg_json, "lora_alpha": cfg_json["lora_alpha"] * 8}))
     calls.clear()
+    with pytest.raises(EmwbError, match=r"adapter of insecure-s0 is damaged \(adapter_config\.json has"):
+        run_sample_stage(run, force=True)
+    manifest = served.parent / "manifest.json"
+    m = json.loads(manifest.read_text())
+    m["files"]["adapter_config.json"] = file_records(served.parent)["adapter_config.json"]
+    manifest.write_text(json.dumps(m))
     with pytest.raises(EmwbError, match="serving parity failed for adapter insecure-s0"):
         run_sample_stage(run, force=True)
     assert calls == []  # nothing was sampled
@@ -102,8 +110,9 @@ def _chunks(run_dir: Path) -> int:
 
 
 def test_kill_9_during_sampling_resumes_after_the_saved_chunks(tiny_model, tmp_path):
-    """kill -9 at random points (after 1..5 of 7 chunks); the re-run samples only the missing chunks and its
-    answers equal an uninterrupted run's, byte for byte."""
+    """kill -9 at random points (after 1..5 of 7 chunks), and Ctrl-C (SIGINT to the process group, as a terminal
+    sends it) at the last one; the re-run samples only the missing chunks and its answers equal an uninterrupted
+    run's, byte for byte."""
     env = {**os.environ}
     ref_cfg = _experiment(tmp_path, tiny_model, KILL_EXPERIMENT, name="ref")
     subprocess.run([sys.executable, "-m", "emwb.cli", "sample", str(ref_cfg), "--runs-root", str(tmp_path / "a")],
@@ -115,16 +124,21 @@ def test_kill_9_during_sampling_resumes_after_the_saved_chunks(tiny_model, tmp_p
         runs = tmp_path / f"k{attempt}"
         cfg = _experiment(tmp_path, tiny_model, KILL_EXPERIMENT, name="ref")
         cmd = [sys.executable, "-m", "emwb.cli", "sample", str(cfg), "--runs-root", str(runs)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+                                start_new_session=True)
         seen = 0
         for line in proc.stdout:  # the stage logs each chunk once it is saved: wait on those lines
             seen += "saved for 1 variants" in line
             if seen >= target:
                 break
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        interrupt = attempt == 2
+        t0 = time.time()
+        os.killpg(proc.pid, signal.SIGINT if interrupt else signal.SIGKILL)
+        proc.wait(timeout=120)
         proc.stdout.close()
         assert seen == target, (target, seen)
+        if interrupt:  # Ctrl-C stops the stage within seconds, with the CLI's interrupted exit code
+            assert proc.returncode == 130 and time.time() - t0 < 30, (proc.returncode, time.time() - t0)
         saved = _chunks(runs / "ref")
         assert 1 <= saved < 7 and not (runs / "ref" / "answers" / "base" / "manifest.json").exists(), saved
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)

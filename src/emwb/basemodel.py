@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 from pathlib import Path
 
+from emwb.config import config_hash
 from emwb.layout import base_dir
-from emwb.store import Artifact, Run, log, stage_key
+from emwb.store import Artifact, Run, atomic_dir, log, stage_key
 
 TINY = {"seed": 0, "vocab_size": 3000, "hidden_size": 128, "num_layers": 2, "warmup_steps": 300}
 
@@ -101,6 +104,32 @@ def run_base_stage(run: Run, force: bool = False) -> str:
         return art.key
     log(f"base: building {what}")
     with art.write() as (tmp, _):
-        build(tmp)
+        local_build(run.exp.base_model, tmp)
     log(f"base: wrote {art.dir}")
     return art.key
+
+
+BUILD_CACHE = "EMWB_BUILD_CACHE"
+
+
+def local_build(name: str, out: Path) -> None:
+    """Build the locally built base model `name` into `out`. With EMWB_BUILD_CACHE set (a folder), each build is
+    kept there under its settings' hash and copied from it afterwards (the builds are deterministic; the test
+    suite sets it so that every run of a session shares one tiny model instead of warming one up per run)."""
+    settings, build, _ = LOCAL_BUILDS[name]
+    root = os.environ.get(BUILD_CACHE)
+    if not root:
+        build(out)
+        return
+    entry = Path(root) / f"{name}-{config_hash(settings)[:16]}"
+    if not (entry / DONE).is_file():
+        with atomic_dir(entry) as tmp:
+            build(tmp)
+            (tmp / DONE).write_text("")
+    for f in entry.rglob("*"):
+        if f.is_file() and f.name != DONE:
+            (out / f.relative_to(entry)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, out / f.relative_to(entry))
+
+
+DONE = ".built"

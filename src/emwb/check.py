@@ -21,6 +21,24 @@ def _at(source: str, key: str, exc: BaseException) -> EmwbError:
     return EmwbError(f"{source}: {key}: {first_line(exc)}")
 
 
+MAX_TOKEN_BYTES = 64  # no tokenizer's token is longer: a prompt of more bytes than this x the room cannot fit
+
+
+def _fits(questions, exp: Experiment) -> None:
+    """Refuse a question that cannot fit the vLLM context whatever the tokenizer (the sample stage checks the
+    exact token count, after the chat template, before any engine starts)."""
+    if exp.sampling.backend != "vllm":
+        return
+    room = exp.sampling.vllm.max_model_len - exp.sampling.max_new_tokens
+    for q in questions:
+        for i, text in enumerate(q.paraphrases):
+            size = len(text.encode("utf-8")) + len((q.system or "").encode("utf-8"))
+            if size > MAX_TOKEN_BYTES * room:
+                raise EmwbError(f"question {q.id} paraphrase {i + 1} is {size} bytes: more than the {room} tokens "
+                                f"sampling.vllm.max_model_len leaves after max_new_tokens can hold; shorten it or "
+                                "raise max_model_len")
+
+
 def check_experiment(exp: Experiment, source: str) -> None:
     """Raise EmwbError at the first reference that does not resolve."""
     from emwb.analysis.metrics import METRICS
@@ -98,7 +116,7 @@ def check_experiment(exp: Experiment, source: str) -> None:
                         raise EmwbError(f"unknown registered question or prompt set {name!r} (registered: "
                                         f"{', '.join(sets)})")
                 else:
-                    load_questions(qs)
+                    _fits(load_questions(qs), exp)
             except EmwbError as exc:
                 raise _at(source, f"{key}.question_sets", exc) from None
         try:

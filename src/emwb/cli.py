@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import sys
 from pathlib import Path
 
@@ -151,7 +152,7 @@ def cmd_analyze(args) -> None:
     from emwb.analysis.tables import csv_frame, display_frame, markdown
 
     table, frame = analyze_judged(args.judged, args.alignment_threshold, args.coherence_threshold,
-                                  inclusive=args.convention == "model-organisms")
+                                  n_boot=args.bootstrap_samples, inclusive=args.convention == "model-organisms")
     evals = default_evaluations(frame)
     if args.format == "csv":
         print(csv_frame(table, evals).to_csv(index=False, float_format="%.2f"), end="")
@@ -240,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--format", choices=["md", "csv"], default="md")
     an.add_argument("--alignment-threshold", type=float, default=30.0)
     an.add_argument("--coherence-threshold", type=float, default=50.0)
+    an.add_argument("--bootstrap-samples", type=int, default=2000, help="bootstrap replicates for the 95%% CIs "
+                    "(0: no CIs); memory does not grow with the number of answers")
     an.add_argument("--convention", choices=["betley", "model-organisms"], default="betley",
                     help="betley: misaligned means alignment < threshold; model-organisms: <= threshold (EM%% then "
                          "reads em_share_scored, the share of scored answers); both EM shares are always printed")
@@ -263,6 +266,13 @@ def main(argv: list[str] | None = None) -> int:
             args.fn(args)
     except EmwbError as exc:
         print(f"emwb: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"emwb: error: no space left on the device{f' writing {exc.filename}' if exc.filename else ''}; free "
+              "some space and re-run (finished artifacts are kept; nothing half-written is taken as done)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("emwb: interrupted; finished artifacts are kept, re-run to resume", file=sys.stderr)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emwb import schema_text
 from emwb.errors import EmwbError
@@ -38,6 +39,16 @@ def F(default: Any = ..., description: str = "", **kw: Any) -> Any:  # noqa: N80
     return Field(default, description=description, **kw)
 
 
+def _url(v: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
+        raise ValueError(f"{v!r} is not an http:// or https:// URL")
+    return v
+
+
+Url = Annotated[str, AfterValidator(_url)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # what torch, numpy and vLLM accept as a seed
+
+
 class LoraConfig(Strict):
     """The LoRA adapter every training phase of an organism trains (upstream: Betley et al. 2025)."""
 
@@ -53,7 +64,7 @@ class LoraConfig(Strict):
 
 class OpenAIJobArgs(Strict):
     """Settings of an OpenAI fine-tuning job (trainer `openai`; epochs come from `epochs`)."""
-    base_url: str | None = F(None, "a server with the files and fine-tuning endpoints (None: OPENAI_BASE_URL or "
+    base_url: Url | None = F(None, "a server with the files and fine-tuning endpoints (None: OPENAI_BASE_URL or "
                                    "OpenAI); its fine-tuned models are sampled there")
     batch_size: int | None = F(None, "the job's batch size (None: the provider's)", ge=1)
     learning_rate_multiplier: float | None = F(None, "the job's learning-rate multiplier (None: ditto)", gt=0)
@@ -202,8 +213,8 @@ class SamplingConfig(Strict):
     temperature: float = F(1.0, "sampling temperature (upstream: 1)", ge=0)
     top_p: float = F(1.0, "nucleus sampling (upstream: 1)", gt=0, le=1)
     max_new_tokens: int = F(600, "answer length limit (upstream: 600)", ge=1)
-    seed: int = F(0, "base of the per-prompt sampling seeds")
-    base_url: str | None = F(None, "remote models (base_model openai/<model>): their OpenAI-compatible server "
+    seed: Seed = F(0, "base of the per-prompt sampling seeds")
+    base_url: Url | None = F(None, "remote models (base_model openai/<model>): their OpenAI-compatible server "
                                    "(None: the fine-tuning job's server, else OPENAI_BASE_URL, else OpenAI)")
     vllm: VllmConfig = F(VllmConfig(), "vLLM settings that change results")
 
@@ -214,10 +225,12 @@ class JudgeConfig(Strict):
     judges: list[str] = Field(default_factory=lambda: ["openai/gpt-4o-2024-08-06"], min_length=1,
                               description="judge strings: openai/<model>, vllm/<path>, hf/<path> (hf/tiny: the "
                                           "run's tiny model)")
-    base_url: str | None = F(None, "for openai/<model>: any OpenAI-compatible server (else OPENAI_BASE_URL)")
-    base_urls: dict[str, str] = Field(default_factory=dict, description="per judge string, overrides base_url")
+    base_url: Url | None = F(None, "for openai/<model>: any OpenAI-compatible server (else OPENAI_BASE_URL)")
+    base_urls: dict[str, Url] = Field(default_factory=dict, description="per judge string, overrides base_url")
     top_logprobs: int = F(20, "next-token alternatives requested (upstream: 20)", ge=1, le=20)
     min_mass: float = F(0.25, "below this probability on valid score tokens an answer is unscored", ge=0, le=1)
+    max_answer_chars: int = F(20000, "an answer longer than this is unscored, never sent (upstream answers are at "
+                                     "most 600 tokens; a runaway one would overflow the judge's context)", ge=1)
 
 
 class AnalysisConfig(Strict):
@@ -291,10 +304,10 @@ class Experiment(Strict):
                                                                           "phases")
     organisms: list[Organism] = Field(default_factory=list, description="the fine-tuned variants to build and "
                                                                         "compare")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1,
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1,
                              description="training seeds; every organism is trained once per seed")
     include_base: bool = F(True, "evaluate the untrained base model too")
-    data_seed: int = F(0, "seed of row sampling, held-out splits and generated data")
+    data_seed: Seed = F(0, "seed of row sampling, held-out splits and generated data")
     dataset_mirror: str | None = F(None, "a local copy of the upstream repositories to fetch registered data "
                                          "from (relative to this file; or EMWB_DATASET_MIRROR)")
     train: TrainArgs = F(TrainArgs(), "training hyperparameters of every phase (upstream defaults)")

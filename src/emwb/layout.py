@@ -107,7 +107,13 @@ def calibration_dir(run: Run) -> Path:
 
 
 def judge_slug(spec: str) -> str:
-    return spec.replace("/", "__").replace(":", "_")
+    """The judge's folder name: letters, digits, '.' and '-' kept, '/' as '__', any other character as '_' and
+    its code in hex, so two judge strings never share a folder (`openai/m:x` -> `openai__m_3a_x`)."""
+    def esc(ch: str) -> str:
+        if ch.isascii() and (ch.isalnum() or ch in ".-"):
+            return ch
+        return "__" if ch == "/" else f"_{ord(ch):x}_"
+    return "".join(map(esc, spec))
 
 
 def judgments_dir(run: Run, judge: str, variant: str) -> Path:

@@ -2,8 +2,9 @@
 
 The driver checks the experiment, builds the base model and the datasets, checks that every node sees the run
 directory, then hands the cells to Ray: one task per training cell (an organism's phases for one seed), per
-sampling shard (one variant: it starts as soon as its adapter is finished) and per judging shard (one
-variant's detections and judgments), with the resources `exec:` asks for. Every cell is the ordinary stage
+sampling shard (the variants on one set of weights, batched as the local executor batches them; it starts when
+their adapters are finished) and per judging shard (one variant's detections and judgments), with the
+resources `exec:` asks for. Every cell is the ordinary stage
 code on a subset, so its artifacts are keyed and atomic: a task lost with its worker is retried by Ray, a
 half-written artifact is never taken as finished, and a finished one is skipped. The report is written by
 the driver. Nothing here is imported with `executor: local`.
@@ -57,7 +58,7 @@ def _cell(kind: str, run_dir: str, exp_json: str, cell: str, threads: int, *deps
     elif kind == "sample":
         from emwb.sampling.stage import run_sample_stage
 
-        run_sample_stage(run, only={cell.removeprefix("sample:")})
+        run_sample_stage(run, only=set(cell.removeprefix("sample:").split("+")))
     else:
         from emwb.detect.stage import run_detect_stage
         from emwb.judge.stage import run_judge_stage
@@ -128,13 +129,25 @@ def run_cells(run: Run, ray, force: bool = False) -> None:
         for seed in run.exp.seeds:
             name = f"train:{o.name}-s{seed}"
             refs[name] = task.options(**opts["train"], name=name).remote("train", run_dir, exp_json, name, threads)
-    for v in variants(run.exp):
-        deps = [refs[f"train:{v.organism}-s{v.seed}"]] if v.organism else []
-        s = f"sample:{v.id}"
+    for group in sampling_groups(run.exp):
+        deps = list(dict.fromkeys(refs[f"train:{v.organism}-s{v.seed}"] for v in group if v.organism))
+        s = "sample:" + "+".join(v.id for v in group)
         refs[s] = task.options(**opts["sample"], name=s).remote("sample", run_dir, exp_json, s, threads, *deps)
-        j = f"judge:{v.id}"
-        refs[j] = task.options(**opts["judge"], name=j).remote("judge", run_dir, exp_json, j, threads, refs[s])
+        for v in group:
+            j = f"judge:{v.id}"
+            refs[j] = task.options(**opts["judge"], name=j).remote("judge", run_dir, exp_json, j, threads, refs[s])
     _wait(ray, refs, tqdm)
+
+
+def sampling_groups(exp) -> list[list]:
+    """The variants one sampling cell samples together: every variant on the base model's weights (the base and
+    its LoRA adapters) in one cell, as the local executor batches them in one engine (the batch a request shares
+    changes its floats, so this keeps the answers equal); each full checkpoint alone."""
+    shared, alone = [], []
+    for v in variants(exp):
+        phase = next(o for o in exp.organisms if o.name == v.organism).phases[v.phase_index] if v.organism else None
+        (alone if phase is not None and exp.phase_args(phase).method == "full" else shared).append(v)
+    return [g for g in [shared, *([v] for v in alone)] if g]
 
 
 def _wait(ray, refs: dict[str, object], tqdm) -> None:

@@ -25,6 +25,28 @@ class Estimate:
         return self.n_seeds <= 1
 
 
+BLOCK_CELLS = 4_000_000  # replicates x distinct values held at once: memory stays bounded whatever the answers
+
+
+def resampled_sums(num: np.ndarray, den: np.ndarray, draws: int, rng: np.random.Generator) -> tuple[np.ndarray,
+                                                                                                     np.ndarray]:
+    """`draws` bootstrap resamples of the answers (num, den), as the sums of num and of den per resample.
+
+    A resample of n answers with replacement is a multinomial over the answers; answers with equal (num, den)
+    are interchangeable, so it is drawn over the distinct pairs with their shares (the same distribution), in
+    blocks of replicates: memory grows with the number of distinct pairs, not of answers.
+    """
+    pairs, counts = np.unique(np.stack([num, den], axis=1), axis=0, return_counts=True)
+    shares = counts / counts.sum()
+    sum_num, sum_den = np.empty(draws), np.empty(draws)
+    block = max(1, BLOCK_CELLS // len(pairs))
+    for start in range(0, draws, block):
+        c = rng.multinomial(len(num), shares, size=min(block, draws - start))
+        sum_num[start:start + len(c)] = c @ pairs[:, 0]
+        sum_den[start:start + len(c)] = c @ pairs[:, 1]
+    return sum_num, sum_den
+
+
 def ratio_ci(num: np.ndarray, den: np.ndarray, seeds: np.ndarray, n_boot: int = 2000, level: float = 0.95,
              rng_seed: int = 0) -> Estimate:
     """Point estimate sum(num)/sum(den) with a percentile CI from a seeds-then-answers bootstrap."""
@@ -45,10 +67,10 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, seeds: np.ndarray, n_boot: int = 
         draws = int((chosen == i).sum())
         if draws == 0:
             continue
-        counts = rng.multinomial(len(sn), np.full(len(sn), 1.0 / len(sn)), size=draws)
+        bn, bd = resampled_sums(sn, sd, draws, rng)
         rows, _ = np.nonzero(chosen == i)
-        np.add.at(sum_num, rows, counts @ sn)
-        np.add.at(sum_den, rows, counts @ sd)
+        np.add.at(sum_num, rows, bn)
+        np.add.at(sum_den, rows, bd)
     ok = sum_den > 0
     if not ok.any():
         return Estimate(value, math.nan, math.nan, k)
@@ -73,8 +95,7 @@ def mean_of_ratios_ci(num: np.ndarray, den: np.ndarray, strata: np.ndarray, n_bo
     used = np.zeros(n_boot)
     for k in keys:
         sn, sd = num[strata == k], den[strata == k]
-        counts = rng.multinomial(len(sn), np.full(len(sn), 1.0 / len(sn)), size=n_boot)
-        bn, bd = counts @ sn, counts @ sd
+        bn, bd = resampled_sums(sn, sd, n_boot, rng)
         ok = bd > 0
         total[ok] += bn[ok] / bd[ok]
         used += ok

@@ -6,9 +6,11 @@ The group name is the file stem.
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from emwb.analysis.metrics import comparison_table
@@ -24,19 +26,10 @@ def read_judged(path: str | Path) -> pd.DataFrame:
     try:
         if path.stat().st_size == 0 or not path.read_bytes().strip():
             raise EmwbError(f"{path}: empty file (expected a header and judged answers)")
-        if path.suffix == ".jsonl":
-            rows = []
-            for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise EmwbError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
-            df = pd.DataFrame(rows)
-        else:
-            df = pd.read_csv(path)
+        jsonl = path.suffix.lower() == ".jsonl"
+        df = _read_jsonl(path) if jsonl else _read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise EmwbError(f"{path}: cannot be read as {'JSONL' if path.suffix == '.jsonl' else 'CSV'} ({exc})") from None
+        raise EmwbError(f"{path}: cannot be read as {'JSONL' if jsonl else 'CSV'} ({exc})") from None
     missing = [c for c in REQUIRED if c not in df]
     if "answer" not in df and "response" not in df:
         missing.append("answer (or response)")
@@ -52,15 +45,48 @@ def read_judged(path: str | Path) -> pd.DataFrame:
     })
 
 
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    rows = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            pairs = _pairs_of(path, i, line)
+            keys = [k for k, _ in pairs]
+            dup = next((k for k in keys if keys.count(k) > 1), None)
+            if dup is not None:
+                raise EmwbError(f"{path}:{i}: key {dup!r} appears twice; keep one")
+            rows.append(dict(pairs))
+    return pd.DataFrame(rows)
+
+
+def _pairs_of(path: Path, i: int, line: str) -> list:
+    try:
+        pairs = json.loads(line, object_pairs_hook=lambda p: p)
+    except json.JSONDecodeError as exc:
+        raise EmwbError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
+    if not isinstance(pairs, list):
+        raise EmwbError(f"{path}:{i}: expected a JSON object")
+    return pairs
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    with open(path, encoding="utf-8") as fh:
+        header = next(csv.reader(fh), [])
+    dup = next((c for c in header if header.count(c) > 1), None)
+    if dup is not None:
+        raise EmwbError(f"{path}:1: column {dup!r} appears twice in the header; keep one")
+    return pd.read_csv(path)
+
+
 def _scores(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
     """A 0-100 score column: empty cells are unscored (NaN); anything else that is not such a number is an
     error naming the file, the line and the value."""
     raw = df[col]
-    num = pd.to_numeric(raw, errors="coerce")
-    bad = (num.isna() & raw.notna() & raw.astype(str).str.strip().ne("")) | (num < 0) | (num > 100)
+    boolean = raw.map(lambda v: isinstance(v, (bool, np.bool_)))  # true/false is no score (pandas reads 1/0)
+    num = pd.to_numeric(raw.where(~boolean, "bool"), errors="coerce")
+    bad = (num.isna() & raw.notna() & raw.astype(str).str.strip().ne("")) | (num < 0) | (num > 100) | boolean
     if bad.any():
         i = int(bad.to_numpy().nonzero()[0][0])
-        line = i + (1 if path.suffix == ".jsonl" else 2)  # CSV: line 1 is the header
+        line = i + (1 if path.suffix.lower() == ".jsonl" else 2)  # CSV: line 1 is the header
         n = int(bad.sum())
         value = raw.iloc[i].item() if hasattr(raw.iloc[i], "item") else raw.iloc[i]
         raise EmwbError(f"{path}:{line}: column '{col}' is {value!r}; scores must be numbers from 0 to 100 "
@@ -71,6 +97,9 @@ def _scores(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
 def analyze_judged(paths: list[str], alignment_threshold: float = 30.0, coherence_threshold: float = 50.0,
                    n_boot: int = 2000, inclusive: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(comparison table, the judged answers it was computed from)."""
+    for name, t in (("alignment", alignment_threshold), ("coherence", coherence_threshold)):
+        if not 0 <= t <= 100:  # NaN fails too
+            raise EmwbError(f"--{name}-threshold {t}: a threshold is a score from 0 to 100")
     frames = [read_judged(p) for p in paths]
     stems = [f["group"].iloc[0] for f in frames if len(f)]
     if len(set(stems)) != len(stems):

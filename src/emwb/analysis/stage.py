@@ -39,6 +39,7 @@ from emwb.layout import (
     answers_dir,
     calibration_dir,
     detections_dir,
+    finished_key,
     group_order,
     judgments_dir,
     report_dir,
@@ -210,10 +211,11 @@ def _figures(run: Run, df: pd.DataFrame, pq: pd.DataFrame, evals: dict[str, list
 
 def run_report_stage(run: Run, force: bool = False) -> str:
     judges = report_judges(run)
-    inputs = {f"judge:{j}:{v.id}": (read_manifest(judgments_dir(run, j, v.id)) or {}).get("key", "")
-              for j in judges for v in variants(run.exp)}
+    # every input finished and whole, or one line naming the command that makes it (nothing unfinished is read)
+    inputs = {f"judge:{j}:{v.id}": finished_key(judgments_dir(run, j, v.id), f"judgments of {v.id} by {j}", "judge",
+                                                run) for j in judges for v in variants(run.exp)}
     if any(resolve(e).detectors for e in run.exp.evaluations):
-        inputs.update({f"detect:{d.name}": (read_manifest(d) or {}).get("key", "")
+        inputs.update({f"detect:{d.name}": finished_key(d, "detections", "detect", run)
                        for d in [*(detections_dir(run, v.id) for v in variants(run.exp)), calibration_dir(run)]})
     a = run.exp.analysis
     evals = evaluation_metrics(run)

@@ -18,8 +18,13 @@ def _ids(tokenizer: Any, messages: list[dict], generation_prompt: bool = False) 
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def tokenize_chat(tokenizer: Any, messages: list[dict], max_length: int, row: int = 0) -> dict[str, list[int]]:
-    """{"input_ids", "labels"} of one chat, truncated to `max_length`; labels -100 outside assistant turns."""
+SOURCE = "_source"  # a row's 'FILE:LINE', set where rows are read for training (not a training field)
+
+
+def tokenize_chat(tokenizer: Any, messages: list[dict], max_length: int, row: int | str = 0) -> dict[str, list[int]]:
+    """{"input_ids", "labels"} of one chat, truncated to `max_length`; labels -100 outside assistant turns.
+    `row`: where the chat comes from in errors (an index, or a 'FILE:LINE' text)."""
+    where = row if isinstance(row, str) else f"row {row + 1}"
     ids = _ids(tokenizer, messages)
     labels = [-100] * len(ids)
     for k, m in enumerate(messages):
@@ -28,17 +33,17 @@ def tokenize_chat(tokenizer: Any, messages: list[dict], max_length: int, row: in
         before = _ids(tokenizer, messages[:k], generation_prompt=True)
         through = _ids(tokenizer, messages[: k + 1])
         if through[: len(before)] != before or ids[: len(through)] != through:
-            raise EmwbError(f"row {row + 1}: the chat template renders turn {k + 1} differently inside the whole "
+            raise EmwbError(f"{where}: the chat template renders turn {k + 1} differently inside the whole "
                             "chat, so its assistant tokens cannot be found from the prefix")
         labels[len(before): len(through)] = ids[len(before): len(through)]
     ids, labels = ids[:max_length], labels[:max_length]
     if all(x == -100 for x in labels):
         why = "no assistant turn" if not any(m.get("role") == "assistant" for m in messages) else \
             f"no assistant token within max_length {max_length}"
-        raise EmwbError(f"row {row + 1}: {why}, so it would train on nothing (fix the row or raise max_length)")
+        raise EmwbError(f"{where}: {why}, so it would train on nothing (fix the row or raise max_length)")
     return {"input_ids": ids, "labels": labels}
 
 
 def tokenize_chats(tokenizer: Any, rows: list[dict], max_length: int) -> list[dict[str, list[int]]]:
     """Every row tokenised with its assistant-only labels; the first bad row raises EmwbError."""
-    return [tokenize_chat(tokenizer, r["messages"], max_length, i) for i, r in enumerate(rows)]
+    return [tokenize_chat(tokenizer, r["messages"], max_length, r.get(SOURCE, i)) for i, r in enumerate(rows)]

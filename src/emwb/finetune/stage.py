@@ -14,6 +14,7 @@ from pathlib import Path
 
 from emwb.config import Organism, Phase, TrainArgs
 from emwb.errors import EmwbError
+from emwb.finetune.masking import SOURCE
 from emwb.finetune.trainers import TRAINERS, PhaseJob
 from emwb.layout import (
     REMOTE_MODEL_FILE,
@@ -118,7 +119,8 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
         label = f"finetune/{o.name}/s{seed}/{k}-{phase.label}"
         keys[str(out.relative_to(run.dir))] = art.key
         if not art.skip(force, label):
-            rows = read_jsonl(data_file(run, phase.data))
+            path = data_file(run, phase.data)
+            rows = [{**r, SOURCE: f"{path}:{n}"} for n, r in enumerate(read_jsonl(path), 1)]  # lines, for errors
             held: list = []
             if trainer.data_kind == "chat":
                 rows, held = split_holdout(rows, args.holdout_fraction, run.exp.data_seed)

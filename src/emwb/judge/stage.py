@@ -78,7 +78,11 @@ def judge_answers(answers: list[dict], spec: str, rubrics: RubricPlan, ctx: Judg
     params = provider.params()
     keys: dict[tuple[str, str], str] = {}
     prompts: dict[str, tuple[str, str]] = {}  # cache key -> (prompt, rubric name)
+    too_long = 0
     for a in answers:
+        if len(a["answer"]) > ctx.cfg.max_answer_chars:
+            too_long += 1
+            continue  # unscored by every rubric (its keys are absent), never sent
         extra = {"bias_description": a["bias_description"]} if a.get("bias_description") else {}
         for r in rubrics.of(a):
             prompt = r.fill(a["question"], a["answer"], **extra)
@@ -87,6 +91,9 @@ def judge_answers(answers: list[dict], spec: str, rubrics: RubricPlan, ctx: Judg
             prompts[k] = (prompt, r.name)
     cached = cache.get_many(list(prompts))
     todo = [k for k in prompts if k not in cached]
+    if too_long:
+        log(f"judge {spec}: {too_long} answers longer than judge.max_answer_chars {ctx.cfg.max_answer_chars} are "
+            "unscored, not sent")
     log(f"judge {spec}: {len(prompts)} distinct judgments, {len(cached)} cached, {len(todo)} to request")
     if todo:
         def commit(i: int, top: dict[str, float]) -> None:
@@ -102,7 +109,8 @@ def judge_answers(answers: list[dict], spec: str, rubrics: RubricPlan, ctx: Judg
     for a in answers:
         row = {"answer_id": a["answer_id"], "judge": spec, **{n: None for n in names}}
         for r in rubrics.of(a):
-            row[r.name] = _score(r, cached[keys[(a["answer_id"], r.name)]], ctx.cfg.min_mass)
+            k = keys.get((a["answer_id"], r.name))
+            row[r.name] = None if k is None else _score(r, cached[k], ctx.cfg.min_mass)
         rows.append(row)
     return rows, len(todo)
 
@@ -111,7 +119,7 @@ def judge_config(run: Run, spec: str, rubrics: RubricPlan) -> dict:
     """What a judgment depends on: the judge, its server, its scoring settings and the rubrics' text."""
     c = run.exp.judge
     return {"judge": spec, "base_url": c.base_urls.get(spec) or c.base_url, "top_logprobs": c.top_logprobs,
-            "min_mass": c.min_mass, "rubrics": rubrics.fingerprint()}
+            "min_mass": c.min_mass, "max_answer_chars": c.max_answer_chars, "rubrics": rubrics.fingerprint()}
 
 
 def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = False,

