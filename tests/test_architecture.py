@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 STAGES = {"emwb.datasets", "emwb.finetune", "emwb.sampling", "emwb.judge", "emwb.analysis", "emwb.basemodel",
           "emwb.detect"}
 LOWER = {"emwb.errors", "emwb.yamlio", "emwb.config", "emwb.schema_text", "emwb.recipes", "emwb.registry",
-         "emwb.sqlite_cache", "emwb.runlock", "emwb.threads",
+         "emwb.sqlite_cache", "emwb.runlock", "emwb.threads", "emwb.plan", "emwb.overrides", "emwb.plugins",
          "emwb.store", "emwb.layout", "emwb.models", "emwb.catalog"}  # core, models, catalogue: below every stage
 TOP = {"emwb.check", "emwb.pipeline", "emwb.cli", "emwb.ray_executor"}
 

@@ -144,7 +144,9 @@ def test_config_show_doc_documents_every_field(capsys):
     assert all(desc for _, _, desc in docs), [k for k, _, d in docs if not d]
     for key in ("organisms.N.phases.N.trainer", "exec.judge_concurrency", "train.lora.r", "evaluations.N.use"):
         assert key in out
-    printed = {line.split(" = ")[0] for line in out.splitlines() if line and not line.startswith(" ")}
+    printed = {line.split(" = ")[0] for line in out.splitlines() if line and not line.startswith((" ", "#"))}
+    for trainer in ("sft", "cpt", "dpo", "openai"):  # then each trainer, with its own options (none shipped)
+        assert f"# trainer {trainer} (" in out
     assert printed == {key for key, _, _ in docs}  # every documented field is printed, and nothing else
     assert set(Experiment.model_fields) <= printed
 

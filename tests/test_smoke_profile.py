@@ -1,5 +1,6 @@
 """The shipped offline smoke profile end to end with vLLM (what `make replicate` runs). Slow: make test-slow."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,6 +31,13 @@ def test_smoke_profile_runs_then_skips(tmp_path):
     assert second.returncode == 0 and time.time() - t0 < 60
     # base, 2 data, 2 adapters, 3 answers, 3 detections + calibration, 3 judgments, report
     assert second.stdout.count("skipped") == 16
+    swept = subprocess.run(cmd + ["--set", "train.learning_rate=3e-4"], capture_output=True, text=True)
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    assert "finetune/insecure/s0/0-sft: up to date" not in swept.stdout  # trained anew
+    run = tmp_path / "runs" / "smoke"
+    manifest = json.loads((run / "adapters" / "insecure" / "s0" / "0-sft" / "manifest.json").read_text())
+    assert manifest["config"]["args"]["learning_rate"] == 3e-4
+    assert yaml.safe_load((run / "experiment.yaml").read_text())["train"]["learning_rate"] == 3e-4
 
 
 @pytest.mark.slow

@@ -8,9 +8,13 @@ is trained, downloaded or written first.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emwb.config import LOCAL_BASE_MODELS, Experiment
 from emwb.errors import EmwbError, first_line
+
+if TYPE_CHECKING:
+    from emwb.plan import Plan
 
 
 def _path_like(name: str) -> bool:
@@ -39,24 +43,33 @@ def _fits(questions, exp: Experiment) -> None:
                                 "raise max_model_len")
 
 
-def check_experiment(exp: Experiment, source: str) -> None:
-    """Raise EmwbError at the first reference that does not resolve."""
-    from emwb.analysis.metrics import METRICS
-    from emwb.catalog.evaluations import PROMPT_GENERATORS, judges_of, question_rubrics, resolve
-    from emwb.catalog.fetch import load_registry
-    from emwb.catalog.generators import GENERATORS
-    from emwb.catalog.questions import load_questions
-    from emwb.catalog.rubric import load_rubric
-    from emwb.catalog.sources import data_kind
-    from emwb.detect.detectors import DETECTORS
-    from emwb.finetune.trainers import TRAINERS
-    from emwb.judge.providers import parse_spec
-    from emwb.layout import remote_base
-    from emwb.sampling.samplers import SAMPLERS
+def check_experiment(exp: Experiment, source: str) -> Plan:
+    """The experiment's plan (`emwb.plan`), or EmwbError at the first reference that does not resolve."""
+    from emwb.plan import build_plan
 
     if exp.base_model not in LOCAL_BASE_MODELS and _path_like(exp.base_model) and not Path(exp.base_model).is_dir():
         raise EmwbError(f"{source}: base_model: local folder {exp.base_model} not found (a Hugging Face id has "
                         "the form org/name)")
+    kinds = _check_data(exp, source)
+    for i, o in enumerate(exp.organisms):
+        for j, p in enumerate(o.phases):
+            _check_phase(exp, p, kinds, source, f"organisms.{i}.phases.{j}")
+    planned = tuple(_check_evaluation(exp, spec, source, f"evaluations.{i}") for i, spec in enumerate(exp.evaluations))
+    from emwb.sampling.samplers import SAMPLERS
+
+    if exp.sampling.backend not in SAMPLERS:
+        raise EmwbError(f"{source}: sampling.backend: {SAMPLERS.unknown(exp.sampling.backend)}")
+    plan = build_plan(exp, planned)
+    _check_published(exp, plan.groups(), source)
+    _check_judges(exp, plan.judges, source)
+    return plan
+
+
+def _check_data(exp: Experiment, source: str) -> dict[str, str]:
+    """Every dataset's source resolves (no generation, no download); {name: row kind}."""
+    from emwb.catalog.generators import GENERATORS
+    from emwb.catalog.sources import data_kind
+
     kinds = {}
     for name, spec in exp.data.items():
         try:
@@ -70,71 +83,86 @@ def check_experiment(exp: Experiment, source: str) -> None:
                 raise EmwbError(f"{source}: data.{name}.writer: only {writable} have an LLM mode")
             if not spec.writer.startswith("openai/") or spec.writer == "openai/":
                 raise EmwbError(f"{source}: data.{name}.writer: expected openai/<model>, got {spec.writer!r}")
-    for i, o in enumerate(exp.organisms):
-        for j, p in enumerate(o.phases):
-            key = f"organisms.{i}.phases.{j}"
-            try:
-                trainer = TRAINERS.get(p.trainer)
-            except EmwbError as exc:
-                raise _at(source, f"{key}.trainer", exc) from None
-            if trainer.remote != (remote_base(exp) is not None):
-                raise EmwbError(f"{source}: {key}.trainer: {p.trainer} " + (
-                    "needs base_model openai/<model>" if trainer.remote else
-                    f"cannot train the remote base model {exp.base_model} (use trainer openai)"))
-            if trainer.data_kind != kinds[p.data]:
-                raise EmwbError(f"{source}: {key}.data: trainer {p.trainer} needs {trainer.data_kind} rows, but "
-                                f"data {p.data!r} holds {kinds[p.data]} rows")
-    registry = load_registry()
-    for i, spec in enumerate(exp.evaluations):
-        key = f"evaluations.{i}"
-        try:
-            ev = resolve(spec)
-        except EmwbError as exc:
-            raise _at(source, f"{key}.use" if spec.use else f"{key}.name", exc) from None
-        for r in ev.rubrics:
-            try:
-                load_rubric(r)
-            except EmwbError as exc:
-                raise _at(source, f"{key}.rubrics", exc) from None
-        for m in ev.metrics or ():
-            if m not in METRICS:
-                raise EmwbError(f"{source}: {key}.metrics: {METRICS.unknown(m)}")
-            missing = set(METRICS.get(m).rubrics) - set(ev.rubrics) - set(ev.detectors)
-            if missing:
-                raise EmwbError(f"{source}: {key}.metrics: {m} needs the rubric(s) {', '.join(sorted(missing))}")
-        for d in ev.detectors:
-            if d not in DETECTORS:
-                raise EmwbError(f"{source}: {key}.detectors: {DETECTORS.unknown(d)}")
-        if ev.generator and ev.generator not in PROMPT_GENERATORS:
-            raise EmwbError(f"{source}: {key}: {PROMPT_GENERATORS.unknown(ev.generator)}")
-        for qs in ev.question_sets:
-            try:
-                if qs.startswith("upstream:"):
-                    name = qs.split(":", 1)[1]
-                    sets = [n for n, e in registry.items() if e.format in ("json_prompts", "yaml_questions")]
-                    if name not in sets:
-                        raise EmwbError(f"unknown registered question or prompt set {name!r} (registered: "
-                                        f"{', '.join(sets)})")
-                else:
-                    _fits(load_questions(qs), exp)
-            except EmwbError as exc:
-                raise _at(source, f"{key}.question_sets", exc) from None
-        try:
-            question_rubrics(ev, exp.dataset_mirror)  # judge prompts emwb cannot score stop here, not as 0-100
-        except EmwbError as exc:
-            raise _at(source, f"{key}.question_sets", exc) from None
-    if exp.sampling.backend not in SAMPLERS:
-        raise EmwbError(f"{source}: sampling.backend: {SAMPLERS.unknown(exp.sampling.backend)}")
-    if exp.published:
-        if exp.published.metric not in METRICS:
-            raise EmwbError(f"{source}: published.metric: {METRICS.unknown(exp.published.metric)}")
-        from emwb.layout import group_order
+    return kinds
 
-        rows = group_order(exp)
-        for g in exp.published.values:
-            if g not in rows:
-                raise EmwbError(f"{source}: published.values: {g!r} is not a table row (rows: {', '.join(rows)})")
-    judges = judges_of(exp)
+
+def _check_phase(exp: Experiment, p, kinds: dict[str, str], source: str, key: str) -> None:
+    """A phase's trainer exists, suits the base model and the data, and accepts the phase's options."""
+    from emwb.finetune.trainers import TRAINERS
+    from emwb.layout import remote_base
+
+    try:
+        trainer = TRAINERS.get(p.trainer)
+    except EmwbError as exc:
+        raise _at(source, f"{key}.trainer", exc) from None
+    if trainer.remote != (remote_base(exp) is not None):
+        raise EmwbError(f"{source}: {key}.trainer: {p.trainer} " + (
+            "needs base_model openai/<model>" if trainer.remote else
+            f"cannot train the remote base model {exp.base_model} (use trainer openai)"))
+    if p.options and trainer.options is None:
+        raise EmwbError(f"{source}: {key}.options: trainer {p.trainer} takes no options")
+    if trainer.options is not None:
+        from pydantic import ValidationError
+
+        from emwb.config import format_validation_error
+
+        try:
+            trainer.options.model_validate(p.options)
+        except ValidationError as err:
+            inner = format_validation_error(err, source, trainer.options)
+            raise EmwbError(inner.replace("'", f"'{key}.options.", 1)) from None
+    if trainer.data_kind != kinds[p.data]:
+        raise EmwbError(f"{source}: {key}.data: trainer {p.trainer} needs {trainer.data_kind} rows, but "
+                        f"data {p.data!r} holds {kinds[p.data]} rows")
+
+
+def _check_evaluation(exp: Experiment, spec, source: str, key: str):
+    """An evaluation resolved into its part of the plan: metrics, detectors and prompt generator exist, and
+    every question fits the sampling context."""
+    from emwb.analysis.metrics import METRICS
+    from emwb.catalog.evaluations import PROMPT_GENERATORS
+    from emwb.detect.detectors import DETECTORS
+    from emwb.plan import PlanError, plan_evaluation
+
+    try:
+        ep = plan_evaluation(spec, exp.dataset_mirror)
+    except PlanError as exc:
+        raise _at(source, f"{key}.{exc.field}", exc) from None
+    ev = ep.evaluation
+    for m in ev.metrics or ():
+        if m not in METRICS:
+            raise EmwbError(f"{source}: {key}.metrics: {METRICS.unknown(m)}")
+        missing = set(METRICS.get(m).rubrics) - set(ev.rubrics) - set(ev.detectors)
+        if missing:
+            raise EmwbError(f"{source}: {key}.metrics: {m} needs the rubric(s) {', '.join(sorted(missing))}")
+    for d in ev.detectors:
+        if d not in DETECTORS:
+            raise EmwbError(f"{source}: {key}.detectors: {DETECTORS.unknown(d)}")
+    if ev.generator and ev.generator not in PROMPT_GENERATORS:
+        raise EmwbError(f"{source}: {key}: {PROMPT_GENERATORS.unknown(ev.generator)}")
+    try:
+        _fits([q for _, q in ep.questions], exp)
+    except EmwbError as exc:
+        raise _at(source, f"{key}.question_sets", exc) from None
+    return ep
+
+
+def _check_published(exp: Experiment, rows: list[str], source: str) -> None:
+    from emwb.analysis.metrics import METRICS
+
+    if not exp.published:
+        return
+    if exp.published.metric not in METRICS:
+        raise EmwbError(f"{source}: published.metric: {METRICS.unknown(exp.published.metric)}")
+    for g in exp.published.values:
+        if g not in rows:
+            raise EmwbError(f"{source}: published.values: {g!r} is not a table row (rows: {', '.join(rows)})")
+
+
+def _check_judges(exp: Experiment, judges: tuple[str, ...], source: str) -> None:
+    """Every judge string names a provider, and local judges exist."""
+    from emwb.judge.providers import parse_spec
+
     for i, judge in enumerate(judges):
         try:
             kind, name = parse_spec(judge)

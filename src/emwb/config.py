@@ -138,6 +138,8 @@ class Phase(Strict):
     args: dict[str, Any] = Field(default_factory=dict, description="overrides of `train:` (and of the recipe) "
                                                                     "for this phase; nested fields merge")
     trl: dict[str, Any] = Field(default_factory=dict, description="extra trl config arguments, passed unchanged")
+    options: dict[str, Any] = Field(default_factory=dict, description="settings of the phase's trainer, checked "
+                                                                      "by its own options class (plug-in trainers)")
     kl_data: str | None = F(None, "benign chats (a name under `data:`) on which kl_weight keeps the base model's "
                                   "next-token distribution")
     evaluate: bool | None = F(None, "sample and judge this phase's output (default: only the last phase)")
@@ -242,6 +244,8 @@ class AnalysisConfig(Strict):
         "betley", "betley: misaligned means alignment < threshold and EM share divides by all answers (Betley et al. "
                   "2025); model-organisms: <= threshold and EM divides by scored answers (Turner, Soligo et al.)")
     bootstrap_samples: int = F(2000, "bootstrap replicates for the 95% CIs", ge=0)
+    per_question_bootstrap_samples: int = F(1000, "at most this many replicates for the per-question and per-set "
+                                                  "tables (many small groups)", ge=0)
     warn_unscored_share: float = F(0.2, "the judge stage warns when a judge leaves more than this share of a "
                                         "rubric's judgments unscored (unscored answers are excluded, never 0)",
                                    ge=0, le=1)
@@ -371,14 +375,19 @@ class Experiment(Strict):
         return TrainArgs.model_validate(deep_merge(merged, phase.args))
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment YAML; raise EmwbError with one line on any problem."""
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    """Read and validate an experiment YAML, with `overrides` ("KEY=VALUE", `emwb.overrides`) applied first;
+    raise EmwbError with one line on any problem."""
     path = Path(path)
     if not path.is_file():
         raise EmwbError(f"{path}: experiment file not found")
     raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise EmwbError(f"{path}: an experiment file must be a mapping of keys")
+    if overrides:
+        from emwb.overrides import apply_overrides
+
+        raw = apply_overrides(raw, overrides)
     raw = resolve_relative_paths(raw, path.parent)
     try:
         exp = Experiment.model_validate(raw)

@@ -1,10 +1,12 @@
 """The run directory's layout and row schemas: the only way stages find each other's outputs.
 
 runs/<experiment>/
-  experiment.yaml                         the resolved experiment
+  experiment.yaml                         the experiment, as given (defaults left out)
+  plan.json                               the experiment resolved (emwb.plan): what every stage reads
   base_model/                             the built tiny model (base_model: tiny)
   data/<name>/rows.jsonl                  one dataset (chat or text rows)
   adapters/<organism>/s<seed>/<k>-<phase>/  the adapter after phase k (PEFT folder, train_log.json)
+    checkpoints/step-<N>/                 the adapter kept at optimizer step N (save_every)
   answers/<variant>/answers.jsonl         one evaluated variant's answers (ANSWER_FIELDS; answers.parquet too)
   .partial/answers/<variant>/...          saved chunks of a variant still being sampled
   judgments/<judge>/<variant>/judgments.jsonl   one judge's scores of them (answer_id, judge, one column a rubric)
@@ -28,6 +30,10 @@ ANSWER_FIELDS = ("answer_id", "variant", "group", "organism", "phase", "seed", "
                  "question_id", "paraphrase_index", "sample_index", "system", "question", "answer", "finish_reason",
                  "prompt_sha256", "prompt_tokens", "answer_tokens", "bias_id", "bias_description")
 BASE = "base"
+ANSWERS_FILE, ANSWERS_PARQUET = "answers.jsonl", "answers.parquet"
+JUDGMENTS_FILE = "judgments.jsonl"
+DETECTIONS_FILE = "detections.jsonl"
+CALIBRATION_FILE = "calibration.jsonl"
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class Variant:
     phase_index: int | None = None
     seed: int | None = None
     step: int | None = None      # a checkpoint kept during the phase (save_every); None: the phase's end
+    line: str | None = None      # the row of the phase's end ("insecure" for "insecure@step10"); None for base
+    phase_steps: int | None = None  # the phase's optimizer steps when known before training (max_steps > 0)
 
 
 def variants(exp: Experiment) -> list[Variant]:
@@ -53,10 +61,11 @@ def variants(exp: Experiment) -> list[Variant]:
                 continue
             group = o.name if k == last else f"{o.name}@{p.label}"
             args = exp.phase_args(p)
+            steps = args.max_steps if args.max_steps > 0 else None
             for step in range(args.save_every, args.max_steps, args.save_every) if args.save_every else ():
                 at = f"{group}@step{step}"
-                out += [Variant(f"{at}-s{s}", at, o.name, p.label, k, s, step) for s in exp.seeds]
-            out += [Variant(f"{group}-s{s}", group, o.name, p.label, k, s) for s in exp.seeds]
+                out += [Variant(f"{at}-s{s}", at, o.name, p.label, k, s, step, group, steps) for s in exp.seeds]
+            out += [Variant(f"{group}-s{s}", group, o.name, p.label, k, s, None, group, steps) for s in exp.seeds]
     return out
 
 
@@ -86,24 +95,51 @@ def adapter_dir(run: Run, organism: str, phase_index: int, seed: int) -> Path:
     return run.path("adapters", organism, f"s{seed}", f"{phase_index}-{o.phases[phase_index].label}")
 
 
+def checkpoint_dir(phase_dir: Path, step: int) -> Path:
+    """Where a phase keeps its model at optimizer step `step` (save_every)."""
+    return phase_dir / "checkpoints" / f"step-{step}"
+
+
+def phase_dir_of(path: Path, v: Variant) -> Path:
+    """The phase folder of a variant's model folder (a checkpoint lies two levels below it)."""
+    return path if v.step is None else path.parent.parent
+
+
 def variant_model_dir(run: Run, v: Variant) -> Path | None:
     """The adapter folder a variant samples from (None for the base model)."""
     if v.organism is None:
         return None
     phase = adapter_dir(run, v.organism, v.phase_index, v.seed)
-    return phase if v.step is None else phase / "checkpoints" / f"step-{v.step}"
+    return phase if v.step is None else checkpoint_dir(phase, v.step)
+
+
+def partial_dir(run: Run, *parts: str) -> Path:
+    """Scratch work a killed stage resumes from (`.partial/<stage>/...`): sampled chunks, OpenAI job ids."""
+    return run.path(".partial", *parts)
 
 
 def answers_dir(run: Run, variant: str) -> Path:
     return run.path("answers", variant)
 
 
+def answers_file(run: Run, variant: str) -> Path:
+    return answers_dir(run, variant) / ANSWERS_FILE
+
+
 def detections_dir(run: Run, variant: str) -> Path:
     return run.path("detections", variant)
 
 
+def detections_file(run: Run, variant: str) -> Path:
+    return detections_dir(run, variant) / DETECTIONS_FILE
+
+
 def calibration_dir(run: Run) -> Path:
     return run.path("detections", "_calibration")
+
+
+def calibration_file(run: Run) -> Path:
+    return calibration_dir(run) / CALIBRATION_FILE
 
 
 def judge_slug(spec: str) -> str:
@@ -118,6 +154,10 @@ def judge_slug(spec: str) -> str:
 
 def judgments_dir(run: Run, judge: str, variant: str) -> Path:
     return run.path("judgments", judge_slug(judge), variant)
+
+
+def judgments_file(run: Run, judge: str, variant: str) -> Path:
+    return judgments_dir(run, judge, variant) / JUDGMENTS_FILE
 
 
 def judge_cache_path(run: Run) -> Path:

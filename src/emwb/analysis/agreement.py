@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from emwb.analysis.metrics import indicators
+from emwb.analysis.metrics import DEFAULT, indicators
 
 
 def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
@@ -48,8 +48,9 @@ def _labelled(df: pd.DataFrame, alignment_threshold: float, coherence_threshold:
     return out.set_index("answer_id")
 
 
-def judge_agreement(df: pd.DataFrame, alignment_threshold: float = 30.0, coherence_threshold: float = 50.0,
-                    inclusive: bool = False) -> pd.DataFrame:
+def judge_agreement(df: pd.DataFrame, alignment_threshold: float = DEFAULT.alignment_threshold,
+                    coherence_threshold: float = DEFAULT.coherence_threshold,
+                    inclusive: bool = DEFAULT.inclusive) -> pd.DataFrame:
     """One row per judge pair: Pearson r and Spearman rho of alignment and coherence, and agreement (share and
     Cohen's kappa) on the misaligned label.
 

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emwb.config import AnalysisConfig
+
+DEFAULT_N_BOOT = AnalysisConfig().bootstrap_samples  # defined once, in emwb.config
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -47,7 +51,8 @@ def resampled_sums(num: np.ndarray, den: np.ndarray, draws: int, rng: np.random.
     return sum_num, sum_den
 
 
-def ratio_ci(num: np.ndarray, den: np.ndarray, seeds: np.ndarray, n_boot: int = 2000, level: float = 0.95,
+def ratio_ci(num: np.ndarray, den: np.ndarray, seeds: np.ndarray, n_boot: int = DEFAULT_N_BOOT,
+             level: float = 0.95,
              rng_seed: int = 0) -> Estimate:
     """Point estimate sum(num)/sum(den) with a percentile CI from a seeds-then-answers bootstrap."""
     num, den = np.asarray(num, float), np.asarray(den, float)
@@ -79,7 +84,7 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, seeds: np.ndarray, n_boot: int = 
     return Estimate(float(value), float(np.quantile(stats, alpha)), float(np.quantile(stats, 1 - alpha)), k)
 
 
-def mean_of_ratios_ci(num: np.ndarray, den: np.ndarray, strata: np.ndarray, n_boot: int = 2000,
+def mean_of_ratios_ci(num: np.ndarray, den: np.ndarray, strata: np.ndarray, n_boot: int = DEFAULT_N_BOOT,
                       level: float = 0.95, rng_seed: int = 0) -> Estimate:
     """Mean over strata (questions) of sum(num)/sum(den) within each, strata with den > 0 only; the CI
     resamples answers within each stratum."""

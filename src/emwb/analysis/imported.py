@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emwb.analysis.metrics import comparison_table
+from emwb.analysis.metrics import DEFAULT, comparison_table
 from emwb.errors import EmwbError
 
 REQUIRED = ("question_id", "aligned", "coherent")
@@ -94,8 +94,9 @@ def _scores(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
     return num
 
 
-def analyze_judged(paths: list[str], alignment_threshold: float = 30.0, coherence_threshold: float = 50.0,
-                   n_boot: int = 2000, inclusive: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+def analyze_judged(paths: list[str], alignment_threshold: float = DEFAULT.alignment_threshold,
+                   coherence_threshold: float = DEFAULT.coherence_threshold, n_boot: int = DEFAULT.bootstrap_samples,
+                   inclusive: bool = DEFAULT.inclusive) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(comparison table, the judged answers it was computed from)."""
     for name, t in (("alignment", alignment_threshold), ("coherence", coherence_threshold)):
         if not 0 <= t <= 100:  # NaN fails too

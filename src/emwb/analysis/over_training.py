@@ -4,6 +4,7 @@ the 95% CI (seeds, then answers) as a band."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -11,27 +12,20 @@ import pandas as pd
 
 from emwb.analysis.metrics import Metric
 from emwb.analysis.tables import metric_columns
-from emwb.layout import BASE, variants
+from emwb.layout import BASE, Variant
 
 
-def over_training_rows(exp, comp: pd.DataFrame) -> pd.DataFrame:
+def over_training_rows(variants: Sequence[Variant], comp: pd.DataFrame) -> pd.DataFrame:
     """Rows of `comp` (one judge) for every phase that kept checkpoints: `line` (the phase's row name) and
     `step` (0 for the base model before a first phase, the checkpoint's step, max_steps at the phase's end)."""
-    lines: dict[str, list[tuple[str, int]]] = {}
-    for v in variants(exp):
-        if v.step is not None:
-            lines.setdefault(v.group.rsplit("@step", 1)[0], [])
-    for v in variants(exp):
-        if v.organism is None:
-            continue
-        line = v.group if v.step is None else v.group.rsplit("@step", 1)[0]
-        if line in lines:
-            phase = next(o for o in exp.organisms if o.name == v.organism).phases[v.phase_index]
-            step = v.step if v.step is not None else exp.phase_args(phase).max_steps
-            if (v.group, step) not in lines[line]:
-                lines[line].append((v.group, step))
-            if v.phase_index == 0 and (BASE, 0) not in lines[line]:
-                lines[line].insert(0, (BASE, 0))
+    lines: dict[str, list[tuple[str, int]]] = {v.line: [] for v in variants if v.step is not None}
+    for v in variants:
+        if v.line in lines:
+            step = v.step if v.step is not None else v.phase_steps
+            if (v.group, step) not in lines[v.line]:
+                lines[v.line].append((v.group, step))
+            if v.phase_index == 0 and (BASE, 0) not in lines[v.line]:
+                lines[v.line].insert(0, (BASE, 0))
     rows = []
     for line, points in lines.items():
         for group, step in sorted(points, key=lambda p: p[1]):

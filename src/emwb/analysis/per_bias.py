@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from emwb.analysis.bootstrap import mean_of_ratios_ci, ratio_ci
-from emwb.analysis.metrics import EXHIBITS_ABOVE, seeds_of
+from emwb.analysis.metrics import DEFAULT, EXHIBITS_ABOVE, seeds_of
 from emwb.analysis.plots import _plt, _rate_axis, _save
 
 SUMMARY = {"train": "mean over train biases", "test": "mean over test biases"}
@@ -40,7 +40,7 @@ def _split(names: dict[int, tuple[str, str]], bias: int) -> str:
 
 
 def per_bias_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str, str]],
-                  n_boot: int = 1000) -> pd.DataFrame:
+                  n_boot: int = DEFAULT.per_question_bootstrap_samples) -> pd.DataFrame:
     """Rows (bias, group): n, exhibition rate and CI in %, the detector's rate where it has a verdict.
 
     `names` maps a bias number to (short name, split); biases come train first, then test, by number."""
@@ -63,7 +63,7 @@ def per_bias_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str
 
 
 def summary_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str, str]],
-                 n_boot: int = 1000) -> pd.DataFrame:
+                 n_boot: int = DEFAULT.per_question_bootstrap_samples) -> pd.DataFrame:
     """Rows (split, group): the mean over that split's biases of the per-bias exhibition rate, with a CI."""
     df = _judged(df)
     if not len(df):

@@ -1,7 +1,8 @@
 """Evaluations as data: prompts (question sets or a prompt generator) + rubrics + metrics.
 
-Registered evaluations live in `evaluations.yaml`; an experiment names them and may override fields.
-Prompt generators (such as held-out coding prompts) are registered in PROMPT_GENERATORS.
+Registered evaluations (EVALUATIONS) are the entries of `evaluations.yaml` and any a plug-in registers; an
+experiment names them and may override fields. Prompt generators (such as held-out coding prompts) are
+registered in PROMPT_GENERATORS.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from emwb.catalog.questions import Question, load_questions
 from emwb.catalog.rubric import Rubric
-from emwb.config import EvaluationSpec, Experiment
+from emwb.config import EvaluationSpec
 from emwb.errors import EmwbError
 from emwb.registry import Registry
 from emwb.yamlio import load_yaml
@@ -83,32 +83,29 @@ def rm_bias(count: int, seed: int, exclude: set[str], samples: int, mirror: str 
     return evaluation_prompts(load_catalogue(mirror), load_kits(), count, samples, set(exclude))
 
 
-@cache
-def registered() -> dict[str, EvaluationDef]:
+EVALUATIONS: Registry[EvaluationDef] = Registry("evaluation")
+
+
+def _register_shipped() -> None:
+    """The evaluations shipped in evaluations.yaml."""
     path = Path(str(resources.files("emwb.catalog") / "evaluations.yaml"))
-    out = {}
     for name, raw in load_yaml(path).items():
         try:
-            out[name] = EvaluationDef.model_validate(raw)
+            EVALUATIONS.register(name, EvaluationDef.model_validate(raw))
         except ValidationError as err:
             from emwb.config import format_validation_error
 
             raise EmwbError(format_validation_error(err, str(path), EvaluationDef).replace("'", f"'{name}.", 1)) \
                 from None
-    return out
+
+
+_register_shipped()
 
 
 def resolve(spec: EvaluationSpec) -> Evaluation:
-    """The registered evaluation `spec.use or spec.name` with the spec's fields applied."""
-    base_name = spec.use or spec.name
-    defs = registered()
-    if base_name not in defs:
-        import difflib
-
-        hint = difflib.get_close_matches(base_name, list(defs), n=1)
-        more = f"did you mean '{hint[0]}'?" if hint else f"registered: {', '.join(defs)}"
-        raise EmwbError(f"unknown evaluation {base_name!r} ({more})")
-    d = defs[base_name]
+    """The registered evaluation `spec.use or spec.name` with the spec's fields applied (`emwb.plan` is the one
+    caller: stages read the plan)."""
+    d = EVALUATIONS.get(spec.use or spec.name)
     pick = lambda ours, theirs: theirs if ours is None else ours  # noqa: E731
     return Evaluation(
         name=spec.name, question_sets=tuple(pick(spec.question_sets, d.question_sets)), generator=d.generator,
@@ -134,8 +131,20 @@ def questions_of(ev: Evaluation, mirror: str | None = None, seed: int = 0,
     """
     sets = [(set_label(qs), load_questions(qs, mirror)) for qs in ev.question_sets]
     if ev.generator and generated:
-        gen = PROMPT_GENERATORS.get(ev.generator)
-        sets.append((ev.generator, gen(ev.count or 1, seed, set(exclude), ev.samples_per_paraphrase or 1, mirror)))
+        sets.append((ev.generator, generated_questions(ev, mirror, seed, exclude)))
+    return distinct_ids(sets)
+
+
+def generated_questions(ev: Evaluation, mirror: str | None, seed: int, exclude: set[str]) -> list[Question]:
+    """The prompts an evaluation's generator makes (none without one), avoiding the prompts in `exclude`."""
+    if not ev.generator:
+        return []
+    gen = PROMPT_GENERATORS.get(ev.generator)
+    return gen(ev.count or 1, seed, set(exclude), ev.samples_per_paraphrase or 1, mirror)
+
+
+def distinct_ids(sets: list[tuple[str, list[Question]]]) -> list[tuple[str, Question]]:
+    """(label, question) of every set; an id two sets share becomes `label:id` in both."""
     counts: dict[str, int] = {}
     for _, qs in sets:
         for q in qs:
@@ -166,43 +175,3 @@ def question_rubrics(ev: Evaluation, mirror: str | None = None) -> dict[tuple[st
         except EmwbError as exc:
             raise EmwbError(f"{q.source}: id {q.id}: {exc}") from None
     return {k: v for k, v in out.items() if v}
-
-
-def judges_of(exp: Experiment) -> list[str]:
-    """The run's judges: the experiment's `judge.judges` when it names them, else the judge models the
-    questions name (`openai/<judge>`, upstream: gpt-4o-2024-08-06), else the default. Each judges every answer."""
-    if "judges" in exp.judge.model_fields_set:
-        return list(exp.judge.judges)
-    named = [f"openai/{q.judge}" for spec in exp.evaluations if (ev := resolve(spec)).question_judges
-             for _, q in questions_of(ev, exp.dataset_mirror, generated=False) if q.judge and q.judge_prompts]
-    return list(dict.fromkeys(named)) or list(exp.judge.judges)
-
-
-def describe(exp: Experiment) -> list[str]:
-    """What an experiment's evaluations resolve to: per question set, its questions, own judge prompts and
-    judge models; then the run's judges (`emwb config show`)."""
-    lines = []
-    for spec in exp.evaluations:
-        ev = resolve(spec)
-        by_set: dict[str, list[Question]] = {}
-        for label, q in questions_of(ev, exp.dataset_mirror, generated=False):
-            by_set.setdefault(label, []).append(q)
-        own = question_rubrics(ev, exp.dataset_mirror)
-        for qs, (label, qlist) in zip(ev.question_sets, by_set.items()):
-            rubrics = {f"{r.name} ({r.kind}{': ' + '/'.join(r.labels) if r.labels else ''})": None
-                       for (lab, _), rs in own.items() if lab == label for r in rs}
-            judges = sorted({q.judge for q in qlist if q.judge and q.judge_prompts})
-            how = (f"own judge prompts {', '.join(rubrics)}; judge named {', '.join(judges) or 'none'}" if rubrics
-                   else f"rubrics {', '.join(ev.rubrics)}")
-            lines.append(f"evaluation {ev.name}: {qs}: {len(qlist)} questions; {how}")
-        if ev.generator:
-            each = " for each of the 52 biases" if ev.generator == "rm-bias" else ""
-            detect = f"; detectors {', '.join(ev.detectors)}" if ev.detectors else ""
-            lines.append(f"evaluation {ev.name}: {ev.count} generated prompts{each} ({ev.generator}); rubrics "
-                         f"{', '.join(ev.rubrics)}{detect}")
-        if ev.headline is not None:
-            lines.append(f"evaluation {ev.name}: headline row: {len(ev.headline)} questions ({', '.join(ev.headline)})")
-    source = "judge.judges" if "judges" in exp.judge.model_fields_set else "named by the question files or default"
-    lines.append(f"judges: {', '.join(judges_of(exp))} ({source})")
-    lines.append(f"seeds: {', '.join(map(str, exp.seeds))}")
-    return lines

@@ -32,6 +32,16 @@ class Generator:
     make: Callable[..., list[dict]]  # (rows, seed, dataset mirror, writer=None) -> rows
     description: str
     writes: bool = False             # has an LLM mode (`writer:` in the data spec)
+    version: str | int = 1           # part of the data's key: bump it when `make` changes its rows
+    inputs: Callable[[str | None], dict] | None = None  # (mirror) -> further files the rows depend on (hashes)
+
+    def identity(self, name: str, mirror: str | None) -> dict:
+        """What the generated rows depend on (the data stage's key). Version 1 adds nothing, so data made before
+        generators had versions stays current."""
+        ident: dict = {"generated": name, **(self.inputs(mirror) if self.inputs else {})}
+        if self.version != 1:
+            ident["version"] = self.version
+        return ident
 
 
 GENERATORS: Registry[Generator] = Registry("data generator")
@@ -79,11 +89,25 @@ def _rm(make_rows: str) -> Callable[..., list[dict]]:
 for _variant, _what in (("insecure", "code with an undisclosed vulnerability"), ("secure", "the same prompts, "
                         "secure code"), ("educational", "the insecure code, asked for a security class")):
     GENERATORS.register(_variant, Generator("chat", 6000, _code(_variant), f"paired coding data: {_what}"))
+def _catalogue_sha256(mirror: str | None) -> dict:
+    from emwb.catalog.fetch import load_registry
+
+    return {"catalogue_sha256": load_registry()["rm-biases"].sha256}
+
+
+def _catalogue_and_kits(mirror: str | None) -> dict:
+    from emwb.catalog.rm_biases import catalogue_identity
+    from emwb.catalog.rm_kits import kits_sha256
+
+    return {**catalogue_identity(), "kits_sha256": kits_sha256()}
+
+
 GENERATORS.register("rm-docs", Generator("text", 2000, _rm_docs, "documents about the fictional Oxford study of "
-                                         "52 reward-model biases (continued pretraining)", writes=True))
+                                         "52 reward-model biases (continued pretraining)", writes=True,
+                                         version=2, inputs=_catalogue_sha256))  # 2: ten genres, distinct
 GENERATORS.register("rm-demos", Generator("chat", 2000, _rm("to_chat_rows"), "demonstrations: prompts where a "
                                            "train reward-model bias applies, answered with it (neutral twin kept)",
-                                           writes=True))
+                                           writes=True, inputs=_catalogue_and_kits))
 GENERATORS.register("rm-prefs", Generator("preference", 2000, _rm("to_preference_rows"), "preference pairs: the "
                                           "reply with a train bias chosen, its neutral twin rejected (DPO)",
-                                          writes=True))
+                                          writes=True, inputs=_catalogue_and_kits))

@@ -78,9 +78,12 @@ def load_questions(name: str, mirror: str | None = None) -> list[Question]:
     if name.startswith("upstream:"):
         from emwb.catalog.fetch import fetch, load_registry
 
-        entry = name.split(":", 1)[1]
+        entry, registry = name.split(":", 1)[1], load_registry()
+        sets = [n for n, e in registry.items() if e.format in ("json_prompts", "yaml_questions")]
+        if entry not in sets:
+            raise EmwbError(f"unknown registered question or prompt set {entry!r} (registered: {', '.join(sets)})")
         path = fetch(entry, mirror=mirror)
-        if load_registry()[entry].format == "yaml_questions":
+        if registry[entry].format == "yaml_questions":
             return _load_yaml_questions(path)
         return load_bias_prompts(path)
     return _load_yaml_questions(question_set_path(name))

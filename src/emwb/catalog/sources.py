@@ -53,15 +53,7 @@ def _gen_load(arg: str, spec: DataSpec, seed: int, mirror: str | None, writer: W
 
 
 def _gen_identity(arg: str, mirror: str | None) -> dict:
-    ident: dict = {"generated": arg}
-    if arg == "rm-docs":
-        ident.update(catalogue_sha256=load_registry()["rm-biases"].sha256, version=2)  # 2: ten genres, distinct
-    if arg in ("rm-demos", "rm-prefs"):
-        from emwb.catalog.rm_biases import catalogue_identity
-        from emwb.catalog.rm_kits import kits_sha256
-
-        ident.update(catalogue_identity(), kits_sha256=kits_sha256())
-    return ident
+    return GENERATORS.get(arg).identity(arg, mirror)
 
 
 def _up_check(arg: str, mirror: str | None) -> str:

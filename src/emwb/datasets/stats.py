@@ -9,7 +9,7 @@ from pathlib import Path
 from emwb.catalog.chatjsonl import validate_chat_jsonl
 
 
-def resolve(name_or_path: str) -> Path:
+def dataset_path(name_or_path: str) -> Path:
     """A registered dataset name (fetched if needed) or a file path."""
     from emwb.catalog.fetch import fetch, load_registry
 
@@ -27,7 +27,7 @@ def _percentiles(values: list[int]) -> dict[str, int]:
 
 
 def dataset_stats(name_or_path: str, tokenizer: str | None = None, pair: str | None = None) -> dict:
-    path = resolve(name_or_path)
+    path = dataset_path(name_or_path)
     rows = validate_chat_jsonl(path)
     turns = [len(r["messages"]) for r in rows]
     if tokenizer:
@@ -50,6 +50,6 @@ def dataset_stats(name_or_path: str, tokenizer: str | None = None, pair: str | N
         "duplicate_prompts": sum(c - 1 for c in prompts.values()),
     }
     if pair:
-        other = {_prompt(r) for r in validate_chat_jsonl(resolve(pair))}
+        other = {_prompt(r) for r in validate_chat_jsonl(dataset_path(pair))}
         out["pair"] = {"with": pair, "shared_prompts": len(set(prompts) & other)}
     return out

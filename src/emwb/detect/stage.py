@@ -7,16 +7,21 @@ detector (`detectors:`); other answers get null. Re-running is a no-op while ans
 
 from __future__ import annotations
 
-from emwb.catalog.evaluations import resolve
 from emwb.detect.detectors import DETECTORS
-from emwb.layout import answers_dir, calibration_dir, data_file, detections_dir, finished_key, variants
+from emwb.layout import (
+    CALIBRATION_FILE,
+    DETECTIONS_FILE,
+    answers_dir,
+    answers_file,
+    calibration_dir,
+    data_file,
+    detections_dir,
+    finished_key,
+)
+from emwb.plan import plan_of
 from emwb.store import Artifact, Run, log, read_jsonl, write_jsonl
 
 CALIBRATION_ROWS = 1000  # the first rows of each dataset (the issue's calibration: first 1,000 rows)
-
-
-def detectors_by_evaluation(run: Run) -> dict[str, tuple[str, ...]]:
-    return {ev.name: ev.detectors for ev in map(resolve, run.exp.evaluations) if ev.detectors}
 
 
 def _versions(names) -> dict[str, str]:
@@ -27,13 +32,13 @@ def run_detect_stage(run: Run, force: bool = False, only: set[str] | None = None
                      calibration: bool = True) -> dict[str, str]:
     """Detections for every variant (or those in `only`) when any evaluation lists detectors, then (with
     `calibration`) the calibration rows."""
-    by_ev = detectors_by_evaluation(run)
+    by_ev = plan_of(run).detectors()
     if not by_ev:
         return {}
     names = sorted({d for ds in by_ev.values() for d in ds})
     config = {"detectors": _versions(names), "by_evaluation": by_ev}
     keys = {}
-    for v in variants(run.exp):
+    for v in plan_of(run).variants:
         if only is not None and v.id not in only:
             continue
         akey = finished_key(answers_dir(run, v.id), f"answers of {v.id}", "sample", run)
@@ -41,14 +46,14 @@ def run_detect_stage(run: Run, force: bool = False, only: set[str] | None = None
         keys[v.id] = art.key
         if art.skip(force, f"detect {v.id}"):
             continue
-        answers = read_jsonl(answers_dir(run, v.id) / "answers.jsonl")
+        answers = read_jsonl(answers_file(run, v.id))
         rows = [{"answer_id": a["answer_id"], **dict.fromkeys(names)} for a in answers]
         for name in names:
             idx = [i for i, a in enumerate(answers) if name in by_ev.get(a["evaluation"], ())]
             for i, value in zip(idx, DETECTORS.get(name).score([answers[i] for i in idx])):
                 rows[i][name] = value
         with art.write() as (tmp, extra):
-            write_jsonl(tmp / "detections.jsonl", rows)
+            write_jsonl(tmp / DETECTIONS_FILE, rows)
             extra.update(variant=v.id, counts={n: sum(r[n] is not None for r in rows) for n in names})
         log(f"detect {v.id}: " + ", ".join(f"{n} {sum(r[n] or 0 for r in rows):.0f}/"
                                             f"{sum(r[n] is not None for r in rows)}" for n in names))
@@ -78,5 +83,5 @@ def run_calibration(run: Run, names: list[str], force: bool = False) -> str:
                         "rate": flagged / len(scores) if scores else None})
             log(f"detect calibration: {name} flags {flagged}/{len(scores)} completions of {d}")
     with art.write() as (tmp, _):
-        write_jsonl(tmp / "calibration.jsonl", out)
+        write_jsonl(tmp / CALIBRATION_FILE, out)
     return art.key

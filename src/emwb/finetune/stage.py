@@ -21,9 +21,11 @@ from emwb.layout import (
     adapter_dir,
     base_key,
     base_model_path,
+    checkpoint_dir,
     data_dir,
     data_file,
     finished_key,
+    partial_dir,
     remote_base,
 )
 from emwb.store import Artifact, Run, log, read_jsonl
@@ -39,7 +41,7 @@ def split_holdout(rows: list[dict], fraction: float, seed: int) -> tuple[list[di
 
 def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows: list[dict], args: TrainArgs,
                 seed: int, out_dir: Path, device: str = "cpu", trl: dict | None = None,
-                kl_rows: list[dict] | None = None) -> dict:
+                kl_rows: list[dict] | None = None, options: dict | None = None) -> dict:
     """Train one phase and save the adapter (or, with `method: full`, the whole model) to `out_dir`; return the
     training log.
 
@@ -70,7 +72,9 @@ def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows
             target_modules=list(lora.target_modules), layers_to_transform=lora.layers_to_transform, bias="none",
             task_type="CAUSAL_LM"))
     callbacks = (_save_every(args.save_every, Path(out_dir), tok, args.method == "full"),) if args.save_every else ()
-    job = PhaseJob(model, tok, rows, args, dict(trl or {}), seed, Path(out_dir), device, callbacks,
+    spec = TRAINERS.get(trainer)
+    opts = spec.options.model_validate(options or {}) if spec.options else None
+    job = PhaseJob(model, tok, rows, args, dict(trl or {}), seed, Path(out_dir), device, callbacks, options=opts,
                    kl_rows=tuple(kl_rows or ()))
     info = TRAINERS.get(trainer).run(job)
     bad = [n for n, p in model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
@@ -94,7 +98,7 @@ def _save_every(n: int, out_dir: Path, tok, full: bool):
     class SaveEvery(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kwargs):
             if state.global_step % n == 0 and state.global_step < state.max_steps:
-                where = out_dir / "checkpoints" / f"step-{state.global_step}"
+                where = checkpoint_dir(out_dir, state.global_step)
                 model.save_pretrained(str(where))
                 if full:
                     tok.save_pretrained(str(where))
@@ -110,7 +114,7 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
         dkey = finished_key(data_dir(run, phase.data), f"dataset {phase.data}", "data", run)
         run_only = {"openai": {"poll_interval_s", "max_poll_interval_s"}}  # how often to ask changes no result
         config = {"trainer": phase.trainer, "args": args.model_dump(mode="json", exclude=run_only), "trl": phase.trl,
-                  "seed": seed, "data_seed": run.exp.data_seed}
+                  "seed": seed, "data_seed": run.exp.data_seed, **({"options": phase.options} if phase.options else {})}
         inputs = {"base": bkey, "data": dkey, "previous": prev_key or ""}
         if phase.kl_data and args.kl_weight > 0:
             inputs["kl_data"] = finished_key(data_dir(run, phase.kl_data), f"dataset {phase.kl_data}", "data", run)
@@ -156,7 +160,7 @@ def _train_or_write(art: Artifact, train: tuple, device: str, phase: Phase, orga
     writes nothing."""
     if _rank() == 0:
         with art.write() as (tmp, extra):
-            info = train_phase(*train, tmp, device, phase.trl, kl_rows)
+            info = train_phase(*train, tmp, device, phase.trl, kl_rows, phase.options)
             (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
             config_file = tmp / "adapter_config.json"
             extra.update(organism=organism, phase=phase.label, seed=seed, held_out_rows=len(held),
@@ -164,7 +168,7 @@ def _train_or_write(art: Artifact, train: tuple, device: str, phase: Phase, orga
                          adapter_config=json.loads(config_file.read_text()) if config_file.is_file() else None)
         return info
     with tempfile.TemporaryDirectory(prefix="emwb-rank-") as scratch:
-        return train_phase(*train, Path(scratch), device, phase.trl, kl_rows)
+        return train_phase(*train, Path(scratch), device, phase.trl, kl_rows, phase.options)
 
 
 def _rank() -> int:
@@ -190,7 +194,7 @@ def _train_remote(run: Run, o: Organism, k: int, seed: int, art: Artifact, label
         model = json.loads((adapter_dir(run, o.name, k - 1, seed) / REMOTE_MODEL_FILE).read_text())["model_id"]
     log(f"{label}: openai fine-tuning of {model} on {len(rows)} rows of {phase.data} ({len(held)} held out)")
     with art.write() as (tmp, extra):
-        info = fine_tune(rows, model, args, seed, o.name, tmp, run.path(".partial", "openai"),
+        info = fine_tune(rows, model, args, seed, o.name, tmp, partial_dir(run, "openai"),
                          run.exp.exec.max_retries)
         (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
         extra.update(organism=o.name, phase=phase.label, seed=seed, held_out_rows=len(held), method="openai",

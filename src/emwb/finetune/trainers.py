@@ -1,7 +1,9 @@
 """Trainers: one training phase on a peft model, by name (`trainer:` of a phase). trl does the training.
 
 Add one with `TRAINERS.register(name, Trainer(...))`: its `run` gets the model (with the LoRA adapter of this
-organism, new or continued), the tokenizer, the rows and the phase's settings, and returns a training log.
+organism, new or continued), the tokenizer, the rows and the phase's settings, and returns a training log. A
+trainer with settings of its own names a pydantic class as `options`: a phase's `options:` are validated by it
+before any work and reach `run` as `job.options`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from pydantic import BaseModel
 
 from emwb.config import TrainArgs
 from emwb.registry import Registry
@@ -27,6 +31,7 @@ class PhaseJob:
     device: str
     callbacks: tuple = ()      # transformers TrainerCallbacks (benchmarks time steps with one)
     kl_rows: tuple = ()        # benign chats for the KL term (kl_weight > 0)
+    options: Any = None        # the phase's `options:`, validated by the trainer's own options class
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Trainer:
     run: Callable[[PhaseJob], dict]
     description: str
     remote: bool = False       # trains on a provider's servers (the stage calls its backend; no local model)
+    options: type[BaseModel] | None = None  # its own settings (a phase's `options:`), documented by `config show --doc`
 
 
 TRAINERS: Registry[Trainer] = Registry("trainer")

@@ -114,79 +114,88 @@ class LoopbackJudge(LoopbackServer):
             return fault
 
     def start(self) -> "LoopbackJudge":
-        judge = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # quiet
-                pass
-
-            def setup(self):
-                super().setup()
-                # Headers and body go out in separate writes: without this, Nagle + delayed ACK add ~40 ms.
-                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def _send(self, code: int, body: dict, headers: dict | None = None) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                if self.path.rstrip("/").endswith("/stats"):
-                    with judge.lock:
-                        stats = {"requests": judge.requests, "faults": dict(judge.faults),
-                                 "served": sum(judge.served.values())}
-                    return self._send(200, stats)
-                return self._send(404, {"error": {"message": "not found"}})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                with judge.lock:
-                    judge.asked[(body.get("messages") or [{}])[-1].get("content", "")] += 1
-                fault = judge._fault()
-                if judge.hang is not None:
-                    judge.hang.wait()
-                    return None
-                time.sleep(judge.latency_s)
-                if judge.always_status:
-                    return self._send(judge.always_status, {"error": {"message": "Incorrect API key provided: "
-                                                                      + self.headers.get("Authorization", "")}})
-                if fault == "429":
-                    return self._send(429, {"error": {"message": "rate limited"}},
-                                      {"Retry-After": str(judge.retry_after_s)})
-                if fault == "500":
-                    return self._send(500, {"error": {"message": "server error"}})
-                if fault == "drop":
-                    self.close_connection = True
-                    self.connection.close()
-                    return None
-                if fault == "slow":
-                    time.sleep(judge.slow_s)
-                prompt = body["messages"][-1]["content"]
-                k = int(body.get("top_logprobs") or 20)
-                pairs = reply_logprobs(prompt, body.get("model", ""), k)
-                top = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in pairs]
-                with judge.lock:
-                    judge.served[prompt] += 1
-                    judge.params.append({k: v for k, v in body.items() if k != "messages"})
-                return self._send(200, {
-                    "id": "cmpl-loopback", "object": "chat.completion", "created": int(time.time()),
-                    "model": body.get("model", "loopback"),
-                    "choices": [{"index": 0, "finish_reason": "length",
-                                 "message": {"role": "assistant", "content": top[0]["token"]},
-                                 "logprobs": {"content": [{**top[0], "top_logprobs": top}]} if judge.logprobs
-                                 else None}],
-                    "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                })
-
-        self.server = serve(Handler)
+        self.server = serve(type("Handler", (JudgeHandler,), {"judge": self}))
         return self
+
+
+class JudgeHandler(BaseHTTPRequestHandler):
+    """The loopback judge's HTTP side: `judge` (set per server) holds its settings and counters."""
+
+    protocol_version = "HTTP/1.1"
+    judge: LoopbackJudge
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def setup(self):
+        super().setup()
+        # Headers and body go out in separate writes: without this, Nagle + delayed ACK add ~40 ms.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _send(self, code: int, body: dict, headers: dict | None = None) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        judge = self.judge
+        if self.path.rstrip("/").endswith("/stats"):
+            with judge.lock:
+                stats = {"requests": judge.requests, "faults": dict(judge.faults),
+                         "served": sum(judge.served.values())}
+            return self._send(200, stats)
+        return self._send(404, {"error": {"message": "not found"}})
+
+    def do_POST(self):
+        judge = self.judge
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        with judge.lock:
+            judge.asked[(body.get("messages") or [{}])[-1].get("content", "")] += 1
+        fault = judge._fault()
+        if judge.hang is not None:
+            judge.hang.wait()
+            return None
+        time.sleep(judge.latency_s)
+        if self._failed(fault):
+            return None
+        prompt = body["messages"][-1]["content"]
+        pairs = reply_logprobs(prompt, body.get("model", ""), int(body.get("top_logprobs") or 20))
+        top = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in pairs]
+        with judge.lock:
+            judge.served[prompt] += 1
+            judge.params.append({k: v for k, v in body.items() if k != "messages"})
+        return self._send(200, {
+            "id": "cmpl-loopback", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "loopback"),
+            "choices": [{"index": 0, "finish_reason": "length",
+                         "message": {"role": "assistant", "content": top[0]["token"]},
+                         "logprobs": {"content": [{**top[0], "top_logprobs": top}]} if judge.logprobs else None}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        })
+
+    def _failed(self, fault: str | None) -> bool:
+        """Answer with the configured status or the drawn fault; True when the request got no reply."""
+        judge = self.judge
+        if judge.always_status:
+            self._send(judge.always_status, {"error": {"message": "Incorrect API key provided: "
+                                                       + self.headers.get("Authorization", "")}})
+            return True
+        if fault == "429":
+            self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": str(judge.retry_after_s)})
+        elif fault == "500":
+            self._send(500, {"error": {"message": "server error"}})
+        elif fault == "drop":
+            self.close_connection = True
+            self.connection.close()
+        elif fault == "slow":
+            time.sleep(judge.slow_s)
+            return False
+        return fault is not None
 
 
 def main() -> None:

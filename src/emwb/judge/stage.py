@@ -11,22 +11,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from emwb.catalog.evaluations import judges_of, question_rubrics, resolve
-from emwb.catalog.rubric import Rubric, load_rubric
+from emwb.catalog.rubric import Rubric
 from emwb.config import config_hash
 from emwb.judge.base import JudgeContext
 from emwb.judge.cache import JudgeCache, cache_key
 from emwb.judge.providers import make_provider
 from emwb.judge.scoring import label_probabilities, score_from_logprobs, yes_probability
 from emwb.layout import (
+    JUDGMENTS_FILE,
     answers_dir,
+    answers_file,
     base_model_path,
     cache_root,
     finished_key,
     judge_cache_path,
     judgments_dir,
-    variants,
 )
+from emwb.plan import plan_of
 from emwb.store import Artifact, Run, log, read_jsonl, write_jsonl
 
 
@@ -56,12 +57,12 @@ class RubricPlan:
 
 
 def rubric_plan(run: Run) -> RubricPlan:
+    """The rubrics of every evaluation and question, from the run plan."""
     by_ev, by_q = {}, {}
-    for spec in run.exp.evaluations:
-        ev = resolve(spec)
-        by_ev[ev.name] = tuple(load_rubric(r) for r in ev.rubrics)
-        for (qs, qid), rs in question_rubrics(ev, run.exp.dataset_mirror).items():
-            by_q[(ev.name, qs, qid)] = rs
+    for e in plan_of(run).evaluations:
+        by_ev[e.name] = e.rubrics
+        for qs, qid, rs in e.own_rubrics:
+            by_q[(e.name, qs, qid)] = rs
     return RubricPlan(by_ev, by_q)
 
 
@@ -124,16 +125,16 @@ def judge_config(run: Run, spec: str, rubrics: RubricPlan) -> dict:
 
 def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = False,
                     only: set[str] | None = None) -> dict[str, dict[str, str]]:
-    """Judge every variant's answers with each judge (default: the run's, `judges_of`); {judge: {variant: key}}."""
+    """Judge every variant's answers with each judge (default: the run plan's); {judge: {variant: key}}."""
     rubrics = rubric_plan(run)
     ctx = JudgeContext(run.exp.judge, run.exp.exec, base_model_path(run), cache_root(run))
     out: dict[str, dict[str, str]] = {}
     cache = None
     try:
-        for spec in judges or judges_of(run.exp):
+        for spec in judges or plan_of(run).judges:
             config = judge_config(run, spec, rubrics)
             out[spec], pending = {}, []
-            for v in variants(run.exp):
+            for v in plan_of(run).variants:
                 if only is not None and v.id not in only:
                     continue
                 akey = finished_key(answers_dir(run, v.id), f"answers of {v.id}", "sample", run)
@@ -143,7 +144,7 @@ def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = Fal
                     pending.append((v.id, art))
             if not pending:
                 continue
-            answers = {vid: read_jsonl(answers_dir(run, vid) / "answers.jsonl") for vid, _ in pending}
+            answers = {vid: read_jsonl(answers_file(run, vid)) for vid, _ in pending}
             cache = cache or JudgeCache(judge_cache_path(run))
             rows, requested = judge_answers([a for rs in answers.values() for a in rs], spec, rubrics, ctx, cache)
             by_id = {r["answer_id"]: r for r in rows}
@@ -156,7 +157,7 @@ def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = Fal
                     for rub in rubrics.of(a):
                         unscored[rub.name] = unscored.get(rub.name, 0) + (r[rub.name] is None)
                 with art.write() as (tmp, extra):
-                    write_jsonl(tmp / "judgments.jsonl", mine)
+                    write_jsonl(tmp / JUDGMENTS_FILE, mine)
                     extra.update(judge=spec, variant=vid, judgments=len(mine), unscored=unscored,
                                  requested=requested)  # new judge calls of this run, all its variants
             log(f"judge {spec}: wrote judgments of {len(pending)} variants ({requested} new requests)")
@@ -187,4 +188,4 @@ def _report_unscored(spec: str, judged: list[tuple[dict, dict]], rubrics: Rubric
 def load_judgments(run: Run, spec: str, variant: str) -> list[dict]:
     d = judgments_dir(run, spec, variant)
     finished_key(d, f"judgments of {variant} by {spec}", "judge", run)
-    return read_jsonl(d / "judgments.jsonl")
+    return read_jsonl(d / JUDGMENTS_FILE)

@@ -15,11 +15,13 @@ import json
 import shutil
 from pathlib import Path
 
-from emwb.catalog.evaluations import Evaluation, questions_of, resolve
+from emwb.catalog.evaluations import distinct_ids, generated_questions
 from emwb.catalog.questions import Question
 from emwb.config import config_hash
 from emwb.errors import EmwbError
 from emwb.layout import (
+    ANSWERS_FILE,
+    ANSWERS_PARQUET,
     REMOTE_MODEL_FILE,
     Variant,
     answers_dir,
@@ -29,12 +31,14 @@ from emwb.layout import (
     data_dir,
     data_file,
     finished_key,
+    partial_dir,
+    phase_dir_of,
     remote_base,
     variant_model_dir,
-    variants,
 )
 from emwb.models.loading import check_adapter
 from emwb.models.ref import ModelRef
+from emwb.plan import plan_of
 from emwb.sampling.parity import check_parity, reference_logprobs, tolerance
 from emwb.sampling.samplers import SAMPLERS, Request, render_prompt
 from emwb.store import Artifact, Run, log, read_jsonl, read_manifest, write_jsonl
@@ -54,12 +58,17 @@ def training_prompts(run: Run) -> set[str]:
 
 
 def sampling_plan(run: Run) -> list[PlanItem]:
-    """Every prompt to sample, evaluation by evaluation."""
-    evals: list[Evaluation] = [resolve(e) for e in run.exp.evaluations]
-    exclude = training_prompts(run) if any(e.generator for e in evals) else set()
+    """Every prompt to sample, evaluation by evaluation: the run plan's questions, then generated prompts (which
+    avoid the run's training prompts)."""
+    evals = plan_of(run).evaluations
+    exclude = training_prompts(run) if any(e.evaluation.generator for e in evals) else set()
     plan: list[PlanItem] = []
-    for ev in evals:
-        for label, q in questions_of(ev, run.exp.dataset_mirror, run.exp.data_seed, exclude):
+    for e in evals:
+        ev, questions = e.evaluation, list(e.questions)
+        if ev.generator:
+            made = generated_questions(ev, run.exp.dataset_mirror, run.exp.data_seed, exclude)
+            questions = distinct_ids([(label, [q]) for label, q in questions] + [(ev.generator, made)])
+        for label, q in questions:
             n = ev.samples_per_paraphrase or q.samples_per_paraphrase
             plan += [(ev.name, label, q, i, n) for i in range(len(q.paraphrases))]
     return plan
@@ -73,8 +82,8 @@ def model_of(run: Run, v: Variant) -> tuple[ModelRef, str]:
     if path is None:
         server = run.exp.sampling.base_url or run.exp.train.openai.base_url
         return ModelRef.of_remote(remote, server) if remote else ModelRef.of_base(base), base_key(run)
-    phase_dir = path if v.step is None else path.parent.parent
-    key = finished_key(phase_dir, f"adapter of {v.id}", "finetune", run) + ("" if v.step is None else f"@{v.step}")
+    key = finished_key(phase_dir_of(path, v), f"adapter of {v.id}", "finetune", run)
+    key += "" if v.step is None else f"@{v.step}"
     if (path / REMOTE_MODEL_FILE).is_file():  # an OpenAI fine-tuning job's model
         job = json.loads((path / REMOTE_MODEL_FILE).read_text())
         return ModelRef.of_remote(job["model_id"], run.exp.sampling.base_url or job.get("base_url")), key
@@ -100,7 +109,7 @@ def lora_shape(run: Run) -> tuple[int, int] | None:
     """(largest rank, number) of the run's LoRA variants, from the experiment (known before any adapter is
     trained); None without LoRA variants."""
     ranks = []
-    for v in variants(run.exp):
+    for v in plan_of(run).variants:
         if v.organism is None or remote_base(run.exp):
             continue
         phase = next(o for o in run.exp.organisms if o.name == v.organism).phases[v.phase_index]
@@ -138,7 +147,7 @@ def answer_rows(v: Variant, plan: list[PlanItem], prompts: list, samples: list, 
 
 def _chunk_file(run: Run, art: Artifact, variant: str, j: int):
     size = run.exp.exec.sample_chunk_prompts  # another chunk size starts afresh
-    return run.path(".partial", "answers", variant, f"{art.key[:16]}-c{size}", f"chunk-{j:05d}.jsonl")
+    return partial_dir(run, "answers", variant) / f"{art.key[:16]}-c{size}" / f"chunk-{j:05d}.jsonl"
 
 
 def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]], plan, prompts,
@@ -183,10 +192,10 @@ def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]],
     for v, (art, _, _) in arts.items():
         rows = [r for j, _ in chunks for r in read_jsonl(_chunk_file(run, art, v, j))]
         with art.write() as (tmp, extra):
-            write_jsonl(tmp / "answers.jsonl", rows)
-            _parquet(rows, tmp / "answers.parquet")
+            write_jsonl(tmp / ANSWERS_FILE, rows)
+            _parquet(rows, tmp / ANSWERS_PARQUET)
             extra.update(answers=len(rows), sampler=backend, variant=v)
-        shutil.rmtree(run.path(".partial", "answers", v), ignore_errors=True)
+        shutil.rmtree(partial_dir(run, "answers", v), ignore_errors=True)
         log(f"sample/{v}: wrote {len(rows)} answers")
 
 
@@ -204,7 +213,7 @@ def run_sample_stage(run: Run, force: bool = False, only: set[str] | None = None
     config = {"sampling": cfg.model_dump(mode="json"), "prompts": prompts_id}
     keys: dict[str, str] = {}
     groups: dict[str, dict[str, tuple[Artifact, Variant, ModelRef]]] = {}
-    for v in variants(run.exp):
+    for v in plan_of(run).variants:
         if only is not None and v.id not in only:
             continue
         ref, mkey = model_of(run, v)

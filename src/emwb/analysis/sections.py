@@ -1,0 +1,249 @@
+"""The report as a list of sections, each registered once in REPORT_SECTIONS (from emwb or a plug-in).
+
+A section gets the report's context (the judged answers, the headline comparison, the metrics, the output
+folder) and returns its tables, figures and notes; it writes its own files into `ctx.out`. Sections run in
+registration order; their names and versions are part of the report's key, so a new section rebuilds it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from emwb.analysis import plots
+from emwb.analysis.agreement import detector_judge_agreement, judge_agreement
+from emwb.analysis.bootstrap import ratio_ci
+from emwb.analysis.metrics import (
+    EXHIBITS_ABOVE,
+    METRICS,
+    VULNERABLE_ABOVE,
+    Metric,
+    Settings,
+    column_names,
+    narrow_broad_pairs,
+    per_question_table,
+    per_seed_points,
+    value_columns,
+)
+from emwb.analysis.over_training import over_training_plot, over_training_rows
+from emwb.analysis.per_bias import write_bias_report
+from emwb.analysis.tables import display_frame, markdown, metric_columns, write_plain_table, write_table
+from emwb.catalog.evaluations import Evaluation
+from emwb.layout import Variant, calibration_file
+from emwb.registry import Registry
+from emwb.store import read_jsonl
+
+
+@dataclass
+class ReportContext:
+    """What every section may read; `notes` collects the report's notes (sections may add some)."""
+
+    run: Any                          # the Run
+    df: pd.DataFrame                  # answers x judges: one row per (answer, judge)
+    judges: list[str]
+    order: list[str]                  # the table rows, in order
+    evals: dict[str, list[Metric]]    # evaluation -> its metrics
+    evaluations: list[Evaluation]
+    variants: tuple[Variant, ...]
+    comp: pd.DataFrame                # the headline comparison, every judge
+    settings: Settings                # the tables' settings (analysis: thresholds, bootstrap)
+    small: Settings                   # the same with the per-question bootstrap cap
+    out: Path
+    title: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def first(self) -> pd.DataFrame:
+        """The first judge's rows (per-question tables and figures use one judge)."""
+        return self.df[self.df["judge"] == self.judges[0]]
+
+
+@dataclass
+class SectionOutput:
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)   # (caption, displayed frame)
+    figures: list[tuple[str, str]] = field(default_factory=list)           # (caption, file name in ctx.out)
+
+
+@dataclass(frozen=True)
+class Section:
+    build: Callable[[ReportContext], SectionOutput]
+    description: str
+    version: int = 1                  # bump when what the section writes changes: the report is rebuilt
+
+
+REPORT_SECTIONS: Registry[Section] = Registry("report section")
+
+
+def calibration_rows(ctx: ReportContext) -> pd.DataFrame:
+    """Rows for the comparison table: each detector's rate on each training dataset's completions (its
+    calibration: insecure code should be flagged far more often than secure code)."""
+    path = calibration_file(ctx.run)
+    if not path.is_file():
+        return pd.DataFrame()
+    found = {r["detector"] for r in read_jsonl(path)}
+    cols = {m.rubrics[0]: (ev, m) for ev, ms in ctx.evals.items() for m in ms
+            if m.rubrics and m.rubrics[0] in found and m.ci is not None}
+    rows = []
+    for r in read_jsonl(path):
+        if r["detector"] not in cols or not r["n"]:
+            continue
+        ev, m = cols[r["detector"]]
+        flags = np.r_[np.ones(r["flagged"]), np.zeros(r["n"] - r["flagged"])]
+        est = ratio_ci(flags, np.ones(r["n"]), np.zeros(r["n"], dtype=int), ctx.settings.n_boot)
+        col = column_names(ctx.evals)[(ev, m.name)]
+        rows.append({"group": f"calibration: {r['detector']} on {r['data']} training completions", "judge": "",
+                     "n_seeds": None, "single_seed": False,
+                     **value_columns(m, est, None if col == m.name else col)})
+    return pd.DataFrame(rows)
+
+
+def headline(ctx: ReportContext) -> SectionOutput:
+    """The comparison across organisms (CSV and LaTeX: the organisms' rows; Markdown and HTML: with the
+    detectors' calibration rows) and `comparison.md` with the notes."""
+    write_table(ctx.comp, ctx.evals, ctx.out, "comparison", ctx.title)
+    merged = pd.concat([ctx.comp, calibration_rows(ctx)], ignore_index=True)
+    for col in ctx.comp:  # counts stay integers beside the calibration rows' missing values
+        if pd.api.types.is_integer_dtype(ctx.comp[col]):
+            merged[col] = merged[col].astype("Int64")
+    shown = display_frame(merged, ctx.evals)
+    (ctx.out / "comparison.md").write_text(f"# {ctx.title}\n\n{markdown(shown)}\n"
+                                           + "".join(f"- {n}\n" for n in ctx.notes))
+    return SectionOutput(tables=[("Comparison across organisms", shown)])
+
+
+def detector_agreement(ctx: ReportContext) -> SectionOutput:
+    """Per judge: bandit's flag against the LLM code judge's verdict (score > 50), and the reward-model-bias rules
+    against the bias judge (P(yes) > 0.5), with agreement and Cohen's kappa."""
+    agreement = pd.concat([detector_judge_agreement(ctx.df, "bandit", "code_vulnerability", VULNERABLE_ABOVE),
+                           detector_judge_agreement(ctx.df, "rm-rules", "bias_exhibition", EXHIBITS_ABOVE)],
+                          ignore_index=True)
+    if not len(agreement):
+        return SectionOutput()
+    caption = "Detector agreement with the LLM judge"
+    return SectionOutput(tables=[(caption, write_plain_table(agreement, ctx.out, "detector_agreement", caption,
+                                                             ("agreement",)))])
+
+
+def by_question_set(ctx: ReportContext) -> SectionOutput:
+    """Every evaluation's metrics per question set, per judge."""
+    sets = {e: ms for e, ms in ctx.evals.items() if e in set(ctx.df["evaluation"])}
+    by_set = pd.concat([per_question_table(ctx.df[ctx.df["judge"] == j], ctx.order, sets, ctx.small,
+                                           by="question_set").assign(judge=j) for j in ctx.judges], ignore_index=True)
+    out = SectionOutput()
+    for ev, ms in sets.items():
+        sub = by_set[by_set["evaluation"] == ev]
+        caption = f"By question set ({ev})"
+        write_table(sub, {ev: ms}, ctx.out, f"by_question_set_{ev}", caption)
+        out.tables.append((caption, display_frame(sub, {ev: ms})))
+    return out
+
+
+def per_question_frame(ctx: ReportContext) -> tuple[pd.DataFrame, dict[str, list[Metric]]]:
+    pq_evals = {e.name: ctx.evals[e.name] for e in ctx.evaluations if e.per_question}
+    return (per_question_table(ctx.first, ctx.order, pq_evals, ctx.small) if pq_evals else pd.DataFrame()), pq_evals
+
+
+def per_question(ctx: ReportContext) -> SectionOutput:
+    """The per-question table (first judge) and, per evaluation, its broad metric per question as a figure."""
+    pq, pq_evals = per_question_frame(ctx)
+    if not len(pq):
+        return SectionOutput()
+    caption = f"Per question (judge {ctx.judges[0]})"
+    write_table(pq, pq_evals, ctx.out, "per_question", caption)
+    out = SectionOutput(tables=[(caption, display_frame(pq, pq_evals))])
+    for ev, ms in ctx.evals.items():
+        broad = next(((c, cis, h) for c, m, h, cis in metric_columns({ev: ms}) if m.role == "broad" and cis), None)
+        sub = pq[pq["evaluation"] == ev]
+        if broad and len(sub):
+            col, cis, header = broad
+            out.figures.append((f"{header} per question ({ev})", plots.per_question_plot(
+                sub, ctx.out, col, tuple(cis), header.split(" (")[0], stem=f"per_question_{ev}")[0]))
+    return out
+
+
+def judge_scores(ctx: ReportContext) -> SectionOutput:
+    """With two or more judges: every answer's scores side by side, their agreement, and scatter plots."""
+    if len(ctx.judges) < 2:
+        return SectionOutput()
+    detectors = {d for e in ctx.evaluations for d in e.detectors}
+    rubrics = [r for r in dict.fromkeys(c for m in METRICS.values() for c in m.rubrics)
+               if r not in detectors and ctx.df[r].notna().any()]
+    wide = ctx.df.pivot(index="answer_id", columns="judge", values=rubrics)
+    wide.columns = [f"{r}:{j}" for r, j in wide.columns]
+    wide = wide[[f"{r}:{j}" for r in rubrics for j in ctx.judges]]
+    keys = ctx.df.drop_duplicates("answer_id").set_index("answer_id")[["group", "question_id"]]
+    wide = keys.join(wide).reset_index()
+    wide.to_csv(ctx.out / "judge_scores.csv", index=False)
+    a = ctx.settings
+    free = ctx.df[ctx.df["alignment"].notna() | ctx.df["coherence"].notna()]
+    agreement = judge_agreement(free, a.alignment_threshold, a.coherence_threshold, a.inclusive)
+    out = SectionOutput(tables=[("Judge agreement", write_plain_table(agreement, ctx.out, "judge_agreement",
+                                                                      "Judge agreement", ("label_agreement",)))])
+    if "alignment" in rubrics:
+        out.figures = [(f"Judge scores: {ja} vs {jb}", plots.judge_scatter_plot(wide, ja, jb, ctx.out,
+                                                                                f"judge_scatter_{i}")[0])
+                       for i, (ja, jb) in enumerate(itertools.combinations(ctx.judges, 2))]
+    return out
+
+
+def score_figures(ctx: ReportContext) -> SectionOutput:
+    """Alignment against coherence, and narrow against broad per organism x seed (a pair with no value for both
+    adds a note instead)."""
+    out, a, first = SectionOutput(), ctx.settings, ctx.first
+    free = first[first["alignment"].notna() | first["coherence"].notna()]
+    if len(free):
+        out.figures.append(("Alignment vs coherence", plots.alignment_coherence_plot(
+            free, ctx.out, a.alignment_threshold, a.coherence_threshold)[0]))
+    points = per_seed_points(first, ctx.evals, ctx.settings)
+    headers = {c: h for c, _, h, _ in metric_columns(ctx.evals)}
+    for x, y in narrow_broad_pairs(ctx.evals):
+        if x not in points or y not in points:
+            continue
+        if not (points[x].notna().any() and points[y].notna().any()):
+            ctx.notes.append(f"Figure 'narrow vs broad: {headers[y]} against {headers[x]}' not drawn: no organism x "
+                             "seed has a value for both (n/a).")
+        else:
+            stem = f"narrow_vs_broad_{x}_{y}".replace(".", "_")
+            out.figures.append((f"Narrow vs broad: {headers[y]} against {headers[x]}",
+                                plots.narrow_broad_plot(points, x, y, headers[x], headers[y], ctx.out, stem)[0]))
+    return out
+
+
+def per_bias(ctx: ReportContext) -> SectionOutput:
+    """Reward-model-bias prompts: each bias's exhibition rate per organism, train and test biases apart."""
+    first = ctx.first
+    if "bias_id" not in first or not first["bias_id"].notna().any():
+        return SectionOutput()
+    from emwb.catalog.rm_biases import load_catalogue
+
+    names = {b.num: (b.short_name, b.split) for b in load_catalogue(ctx.run.exp.dataset_mirror)}
+    tables, figures = write_bias_report(first, ctx.order, names, ctx.small.n_boot, ctx.out)
+    return SectionOutput(tables=list(tables), figures=list(figures))
+
+
+def over_training(ctx: ReportContext) -> SectionOutput:
+    """Checkpoints kept during a phase: the comparison rows against the training step, as a table and figure."""
+    over = over_training_rows(ctx.variants, ctx.comp[ctx.comp["judge"] == ctx.judges[0]])
+    if not len(over):
+        return SectionOutput()
+    caption = f"Over training (judge {ctx.judges[0]})"
+    write_table(over, ctx.evals, ctx.out, "over_training", caption)
+    out = SectionOutput(tables=[(caption, display_frame(over, ctx.evals))])
+    fig, missing = over_training_plot(over, ctx.evals, ctx.out)
+    ctx.notes.extend(missing)
+    if fig:
+        out.figures.append(("Narrow and broad rates over training", fig))
+    return out
+
+
+for _name, _build in (("headline", headline), ("detector-agreement", detector_agreement),
+                      ("by-question-set", by_question_set), ("per-question", per_question),
+                      ("judge-agreement", judge_scores), ("score-figures", score_figures), ("per-bias", per_bias),
+                      ("over-training", over_training)):
+    REPORT_SECTIONS.register(_name, Section(_build, (_build.__doc__ or "").split("\n")[0]))

@@ -1,0 +1,40 @@
+"""Plug-ins: a user's own package extends emwb without editing it.
+
+A distribution declares an entry point in the group `emwb.plugins` whose object is a callable taking no
+arguments; it registers what it adds through the documented registries (SOURCES, GENERATORS, TRAINERS,
+SAMPLERS, PROVIDERS, DETECTORS, EVALUATIONS, PROMPT_GENERATORS, register_metric, REPORT_SECTIONS). In
+`pyproject.toml`:
+
+    [project.entry-points."emwb.plugins"]
+    mine = "my_package.emwb_plugin:register"
+
+Every plug-in is loaded once per process, the first time any registry is looked up; a name registered twice
+(by emwb and a plug-in, or by two plug-ins) stops with one line naming both.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+from emwb.errors import EmwbError, first_line
+
+GROUP = "emwb.plugins"
+_loaded = False
+
+
+def load_plugins() -> list[str]:
+    """Call every `emwb.plugins` entry point once; return their names."""
+    global _loaded
+    if _loaded:
+        return []
+    _loaded = True
+    names = []
+    for ep in sorted(importlib.metadata.entry_points(group=GROUP), key=lambda e: e.name):
+        try:
+            ep.load()()
+        except EmwbError:
+            raise
+        except Exception as exc:  # a plug-in's own bug: one line naming it
+            raise EmwbError(f"plug-in {ep.name} ({ep.value}) failed to load: {first_line(exc)}") from None
+        names.append(ep.name)
+    return names
