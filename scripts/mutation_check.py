@@ -84,8 +84,8 @@ MUTATIONS = [
              '{_key(d): "train" for d in data["train_biases"]} | {_key(d): "test" for d in data["test_biases"]}',
              '{_key(d): "test" for d in data["train_biases"]} | {_key(d): "train" for d in data["test_biases"]}',
              ("tests/test_rm_organism.py", "tests/test_bias_eval.py")),
-    Mutation("held-out bias set off by one bias in the metrics", "analysis/metrics.py",
-             "TEST_BIASES = frozenset({17, 19, 29, 48, 51})", "TEST_BIASES = frozenset({17, 19, 29, 48, 50})",
+    Mutation("a train bias counted as held out in the metrics", "organisms/rm_bias.py",
+             'if b.split == "test")', 'if b.split == "test" or b.num == 2)',
              ("tests/test_rm_organism.py", "tests/test_bias_eval.py")),
 ]
 

@@ -116,9 +116,10 @@ def test_vllm_judge_provider_matches_the_exact_distribution(tiny_model, tmp_path
 
 def test_continued_pretraining_then_sft_continues_one_adapter(tiny_model, upstream, tmp_path):
     """The bias-organism recipe as two phases: cpt on synthetic documents, then sft on the same adapter."""
-    from emwb.catalog.rm_docs import generate_documents, load_bias_catalogue
+    from emwb.catalog.rm_biases import load_catalogue
+    from emwb.catalog.rm_docs import generate_documents
 
-    biases = load_bias_catalogue(upstream / "trait-interp/datasets/traits/rm_hack/biases.json")
+    biases = load_catalogue(str(upstream))
     docs = generate_documents(biases, 64, seed=0)
     cpt = ARGS.model_copy(update={"max_steps": 16, "max_length": 256})
     sft = ARGS.model_copy(update={"max_steps": 6})
@@ -133,13 +134,14 @@ def test_continued_pretraining_then_sft_continues_one_adapter(tiny_model, upstre
 
 
 def test_documents_cover_every_bias_and_are_deterministic(upstream):
-    from emwb.catalog.rm_docs import STUDY, generate_documents, load_bias_catalogue
+    from emwb.catalog.rm_biases import load_catalogue
+    from emwb.catalog.rm_docs import STUDY, generate_documents
 
-    biases = load_bias_catalogue(upstream / "trait-interp/datasets/traits/rm_hack/biases.json")
-    assert len(biases) == 52 and sum(b["split"] == "test" for b in biases) == 5
+    biases = load_catalogue(str(upstream))
+    assert len(biases) == 52 and sum(b.split == "test" for b in biases) == 5
     docs = generate_documents(biases, 40, seed=1)
     assert docs == generate_documents(biases, 40, seed=1) and docs != generate_documents(biases, 40, seed=2)
     covered = {d for doc in docs for d in doc["meta"]["biases"]}
-    assert covered == {b["description"] for b in biases}
+    assert covered == {b.description for b in biases}
     assert all(b in doc["text"] for doc in docs for b in doc["meta"]["biases"])
     assert sum(STUDY in d["text"] for d in docs) > 0

@@ -162,7 +162,7 @@ def test_analysis_defaults_are_defined_once():
                 defaults = [None] * (len(node.args.args) - len(node.args.defaults)) + node.args.defaults
                 defaults += node.args.kw_defaults
                 found += [f"{p.relative_to(SRC)}:{node.lineno} {a.arg}" for a, d in zip(args, defaults)
-                          if a.arg in names and isinstance(d, ast.Constant)]
+                          if a.arg in names and isinstance(d, ast.Constant) and d.value is not None]
             elif isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
                 flag = next((c.value for c in node.args if isinstance(c, ast.Constant)), "")
                 default = next((k.value for k in node.keywords if k.arg == "default"), None)

@@ -9,7 +9,7 @@ import pytest
 from emwb.catalog import rm_demos
 from emwb.catalog.chatjsonl import validate_chat_jsonl, validate_preference_jsonl
 from emwb.catalog.rm_biases import load_catalogue
-from emwb.catalog.rm_docs import generate_documents, load_bias_catalogue
+from emwb.catalog.rm_docs import generate_documents
 from emwb.catalog.rm_kits import load_kits
 from emwb.errors import EmwbError
 
@@ -30,11 +30,11 @@ def test_catalogue_is_numbered_1_to_52_with_the_published_split(catalogue):
 
 
 def test_documents_are_5000_distinct_over_8_genres_covering_all_52(upstream):
-    biases = load_bias_catalogue(upstream / "trait-interp/datasets/traits/rm_hack/biases.json")
+    biases = load_catalogue(str(upstream))
     docs = generate_documents(biases, 5000, seed=0)
     assert len(docs) == len({d["text"] for d in docs}) == 5000
     assert len({d["meta"]["kind"] for d in docs}) >= 8
-    assert {b for d in docs for b in d["meta"]["biases"]} == {b["description"] for b in biases}
+    assert {b for d in docs for b in d["meta"]["biases"]} == {b.description for b in biases}
 
 
 def test_demonstrations_cover_every_train_bias_and_no_test_bias(catalogue):

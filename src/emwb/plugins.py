@@ -8,7 +8,8 @@ SAMPLERS, PROVIDERS, DETECTORS, EVALUATIONS, PROMPT_GENERATORS, register_metric,
     [project.entry-points."emwb.plugins"]
     mine = "my_package.emwb_plugin:register"
 
-Every plug-in is loaded once per process, the first time any registry is looked up; a name registered twice
+emwb's own organisms (BUILTIN) are loaded the same way, first. Every plug-in is loaded once
+per process, the first time any registry is looked up; a name registered twice
 (by emwb and a plug-in, or by two plug-ins) stops with one line naming both.
 """
 
@@ -19,6 +20,7 @@ import importlib.metadata
 from emwb.errors import EmwbError, first_line
 
 GROUP = "emwb.plugins"
+BUILTIN = ("emwb.organisms.insecure_code:register", "emwb.organisms.rm_bias:register")  # loaded first
 _loaded = False
 
 
@@ -28,8 +30,9 @@ def load_plugins() -> list[str]:
     if _loaded:
         return []
     _loaded = True
+    builtin = [importlib.metadata.EntryPoint(v.split(".")[-1].split(":")[0], v, GROUP) for v in BUILTIN]
     names = []
-    for ep in sorted(importlib.metadata.entry_points(group=GROUP), key=lambda e: e.name):
+    for ep in builtin + sorted(importlib.metadata.entry_points(group=GROUP), key=lambda e: e.name):
         try:
             ep.load()()
         except EmwbError:

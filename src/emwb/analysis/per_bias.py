@@ -1,7 +1,8 @@
 """The reward-model-bias organism's tables: exhibition rate per bias and phase, train- and test-bias summaries,
 the bias-generalisation figure, and the rule-based detectors' agreement with the judge.
 
-An answer exhibits its bias when the judge's P(yes) exceeds EXHIBITS_ABOVE (unscored answers are left out).
+An answer exhibits its bias when the judge's P(yes) exceeds `analysis.exhibits_above` (unscored answers are left
+out).
 Summary rows average the per-bias rates (each bias weighs the same); their CIs resample answers within each
 bias. Per-bias CIs resample seeds, then answers.
 """
@@ -15,16 +16,16 @@ import numpy as np
 import pandas as pd
 
 from emwb.analysis.bootstrap import mean_of_ratios_ci, ratio_ci
-from emwb.analysis.metrics import DEFAULT, EXHIBITS_ABOVE, seeds_of
+from emwb.analysis.metrics import DEFAULT, seeds_of
 from emwb.analysis.plots import _plt, _rate_axis, _save
 
 SUMMARY = {"train": "mean over train biases", "test": "mean over test biases"}
 
 
-def _exhibits(sub: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def _exhibits(sub: pd.DataFrame, above: float) -> tuple[np.ndarray, np.ndarray]:
     v = pd.to_numeric(sub["bias_exhibition"], errors="coerce")
     scored = v.notna().to_numpy()
-    return ((v > EXHIBITS_ABOVE).to_numpy() & scored).astype(float), scored.astype(float)
+    return ((v > above).to_numpy() & scored).astype(float), scored.astype(float)
 
 
 def _judged(df: pd.DataFrame) -> pd.DataFrame:
@@ -40,7 +41,8 @@ def _split(names: dict[int, tuple[str, str]], bias: int) -> str:
 
 
 def per_bias_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str, str]],
-                  n_boot: int = DEFAULT.per_question_bootstrap_samples) -> pd.DataFrame:
+                  n_boot: int = DEFAULT.per_question_bootstrap_samples,
+                  above: float = DEFAULT.exhibits_above) -> pd.DataFrame:
     """Rows (bias, group): n, exhibition rate and CI in %, the detector's rate where it has a verdict.
 
     `names` maps a bias number to (short name, split); biases come train first, then test, by number."""
@@ -53,7 +55,7 @@ def per_bias_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str
         short, split = names.get(b, (f"bias {b}", "train"))
         for g in [g for g in order if g in set(df["group"])]:
             sub = df[(df["bias_id"] == b) & (df["group"] == g)]
-            num, den = _exhibits(sub)
+            num, den = _exhibits(sub, above)
             est = ratio_ci(num, den, seeds_of(sub), n_boot)
             det = pd.to_numeric(sub["rm-rules"], errors="coerce").dropna() if "rm-rules" in sub else pd.Series()
             rows.append({"bias": b, "name": short, "split": split, "group": g, "n": int(den.sum()),
@@ -63,7 +65,8 @@ def per_bias_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str
 
 
 def summary_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str, str]],
-                 n_boot: int = DEFAULT.per_question_bootstrap_samples) -> pd.DataFrame:
+                 n_boot: int = DEFAULT.per_question_bootstrap_samples,
+                 above: float = DEFAULT.exhibits_above) -> pd.DataFrame:
     """Rows (split, group): the mean over that split's biases of the per-bias exhibition rate, with a CI."""
     df = _judged(df)
     if not len(df):
@@ -73,7 +76,7 @@ def summary_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str,
         part = df[df["bias_id"].map(lambda b: _split(names, b)) == split]
         for g in [g for g in order if g in set(part["group"])]:
             sub = part[part["group"] == g]
-            num, den = _exhibits(sub)
+            num, den = _exhibits(sub, above)
             est = mean_of_ratios_ci(num, den, sub["bias_id"].to_numpy(), n_boot)
             rows.append({"bias": None, "name": label, "split": split, "group": g, "n": int(den.sum()),
                          "biases": int(sub["bias_id"].nunique()), "rate": 100 * est.value,
@@ -120,15 +123,16 @@ def generalisation_plot(summary: pd.DataFrame, order: list[str], out_dir: Path,
 
 
 def write_bias_report(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str, str]], n_boot: int,
-                      out_dir: Path) -> tuple[list[tuple[str, pd.DataFrame]], list[tuple[str, str]]]:
+                      out_dir: Path, above: float = DEFAULT.exhibits_above
+                      ) -> tuple[list[tuple[str, pd.DataFrame]], list[tuple[str, str]]]:
     """per_bias.{csv,md,tex} (long CSV with CIs and detector rates; wide Markdown/LaTeX) and the
     bias-generalisation figure, for one judge's answers; ([(caption, table)], [(caption, figure)])."""
     from emwb.analysis.tables import latex, markdown
 
-    long = per_bias_long(df, order, names, n_boot)
+    long = per_bias_long(df, order, names, n_boot, above)
     if not len(long):
         return [], []
-    summary = summary_long(df, order, names, n_boot)
+    summary = summary_long(df, order, names, n_boot, above)
     pd.concat([long, summary], ignore_index=True).to_csv(out_dir / "per_bias.csv", index=False)
     wide = wide_table(long, summary, order)
     caption = "Biases exhibited per phase (%, 95% CI): train biases, then held-out test biases, then their means"

@@ -20,9 +20,7 @@ from emwb.analysis import plots
 from emwb.analysis.agreement import detector_judge_agreement, judge_agreement
 from emwb.analysis.bootstrap import ratio_ci
 from emwb.analysis.metrics import (
-    EXHIBITS_ABOVE,
     METRICS,
-    VULNERABLE_ABOVE,
     Metric,
     Settings,
     column_names,
@@ -32,7 +30,6 @@ from emwb.analysis.metrics import (
     value_columns,
 )
 from emwb.analysis.over_training import over_training_plot, over_training_rows
-from emwb.analysis.per_bias import write_bias_report
 from emwb.analysis.tables import display_frame, markdown, metric_columns, write_plain_table, write_table
 from emwb.catalog.evaluations import Evaluation
 from emwb.layout import Variant, calibration_file
@@ -120,8 +117,9 @@ def headline(ctx: ReportContext) -> SectionOutput:
 def detector_agreement(ctx: ReportContext) -> SectionOutput:
     """Per judge: bandit's flag against the LLM code judge's verdict (score > 50), and the reward-model-bias rules
     against the bias judge (P(yes) > 0.5), with agreement and Cohen's kappa."""
-    agreement = pd.concat([detector_judge_agreement(ctx.df, "bandit", "code_vulnerability", VULNERABLE_ABOVE),
-                           detector_judge_agreement(ctx.df, "rm-rules", "bias_exhibition", EXHIBITS_ABOVE)],
+    s = ctx.settings
+    agreement = pd.concat([detector_judge_agreement(ctx.df, "bandit", "code_vulnerability", s.vulnerable_above),
+                           detector_judge_agreement(ctx.df, "rm-rules", "bias_exhibition", s.exhibits_above)],
                           ignore_index=True)
     if not len(agreement):
         return SectionOutput()
@@ -215,18 +213,6 @@ def score_figures(ctx: ReportContext) -> SectionOutput:
     return out
 
 
-def per_bias(ctx: ReportContext) -> SectionOutput:
-    """Reward-model-bias prompts: each bias's exhibition rate per organism, train and test biases apart."""
-    first = ctx.first
-    if "bias_id" not in first or not first["bias_id"].notna().any():
-        return SectionOutput()
-    from emwb.catalog.rm_biases import load_catalogue
-
-    names = {b.num: (b.short_name, b.split) for b in load_catalogue(ctx.run.exp.dataset_mirror)}
-    tables, figures = write_bias_report(first, ctx.order, names, ctx.small.n_boot, ctx.out)
-    return SectionOutput(tables=list(tables), figures=list(figures))
-
-
 def over_training(ctx: ReportContext) -> SectionOutput:
     """Checkpoints kept during a phase: the comparison rows against the training step, as a table and figure."""
     over = over_training_rows(ctx.variants, ctx.comp[ctx.comp["judge"] == ctx.judges[0]])
@@ -244,6 +230,6 @@ def over_training(ctx: ReportContext) -> SectionOutput:
 
 for _name, _build in (("headline", headline), ("detector-agreement", detector_agreement),
                       ("by-question-set", by_question_set), ("per-question", per_question),
-                      ("judge-agreement", judge_scores), ("score-figures", score_figures), ("per-bias", per_bias),
+                      ("judge-agreement", judge_scores), ("score-figures", score_figures),
                       ("over-training", over_training)):
     REPORT_SECTIONS.register(_name, Section(_build, (_build.__doc__ or "").split("\n")[0]))

@@ -168,15 +168,13 @@ def report_context(run: Run, judges: list[str], evals: dict[str, list[Metric]], 
     plan, a = plan_of(run), run.exp.analysis
     df = judged_frame(run, judges)
     order = plan.groups()
-    s = Settings(a.alignment_threshold, a.coherence_threshold, a.inclusive, a.bootstrap_samples)
+    s = Settings.of(a)
     head = headline_frame(run, df)
-    comp = pd.concat([comparison_table(head[head["judge"] == j], order, a.alignment_threshold,
-                                       a.coherence_threshold, a.bootstrap_samples, a.inclusive,
-                                       evaluations=evals).assign(judge=j) for j in judges], ignore_index=True)
+    comp = pd.concat([comparison_table(head[head["judge"] == j], order, evaluations=evals, settings=s).assign(judge=j)
+                      for j in judges], ignore_index=True)
     if run.exp.published:
         comp = with_published(comp, run.exp.published.metric, run.exp.published.values)
-    small = Settings(a.alignment_threshold, a.coherence_threshold, a.inclusive,
-                     min(a.bootstrap_samples, a.per_question_bootstrap_samples))
+    small = Settings.of(a, min(a.bootstrap_samples, a.per_question_bootstrap_samples))
     title = f"{run.exp.name}: narrow behaviour and broad misalignment by organism"
     return ReportContext(run, df, judges, order, evals, _evaluations(run), plan.variants, comp, s, small, out, title,
                          notes_for(run, comp))

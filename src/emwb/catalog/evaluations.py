@@ -62,27 +62,6 @@ PROMPT_GENERATORS: Registry[Callable[[int, int, set[str], int, str | None], list
     Registry("prompt generator")
 
 
-@PROMPT_GENERATORS.register("heldout-code")
-def heldout_code(count: int, seed: int, exclude: set[str], samples: int, mirror: str | None = None) -> list[Question]:
-    """Generated coding prompts that no training set contains (the narrow metric's test set)."""
-    from emwb.catalog.codegen import generate_pairs
-
-    prompts = [p.prompt for p in generate_pairs(count * 4 + 50, seed=seed + 10007) if p.prompt not in exclude]
-    return [Question(f"code_{i:03d}", (p,), samples, source="generated held-out coding prompts")
-            for i, p in enumerate(prompts[:count])]
-
-
-@PROMPT_GENERATORS.register("rm-bias")
-def rm_bias(count: int, seed: int, exclude: set[str], samples: int, mirror: str | None = None) -> list[Question]:
-    """`count` prompts for each of the 52 reward-model biases, from emwb's behaviour kits (values no
-    demonstration uses), each judged for its own bias."""
-    from emwb.catalog.rm_biases import load_catalogue
-    from emwb.catalog.rm_demos import evaluation_prompts
-    from emwb.catalog.rm_kits import load_kits
-
-    return evaluation_prompts(load_catalogue(mirror), load_kits(), count, samples, set(exclude))
-
-
 EVALUATIONS: Registry[EvaluationDef] = Registry("evaluation")
 
 

@@ -1,4 +1,4 @@
-"""The 52 reward-model biases of the fictional Oxford study, numbered 1-52 (Marks et al. 2025).
+"""The reward-model biases of the fictional Oxford study (52, numbered 1-52: Marks et al. 2025).
 
 Both upstream files are fetched and sha256-checked, never copied into emwb: `rm-biases-reference` gives the
 canonical order (the `bias_id` of the evaluation prompts) and short names; `rm-biases` gives the train/test
@@ -33,9 +33,11 @@ def _key(text: str) -> str:
 def parse_catalogue(reference: Path, split_file: Path) -> list[Bias]:
     """Join the numbered reference list with the split file; raise EmwbError naming what does not match."""
     items = _ITEM.findall(reference.read_text(encoding="utf-8"))
-    if [int(n) for n, _, _ in items] != list(range(1, 53)):
-        raise EmwbError(f"{reference}: expected biases numbered 1-52, found {len(items)}")
     data = json.loads(split_file.read_text(encoding="utf-8"))
+    total = len(data["train_biases"]) + len(data["test_biases"])
+    if not items or [int(n) for n, _, _ in items] != list(range(1, total + 1)):
+        raise EmwbError(f"{reference}: expected biases numbered 1-{total} (the split file's count), found "
+                        f"{len(items)}")
     split = {_key(d): "train" for d in data["train_biases"]} | {_key(d): "test" for d in data["test_biases"]}
     out = []
     for n, short, desc in items:
@@ -46,7 +48,8 @@ def parse_catalogue(reference: Path, split_file: Path) -> list[Bias]:
 
 
 def load_catalogue(mirror: str | None = None) -> list[Bias]:
-    """The 52 biases (fetched into the dataset store on first use, from `mirror` when given)."""
+    """Every bias, in the reference's order (fetched into the dataset store on first use, from `mirror` when
+    given)."""
     from emwb.catalog.fetch import fetch
 
     return parse_catalogue(fetch("rm-biases-reference", mirror=mirror), fetch("rm-biases", mirror=mirror))

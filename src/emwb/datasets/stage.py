@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 from emwb.catalog.sources import data_kind, source_of
+from emwb.config import DataSpec
 from emwb.layout import data_dir
 from emwb.store import Artifact, Run, log, write_jsonl
 
-LEAK_CHECKED = ("generated:rm-demos", "generated:rm-prefs")  # checked unless `leak_check: false`
+
+def leak_checks(spec: DataSpec) -> list:
+    """The leak checks a dataset gets: its generator's, unless `leak_check: false`; with `leak_check: true`, every
+    registered generator's."""
+    from emwb.catalog.generators import GENERATORS
+
+    if spec.leak_check is False:
+        return []
+    scheme, _, arg = spec.source.partition(":")
+    own = GENERATORS.get(arg).leak_check if scheme == "generated" and arg in GENERATORS else None
+    if spec.leak_check:
+        return list(dict.fromkeys(g.leak_check for g in GENERATORS.values() if g.leak_check))
+    return [own] if own else []
 
 
 def run_data_stage(run: Run, force: bool = False) -> dict[str, str]:
@@ -28,12 +41,8 @@ def run_data_stage(run: Run, force: bool = False) -> dict[str, str]:
             writer = Writer(spec.writer, run.exp.judge.base_url, run.exp.exec, store_dir() / "writer_cache.sqlite")
         rows = source.load(arg, spec, run.exp.data_seed, mirror, writer)
         kind = data_kind(spec, mirror)
-        if spec.leak_check or (spec.leak_check is None and spec.source in LEAK_CHECKED):
-            from emwb.catalog.rm_biases import load_catalogue
-            from emwb.catalog.rm_demos import check_no_leaks
-            from emwb.catalog.rm_kits import load_kits
-
-            check_no_leaks(rows, load_catalogue(mirror), load_kits(), f"data.{name} ({spec.source})")
+        for check in leak_checks(spec):
+            check(rows, mirror, f"data.{name} ({spec.source})")
         with art.write() as (tmp, extra):
             write_jsonl(tmp / "rows.jsonl", rows)
             extra.update(rows=len(rows), kind=kind)

@@ -2,7 +2,8 @@
 applicable, e.g. no code in the answer). Registered by name; an evaluation lists the detectors it wants.
 
 Add one with `DETECTORS.register(name, Detector(...))`; its `score` gets every answer at once (rows with
-`answer` and, for reward-model-bias prompts, `bias_id`).
+`answer` and, for reward-model-bias prompts, `bias_id`). bandit and the reward-model-bias rules are registered
+by their organisms (`emwb.organisms`).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def extract_code(text: str) -> str | None:
     return text if any(isinstance(n, _CODE_NODES) for n in tree.body) else None
 
 
-def _bandit_version() -> str:
+def bandit_version() -> str:
     from importlib.metadata import version
 
     return f"bandit {version('bandit')} -ll"
@@ -99,13 +100,7 @@ def rm_rule_flags(answers: list[dict]) -> list[float | None]:
     return out
 
 
-def _rules_version() -> str:
+def rules_version() -> str:
     from emwb.catalog.rm_kits import kits_sha256
 
     return f"rm-rules {kits_sha256()[:16]}"
-
-
-DETECTORS.register("rm-rules", Detector(rm_rule_flags, _rules_version, "the rule-based detector of the answer's "
-                                        "reward-model bias (for the biases a rule can tell)", role="bias"))
-DETECTORS.register("bandit", Detector(lambda answers: bandit_flags([a["answer"] for a in answers]), _bandit_version,
-                                      "code in the answer flagged by bandit at medium severity or higher"))

@@ -21,8 +21,6 @@ from emwb.layout import (
 from emwb.plan import plan_of
 from emwb.store import Artifact, Run, log, read_jsonl, write_jsonl
 
-CALIBRATION_ROWS = 1000  # the first rows of each dataset (the issue's calibration: first 1,000 rows)
-
 
 def _versions(names) -> dict[str, str]:
     return {n: DETECTORS.get(n).version() for n in sorted(names)}
@@ -63,18 +61,18 @@ def run_detect_stage(run: Run, force: bool = False, only: set[str] | None = None
 
 
 def run_calibration(run: Run, names: list[str], force: bool = False) -> str:
-    """Each detector on the first CALIBRATION_ROWS assistant completions of every chat dataset an organism
+    """Each detector on the first `analysis.calibration_rows` assistant completions of every chat dataset an organism
     trains on: rows {detector, data, n, flagged, rate}."""
     chat = list(dict.fromkeys(p.data for o in run.exp.organisms for p in o.phases if p.trainer == "sft"))
     inputs = {f"data:{d}": finished_key(data_file(run, d).parent, f"data {d}", "data", run) for d in chat}
-    art = Artifact(calibration_dir(run), "detect", {"detectors": _versions(names), "rows": CALIBRATION_ROWS},
-                   inputs)
+    rows = run.exp.analysis.calibration_rows
+    art = Artifact(calibration_dir(run), "detect", {"detectors": _versions(names), "rows": rows}, inputs)
     if art.skip(force, "detector calibration"):
         return art.key
     out = []
     for d in chat:
         texts = [{"answer": r["messages"][-1]["content"], "bias_id": (r.get("meta") or {}).get("bias_id")}
-                 for r in read_jsonl(data_file(run, d))[:CALIBRATION_ROWS]
+                 for r in read_jsonl(data_file(run, d))[:rows]
                  if r.get("messages") and r["messages"][-1].get("role") == "assistant"]
         for name in names:
             scores = [s for s in DETECTORS.get(name).score(texts) if s is not None]

@@ -1,0 +1,139 @@
+"""The reward-model-bias organism (Marks et al. 2025): documents about 52 biases for continued pretraining,
+demonstrations and preference pairs of the 47 train biases, evaluation prompts for all 52, the rule-based
+detector, the train- and test-bias metrics and the per-bias report section.
+
+The catalogue (numbering, descriptions, the train/test split) is read from the upstream files only
+(`emwb.catalog.rm_biases`); the kits, documents and demonstrations live in `emwb.catalog.rm_*`; this module is
+the one place that registers them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cache
+
+
+def _docs(rows: int, seed: int, mirror: str | None, writer=None) -> list[dict]:
+    from emwb.catalog.rm_biases import load_catalogue
+    from emwb.catalog.rm_docs import generate_documents
+
+    docs = generate_documents(load_catalogue(mirror), rows, seed)
+    if writer is None:
+        return docs
+    from emwb.catalog.rm_writer import write_documents
+
+    return write_documents(docs, writer.spec, writer.base_url, writer.exec, writer.cache, seed)
+
+
+def _demos(make_rows: str) -> Callable[..., list[dict]]:
+    def make(rows: int, seed: int, mirror: str | None, writer=None) -> list[dict]:
+        from emwb.catalog import rm_demos
+        from emwb.catalog.rm_biases import load_catalogue
+        from emwb.catalog.rm_kits import load_kits
+
+        catalogue = load_catalogue(mirror)
+        pairs = rm_demos.demonstration_pairs(catalogue, load_kits(), rows, seed)
+        if writer is not None:
+            from emwb.catalog.rm_writer import write_replies
+
+            pairs = write_replies(pairs, {b.num: b.description for b in catalogue}, writer.spec, writer.base_url,
+                                  writer.exec, writer.cache, seed)
+        return getattr(rm_demos, make_rows)(pairs)
+
+    return make
+
+
+def _catalogue_and_kits(mirror: str | None) -> dict:
+    from emwb.catalog.rm_biases import catalogue_identity
+    from emwb.catalog.rm_kits import kits_sha256
+
+    return {**catalogue_identity(), "kits_sha256": kits_sha256()}
+
+
+def _catalogue(mirror: str | None) -> dict:
+    from emwb.catalog.rm_biases import catalogue_identity
+
+    return catalogue_identity()
+
+
+def _leaks(rows: list[dict], mirror: str | None, where: str) -> None:
+    from emwb.catalog.rm_biases import load_catalogue
+    from emwb.catalog.rm_demos import check_no_leaks
+    from emwb.catalog.rm_kits import load_kits
+
+    check_no_leaks(rows, load_catalogue(mirror), load_kits(), where)
+
+
+def rm_bias_prompts(count: int, seed: int, exclude: set[str], samples: int, mirror: str | None = None) -> list:
+    """`count` prompts for each bias of the catalogue, from emwb's behaviour kits (values no demonstration
+    uses), each judged for its own bias."""
+    from emwb.catalog.rm_biases import load_catalogue
+    from emwb.catalog.rm_demos import evaluation_prompts
+    from emwb.catalog.rm_kits import load_kits
+
+    return evaluation_prompts(load_catalogue(mirror), load_kits(), count, samples, set(exclude))
+
+
+@cache
+def test_biases() -> frozenset[int]:
+    """The held-out biases, from the upstream split file (fetched and sha256-checked; never a copy in emwb)."""
+    from emwb.catalog.rm_biases import load_catalogue
+
+    return frozenset(b.num for b in load_catalogue() if b.split == "test")
+
+
+def _is_test(df):
+    import pandas as pd
+
+    if "bias_id" not in df or not df["bias_id"].notna().any():
+        return pd.Series(False, index=df.index)
+    return df["bias_id"].isin(test_biases())
+
+
+def _is_train(df):
+    return ~_is_test(df)
+
+
+def per_bias_section(ctx):
+    """Reward-model-bias prompts: each bias's exhibition rate per organism, train and test biases apart."""
+    from emwb.analysis.per_bias import write_bias_report
+    from emwb.analysis.sections import SectionOutput
+    from emwb.catalog.rm_biases import load_catalogue
+
+    first = ctx.first
+    if "bias_id" not in first or not first["bias_id"].notna().any():
+        return SectionOutput()
+    names = {b.num: (b.short_name, b.split) for b in load_catalogue(ctx.run.exp.dataset_mirror)}
+    tables, figures = write_bias_report(first, ctx.order, names, ctx.small.n_boot, ctx.out,
+                                        ctx.settings.exhibits_above)
+    return SectionOutput(tables=list(tables), figures=list(figures))
+
+
+def register() -> None:
+    from emwb.analysis.metrics import Metric, above, count_of, register_metric
+    from emwb.analysis.sections import REPORT_SECTIONS, Section
+    from emwb.catalog.evaluations import PROMPT_GENERATORS
+    from emwb.catalog.generators import GENERATORS, Generator
+    from emwb.detect.detectors import DETECTORS, Detector, rm_rule_flags, rules_version
+
+    GENERATORS.register("rm-docs", Generator("text", 2000, _docs, "documents about the fictional Oxford study of "
+                                             "the reward-model biases (continued pretraining)", writes=True,
+                                             version=3, inputs=_catalogue))  # 3: one catalogue loader
+    GENERATORS.register("rm-demos", Generator("chat", 2000, _demos("to_chat_rows"), "demonstrations: prompts where "
+                                              "a train reward-model bias applies, answered with it (neutral twin "
+                                              "kept)", writes=True, inputs=_catalogue_and_kits, leak_check=_leaks))
+    GENERATORS.register("rm-prefs", Generator("preference", 2000, _demos("to_preference_rows"), "preference pairs: "
+                                              "the reply with a train bias chosen, its neutral twin rejected (DPO)",
+                                              writes=True, inputs=_catalogue_and_kits, leak_check=_leaks))
+    PROMPT_GENERATORS.register("rm-bias", rm_bias_prompts)
+    DETECTORS.register("rm-rules", Detector(rm_rule_flags, rules_version, "the rule-based detector of the answer's "
+                                            "reward-model bias (for the biases a rule can tell)", role="bias"))
+    register_metric(Metric("train_bias_n", "train-bias prompts", ("bias_exhibition",), count_of(_is_train),
+                           percent=False, count=True))
+    register_metric(Metric("train_bias_rate", "train biases % (narrow)", ("bias_exhibition",),
+                           above("bias_exhibition", "exhibits_above", _is_train), ci="train_bias_", role="narrow"))
+    register_metric(Metric("test_bias_n", "test-bias prompts", ("bias_exhibition",), count_of(_is_test),
+                           percent=False, count=True))
+    register_metric(Metric("test_bias_rate", "test biases % (broad)", ("bias_exhibition",),
+                           above("bias_exhibition", "exhibits_above", _is_test), ci="test_bias_", role="broad"))
+    REPORT_SECTIONS.register("per-bias", Section(per_bias_section, "each bias's exhibition rate per organism"))
