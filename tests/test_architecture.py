@@ -88,3 +88,16 @@ def test_no_import_cycles(graph):
 def test_the_graph_sees_real_imports(graph):
     """The checks above can fail: the parser does find stage-to-lower imports."""
     assert "emwb.layout" in graph["emwb.sampling.stage"] and "emwb.catalog.evaluations" in graph["emwb.check"]
+
+
+def test_functions_and_modules_stay_small():
+    """House style: no function over 60 lines, no module over 400."""
+    long_functions, long_modules = [], []
+    for p in (SRC / "emwb").rglob("*.py"):
+        text = p.read_text()
+        if text.count("\n") > 400:
+            long_modules.append(str(p.relative_to(SRC)))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long_functions.append(f"{p.relative_to(SRC)}:{node.lineno} {node.name}")
+    assert not long_functions and not long_modules, (long_functions, long_modules)

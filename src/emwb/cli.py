@@ -290,7 +290,14 @@ def _tool_commands(sub) -> None:
     t.set_defaults(fn=cmd_build_tiny)
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    from emwb.errors import on_interrupt
+
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_interrupt)
     try:
         with contextlib.ExitStack() as held:  # the run directory's lock, when a command takes it
             args.held = held

@@ -1,4 +1,4 @@
-"""The one exception type the CLI turns into a one-line error."""
+"""The one exception type the CLI turns into a one-line error, and Ctrl-C that cannot be lost."""
 
 
 class EmwbError(Exception):
@@ -9,3 +9,20 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (its type name when the message is empty)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+_interrupted = False
+
+
+def on_interrupt(signum=None, frame=None) -> None:
+    """SIGINT handler (the CLI installs it): remember the request, then raise KeyboardInterrupt. Python drops an
+    exception raised while a finalizer runs, so long loops also call `check_interrupt` between units of work."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def check_interrupt() -> None:
+    """Raise KeyboardInterrupt when Ctrl-C was pressed, even if its first KeyboardInterrupt was swallowed."""
+    if _interrupted:
+        raise KeyboardInterrupt

@@ -18,7 +18,7 @@ from pathlib import Path
 from emwb.catalog.evaluations import distinct_ids, generated_questions
 from emwb.catalog.questions import Question
 from emwb.config import config_hash
-from emwb.errors import EmwbError
+from emwb.errors import EmwbError, check_interrupt
 from emwb.layout import (
     ANSWERS_FILE,
     ANSWERS_PARQUET,
@@ -177,6 +177,7 @@ def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]],
                 worst = check_parity(sampler, reference, probe, tolerance(cfg.vllm.dtype, ex.parity_tolerance))
                 log("sample: serving parity ok (" + ", ".join(f"{v} {d:.1e}" for v, d in worst.items()) + ")")
             for j, start in chunks:
+                check_interrupt()  # Ctrl-C stops between chunks even if its KeyboardInterrupt got lost
                 if not todo[j]:
                     continue
                 part = plan[start:start + size]

@@ -1,8 +1,9 @@
 """Experiment configuration: one YAML file, validated strictly with pydantic.
 
-Every default lives here, in the field definitions, and every field says what it means (`emwb config show
---doc` prints them). An experiment file holds only what differs. The `exec:` block holds run settings
-(device, memory, concurrency, retries): they never enter a stage key, so changing them re-runs nothing.
+Every default lives in this package, in the field definitions (training hyperparameters in `train.py`), and
+every field says what it means (`emwb config show --doc` prints them). An experiment file holds only what
+differs. The `exec:` block holds run settings (device, memory, concurrency, retries): they never enter a stage
+key, so changing them re-runs nothing.
 """
 
 from __future__ import annotations
@@ -10,108 +11,16 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from emwb import schema_text
+from emwb.config.base import LOCAL_BASE_MODELS, SLUG, F, Seed, Strict, Url, _slug  # noqa: F401
+from emwb.config.train import LoraConfig, OpenAIJobArgs, TrainArgs, recipes  # noqa: F401
 from emwb.errors import EmwbError
 from emwb.yamlio import load_yaml, resolve_relative_paths
-
-SLUG = "letters, digits, '-' or '_'"
-# Base models emwb builds locally into the run's base_model/ folder (no model hub).
-LOCAL_BASE_MODELS = ("tiny", "smollm2-135m")
-
-
-def _slug(v: str, what: str) -> str:
-    if not v or not v.replace("-", "").replace("_", "").isalnum():
-        raise ValueError(f"{what} {v!r} must be {SLUG}")
-    return v
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def F(default: Any = ..., description: str = "", **kw: Any) -> Any:  # noqa: N802 - a Field shorthand
-    return Field(default, description=description, **kw)
-
-
-def _url(v: str) -> str:
-    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
-        raise ValueError(f"{v!r} is not an http:// or https:// URL")
-    return v
-
-
-Url = Annotated[str, AfterValidator(_url)]
-Seed = Annotated[int, Field(ge=0, lt=2**32)]  # what torch, numpy and vLLM accept as a seed
-
-
-class LoraConfig(Strict):
-    """The LoRA adapter every training phase of an organism trains (upstream: Betley et al. 2025)."""
-
-    r: int = F(32, "LoRA rank", ge=1)
-    alpha: int = F(64, "LoRA alpha; the update is scaled by alpha/r, or alpha/sqrt(r) with rsLoRA", ge=1)
-    dropout: float = F(0.0, "LoRA dropout", ge=0.0, lt=1.0)
-    use_rslora: bool = F(True, "rank-stabilised scaling alpha/sqrt(r)")
-    layers_to_transform: list[int] | None = F(None, "only these layer indices get adapters (None: every layer)")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="module names that get adapters", min_length=1)
-
-
-class OpenAIJobArgs(Strict):
-    """Settings of an OpenAI fine-tuning job (trainer `openai`; epochs come from `epochs`)."""
-    base_url: Url | None = F(None, "a server with the files and fine-tuning endpoints (None: OPENAI_BASE_URL or "
-                                   "OpenAI); its fine-tuned models are sampled there")
-    batch_size: int | None = F(None, "the job's batch size (None: the provider's)", ge=1)
-    learning_rate_multiplier: float | None = F(None, "the job's learning-rate multiplier (None: ditto)", gt=0)
-    suffix: str | None = F(None, "up to 18 characters in the model's name (None: the organism's name)")
-    poll_interval_s: float = F(30.0, "first wait between status polls; each wait is 1.5x the last", gt=0)
-    max_poll_interval_s: float = F(300.0, "longest wait between status polls", gt=0)
-
-
-class TrainArgs(Strict):
-    """Hyperparameters of a training phase. `train:` sets them for every phase; a phase's `args:` overrides."""
-
-    lora: LoraConfig = F(LoraConfig(), "the adapter's shape")
-    learning_rate: float = F(1e-5, "peak learning rate", gt=0)
-    epochs: float = F(1.0, "passes over the phase's data", gt=0)
-    max_steps: int = F(-1, "optimizer steps; > 0 overrides epochs", ge=-1)
-    per_device_batch_size: int = F(2, "rows per device per step", ge=1)
-    gradient_accumulation_steps: int = F(8, "micro-batches per optimizer step (upstream: 2 x 8 = 16)", ge=1)
-    max_length: int = F(2048, "tokens per row; longer rows are truncated", ge=8)
-    warmup_steps: int = F(5, "linear warm-up steps", ge=0)
-    weight_decay: float = F(0.01, "AdamW weight decay", ge=0)
-    lr_scheduler: str = F("linear", "transformers scheduler name")
-    optim: str = F("adamw_torch", "transformers optimizer name (upstream: adamw_8bit, which needs bitsandbytes and "
-                                  "a GPU; without them emwb trains with adamw_torch and the training log says so)")
-    holdout_fraction: float = F(0.1, "share of chat rows held out of training (upstream holds out 10%)",
-                                ge=0.0, lt=1.0)
-    gradient_checkpointing: bool = F(False, "trade compute for memory (large models on GPU)")
-    packing: bool | None = F(None, "pack rows into full-length sequences; None: the trainer's default "
-                             "(cpt packs, sft does not)")
-    method: Literal["lora", "full"] = F("lora", "lora: train an adapter; full: every parameter (a full checkpoint)")
-    kl_weight: float = F(0.0, "sft: weight of KL(base || model) on the phase's kl_data (kl-lora)", ge=0)
-    openai: OpenAIJobArgs = F(OpenAIJobArgs(), "trainer openai: the fine-tuning job's settings")
-    dpo_beta: float = F(0.1, "dpo: strength of the pull towards the reference (the adapter before the phase)", gt=0)
-    save_every: int = F(0, "keep the model every N optimizer steps (needs max_steps); an evaluated phase's kept "
-                           "checkpoints are sampled and judged too, as rows `<organism>@step<N>`", ge=0)
-
-
-def recipes() -> dict[str, dict]:
-    """The shipped training recipes (emwb/catalog/recipes.yaml), each checked against TrainArgs."""
-    from emwb.recipes import deep_merge, load_recipes
-
-    raw = load_recipes()
-    for name, r in raw.items():
-        try:
-            TrainArgs.model_validate(deep_merge(TrainArgs().model_dump(), r["args"]))
-        except ValidationError as err:
-            raise EmwbError(format_validation_error(err, f"recipe {name}", TrainArgs)) from None
-    return raw
 
 
 class DataSpec(Strict):

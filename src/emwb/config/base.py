@@ -1,0 +1,36 @@
+"""The experiment schema's building blocks: strict models, the Field shorthand, slugs, URLs and seeds."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+SLUG = "letters, digits, '-' or '_'"
+# Base models emwb builds locally into the run's base_model/ folder (no model hub).
+LOCAL_BASE_MODELS = ("tiny", "smollm2-135m")
+
+
+def _slug(v: str, what: str) -> str:
+    if not v or not v.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"{what} {v!r} must be {SLUG}")
+    return v
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def F(default: Any = ..., description: str = "", **kw: Any) -> Any:  # noqa: N802 - a Field shorthand
+    return Field(default, description=description, **kw)
+
+
+def _url(v: str) -> str:
+    if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
+        raise ValueError(f"{v!r} is not an http:// or https:// URL")
+    return v
+
+
+Url = Annotated[str, AfterValidator(_url)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # what torch, numpy and vLLM accept as a seed
