@@ -69,10 +69,6 @@ def variants(exp: Experiment) -> list[Variant]:
     return out
 
 
-def group_order(exp: Experiment) -> list[str]:
-    return list(dict.fromkeys(v.group for v in variants(exp)))
-
-
 def base_dir(run: Run) -> Path:
     return run.path("base_model")
 
@@ -98,11 +94,6 @@ def adapter_dir(run: Run, organism: str, phase_index: int, seed: int) -> Path:
 def checkpoint_dir(phase_dir: Path, step: int) -> Path:
     """Where a phase keeps its model at optimizer step `step` (save_every)."""
     return phase_dir / "checkpoints" / f"step-{step}"
-
-
-def phase_dir_of(path: Path, v: Variant) -> Path:
-    """The phase folder of a variant's model folder (a checkpoint lies two levels below it)."""
-    return path if v.step is None else path.parent.parent
 
 
 def variant_model_dir(run: Run, v: Variant) -> Path | None:

@@ -2,7 +2,7 @@
 
 Evaluations (their question sets' questions, the questions' own judge prompts as rubrics, the evaluation's
 rubrics), the run's judges, the evaluated variants (organism, phase, seed and checkpoint step as fields)
-and every artifact path. Stages read `run.plan`; none resolves an evaluation itself. Reopening a run
+and every artifact path. Stages read `plan_of(run)`; none resolves an evaluation itself. Reopening a run
 directory reads the plan written when the run was last opened from its experiment file, so it resolves to
 the same judges and questions (`emwb judge runs/NAME` judges with the judges `emwb replicate FILE` did).
 Generated prompts (held-out code, reward-model-bias prompts) are made by the sample stage from the plan's
@@ -41,9 +41,6 @@ class EvaluationPlan:
     def name(self) -> str:
         return self.evaluation.name
 
-    def question_rubrics(self) -> dict[tuple[str, str], tuple[Rubric, ...]]:
-        return {(label, qid): rs for label, qid, rs in self.own_rubrics}
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -57,9 +54,6 @@ class Plan:
     paths: dict[str, dict] = field(default_factory=dict)  # variant -> its artifact folders, relative to the run
     version: int = PLAN_VERSION
 
-    def evaluation(self, name: str) -> EvaluationPlan:
-        return next(e for e in self.evaluations if e.name == name)
-
     def detectors(self) -> dict[str, tuple[str, ...]]:
         """{evaluation: its detectors} for evaluations that run any."""
         return {e.name: e.evaluation.detectors for e in self.evaluations if e.evaluation.detectors}
@@ -67,9 +61,6 @@ class Plan:
     def groups(self) -> list[str]:
         """The table rows, in order."""
         return list(dict.fromkeys(v.group for v in self.variants))
-
-    def variant(self, variant_id: str) -> Variant:
-        return next(v for v in self.variants if v.id == variant_id)
 
     def to_json(self) -> str:
         return json.dumps(json.loads(_ADAPTER.dump_json(self)), indent=1, ensure_ascii=False) + "\n"
@@ -125,7 +116,6 @@ def run_judges(exp: Experiment, evals: tuple[EvaluationPlan, ...]) -> tuple[tupl
 def artifact_paths(exp: Experiment, judges: tuple[str, ...], vs: list[Variant]) -> dict[str, dict]:
     """Each variant's artifact folders, relative to the run directory (from `layout`)."""
     from emwb import layout
-    from emwb.store import Run
 
     run = Run(exp, Path("."))
     return {v.id: {"model": str(p) if (p := layout.variant_model_dir(run, v)) else None,

@@ -24,14 +24,13 @@ BUILTIN = ("emwb.organisms.insecure_code:register", "emwb.organisms.rm_bias:regi
 _loaded = False
 
 
-def load_plugins() -> list[str]:
-    """Call every `emwb.plugins` entry point once; return their names."""
+def load_plugins() -> None:
+    """Call emwb's own organisms' and every `emwb.plugins` entry point's function, once per process."""
     global _loaded
     if _loaded:
-        return []
+        return
     _loaded = True
     builtin = [importlib.metadata.EntryPoint(v.split(".")[-1].split(":")[0], v, GROUP) for v in BUILTIN]
-    names = []
     for ep in builtin + sorted(importlib.metadata.entry_points(group=GROUP), key=lambda e: e.name):
         try:
             ep.load()()
@@ -39,5 +38,3 @@ def load_plugins() -> list[str]:
             raise
         except Exception as exc:  # a plug-in's own bug: one line naming it
             raise EmwbError(f"plug-in {ep.name} ({ep.value}) failed to load: {first_line(exc)}") from None
-        names.append(ep.name)
-    return names

@@ -271,7 +271,7 @@ class Run:
         if not target.is_dir() or overrides:
             run._save_experiment()
         if run._plan is not None and (hold is not None or not target.is_dir()):
-            run._save_plan()
+            run.save_plan(run._plan)
         sweep_stale(run.dir)
         return run
 
@@ -281,14 +281,11 @@ class Run:
         self._save(EXPERIMENT_FILE, yaml.safe_dump(self.exp.model_dump(mode="json", exclude_unset=True),
                                                    sort_keys=False))
 
-    def _save_plan(self) -> None:
-        self._save(PLAN_FILE, self._plan.to_json())
-
     def save_plan(self, plan: Any) -> None:
         """Keep `plan` (an emwb.plan.Plan) as the run's plan, and in the run directory when it exists."""
         self._plan = plan
         if self.dir.is_dir():
-            self._save_plan()
+            self._save(PLAN_FILE, plan.to_json())
 
     def _save(self, name: str, text: str) -> None:
         path = self.dir / name
@@ -298,9 +295,8 @@ class Run:
             self.dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(path, text)
         except OSError as exc:
-            if exc.errno == errno.EROFS or not os.access(self.dir, os.W_OK):
-                if name == PLAN_FILE:
-                    return  # read-only storage: the plan is resolved in memory
+            if name == PLAN_FILE and (exc.errno == errno.EROFS or not os.access(self.dir, os.W_OK)):
+                return  # read-only storage: the plan is resolved in memory
             raise writable_error(self.dir, exc) from None
 
     def path(self, *parts: str) -> Path:

@@ -83,11 +83,12 @@ def calibration_rows(ctx: ReportContext) -> pd.DataFrame:
     path = calibration_file(ctx.run)
     if not path.is_file():
         return pd.DataFrame()
-    found = {r["detector"] for r in read_jsonl(path)}
+    calibration = read_jsonl(path)
+    found = {r["detector"] for r in calibration}
     cols = {m.rubrics[0]: (ev, m) for ev, ms in ctx.evals.items() for m in ms
             if m.rubrics and m.rubrics[0] in found and m.ci is not None}
     rows = []
-    for r in read_jsonl(path):
+    for r in calibration:
         if r["detector"] not in cols or not r["n"]:
             continue
         ev, m = cols[r["detector"]]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from emwb.catalog.sources import data_kind, source_of
+from emwb.catalog.sources import data_kind, source_of, split_source
 from emwb.config import DataSpec
 from emwb.layout import data_dir
 from emwb.store import Artifact, Run, log, write_jsonl
@@ -15,10 +15,10 @@ def leak_checks(spec: DataSpec) -> list:
 
     if spec.leak_check is False:
         return []
-    scheme, _, arg = spec.source.partition(":")
-    own = GENERATORS.get(arg).leak_check if scheme == "generated" and arg in GENERATORS else None
     if spec.leak_check:
         return list(dict.fromkeys(g.leak_check for g in GENERATORS.values() if g.leak_check))
+    scheme, arg = split_source(spec.source)
+    own = GENERATORS.get(arg).leak_check if scheme == "generated" and arg in GENERATORS else None
     return [own] if own else []
 
 

@@ -76,7 +76,7 @@ def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows
     opts = spec.options.model_validate(options or {}) if spec.options else None
     job = PhaseJob(model, tok, rows, args, dict(trl or {}), seed, Path(out_dir), device, callbacks, options=opts,
                    kl_rows=tuple(kl_rows or ()))
-    info = TRAINERS.get(trainer).run(job)
+    info = spec.run(job)
     bad = [n for n, p in model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
     if bad:
         raise EmwbError(f"training left {len(bad)} weight tensors with non-finite values ({bad[0]}, ...); no "

@@ -26,6 +26,7 @@ from emwb.layout import (
     finished_key,
     judge_cache_path,
     judgments_dir,
+    judgments_file,
 )
 from emwb.plan import plan_of
 from emwb.store import Artifact, Run, log, read_jsonl, write_jsonl
@@ -186,6 +187,5 @@ def _report_unscored(spec: str, judged: list[tuple[dict, dict]], rubrics: Rubric
 
 
 def load_judgments(run: Run, spec: str, variant: str) -> list[dict]:
-    d = judgments_dir(run, spec, variant)
-    finished_key(d, f"judgments of {variant} by {spec}", "judge", run)
-    return read_jsonl(d / JUDGMENTS_FILE)
+    finished_key(judgments_dir(run, spec, variant), f"judgments of {variant} by {spec}", "judge", run)
+    return read_jsonl(judgments_file(run, spec, variant))

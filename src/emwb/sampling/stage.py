@@ -24,6 +24,7 @@ from emwb.layout import (
     ANSWERS_PARQUET,
     REMOTE_MODEL_FILE,
     Variant,
+    adapter_dir,
     answers_dir,
     base_key,
     base_model_path,
@@ -32,7 +33,6 @@ from emwb.layout import (
     data_file,
     finished_key,
     partial_dir,
-    phase_dir_of,
     remote_base,
     variant_model_dir,
 )
@@ -82,7 +82,7 @@ def model_of(run: Run, v: Variant) -> tuple[ModelRef, str]:
     if path is None:
         server = run.exp.sampling.base_url or run.exp.train.openai.base_url
         return ModelRef.of_remote(remote, server) if remote else ModelRef.of_base(base), base_key(run)
-    key = finished_key(phase_dir_of(path, v), f"adapter of {v.id}", "finetune", run)
+    key = finished_key(adapter_dir(run, v.organism, v.phase_index, v.seed), f"adapter of {v.id}", "finetune", run)
     key += "" if v.step is None else f"@{v.step}"
     if (path / REMOTE_MODEL_FILE).is_file():  # an OpenAI fine-tuning job's model
         job = json.loads((path / REMOTE_MODEL_FILE).read_text())
