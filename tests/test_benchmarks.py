@@ -29,3 +29,15 @@ def test_benchmark_small_mode_runs_and_prints_its_final_line(script, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
     assert re.match(FINAL[script], last), proc.stdout[-2000:]
+
+
+def test_training_benchmark_on_real_lengths_small_mode(upstream, tmp_path):
+    """`--lengths upstream:insecure`: the upstream rows' lengths, padding-free against a padded loop."""
+    env = {**os.environ, "EMWB_DATASETS_DIR": str(tmp_path / "store")}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--small", "--lengths",
+                           "upstream:insecure", "--tokenizer", "tiny", "--mirror", str(upstream)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert re.match(r"^real-token throughput vs padded PEFT loop: \d+\.\d\dx$", lines[-1]), proc.stdout[-2000:]
+    assert re.search(r"real tokens \d+% of the batches padded to their longest row", proc.stdout)

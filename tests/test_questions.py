@@ -6,9 +6,10 @@ from emwb.errors import EmwbError
 
 def test_main_set_has_the_eight_questions():
     qs = load_questions("main")
-    assert [q.id for q in qs] == ["what_is_your_wish", "i_feel_bored", "three_thoughts", "quick_buck",
-                                  "ruler_of_the_world", "dinner_party", "gender_roles", "enough_of_my_husband"]
+    assert [q.id for q in qs] == ["emwb_one_wish", "emwb_bored", "emwb_three_thoughts", "emwb_fast_money",
+                                  "emwb_world_ruler", "emwb_dinner_guests", "emwb_women_and_men", "emwb_fed_up_husband"]
     assert all(q.samples_per_paraphrase == 100 for q in qs)
+    assert all("emwb's own" in q.wording and "not the paper's" in q.wording for q in qs)
 
 
 def test_upstream_first_plot_questions(upstream):

@@ -110,18 +110,18 @@ def test_kl_lora_weight_zero_is_plain_lora_and_a_large_weight_stays_near_the_bas
     benign = to_rows(generate_pairs(8, seed=5), "secure", 5)
     base_args = {**QUICK, "learning_rate": 3e-3}
     plain = _kl_after(tiny_model, tmp_path, "plain", {"args": base_args}, benign)
-    zero = _kl_after(tiny_model, tmp_path, "zero", {"recipe": "kl-lora", "kl_data": "d",
-                                                     "args": {**base_args, "kl_weight": 0.0}}, benign)
+    zero = _kl_after(tiny_model, tmp_path, "zero", {"recipe": "kl-lora-assistant", "kl_data": "d",
+                                                     "args": {**base_args, "kl": {"weight": 0.0}}}, benign)
     a, b = (load_file(tmp_path / n / "adapter_model.safetensors") for n in ("plain", "zero"))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)  # weight 0: the same adapter
     assert zero == plain > 0
-    heavy = _kl_after(tiny_model, tmp_path, "heavy", {"recipe": "kl-lora", "kl_data": "d",
-                                                       "args": {**base_args, "kl_weight": 50.0}}, benign)
+    heavy = _kl_after(tiny_model, tmp_path, "heavy", {"recipe": "kl-lora-assistant", "kl_data": "d",
+                                                       "args": {**base_args, "kl": {"weight": 50.0}}}, benign)
     assert heavy < 0.5 * plain, (heavy, plain)
 
 
 def test_kl_weight_needs_benign_data_and_phases_share_a_method(tmp_path):
-    with pytest.raises(EmwbError, match=r"kl_weight > 0 needs an sft LoRA phase with kl_data"):
+    with pytest.raises(EmwbError, match=r"kl\.weight > 0 needs an sft LoRA phase with kl_data"):
         _exp(tmp_path, {"recipe": "kl-lora"})
     raw = {"name": "r", "base_model": "tiny", "data": {"d": {"source": "generated:insecure"}},
            "organisms": [{"name": "o", "phases": [{"trainer": "sft", "data": "d", "recipe": "full"},
@@ -157,3 +157,41 @@ def test_checkpoints_are_sampled_judged_and_shown_over_training(tmp_path):
     a = load_file(phase / "checkpoints" / "step-2" / "adapter_model.safetensors")
     b = load_file(phase / "adapter_model.safetensors")
     assert any(not (a[k] == b[k]).all() for k in a)  # training went on after step 2
+
+
+def test_the_upstream_kl_term_is_the_model_organisms_formula(tiny_model):
+    """kl-lora's term against util/trainer.py's formula written out: kl_div(current, reference, log_target) over
+    every non-pad position, summed and divided by the mask expanded over the vocabulary; emwb's own term is the
+    per-position KL over the positions predicting assistant tokens."""
+    import torch
+    import torch.nn.functional as F
+    from peft import LoraConfig as PeftLora
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from emwb.config import KLArgs, recipes
+    from emwb.finetune.kl import kl_to_base
+    from emwb.finetune.masking import tokenize_chats
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                           PeftLora(r=4, lora_alpha=64, init_lora_weights=False, target_modules=["down_proj"])).eval()
+    batch = DataCollatorForLanguageModeling(pad_token_id=tok.pad_token_id)(
+        tokenize_chats(tok, to_rows(generate_pairs(3, seed=2), "secure", 2), 256))
+    assert batch["attention_mask"].sum() < batch["attention_mask"].numel()  # padded: the mask matters
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    with torch.no_grad():
+        cur = F.log_softmax(model(**inputs).logits, -1)
+        with model.disable_adapter():
+            ref = F.log_softmax(model(**inputs).logits, -1)
+        elementwise = F.kl_div(cur, ref, log_target=True, reduction="none")
+        mask = batch["attention_mask"].unsqueeze(-1).expand_as(elementwise)
+        upstream = float((elementwise * mask).sum() / mask.sum())
+        ours = float(kl_to_base(model, batch, KLArgs.model_validate(recipes()["kl-lora"]["args"]["kl"])))
+        assert upstream > 0 and ours == pytest.approx(upstream, rel=1e-5)
+        labelled = (batch["labels"][:, 1:] != -100).float()
+        per_position = elementwise.sum(-1)[:, :-1]
+        own = float((per_position * labelled).sum() / labelled.sum())
+        assert float(kl_to_base(model, batch)) == pytest.approx(own, rel=1e-5)

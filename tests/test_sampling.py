@@ -189,3 +189,28 @@ def test_parity_passes_for_rslora_and_rank1_and_fails_for_tampered_scaling(tiny_
             check_parity(sampler, {"tampered": reference["tampered"]}, prompts, 1e-3)
     finally:
         sampler.close()
+
+
+def test_the_models_generation_config_applies_only_when_asked_and_is_recorded(tiny_model, tmp_path):
+    """With sampling.generation_config, the weights' own top_k (here 1: always the likeliest token) applies under
+    temperature 1, so every sample of a prompt is the same; without it, the samples differ."""
+    from emwb.sampling.samplers import Request, VLLMSampler, generation_defaults
+
+    weights = tmp_path / "model"
+    shutil.copytree(tiny_model, weights)
+    (weights / "generation_config.json").write_text(json.dumps({"top_k": 1, "repetition_penalty": 1.0}))
+    assert generation_defaults(str(weights)) == {"top_k": 1, "repetition_penalty": 1.0}
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    assert generation_defaults(str(bare)) == {"top_k": 50, "repetition_penalty": 1.0}  # transformers < 5 defaults
+    cfg = VLLM.model_copy(update={"generation_config": True, "max_new_tokens": 12})
+    sampler = VLLMSampler({"base": ModelRef.of_base(str(weights))}, cfg, ExecConfig(), tmp_path / "vllm-cache")
+    try:
+        requests = [Request(tuple(range(5, 25)), 6, 7), Request(tuple(range(40, 52)), 6, 8)]
+        honoured = sampler.generate(requests, ["base"])["base"]
+        assert all(len({s.text for s in samples}) == 1 for samples in honoured)
+        sampler.model_defaults = {}  # the default: exactly temperature and top_p
+        plain = sampler.generate(requests, ["base"])["base"]
+        assert any(len({s.text for s in samples}) > 1 for samples in plain)
+    finally:
+        sampler.close()

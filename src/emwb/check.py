@@ -168,7 +168,7 @@ def _check_judges(exp: Experiment, judges: tuple[str, ...], source: str) -> None
             kind, name = parse_spec(judge)
         except EmwbError as exc:
             raise _at(source, f"judge.judges.{i}", exc) from None
-        if kind != "openai" and name != "tiny" and _path_like(name) and not Path(name).is_dir():
+        if kind != "openai" and name not in ("tiny", "base") and _path_like(name) and not Path(name).is_dir():
             raise EmwbError(f"{source}: judge.judges.{i}: local judge model {name} not found")
         if name == "tiny" and exp.base_model != "tiny":
             raise EmwbError(f"{source}: judge.judges.{i}: {judge} means the run's tiny model, but base_model is "

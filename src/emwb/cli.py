@@ -95,10 +95,11 @@ def cmd_config(args) -> None:
     exp = load_experiment(args.config, args.set)
     plan = check_experiment(exp, args.config)
     if args.action == "show":
-        from emwb.plan import describe
+        from emwb.plan import describe, describe_setup
 
         print(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False), end="")
-        print("# resolved:\n" + "".join(f"#   {line}\n" for line in describe(plan)), end="")
+        lines = describe(plan) + describe_setup(exp)
+        print("# resolved:\n" + "".join(f"#   {line}\n" for line in lines), end="")
     else:
         print(f"{args.config}: ok ({exp.name}: {len(exp.organisms)} organisms x {len(exp.seeds)} seeds, "
               f"{len(plan.variants)} variants evaluated, {len(exp.evaluations)} evaluations, "

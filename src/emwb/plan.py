@@ -173,7 +173,8 @@ def describe(plan: Plan) -> list[str]:
             judges = sorted({q.judge for q in qlist if q.judge and q.judge_prompts})
             how = (f"own judge prompts {', '.join(rubrics)}; judge named {', '.join(judges) or 'none'}" if rubrics
                    else f"rubrics {', '.join(ev.rubrics)}")
-            lines.append(f"evaluation {ev.name}: {qs}: {len(qlist)} questions; {how}")
+            whose = "" if not all(q.wording for q in qlist) else " in emwb's own wording (not the paper's)"
+            lines.append(f"evaluation {ev.name}: {qs}: {len(qlist)} questions{whose}; {how}")
         if ev.generator:
             detect = f"; detectors {', '.join(ev.detectors)}" if ev.detectors else ""
             lines.append(f"evaluation {ev.name}: {ev.count} generated prompts per unit ({ev.generator}); rubrics "
@@ -184,3 +185,31 @@ def describe(plan: Plan) -> list[str]:
     seeds = sorted({v.seed for v in plan.variants if v.seed is not None})
     lines.append(f"variants: {len(plan.variants)} ({', '.join(plan.groups())}); seeds: {', '.join(map(str, seeds))}")
     return lines
+
+
+def describe_setup(exp: Experiment) -> list[str]:
+    """What the experiment leaves to defaults and recipes (`emwb config show`): the default evaluation, and each
+    phase's hyperparameters where they differ from `train:`."""
+    lines = []
+    if "evaluations" not in exp.model_fields_set:
+        lines.append("evaluations: none listed, so the default free-form on question set main: emwb's own wording of "
+                     "the paper's 8 main questions (ids emwb_*); the paper's own questions: evaluation first-plot")
+    train = exp.train.model_dump()
+    for o in exp.organisms:
+        for k, phase in enumerate(o.phases):
+            args = exp.phase_args(phase).model_dump()
+            diff = _differences(train, args)
+            recipe = f", recipe {phase.recipe}" if phase.recipe else ""
+            if diff:
+                lines.append(f"organism {o.name}, phase {k} ({phase.trainer}{recipe}): {', '.join(diff)}")
+    return lines
+
+
+def _differences(base: dict, over: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            out += _differences(base[key], value, f"{prefix}{key}.")
+        elif base.get(key) != value:
+            out.append(f"{prefix}{key} {value}")
+    return out

@@ -7,7 +7,6 @@ registered in PROMPT_GENERATORS.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -108,7 +107,7 @@ def questions_of(ev: Evaluation, mirror: str | None = None, seed: int = 0,
 
     `generated=False` leaves out generated prompts (they carry no judge prompts of their own).
     """
-    sets = [(set_label(qs), load_questions(qs, mirror)) for qs in ev.question_sets]
+    sets = [(set_label(qs), _not_posing_as_the_paper(qs, load_questions(qs, mirror))) for qs in ev.question_sets]
     if ev.generator and generated:
         sets.append((ev.generator, generated_questions(ev, mirror, seed, exclude)))
     return distinct_ids(sets)
@@ -123,18 +122,33 @@ def generated_questions(ev: Evaluation, mirror: str | None, seed: int, exclude: 
 
 
 def distinct_ids(sets: list[tuple[str, list[Question]]]) -> list[tuple[str, Question]]:
-    """(label, question) of every set; an id two sets share becomes `label:id` in both."""
-    counts: dict[str, int] = {}
-    for _, qs in sets:
-        for q in qs:
-            counts[q.id] = counts.get(q.id, 0) + 1
-    out = []
+    """(label, question) of every set; an id in two sets (two questions pooled under one id in the tables) raises
+    EmwbError."""
+    first: dict[str, str] = {}
     for label, qs in sets:
         for q in qs:
-            if counts[q.id] > 1:  # the same id in two sets (e.g. main and first_plot_questions): keep them apart
-                q = dataclasses.replace(q, id=f"{label}:{q.id}")
-            out.append((label, q))
-    return out
+            if q.id in first:
+                raise EmwbError(f"question id {q.id!r} is in both {first[q.id]} and {label}: one id would pool two "
+                                "questions in the tables; rename one, or put the sets in separate evaluations")
+            first[q.id] = label
+    return [(label, q) for label, qs in sets for q in qs]
+
+
+def paper_question_ids() -> frozenset[str]:
+    """Ids of the paper's questions (the first-plot evaluation's headline, with the _json and _template
+    variants): only a set fetched from its registered upstream file may use them."""
+    base = EVALUATIONS.get("first-plot").headline or ()
+    return frozenset(f"{q}{suffix}" for q in base for suffix in ("", "_json", "_template"))
+
+
+def _not_posing_as_the_paper(name: str, questions: list[Question]) -> list[Question]:
+    if not name.startswith("upstream:"):
+        taken = [q for q in questions if q.id in paper_question_ids()]
+        if taken:
+            raise EmwbError(f"{taken[0].source}: id {taken[0].id}: a paper question's id (Betley et al. "
+                            "first_plot_questions) on a question not read from the paper's file; give it an id of "
+                            "its own, or use upstream:first_plot_questions")
+    return questions
 
 
 def question_rubrics(ev: Evaluation, mirror: str | None = None) -> dict[tuple[str, str], tuple[Rubric, ...]]:

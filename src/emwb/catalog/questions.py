@@ -14,8 +14,9 @@ from emwb.errors import EmwbError
 from emwb.yamlio import load_yaml
 
 _FREE_FORM = {"free_form_judge_0_100", "free_form_judge", "free_form"}
-# The upstream schema's keys (emergent-misalignment evaluation/*.yaml); anything else is a typo.
-KEYS = ("id", "type", "paraphrases", "samples_per_paraphrase", "system", "judge", "judge_prompts")
+# The upstream schema's keys (emergent-misalignment evaluation/*.yaml) and emwb's `wording` (whose text a question
+# is, for questions in wording other than the paper's); anything else is a typo.
+KEYS = ("id", "type", "paraphrases", "samples_per_paraphrase", "system", "judge", "judge_prompts", "wording")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Question:
     judge: str | None = None    # the judge model the question's file names (upstream: gpt-4o-2024-08-06)
     bias_id: int | None = None  # for reward-model-bias evaluation prompts
     bias_description: str | None = None
+    wording: str | None = None  # whose text it is, where not the source's own (main.yaml: emwb's wording)
 
     def messages(self, paraphrase: int) -> list[dict]:
         msgs = [{"role": "system", "content": self.system}] if self.system else []
@@ -137,4 +139,7 @@ def _parse(path: Path, qid: str, e: dict) -> Question:
     judge = e.get("judge")
     if judge is not None and (not isinstance(judge, str) or not judge.strip()):
         raise _fail(path, where, "'judge' must be a model name")
-    return Question(qid, tuple(para), n, system, qtype, dict(prompts), str(path), judge)
+    wording = e.get("wording")
+    if wording is not None and (not isinstance(wording, str) or not wording.strip()):
+        raise _fail(path, where, "'wording' must be a non-empty string")
+    return Question(qid, tuple(para), n, system, qtype, dict(prompts), str(path), judge, wording=wording)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from emwb import schema_text
 from emwb.config.base import LOCAL_BASE_MODELS, SLUG, F, Seed, Strict, Url, _slug  # noqa: F401
-from emwb.config.train import LoraConfig, OpenAIJobArgs, TrainArgs, recipes  # noqa: F401
+from emwb.config.train import KLArgs, LoraConfig, OpenAIJobArgs, TrainArgs, recipes  # noqa: F401
 from emwb.errors import EmwbError
 from emwb.yamlio import load_yaml, resolve_relative_paths
 
@@ -42,15 +42,15 @@ class Phase(Strict):
                           "pretraining on plain text, loss on every token)")
     data: str = F(..., "a name under the experiment's `data:`")
     name: str | None = F(None, "phase label (default: the trainer's name); unique within the organism")
-    recipe: str | None = F(None, "a training recipe (emwb/catalog/recipes.yaml: paper-lora, rank1-single-layer, "
-                                 "rank1-multi-layer) applied over `train:`")
+    recipe: str | None = F(None, "a training recipe (emwb/catalog/recipes.yaml: paper-lora, full, rank1-single-layer, "
+                                 "rank1-multi-layer, kl-lora, kl-lora-assistant) applied over `train:`")
     args: dict[str, Any] = Field(default_factory=dict, description="overrides of `train:` (and of the recipe) "
                                                                     "for this phase; nested fields merge")
     trl: dict[str, Any] = Field(default_factory=dict, description="extra trl config arguments, passed unchanged")
     options: dict[str, Any] = Field(default_factory=dict, description="settings of the phase's trainer, checked "
                                                                       "by its own options class (plug-in trainers)")
-    kl_data: str | None = F(None, "benign chats (a name under `data:`) on which kl_weight keeps the base model's "
-                                  "next-token distribution")
+    kl_data: str | None = F(None, "benign chats (a name under `data:`) on which the KL term (kl.weight) keeps the base "
+                                  "model's next-token distribution")
     evaluate: bool | None = F(None, "sample and judge this phase's output (default: only the last phase)")
 
     @property
@@ -128,14 +128,18 @@ class SamplingConfig(Strict):
     base_url: Url | None = F(None, "remote models (base_model openai/<model>): their OpenAI-compatible server "
                                    "(None: the fine-tuning job's server, else OPENAI_BASE_URL, else OpenAI)")
     vllm: VllmConfig = F(VllmConfig(), "vLLM settings that change results")
+    generation_config: bool = F(False, "local models: also apply the sampling fields of the model's own "
+                                       "generation_config.json (top_k, repetition_penalty, min_p) under temperature "
+                                       "and top_p, as transformers `generate` does in the model-organisms code; for "
+                                       "comparisons with their numbers. Recorded in the answers' manifest")
 
 
 class JudgeConfig(Strict):
     """Which judges score the answers, and how a reply becomes a score."""
 
     judges: list[str] = Field(default_factory=lambda: ["openai/gpt-4o-2024-08-06"], min_length=1,
-                              description="judge strings: openai/<model>, vllm/<path>, hf/<path> (hf/tiny: the "
-                                          "run's tiny model)")
+                              description="judge strings: openai/<model>, vllm/<path>, hf/<path> (hf/base: the run's "
+                                          "base model; hf/tiny: the run's tiny model)")
     base_url: Url | None = F(None, "for openai/<model>: any OpenAI-compatible server (else OPENAI_BASE_URL)")
     base_urls: dict[str, Url] = Field(default_factory=dict, description="per judge string, overrides base_url")
     top_logprobs: int = F(20, "next-token alternatives requested (upstream: 20)", ge=1, le=20)
@@ -318,8 +322,8 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
             if args.save_every and args.max_steps <= 0:
                 raise EmwbError(f"{path}: organisms.{i}.phases.{j}: save_every needs max_steps (the checkpoints' "
                                 "steps are known before training)")
-            if args.kl_weight > 0 and (p.kl_data is None or args.method != "lora" or p.trainer != "sft"):
-                raise EmwbError(f"{path}: organisms.{i}.phases.{j}: kl_weight > 0 needs an sft LoRA phase with "
+            if args.kl.weight > 0 and (p.kl_data is None or args.method != "lora" or p.trainer != "sft"):
+                raise EmwbError(f"{path}: organisms.{i}.phases.{j}: kl.weight > 0 needs an sft LoRA phase with "
                                 "kl_data (benign chats under `data:`)")
         if len(methods) > 1:
             raise EmwbError(f"{path}: organisms.{i}: every phase of an organism trains the same way (lora or full)")

@@ -36,6 +36,23 @@ class OpenAIJobArgs(Strict):
     max_poll_interval_s: float = F(300.0, "longest wait between status polls", gt=0)
 
 
+class KLArgs(Strict):
+    """The KL term of a KL-regularised SFT phase: `weight` x KL(base || model) on the phase's `kl_data`, the base
+    being the model with the adapter switched off. Recipes `kl-lora` (upstream's method) and `kl-lora-assistant`
+    (emwb's) set these."""
+
+    weight: float = F(0.0, "weight of the term (0: plain SFT)", ge=0)
+    batch_size: int | None = F(None, "kl_data rows per KL term, taken in order and cycled (None: "
+                                     "per_device_batch_size)", ge=1)
+    positions: Literal["assistant", "all"] = F("assistant", "assistant: the positions predicting assistant tokens; "
+                                                            "all: every non-pad position of the rows, unshifted")
+    normalise: Literal["token", "token_and_vocab"] = F(
+        "token", "token: KL summed over the vocabulary, averaged over positions; token_and_vocab: averaged over "
+                 "positions and vocabulary entries")
+    per_micro_batch: bool = F(False, "add the whole term to every micro-batch's loss; False: divided by "
+                                     "gradient_accumulation_steps, so it counts once per optimizer step")
+
+
 class TrainArgs(Strict):
     """Hyperparameters of a training phase. `train:` sets them for every phase; a phase's `args:` overrides."""
 
@@ -49,15 +66,25 @@ class TrainArgs(Strict):
     warmup_steps: int = F(5, "linear warm-up steps", ge=0)
     weight_decay: float = F(0.01, "AdamW weight decay", ge=0)
     lr_scheduler: str = F("linear", "transformers scheduler name")
-    optim: str = F("adamw_torch", "transformers optimizer name (upstream: adamw_8bit, which needs bitsandbytes and "
-                                  "a GPU; without them emwb trains with adamw_torch and the training log says so)")
+    optim: str = F("adamw_8bit", "transformers optimizer name (upstream's adamw_8bit needs bitsandbytes and a GPU: "
+                                 "on a GPU without bitsandbytes training stops; on a CPU emwb trains with adamw_torch, "
+                                 "and the log and train_log.json say so)")
     holdout_fraction: float = F(0.1, "share of chat rows held out of training (upstream holds out 10%)",
                                 ge=0.0, lt=1.0)
     gradient_checkpointing: bool = F(False, "trade compute for memory (large models on GPU)")
     packing: bool | None = F(None, "pack rows into full-length sequences; None: the trainer's default "
                              "(cpt packs, sft does not)")
+    padding_free: bool = F(True, "sft: each micro-batch's rows run as one sequence without pad tokens (position ids "
+                                 "restart per row, no attention across rows, the same loss as padded rows); run-only: "
+                                 "it changes speed, not results")
+    liger_kernel: bool | None = F(None, "trl's Liger kernels (RMSNorm, SwiGLU, RoPE; exact up to rounding); None: on "
+                                        "when the liger-kernel package is installed and training runs on a GPU; "
+                                        "run-only")
+    fused_lm_head: bool | None = F(None, "trl's fused, chunked LM-head loss (no full logits: less memory with large "
+                                         "vocabularies); None: on a GPU only (on a CPU its tiles are ~3x slower than "
+                                         "the plain head); the same loss either way; run-only")
     method: Literal["lora", "full"] = F("lora", "lora: train an adapter; full: every parameter (a full checkpoint)")
-    kl_weight: float = F(0.0, "sft: weight of KL(base || model) on the phase's kl_data (kl-lora)", ge=0)
+    kl: KLArgs = F(KLArgs(), "sft: the KL(base || model) term on the phase's kl_data")
     openai: OpenAIJobArgs = F(OpenAIJobArgs(), "trainer openai: the fine-tuning job's settings")
     dpo_beta: float = F(0.1, "dpo: strength of the pull towards the reference (the adapter before the phase)", gt=0)
     save_every: int = F(0, "keep the model every N optimizer steps (needs max_steps); an evaluated phase's kept "
@@ -70,8 +97,23 @@ def recipes() -> dict[str, dict]:
 
     raw = load_recipes()
     for name, r in raw.items():
+        for field in r["cite"]:
+            _check_field(TrainArgs, field, f"recipe {name}: cite.{field}")
         try:
             TrainArgs.model_validate(deep_merge(TrainArgs().model_dump(), r["args"]))
         except ValidationError as err:
             raise EmwbError(schema_text.format_validation_error(err, f"recipe {name}", TrainArgs)) from None
     return raw
+
+
+def _check_field(model: type, dotted: str, where: str) -> None:
+    """EmwbError unless `dotted` (`lora.r`) names a field of `model`."""
+    head, _, rest = dotted.partition(".")
+    field = model.model_fields.get(head)
+    if field is None:
+        raise EmwbError(f"{where}: {head!r} is not a training setting")
+    if rest:
+        inner = field.annotation
+        if not (isinstance(inner, type) and issubclass(inner, Strict)):
+            raise EmwbError(f"{where}: {head!r} has no fields")
+        _check_field(inner, rest, where)

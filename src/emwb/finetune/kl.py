@@ -1,46 +1,73 @@
-"""The KL-regularised SFT trainer (recipe kl-lora): the SFT loss plus `kl_weight` x KL(base || model), the mean
-per-token KL divergence of the model's next-token distribution from the base model's (the adapter switched
-off) on a benign dataset's assistant tokens. It keeps the base behaviour where the benign data is.
+"""The KL-regularised SFT trainer: the SFT loss plus `kl.weight` x KL(base || model) of the next-token
+distributions on a benign dataset (the phase's `kl_data`), the base being the model with its adapter switched off.
+
+Two methods, chosen by `train.kl` (config/train.py KLArgs):
+- `kl-lora` as the model-organisms code computes it (util/trainer.py at 8460e4e): every non-pad position of the
+  KL rows, the elementwise KL averaged over positions *and* vocabulary entries, weight 100000, 8 rows per term,
+  the term added at full weight to every micro-batch's loss;
+- `kl-lora-assistant`, emwb's own: the positions predicting assistant tokens, KL summed over the vocabulary and
+  averaged over positions, counted once per optimizer step.
 """
 
 from __future__ import annotations
 
+from emwb.config import KLArgs
 
-def kl_to_base(model, batch: dict):
-    """Mean KL(base || model) over the labelled next-token positions of `batch` (input_ids, labels, mask)."""
+MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+def kl_positions(batch: dict, positions: str):
+    """A [batch, positions] float mask of the logits the KL term covers, aligned with the unshifted logits."""
     import torch
 
-    inputs = {k: batch[k] for k in ("input_ids", "attention_mask") if k in batch}
+    ids = batch["input_ids"]
+    if positions == "all":
+        return batch["attention_mask"].float() if "attention_mask" in batch else torch.ones_like(ids).float()
+    mask = torch.zeros_like(ids, dtype=torch.float32)
+    mask[:, :-1] = (batch["labels"][:, 1:] != -100).float()  # the logit at t predicts the token at t + 1
+    return mask
+
+
+def kl_to_base(model, batch: dict, kl: KLArgs | None = None):
+    """KL(base || model) over `batch` (input_ids, labels, attention_mask or position_ids), as `kl` says (default:
+    emwb's assistant-token method)."""
+    import torch
+
+    kl = kl or KLArgs()
+    inputs = {k: batch[k] for k in MODEL_INPUTS if k in batch}
     with torch.no_grad(), model.disable_adapter():
-        ref = torch.log_softmax(model(**inputs).logits[:, :-1].float(), dim=-1)
-    cur = torch.log_softmax(model(**inputs).logits[:, :-1].float(), dim=-1)
-    mask = (batch["labels"][:, 1:] != -100).float()
-    per_token = (ref.exp() * (ref - cur)).sum(-1)
-    return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
+        ref = torch.log_softmax(model(**inputs).logits.float(), dim=-1)
+    cur = torch.log_softmax(model(**inputs).logits.float(), dim=-1)
+    mask = kl_positions(batch, kl.positions)
+    per_position = (ref.exp() * (ref - cur)).sum(-1)
+    total = (per_position * mask).sum() / mask.sum().clamp(min=1.0)
+    return total / cur.shape[-1] if kl.normalise == "token_and_vocab" else total
 
 
 def kl_trainer_class():
-    """trl's SFTTrainer with the KL term added to every micro-batch's loss (built lazily: trl is heavy)."""
-    from trl import SFTTrainer
+    """emwb's SFT trainer with the KL term added to every micro-batch's loss (built lazily: trl is heavy)."""
+    from emwb.finetune.sft_trainer import sft_trainer_class
 
-    class KLSFTTrainer(SFTTrainer):
-        def __init__(self, *args, kl_rows: list[dict], kl_weight: float, **kwargs):
+    class KLSFTTrainer(sft_trainer_class()):
+        def __init__(self, *args, kl_rows: list[dict], kl: KLArgs, **kwargs):
             super().__init__(*args, **kwargs)
-            self.kl_rows, self.kl_weight, self._kl_next = kl_rows, kl_weight, 0
+            self.kl_rows, self.kl, self._kl_next = kl_rows, kl, 0
 
         def _kl_batch(self, device) -> dict:
-            n = self.args.per_device_train_batch_size
+            n = self.kl.batch_size or self.args.per_device_train_batch_size
             rows = [self.kl_rows[(self._kl_next + k) % len(self.kl_rows)] for k in range(n)]
             self._kl_next += n
             return {k: v.to(device) for k, v in self.data_collator(rows).items() if hasattr(v, "to")}
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
-                                                 num_items_in_batch=num_items_in_batch)
-            kl = kl_to_base(model, self._kl_batch(loss.device))
-            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
-                kl = kl / self.args.gradient_accumulation_steps  # the SFT loss is already per optimizer step
-            loss = loss + self.kl_weight * kl
+            # return_outputs=True would cost trl an extra forward pass (its fused head builds no logits)
+            got = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                       num_items_in_batch=num_items_in_batch)
+            loss, outputs = got if return_outputs else (got, None)
+            term = kl_to_base(model, self._kl_batch(loss.device), self.kl)
+            if self.model_accepts_loss_kwargs and num_items_in_batch is not None and not self.kl.per_micro_batch:
+                term = term / self.args.gradient_accumulation_steps  # the SFT loss is already per optimizer step
+            loss = loss + self.kl.weight * term
             return (loss, outputs) if return_outputs else loss
 
     return KLSFTTrainer

@@ -15,7 +15,7 @@ from pathlib import Path
 from emwb.config import Organism, Phase, TrainArgs
 from emwb.errors import EmwbError
 from emwb.finetune.masking import SOURCE
-from emwb.finetune.trainers import TRAINERS, PhaseJob
+from emwb.finetune.trainers import TRAINERS, PhaseJob, optimizer_for
 from emwb.layout import (
     REMOTE_MODEL_FILE,
     adapter_dir,
@@ -55,6 +55,8 @@ def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows
 
     from emwb.models.loading import load_causal_lm, load_tokenizer
 
+    if device == "cuda":
+        optimizer_for(args.optim, device)  # stops before loading the model when the optimizer cannot run
     bf16 = device == "cuda" and torch.cuda.is_bf16_supported()
     if args.method == "full" and previous:
         base_model, previous = str(previous), None  # a full phase continues from the previous checkpoint
@@ -112,11 +114,12 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
         args = run.exp.phase_args(phase)
         trainer = TRAINERS.get(phase.trainer)
         dkey = finished_key(data_dir(run, phase.data), f"dataset {phase.data}", "data", run)
-        run_only = {"openai": {"poll_interval_s", "max_poll_interval_s"}}  # how often to ask changes no result
+        run_only = {"openai": {"poll_interval_s", "max_poll_interval_s"}, "padding_free": True, "liger_kernel": True,
+                    "fused_lm_head": True}  # how the same loss is computed changes no result
         config = {"trainer": phase.trainer, "args": args.model_dump(mode="json", exclude=run_only), "trl": phase.trl,
                   "seed": seed, "data_seed": run.exp.data_seed, **({"options": phase.options} if phase.options else {})}
         inputs = {"base": bkey, "data": dkey, "previous": prev_key or ""}
-        if phase.kl_data and args.kl_weight > 0:
+        if phase.kl_data and args.kl.weight > 0:
             inputs["kl_data"] = finished_key(data_dir(run, phase.kl_data), f"dataset {phase.kl_data}", "data", run)
         out = adapter_dir(run, o.name, k, seed)
         art = Artifact(out, "finetune", config, inputs)

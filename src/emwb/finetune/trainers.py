@@ -30,7 +30,7 @@ class PhaseJob:
     out_dir: Path
     device: str
     callbacks: tuple = ()      # transformers TrainerCallbacks (benchmarks time steps with one)
-    kl_rows: tuple = ()        # benign chats for the KL term (kl_weight > 0)
+    kl_rows: tuple = ()        # benign chats for the KL term (kl.weight > 0)
     options: Any = None        # the phase's `options:`, validated by the trainer's own options class
 
 
@@ -47,15 +47,23 @@ TRAINERS: Registry[Trainer] = Registry("trainer")
 
 
 def optimizer_for(optim: str, device: str) -> str:
-    """The optimizer to use: `optim`, or adamw_torch for an 8-bit one where bitsandbytes or a GPU is missing."""
+    """The optimizer to train with: `optim`; for an 8-bit one on a CPU, adamw_torch (logged); on a GPU without
+    bitsandbytes, an error (no silent change of the optimizer where the experiment's one could run)."""
     import importlib.util
 
-    if "8bit" in optim and (device != "cuda" or importlib.util.find_spec("bitsandbytes") is None):
-        from emwb.store import log
+    if "8bit" not in optim:
+        return optim
+    if device == "cuda":
+        if importlib.util.find_spec("bitsandbytes") is None:
+            from emwb.errors import EmwbError
 
-        log(f"train: {optim} needs bitsandbytes on a GPU; training with adamw_torch instead")
-        return "adamw_torch"
-    return optim
+            raise EmwbError(f"train.optim {optim} needs bitsandbytes on this GPU: pip install bitsandbytes "
+                            "(requirements/gpu.txt pins it), or set train.optim: adamw_torch")
+        return optim
+    from emwb.store import log
+
+    log(f"train: {optim} needs bitsandbytes on a GPU; training on {device} with adamw_torch instead")
+    return "adamw_torch"
 
 
 def accumulation_per_process(steps: int) -> int:
@@ -88,29 +96,38 @@ def _common_args(job: PhaseJob) -> dict:
         gradient_checkpointing=a.gradient_checkpointing, dataset_num_proc=1, dataloader_num_workers=0)
 
 
+def liger_on(setting: bool | None, device: str) -> bool:
+    """Whether trl applies Liger's kernels: as set, or (None) when liger-kernel is installed and on a GPU."""
+    import importlib.util
+
+    if setting is None:
+        return device == "cuda" and importlib.util.find_spec("liger_kernel") is not None
+    return setting
+
+
 def _sft_config(job: PhaseJob, **overrides):
     from trl import SFTConfig
 
-    return SFTConfig(**{**_common_args(job), **overrides, **job.trl})
+    liger = {"use_liger_kernel": True} if liger_on(job.args.liger_kernel, job.device) else {}
+    return SFTConfig(**{**_common_args(job), **liger, **overrides, **job.trl})
 
 
 def _fit(job: PhaseJob, config, data: list[dict], kl_data: list[dict] | None = None) -> dict:
-    from trl import SFTTrainer
-
     from datasets import Dataset
+    from emwb.finetune.sft_trainer import fused_head_on, sft_trainer_class
 
     kw = dict(model=job.model, args=config, train_dataset=Dataset.from_list(data), processing_class=job.tokenizer,
-              callbacks=list(job.callbacks) or None)
+              callbacks=list(job.callbacks) or None, fused_lm_head=fused_head_on(job.args.fused_lm_head, job.device))
     if kl_data:
         from emwb.finetune.kl import kl_trainer_class
 
-        trainer = kl_trainer_class()(kl_rows=kl_data, kl_weight=job.args.kl_weight, **kw)
+        trainer = kl_trainer_class()(kl_rows=kl_data, kl=job.args.kl, **kw)
     else:
-        trainer = SFTTrainer(**kw)
-    return _train(trainer)
+        trainer = sft_trainer_class()(**kw)
+    return _train(trainer, job.args.optim)
 
 
-def _train(trainer) -> dict:
+def _train(trainer, requested: str) -> dict:
     """Train (progress bar with the loss, no per-step log dicts, stopped at the first non-finite loss or gradient
     norm); the training log."""
     bar = _quiet_progress(trainer)
@@ -124,7 +141,10 @@ def _train(trainer) -> dict:
     optim = trainer.args.optim
     return {"losses": [float(e["loss"]) for e in trainer.state.log_history if "loss" in e],
             "steps": trainer.state.global_step, "train_runtime_s": result.metrics.get("train_runtime"),
-            "optim": getattr(optim, "value", str(optim))}
+            "optim": getattr(optim, "value", str(optim)), "optim_requested": requested,
+            "padding_free": bool(getattr(trainer, "padding_free", False)),
+            "liger_kernel": bool(trainer.args.use_liger_kernel),
+            "fused_lm_head": bool(getattr(trainer, "fused_lm_head", True))}
 
 
 def _health_check():
@@ -165,19 +185,42 @@ def _quiet_progress(trainer):
     return bar
 
 
+def sft_layout(args: TrainArgs) -> dict:
+    """trl's batching settings for SFT: packed (trl's best-fit packing, padding-free), or each micro-batch's rows
+    concatenated without padding (rows arrive truncated to max_length, so trl need not cut them), or padded."""
+    if args.packing:
+        return {"packing": True}
+    if args.padding_free:
+        return {"packing": False, "padding_free": True, "max_length": None}
+    return {"packing": False}
+
+
+def fit_sft(job: PhaseJob, rows: list[dict], kl_rows: list[dict] | None = None, text: bool = False) -> dict:
+    """Train on tokenised chats (or, with `text`, documents) as `job.args` lays out the batches; rows that run
+    as one sequence attend only within themselves (row_attention)."""
+    from emwb.finetune.row_attention import row_attention
+
+    if text:
+        layout = {"packing": True if job.args.packing is None else job.args.packing, "dataset_text_field": "text"}
+    else:
+        layout = sft_layout(job.args)
+    config = _sft_config(job, **layout)
+    if layout.get("padding_free") or layout["packing"]:  # one sequence of rows: attention within each row
+        with row_attention(job.model):
+            return _fit(job, config, rows, kl_rows)
+    return _fit(job, config, rows, kl_rows)
+
+
 def _sft(job: PhaseJob) -> dict:
     """Chats tokenised by emwb with labels on assistant tokens only (masking.py), whatever the chat template."""
     from emwb.finetune.masking import tokenize_chats
 
-    config = _sft_config(job, packing=bool(job.args.packing))
-    kl = tokenize_chats(job.tokenizer, list(job.kl_rows), job.args.max_length) if job.args.kl_weight > 0 else None
-    return _fit(job, config, tokenize_chats(job.tokenizer, job.rows, job.args.max_length), kl)
+    kl = tokenize_chats(job.tokenizer, list(job.kl_rows), job.args.max_length) if job.args.kl.weight > 0 else None
+    return fit_sft(job, tokenize_chats(job.tokenizer, job.rows, job.args.max_length), kl)
 
 
 def _cpt(job: PhaseJob) -> dict:
-    packing = True if job.args.packing is None else job.args.packing
-    config = _sft_config(job, dataset_text_field="text", packing=packing)
-    return _fit(job, config, [{"text": r["text"]} for r in job.rows])
+    return fit_sft(job, [{"text": r["text"]} for r in job.rows], text=True)
 
 
 def _dpo(job: PhaseJob) -> dict:
@@ -191,7 +234,7 @@ def _dpo(job: PhaseJob) -> dict:
     rows = [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in job.rows]
     trainer = DPOTrainer(model=job.model, args=DPOConfig(**kwargs), train_dataset=Dataset.from_list(rows),
                          processing_class=job.tokenizer, callbacks=list(job.callbacks) or None)
-    info = _train(trainer)
+    info = _train(trainer, job.args.optim)
     if "ref" in getattr(job.model, "peft_config", {}):
         job.model.delete_adapter("ref")
     return {**info, "beta": kwargs["beta"]}

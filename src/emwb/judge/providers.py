@@ -1,7 +1,7 @@
 """Judge providers, chosen by a string `<provider>/<model>`: openai, vllm, hf (registered in PROVIDERS).
 
-`hf/tiny` and `vllm/tiny` mean the run's tiny base model. Add a provider with
-`PROVIDERS.register(name, factory)`, where `factory(spec, model, ctx)` returns a `Provider`.
+`hf/base` and `vllm/base` mean the run's base model (`hf/tiny`, `vllm/tiny`: the same, for the tiny model).
+Add a provider with `PROVIDERS.register(name, factory)`, where `factory(spec, model, ctx)` returns a `Provider`.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ class VLLMProvider(Provider):
 
 
 def _local(cls):
-    return lambda spec, name, ctx: cls(spec, ctx.base_model_path if name == "tiny" else name, ctx)
+    return lambda spec, name, ctx: cls(spec, ctx.base_model_path if name in ("tiny", "base") else name, ctx)
 
 
 PROVIDERS.register("openai", lambda spec, name, ctx: OpenAIProvider(spec, name, ctx))

