@@ -12,6 +12,7 @@ def _trainer(tiny_model, tmp_path, padding_free: bool, attention: str = "sdpa", 
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
     from datasets import Dataset
     from emwb.finetune.masking import tokenize_chats
     from emwb.finetune.row_attention import register

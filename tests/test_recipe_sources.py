@@ -114,3 +114,36 @@ def test_a_value_without_a_citation_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(r, "recipes_file", lambda: bad)
     with pytest.raises(EmwbError, match=r"recipe full: warmup_steps set without a citation under 'cite'"):
         r.load_recipes()
+
+
+def test_config_show_gives_a_phases_resolved_hyperparameters_and_the_default_evaluation(tmp_path, capsys):
+    from emwb.cli import main
+
+    cfg = tmp_path / "full.yaml"
+    cfg.write_text("name: f\nbase_model: tiny\ndata: {d: {source: 'generated:insecure', max_rows: 8}}\n"
+                   "organisms: [{name: full, phases: [{trainer: sft, data: d, recipe: full}]}]\n")
+    assert main(["config", "show", str(cfg)]) == 0
+    shown = [x for x in capsys.readouterr().out.splitlines() if x.startswith("#   ")]
+    phase = next(x for x in shown if x.startswith("#   organism full, phase 0 (sft, recipe full): "))
+    assert all(v in phase for v in ("learning_rate 2e-05", "warmup_steps 20", "lr_scheduler cosine", "method full"))
+    default = next(x for x in shown if x.startswith("#   evaluations: none listed, so the default free-form"))
+    assert "emwb's own wording" in default and "first-plot" in default
+
+
+def test_the_8bit_optimizer_stops_on_a_gpu_without_bitsandbytes_and_falls_back_on_a_cpu(monkeypatch):
+    import importlib.util
+
+    from emwb.errors import EmwbError
+    from emwb.finetune.trainers import optimizer_for
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(EmwbError, match=r"^train\.optim adamw_8bit needs bitsandbytes on this GPU: pip install "
+                                        r"bitsandbytes \(requirements/gpu\.txt pins it\), or set train\.optim: "
+                                        r"adamw_torch$"):
+        optimizer_for("adamw_8bit", "cuda")
+    assert optimizer_for("adamw_8bit", "cpu") == "adamw_torch"
+    assert optimizer_for("adamw_torch", "cuda") == "adamw_torch"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bitsandbytes" else None)
+    assert optimizer_for("adamw_8bit", "cuda") == "adamw_8bit"
