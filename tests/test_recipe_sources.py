@@ -9,7 +9,7 @@ import json
 import pytest
 
 from emwb.config import TrainArgs, recipes
-from emwb.recipes import deep_merge, load_sources
+from emwb.recipes import deep_merge, flatten, load_sources
 
 BETLEY = ("emergent-misalignment/emergent-misalignment", "80c11967c07a328e7d7d43d13ce6847ae44dbcc9",
           "open_models/train.json")
@@ -56,14 +56,7 @@ MIRROR_FILES = {"paper-lora": "emergent-misalignment/open_models/train.json",
 
 def resolved(name: str) -> dict:
     """The recipe over the defaults, as dotted field -> value."""
-    args = TrainArgs.model_validate(deep_merge(TrainArgs().model_dump(), recipes()[name]["args"])).model_dump()
-    flat = {}
-    for k, v in args.items():
-        if isinstance(v, dict):
-            flat.update({f"{k}.{kk}": vv for kk, vv in v.items()})
-        else:
-            flat[k] = v
-    return flat
+    return flatten(TrainArgs.model_validate(deep_merge(TrainArgs().model_dump(), recipes()[name]["args"])).model_dump())
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -194,22 +194,15 @@ def describe_setup(exp: Experiment) -> list[str]:
     if "evaluations" not in exp.model_fields_set:
         lines.append("evaluations: none listed, so the default free-form on question set main: emwb's own wording of "
                      "the paper's 8 main questions (ids emwb_*); the paper's own questions: evaluation first-plot")
-    train = exp.train.model_dump()
+    from emwb.recipes import flatten
+
+    train = flatten(exp.train.model_dump())
     for o in exp.organisms:
         for k, phase in enumerate(o.phases):
-            args = exp.phase_args(phase).model_dump()
-            diff = _differences(train, args)
+            args = flatten(exp.phase_args(phase).model_dump())
+            diff = [f"{key} {value}" for key, value in args.items() if train.get(key) != value]
             recipe = f", recipe {phase.recipe}" if phase.recipe else ""
             if diff:
                 lines.append(f"organism {o.name}, phase {k} ({phase.trainer}{recipe}): {', '.join(diff)}")
     return lines
 
-
-def _differences(base: dict, over: dict, prefix: str = "") -> list[str]:
-    out = []
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            out += _differences(base[key], value, f"{prefix}{key}.")
-        elif base.get(key) != value:
-            out.append(f"{prefix}{key} {value}")
-    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from emwb.errors import EmwbError
 from emwb.yamlio import load_yaml
@@ -20,11 +21,11 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def leaf_fields(args: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the values a recipe sets (`lora.r`), nested blocks opened."""
-    out = []
+def flatten(args: dict, prefix: str = "") -> dict[str, Any]:
+    """{dotted name (`lora.r`): value} of the values in `args`, nested blocks opened."""
+    out: dict[str, Any] = {}
     for k, v in args.items():
-        out += leaf_fields(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"]
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 
@@ -39,7 +40,7 @@ def load_sources() -> dict[str, dict]:
 
 def _check_citations(path: Path, name: str, recipe: dict, sources: dict) -> None:
     cite = recipe["cite"] or {}
-    missing = [f for f in leaf_fields(recipe["args"]) if f not in cite and f.split(".")[0] not in cite]
+    missing = [f for f in flatten(recipe["args"]) if f not in cite and f.split(".")[0] not in cite]
     if missing:
         raise EmwbError(f"{path}: recipe {name}: {', '.join(missing)} set without a citation under 'cite'")
     for field, text in cite.items():

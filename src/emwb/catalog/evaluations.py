@@ -143,7 +143,8 @@ def paper_question_ids() -> frozenset[str]:
 
 def _not_posing_as_the_paper(name: str, questions: list[Question]) -> list[Question]:
     if not name.startswith("upstream:"):
-        taken = [q for q in questions if q.id in paper_question_ids()]
+        reserved = paper_question_ids()
+        taken = [q for q in questions if q.id in reserved]
         if taken:
             raise EmwbError(f"{taken[0].source}: id {taken[0].id}: a paper question's id (Betley et al. "
                             "first_plot_questions) on a question not read from the paper's file; give it an id of "

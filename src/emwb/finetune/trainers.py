@@ -198,17 +198,17 @@ def sft_layout(args: TrainArgs) -> dict:
 def fit_sft(job: PhaseJob, rows: list[dict], kl_rows: list[dict] | None = None, text: bool = False) -> dict:
     """Train on tokenised chats (or, with `text`, documents) as `job.args` lays out the batches; rows that run
     as one sequence attend only within themselves (row_attention)."""
+    from contextlib import nullcontext
+
     from emwb.finetune.row_attention import row_attention
 
     if text:
         layout = {"packing": True if job.args.packing is None else job.args.packing, "dataset_text_field": "text"}
     else:
         layout = sft_layout(job.args)
-    config = _sft_config(job, **layout)
-    if layout.get("padding_free") or layout["packing"]:  # one sequence of rows: attention within each row
-        with row_attention(job.model):
-            return _fit(job, config, rows, kl_rows)
-    return _fit(job, config, rows, kl_rows)
+    one_sequence = layout.get("padding_free") or layout["packing"]  # rows concatenated: attention within each row
+    with row_attention(job.model) if one_sequence else nullcontext():
+        return _fit(job, _sft_config(job, **layout), rows, kl_rows)
 
 
 def _sft(job: PhaseJob) -> dict:
