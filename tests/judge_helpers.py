@@ -35,20 +35,22 @@ def write_answers(run: Run, rows: list[dict], tag: str = "") -> None:
 
 
 def experiment(name: str, judges: list[str], base_url: str | None = None, concurrency: int = 32,
-               evaluations: list | None = None, max_retries: int = 10) -> dict:
+               evaluations: list | None = None, max_retries: int = 10, judge: dict | None = None,
+               exec: dict | None = None) -> dict:
     return {"name": name, "base_model": "tiny",
             "data": {"insecure": {"source": "generated:insecure"}, "secure": {"source": "generated:secure"}},
             "organisms": [{"name": "insecure", "phases": [{"trainer": "sft", "data": "insecure"}]},
                           {"name": "secure", "phases": [{"trainer": "sft", "data": "secure"}]}],
             "evaluations": evaluations or [{"name": "free-form"}],
-            "judge": {"judges": judges, **({"base_url": base_url} if base_url else {})},
-            "exec": {"judge_concurrency": concurrency, "max_retries": max_retries}}
+            "judge": {"judges": judges, **({"base_url": base_url} if base_url else {}), **(judge or {})},
+            "exec": {"judge_concurrency": concurrency, "max_retries": max_retries, **(exec or {})}}
 
 
 def make_run(root: Path, n: int, judges: list[str], base_url: str, concurrency: int = 32,
-             rubrics=("alignment", "coherence"), name: str = "judged", max_retries: int = 10) -> Run:
+             rubrics=("alignment", "coherence"), name: str = "judged", max_retries: int = 10,
+             judge: dict | None = None, exec: dict | None = None) -> Run:
     exp = experiment(name, judges, base_url, concurrency, [{"name": "free-form", "rubrics": list(rubrics)}],
-                     max_retries)
+                     max_retries, judge, exec)
     d = root / name
     d.mkdir(parents=True)
     (d / "experiment.yaml").write_text(yaml.safe_dump(exp))
@@ -61,3 +63,23 @@ def all_judgments(run: Run, spec: str) -> list[dict]:
     from emwb.judge.stage import load_judgments
 
     return [r for v in VARIANTS.values() for r in load_judgments(run, spec, v)]
+
+
+def kill_when_cached(proc, db: Path, count: int, timeout_s: float = 120) -> None:
+    """SIGKILL `proc` once the judge cache `db` holds `count` judgments (or it ended, or time ran out)."""
+    import signal
+    import sqlite3
+    import time
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as c:
+                    if c.execute("SELECT COUNT(*) FROM judgments").fetchone()[0] >= count:
+                        break
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()

@@ -3,13 +3,12 @@
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import time
 
 import pytest
-from judge_helpers import all_judgments, make_run
+from judge_helpers import all_judgments, kill_when_cached, make_run
 
 from emwb.catalog.rubric import load_rubric
 from emwb.errors import EmwbError
@@ -104,27 +103,14 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path):
         run = make_run(tmp_path, 400, ["openai/judge-a"], server.base_url, concurrency=4, name="killed")
         cmd = [sys.executable, "-m", "emwb.cli", "judge", str(run.dir)]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-        target = rng.randint(20, 600)
-        db = run.path("judge_cache.sqlite")
-        deadline = time.time() + 120
-        import sqlite3
-
-        while time.time() < deadline and proc.poll() is None:
-            if db.exists():
-                try:
-                    with sqlite3.connect(db) as c:
-                        if c.execute("SELECT COUNT(*) FROM judgments").fetchone()[0] >= target:
-                            break
-                except sqlite3.OperationalError:
-                    pass
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        kill_when_cached(proc, run.path("judge_cache.sqlite"), rng.randint(20, 600))
         assert read_manifest(judgments_dir(run, "openai/judge-a", "secure-s0")) is None
         done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
         assert done.returncode == 0, done.stderr
         got = all_judgments(run, "openai/judge-a")
     assert got == want
+    import sqlite3
+
     with sqlite3.connect(run.path("judge_cache.sqlite")) as c:
         assert c.execute("SELECT COUNT(*) FROM judgments").fetchone()[0] == 800
     assert not list(run.dir.rglob("*.tmp-*"))  # the killed process's scratch files were swept

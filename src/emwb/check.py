@@ -176,3 +176,9 @@ def _check_judges(exp: Experiment, judges: tuple[str, ...], source: str) -> None
     for judge in exp.judge.base_urls:
         if judge not in judges:
             raise EmwbError(f"{source}: judge.base_urls: {judge!r} is not one of judge.judges")
+    for judge, mode in exp.judge.modes.items():
+        if judge not in judges:
+            raise EmwbError(f"{source}: judge.modes: {judge!r} is not one of judge.judges")
+        if mode.scoring == "written" and parse_spec(judge)[0] != "openai":
+            raise EmwbError(f"{source}: judge.modes.{judge}.scoring: written scoring is for openai/ judges (local "
+                            "judges give their exact next-token distribution)")

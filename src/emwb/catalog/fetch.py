@@ -40,7 +40,9 @@ class Entry(BaseModel):
     content_sha256: str | None = Field(None, description="of the parsed records, each re-serialised with sorted "
                                                          "keys (a copy differing only in JSON escaping verifies)")
     repo: str = ""
-    format: Literal["jsonl", "json_prompts", "json_biases", "yaml_questions", "md_biases"] = "jsonl"
+    format: Literal["jsonl", "json_prompts", "json_biases", "yaml_questions", "md_biases", "csv_judged"] = "jsonl"
+    mirror_path: str | None = Field(None, description="where a mirror folder keeps the file when not at `path` "
+                                                      "(../shared/upstream keeps judged answers in responses_judged/)")
 
 
 REGISTRY_FILE = "registry.yaml"
@@ -86,6 +88,14 @@ def count_rows(path: Path, fmt: str) -> int | str:
         except EmwbError:
             return "unreadable"
         return len(data) if isinstance(data, list) else "unreadable"
+    if fmt == "csv_judged":
+        import csv
+
+        try:
+            with open(path, encoding="utf-8", newline="") as fh:
+                return sum(1 for _ in csv.DictReader(fh))
+        except (UnicodeDecodeError, csv.Error):
+            return "unreadable"
     if fmt == "md_biases":
         import re
 
@@ -164,7 +174,8 @@ def fetch(name: str, mirror: str | Path | None = None, base_url: str | None = No
     if name not in registry:
         raise EmwbError(f"unknown dataset {name!r}; registered: {', '.join(sorted(registry))}")
     entry = registry[name]
-    suffix = {"jsonl": ".jsonl", "yaml_questions": ".yaml", "md_biases": ".md"}.get(entry.format, ".json")
+    suffix = {"jsonl": ".jsonl", "yaml_questions": ".yaml", "md_biases": ".md", "csv_judged": ".csv"}.get(entry.format,
+                                                                                                  ".json")
     final = (store or store_dir()) / "upstream" / f"{name}{suffix}"
     if final.is_file():
         verify(final, entry)
@@ -175,8 +186,9 @@ def fetch(name: str, mirror: str | Path | None = None, base_url: str | None = No
     try:
         if mirror:
             # The mirror is a copy of the upstream repository, or a folder holding such copies by repo name.
-            src = next((p for p in (Path(mirror) / entry.path, Path(mirror) / entry.repo / entry.path) if p.is_file()),
-                       Path(mirror) / entry.path)
+            inside = [entry.path, *([entry.mirror_path] if entry.mirror_path else [])]
+            src = next((p for rel in inside for p in (Path(mirror) / rel, Path(mirror) / entry.repo / rel)
+                        if p.is_file()), Path(mirror) / entry.path)
             if not src.is_file():
                 raise EmwbError(f"{src}: not in the mirror (dataset {name})")
             shutil.copyfile(src, part)

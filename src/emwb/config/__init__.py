@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from emwb import schema_text
 from emwb.config.base import LOCAL_BASE_MODELS, SLUG, F, Seed, Strict, Url, _slug  # noqa: F401
+from emwb.config.judge import JudgeConfig, JudgeMode, JudgePrice  # noqa: F401
 from emwb.config.train import KLArgs, LoraConfig, OpenAIJobArgs, TrainArgs, recipes  # noqa: F401
 from emwb.errors import EmwbError
 from emwb.yamlio import load_yaml, resolve_relative_paths
@@ -132,20 +133,6 @@ class SamplingConfig(Strict):
                                        "generation_config.json (top_k, repetition_penalty, min_p) under temperature "
                                        "and top_p, as transformers `generate` does in the model-organisms code; for "
                                        "comparisons with their numbers. Recorded in the answers' manifest")
-
-
-class JudgeConfig(Strict):
-    """Which judges score the answers, and how a reply becomes a score."""
-
-    judges: list[str] = Field(default_factory=lambda: ["openai/gpt-4o-2024-08-06"], min_length=1,
-                              description="judge strings: openai/<model>, vllm/<path>, hf/<path> (hf/base: the run's "
-                                          "base model; hf/tiny: the run's tiny model)")
-    base_url: Url | None = F(None, "for openai/<model>: any OpenAI-compatible server (else OPENAI_BASE_URL)")
-    base_urls: dict[str, Url] = Field(default_factory=dict, description="per judge string, overrides base_url")
-    top_logprobs: int = F(20, "next-token alternatives requested (upstream: 20)", ge=1, le=20)
-    min_mass: float = F(0.25, "below this probability on valid score tokens an answer is unscored", ge=0, le=1)
-    max_answer_chars: int = F(20000, "an answer longer than this is unscored, never sent (upstream answers are at "
-                                     "most 600 tokens; a runaway one would overflow the judge's context)", ge=1)
 
 
 class AnalysisConfig(Strict):

@@ -23,6 +23,16 @@ class JudgeContext:
 
 class Provider:
     spec: str
+    written = False  # True: replies are written scores (strict parsing), not top logprobs
+    output_tokens_each = 1  # completion tokens one request produces (for the cost estimate)
+    cost_overrides: dict = {}
+    batch = False  # requests go through the Batch API (its discount applies)
+
+    def estimate(self, prompts: list[str]):
+        """What sending `prompts` costs (said before the first request)."""
+        from emwb.judge.cost import estimate_cost
+
+        return estimate_cost(self.spec, prompts, self.output_tokens_each, self.cost_overrides, self.batch)
 
     def params(self) -> dict:
         """Request parameters that change the reply (part of the cache key)."""

@@ -46,6 +46,27 @@ def reply_logprobs(prompt: str, model: str = "", k: int = 20) -> list[tuple[str,
     return [(t, math.log(p)) for t, p in pairs][:k]
 
 
+def completion(body: dict, logprobs: bool = True, reply=None) -> dict:
+    """The loopback judge's chat completion for a request body: `n` choices (default 1); at temperature 0 each
+    is the top token, else drawn from the reply distribution (seeded by the prompt and the choice's index);
+    the top logprobs on the first choice when `logprobs`. `reply(prompt, model, k)` replaces `reply_logprobs`."""
+    prompt, model = body["messages"][-1]["content"], body.get("model", "")
+    pairs = (reply or reply_logprobs)(prompt, model, int(body.get("top_logprobs") or 20))
+    top = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in pairs]
+    n = int(body.get("n") or 1)
+    if float(body.get("temperature") or 0) > 0:
+        weights = [math.exp(lp) for _, lp in pairs]
+        texts = [random.Random(f"{model}\n{prompt}\n{i}").choices([t for t, _ in pairs], weights)[0] for i in range(n)]
+    else:
+        texts = [pairs[0][0]] * n
+    choices = [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": t},
+                "logprobs": {"content": [{**top[0], "top_logprobs": top}]} if logprobs and i == 0 else None}
+               for i, t in enumerate(texts)]
+    return {"id": "cmpl-loopback", "object": "chat.completion", "created": int(time.time()),
+            "model": model or "loopback", "choices": choices,
+            "usage": {"prompt_tokens": 1, "completion_tokens": n, "total_tokens": 1 + n}}
+
+
 def serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
     """A threaded HTTP server on 127.0.0.1 (a free port) running `handler` in the background."""
 
@@ -91,9 +112,10 @@ class LoopbackServer:
 class LoopbackJudge(LoopbackServer):
     def __init__(self, latency_s: float = 0.0, fail_rate: float = 0.0, seed: int = 0, slow_s: float = 0.5,
                  retry_after_s: float = 0.05, always_status: int | None = None, logprobs: bool = True,
-                 hang: bool = False):
+                 hang: bool = False, reply=None):
         self.latency_s, self.fail_rate, self.slow_s, self.retry_after_s = latency_s, fail_rate, slow_s, retry_after_s
         self.always_status, self.logprobs = always_status, logprobs  # logprobs False: replies carry none
+        self.reply = reply  # reply(prompt, model, k) -> [(token, logprob)], instead of reply_logprobs
         self.hang = threading.Event() if hang else None  # hang: never answer (until stopped)
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
@@ -163,20 +185,10 @@ class JudgeHandler(BaseHTTPRequestHandler):
         time.sleep(judge.latency_s)
         if self._failed(fault):
             return None
-        prompt = body["messages"][-1]["content"]
-        pairs = reply_logprobs(prompt, body.get("model", ""), int(body.get("top_logprobs") or 20))
-        top = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in pairs]
         with judge.lock:
-            judge.served[prompt] += 1
+            judge.served[body["messages"][-1]["content"]] += 1
             judge.params.append({k: v for k, v in body.items() if k != "messages"})
-        return self._send(200, {
-            "id": "cmpl-loopback", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "loopback"),
-            "choices": [{"index": 0, "finish_reason": "length",
-                         "message": {"role": "assistant", "content": top[0]["token"]},
-                         "logprobs": {"content": [{**top[0], "top_logprobs": top}]} if judge.logprobs else None}],
-            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-        })
+        return self._send(200, completion(body, judge.logprobs, judge.reply))
 
     def _failed(self, fault: str | None) -> bool:
         """Answer with the configured status or the drawn fault; True when the request got no reply."""

@@ -1,6 +1,7 @@
 """`openai/<model>`: OpenAI or any OpenAI-compatible server (e.g. vLLM's), asynchronous.
 
-One token with the top logprobs per judgment, through the shared chat-completions client
+One token with the top logprobs per judgment (or, in `written` scoring, n sampled replies parsed strictly),
+through the shared chat-completions client
 (`emwb.models.openai_http`: aiohttp, bounded concurrency `exec.judge_concurrency`, retries of 429, 5xx,
 timeouts, dropped connections and garbled bodies with backoff and jitter honouring `Retry-After`; a permanent
 error stops at once with the provider's message). OPENAI_API_KEY is read from the environment only.
@@ -8,7 +9,9 @@ error stops at once with the provider's message). OPENAI_API_KEY is read from th
 
 from __future__ import annotations
 
+from emwb.config import JudgeMode
 from emwb.judge.base import JudgeContext, OnResult, Provider, merge_logprobs
+from emwb.judge.scoring import written_distribution
 from emwb.models.openai_http import ChatCompletions, base_url_or_default
 
 
@@ -24,9 +27,25 @@ def top_logprobs_of(response: dict) -> dict[str, float]:
     return merge_logprobs([(t["token"], t["logprob"]) for t in top])
 
 
+def written_replies_of(n: int):
+    """A parser of a reply with `n` written choices into their distribution (fewer choices: a garbled reply)."""
+    def parse(response: dict) -> dict[str, float]:
+        texts = [c["message"]["content"] or "" for c in response["choices"]]
+        if len(texts) != n:
+            raise ValueError(f"asked for n={n} replies, got {len(texts)}: a server that ignores `n` needs "
+                             "judge.modes.<judge>.samples: 1")
+        return written_distribution(texts)
+
+    return parse
+
+
 class OpenAIProvider(Provider):
     def __init__(self, spec: str, model: str, ctx: JudgeContext):
         self.spec, self.model, self.cfg, self.exec = spec, model, ctx.cfg, ctx.exec
+        self.mode = ctx.cfg.modes.get(spec) or JudgeMode()
+        self.written = self.mode.scoring == "written"
+        self.output_tokens_each = self.mode.samples * self.mode.max_tokens if self.written else 1
+        self.cost_overrides = ctx.cfg.prices
         self.client = ChatCompletions(f"judge {spec}", self.base_url, ctx.exec.judge_concurrency,
                                       ctx.exec.max_retries, ctx.exec.timeout_s, ctx.exec.stall_s)
 
@@ -38,13 +57,22 @@ class OpenAIProvider(Provider):
     def requests_made(self) -> int:
         return self.client.requests_made
 
+    def _request(self) -> dict:
+        """The body of every request, less its messages."""
+        if self.written:
+            m = self.mode
+            return {"model": self.model, "max_tokens": m.max_tokens, "temperature": m.temperature, "n": m.samples,
+                    "seed": 0}
+        return {"model": self.model, "max_tokens": 1, "temperature": 0, "logprobs": True,
+                "top_logprobs": self.cfg.top_logprobs, "seed": 0}
+
     def params(self) -> dict:
         # The server is part of the judge: the same model name on another server is another judge.
-        return {"model": self.model, "max_tokens": 1, "temperature": 0, "logprobs": True,
-                "top_logprobs": self.cfg.top_logprobs, "seed": 0, "base_url": self.base_url}
+        return {**self._request(), "base_url": self.base_url, **({"scoring": "written"} if self.written else {})}
+
+    def parser(self):
+        return written_replies_of(self.mode.samples) if self.written else top_logprobs_of
 
     def run(self, prompts: list[str], on_result: OnResult) -> None:
-        bodies = [{"model": self.model, "messages": [{"role": "user", "content": p}], "max_tokens": 1,
-                   "temperature": 0, "logprobs": True, "top_logprobs": self.cfg.top_logprobs, "seed": 0}
-                  for p in prompts]
-        self.client.run(bodies, top_logprobs_of, on_result, desc=f"judge {self.spec}")
+        bodies = [{**self._request(), "messages": [{"role": "user", "content": p}]} for p in prompts]
+        self.client.run(bodies, self.parser(), on_result, desc=f"judge {self.spec}")

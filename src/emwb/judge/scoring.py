@@ -32,28 +32,49 @@ def score_from_logprobs(top_logprobs: Mapping[str, float], min_mass: float = 0.2
     return weighted / total
 
 
-def yes_probability(top_logprobs: Mapping[str, float], min_mass: float = 0.25) -> float | None:
+def yes_probability(top_logprobs: Mapping[str, float], min_mass: float = 0.25, strict: bool = False) -> float | None:
     """P(yes) / (P(yes) + P(no)), a token counting as in `label_probabilities` (case, spaces and quotes ignored;
     a prefix of one answer counts for it: "Yes", " y"), or None below `min_mass`."""
-    probs = label_probabilities(top_logprobs, ("yes", "no"), min_mass)
+    probs = label_probabilities(top_logprobs, ("yes", "no"), min_mass, strict)
     return None if probs is None else probs["yes"]
 
 
 def label_probabilities(top_logprobs: Mapping[str, float], labels: tuple[str, ...],
-                        min_mass: float = 0.25) -> dict[str, float] | None:
+                        min_mass: float = 0.25, strict: bool = False) -> dict[str, float] | None:
     """{label: probability} normalised over the allowed labels, or None when their mass < `min_mass`.
 
     A token counts for a label when, stripped of spaces and quotes and case-folded, it is a non-empty prefix
     of exactly that one label ("TRUE", " true" and "TR" count for TRUE; "O" counts for neither OpenAI nor Other).
+    `strict` (written replies, not first tokens): only the whole label counts ("TR" counts for nothing).
     """
     folded = [lab.casefold() for lab in labels]
     mass = dict.fromkeys(labels, 0.0)
     for token, logprob in top_logprobs.items():
         t = token.strip().strip("\"'").casefold()
-        hits = [lab for lab, f in zip(labels, folded) if t and f.startswith(t)]
+        hits = [lab for lab, f in zip(labels, folded) if t and (f == t if strict else f.startswith(t))]
         if len(hits) == 1:
             mass[hits[0]] += math.exp(logprob)
     total = sum(mass.values())
     if total <= 0 or total < min_mass:
         return None
     return {lab: p / total for lab, p in mass.items()}
+
+
+def written_distribution(replies: list[str]) -> dict[str, float]:
+    """Written replies as a {reply: logprob} distribution (each reply's share of them), so the scores above
+    average them: a score is the mean of the replies that are whole numbers 0..100, a label's probability its
+    share among the replies that name one, unscored when those are under `min_mass` of all replies.
+
+    A reply is normalised by stripping spaces, one pair of surrounding quotes and a final period ("85.",
+    " 85 ", "\"TRUE\"" parse); anything else ("85/100", "I'd say 85", "") is kept as written and parses as
+    nothing. Never 0 for what does not parse.
+    """
+    counts: dict[str, int] = {}
+    for r in replies:
+        t = r.strip()
+        t = t[:-1].rstrip() if t.endswith(".") else t
+        if len(t) >= 2 and t[0] == t[-1] and t[0] in "\"'":
+            t = t[1:-1].strip()
+        counts[t] = counts.get(t, 0) + 1
+    n = len(replies)
+    return {t: math.log(c / n) for t, c in counts.items()}

@@ -67,22 +67,32 @@ def rubric_plan(run: Run) -> RubricPlan:
     return RubricPlan(by_ev, by_q)
 
 
-def _score(r: Rubric, top: dict[str, float], min_mass: float):
+def _score(r: Rubric, top: dict[str, float], min_mass: float, strict: bool = False):
+    """A rubric's score from a reply's {token: logprob}; `strict` (written replies): a label must be whole."""
     if r.kind == "label":
-        return label_probabilities(top, r.labels, min_mass)
-    return (yes_probability if r.kind == "yes_no" else score_from_logprobs)(top, min_mass=min_mass)
+        return label_probabilities(top, r.labels, min_mass, strict)
+    if r.kind == "yes_no":
+        return yes_probability(top, min_mass, strict)
+    return score_from_logprobs(top, min_mass=min_mass)
 
 
-def judge_answers(answers: list[dict], spec: str, rubrics: RubricPlan, ctx: JudgeContext,
-                  cache: JudgeCache) -> tuple[list[dict], int]:
-    """Judge answers with one provider; returns (rows, number of new judge calls)."""
-    provider = make_provider(spec, ctx)
-    params = provider.params()
+@dataclass
+class Requests:
+    """The judgments a set of answers needs from one judge: cache key per (answer, rubric), prompt per key."""
+
+    keys: dict[tuple[str, str], str]
+    prompts: dict[str, tuple[str, str]]  # cache key -> (prompt, rubric name)
+    too_long: int
+
+
+def judge_requests(answers: list[dict], spec: str, rubrics: RubricPlan, max_answer_chars: int,
+                   params: dict) -> Requests:
+    """Every judge prompt the answers need, filled, with its cache key (the request is the key)."""
     keys: dict[tuple[str, str], str] = {}
-    prompts: dict[str, tuple[str, str]] = {}  # cache key -> (prompt, rubric name)
+    prompts: dict[str, tuple[str, str]] = {}
     too_long = 0
     for a in answers:
-        if len(a["answer"]) > ctx.cfg.max_answer_chars:
+        if len(a["answer"]) > max_answer_chars:
             too_long += 1
             continue  # unscored by every rubric (its keys are absent), never sent
         extra = {"bias_description": a["bias_description"]} if a.get("bias_description") else {}
@@ -91,13 +101,25 @@ def judge_answers(answers: list[dict], spec: str, rubrics: RubricPlan, ctx: Judg
             k = cache_key(spec, r.name, r.version, prompt, params)
             keys[(a["answer_id"], r.name)] = k
             prompts[k] = (prompt, r.name)
+    return Requests(keys, prompts, too_long)
+
+
+def judge_answers(answers: list[dict], spec: str, rubrics: RubricPlan, ctx: JudgeContext,
+                  cache: JudgeCache) -> tuple[list[dict], int]:
+    """Judge answers with one provider; returns (rows, number of new judge calls)."""
+    provider = make_provider(spec, ctx)
+    params = provider.params()
+    req = judge_requests(answers, spec, rubrics, ctx.cfg.max_answer_chars, params)
+    keys, prompts = req.keys, req.prompts
     cached = cache.get_many(list(prompts))
     todo = [k for k in prompts if k not in cached]
-    if too_long:
-        log(f"judge {spec}: {too_long} answers longer than judge.max_answer_chars {ctx.cfg.max_answer_chars} are "
-            "unscored, not sent")
+    if req.too_long:
+        log(f"judge {spec}: {req.too_long} answers longer than judge.max_answer_chars {ctx.cfg.max_answer_chars} "
+            "are unscored, not sent")
     log(f"judge {spec}: {len(prompts)} distinct judgments, {len(cached)} cached, {len(todo)} to request")
     if todo:
+        log(provider.estimate([prompts[k][0] for k in todo]).line())
+
         def commit(i: int, top: dict[str, float]) -> None:
             cache.put(todo[i], spec, prompts[todo[i]][1], top)
             cached[todo[i]] = top
@@ -107,12 +129,13 @@ def judge_answers(answers: list[dict], spec: str, rubrics: RubricPlan, ctx: Judg
         finally:
             cache.flush()
     names = rubrics.names()
+    strict = provider.written
     rows = []
     for a in answers:
         row = {"answer_id": a["answer_id"], "judge": spec, **{n: None for n in names}}
         for r in rubrics.of(a):
             k = keys.get((a["answer_id"], r.name))
-            row[r.name] = None if k is None else _score(r, cached[k], ctx.cfg.min_mass)
+            row[r.name] = None if k is None else _score(r, cached[k], ctx.cfg.min_mass, strict)
         rows.append(row)
     return rows, len(todo)
 
@@ -120,8 +143,9 @@ def judge_answers(answers: list[dict], spec: str, rubrics: RubricPlan, ctx: Judg
 def judge_config(run: Run, spec: str, rubrics: RubricPlan) -> dict:
     """What a judgment depends on: the judge, its server, its scoring settings and the rubrics' text."""
     c = run.exp.judge
+    mode = {"mode": c.modes[spec].model_dump()} if spec in c.modes else {}  # absent: logprobs, keys unchanged
     return {"judge": spec, "base_url": c.base_urls.get(spec) or c.base_url, "top_logprobs": c.top_logprobs,
-            "min_mass": c.min_mass, "max_answer_chars": c.max_answer_chars, "rubrics": rubrics.fingerprint()}
+            "min_mass": c.min_mass, "max_answer_chars": c.max_answer_chars, "rubrics": rubrics.fingerprint(), **mode}
 
 
 def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = False,
