@@ -39,7 +39,7 @@ MUTATIONS = [
     Mutation("coherence threshold: coherence > 50 becomes >= 50", "analysis/metrics.py",
              "coherent = scored & (c > coherence_threshold)", "coherent = scored & (c >= coherence_threshold)",
              ("tests/test_report.py", "-k", "boundaries")),
-    Mutation("minimum probability mass 0.25 becomes 0.05", "config/__init__.py",
+    Mutation("minimum probability mass 0.25 becomes 0.05", "config/judge.py",
              "min_mass: float = F(0.25,", "min_mass: float = F(0.05,",
              ("tests/test_scoring.py", "tests/test_config.py")),
     Mutation("unscored judged as 0 (below the minimum mass)", "judge/scoring.py",

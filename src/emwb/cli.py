@@ -167,22 +167,6 @@ def cmd_analyze(args) -> None:
         print(markdown(display_frame(table, evals)), end="")
 
 
-def cmd_judges_bench(args) -> None:
-    from emwb.config import JudgeMode, JudgePrice
-    from emwb.judgebench.report import write_bench
-    from emwb.judgebench.run import BenchSettings, run_bench
-    from emwb.yamlio import load_yaml
-
-    prices = {m: JudgePrice(**p) for m, p in (load_yaml(Path(args.prices))["models"] if args.prices else {}).items()}
-    modes = {spec: JudgeMode(scoring="written", samples=args.samples) for spec in args.written or []}
-    s = BenchSettings(Path(args.out), args.base_url, args.per_file, args.files, args.mirror, args.seed,
-                      args.concurrency, modes, prices)
-    table, per_file, judged = run_bench(args.judges, s)
-    for path in write_bench(s.out, table, per_file, judged):
-        print(path)
-    print((s.out / "judges_bench.md").read_text(), end="")
-
-
 def cmd_build_tiny(args) -> None:
     from emwb.basemodel import build_tiny
 
@@ -301,26 +285,9 @@ def _tool_commands(sub) -> None:
                     "(model-organisms convention) instead of < (Betley et al.)")
     an.set_defaults(fn=cmd_analyze)
 
-    from emwb.judgebench.run import BenchSettings
+    from emwb.judgebench.cli import add_judges_commands
 
-    js = sub.add_parser("judges", help="judge tools: bench (any judge against 10,000 published GPT-4o judgments)")
-    jsub = js.add_subparsers(dest="judges_command", required=True, metavar="ACTION")
-    b, d = jsub.add_parser("bench", help="judge the published answers and compare with the reference judgments"), \
-        BenchSettings()
-    b.add_argument("judges", nargs="+", metavar="SPEC", help="judge strings, e.g. openai/gpt-4o-mini, hf/PATH")
-    b.add_argument("--base-url", help="an OpenAI-compatible server for openai/ judges (else OPENAI_BASE_URL)")
-    b.add_argument("--per-file", type=int, help="a seeded subset of N answers per file, spread over its questions "
-                   "(default: every answer)")
-    b.add_argument("--files", nargs="+", help="published files by label (default: all 25)")
-    b.add_argument("--out", default=str(d.out), help="output folder, with its judge cache (default: %(default)s)")
-    b.add_argument("--mirror", help="a local copy of the upstream repositories (or EMWB_DATASET_MIRROR)")
-    b.add_argument("--seed", type=int, default=d.seed, help="seed of the --per-file subset")
-    b.add_argument("--concurrency", type=int, default=d.concurrency, help="requests in flight per openai/ judge")
-    b.add_argument("--written", action="append", metavar="SPEC", help="score this judge from written replies "
-                   "(no logprobs needed; repeatable)")
-    b.add_argument("--samples", type=int, default=5, help="written replies per judgment (default: %(default)s)")
-    b.add_argument("--prices", help="a YAML file of model prices (the layout of emwb/catalog/prices.yaml)")
-    b.set_defaults(fn=cmd_judges_bench)
+    add_judges_commands(sub)
 
     t = sub.add_parser("build-tiny", help="build the tiny local chat model into a folder")
     t.add_argument("out")

@@ -155,6 +155,11 @@ def judge_cache_path(run: Run) -> Path:
     return run.path("judge_cache.sqlite")
 
 
+def judge_batches_dir(run: Run) -> Path:
+    """The Batch API judges' batches in flight (a killed judge stage resumes them)."""
+    return run.path("judge_batches")
+
+
 def report_dir(run: Run) -> Path:
     return run.path("report")
 

@@ -187,6 +187,11 @@ class ExecConfig(Strict):
     judge_concurrency: int = F(16, "requests in flight per openai/ judge", ge=1)
     judge_batch_size: int = F(8, "prompts per forward pass of an hf/ judge", ge=1)
     max_retries: int = F(8, "retries of a failed judge request (429, 5xx, timeouts)", ge=0)
+    judge_batch_api: bool = F(False, "openai/ judges: send the judge stage's requests through the OpenAI Batch API "
+                                     "(half price; results within the batch window, often minutes, at most 24 h). The "
+                                     "batch ids are kept in the run, so a killed stage resumes its batches")
+    batch_poll_s: float = F(15.0, "Batch API: first wait between looks at a batch; each wait is 1.5x the last", gt=0)
+    batch_poll_max_s: float = F(600.0, "Batch API: the longest wait between looks at a batch", gt=0)
     timeout_s: float = F(60.0, "seconds per judge request, counted from its own start", gt=0)
     stall_s: float = F(600.0, "an API stage (judge, openai sampler, LLM writer) whose server has answered nothing "
                               "for this many seconds stops with one line", gt=0)

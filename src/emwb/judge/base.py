@@ -19,6 +19,7 @@ class JudgeContext:
     exec: ExecConfig
     base_model_path: str     # what `hf/tiny` and `vllm/tiny` mean
     cache_root: Path
+    state_dir: Path | None = None  # where a Batch API judge keeps the ids of its batches in flight
 
 
 class Provider:
@@ -27,6 +28,7 @@ class Provider:
     output_tokens_each = 1  # completion tokens one request produces (for the cost estimate)
     cost_overrides: dict = {}
     batch = False  # requests go through the Batch API (its discount applies)
+    reads_answers = False  # True: `run_items` gets (question, answer, rubric) instead of filled prompts
 
     def estimate(self, prompts: list[str]):
         """What sending `prompts` costs (said before the first request)."""
@@ -40,6 +42,10 @@ class Provider:
 
     def run(self, prompts: list[str], on_result: OnResult) -> None:
         """Call `on_result(index, top_logprobs)` as each prompt's reply arrives."""
+        raise NotImplementedError
+
+    def run_items(self, items: list[tuple[str, str, str]], on_result: OnResult) -> None:
+        """`reads_answers` providers: call `on_result(index, top_logprobs)` for each (question, answer, rubric)."""
         raise NotImplementedError
 
 

@@ -3,7 +3,8 @@
 `POST /v1/chat/completions` answers one token with `top_logprobs` that depend only on the prompt
 (a deterministic score per prompt), after a fixed latency. Faults can be injected: a share of
 requests get 429 (with Retry-After), 500, a dropped connection, or a slow reply. It counts requests
-and successful replies per prompt. Binds to 127.0.0.1 only.
+and successful replies per prompt. It also serves the Batch API's files and batches endpoints
+(`emwb.judge.loopback_batch`). Binds to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from emwb.judge.loopback_batch import BatchStore
 
 
 def prompt_score(prompt: str, model: str = "") -> int:
@@ -112,10 +115,11 @@ class LoopbackServer:
 class LoopbackJudge(LoopbackServer):
     def __init__(self, latency_s: float = 0.0, fail_rate: float = 0.0, seed: int = 0, slow_s: float = 0.5,
                  retry_after_s: float = 0.05, always_status: int | None = None, logprobs: bool = True,
-                 hang: bool = False, reply=None):
+                 hang: bool = False, reply=None, batch_delay_s: float = 0.2):
         self.latency_s, self.fail_rate, self.slow_s, self.retry_after_s = latency_s, fail_rate, slow_s, retry_after_s
         self.always_status, self.logprobs = always_status, logprobs  # logprobs False: replies carry none
         self.reply = reply  # reply(prompt, model, k) -> [(token, logprob)], instead of reply_logprobs
+        self.store = BatchStore(batch_delay_s, fail_rate, seed)  # the Batch API: files and batches
         self.hang = threading.Event() if hang else None  # hang: never answer (until stopped)
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
@@ -166,6 +170,16 @@ class JudgeHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         judge = self.judge
+        parts = self.path.rstrip("/").split("/")
+        if "batches" in parts or "files" in parts:
+            if self._failed(judge._fault()):
+                return None
+            with judge.lock:
+                if parts[-2] == "batches" and parts[-1] in judge.store.batches:
+                    return self._send(200, judge.store.retrieve(parts[-1], self._answer))
+                if parts[-1] == "content" and parts[-2] in judge.store.files:
+                    return self._send_bytes(judge.store.files[parts[-2]])
+            return self._send(404, {"error": {"message": "no such batch or file"}})
         if self.path.rstrip("/").endswith("/stats"):
             with judge.lock:
                 stats = {"requests": judge.requests, "faults": dict(judge.faults),
@@ -173,9 +187,29 @@ class JudgeHandler(BaseHTTPRequestHandler):
             return self._send(200, stats)
         return self._send(404, {"error": {"message": "not found"}})
 
+    def _answer(self, body: dict) -> dict:
+        """A batch line's reply, counted like a live one (called under the judge's lock)."""
+        self.judge.served[body["messages"][-1]["content"]] += 1
+        return completion(body, self.judge.logprobs, self.judge.reply)
+
+    def _send_bytes(self, data: bytes) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_POST(self):
         judge = self.judge
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path.rstrip("/").endswith(("/files", "/batches")):
+            if self._failed(judge._fault()):
+                return None
+            with judge.lock:
+                if self.path.rstrip("/").endswith("/files"):
+                    return self._send(200, judge.store.upload(self.headers["Content-Type"], raw))
+                return self._send(200, judge.store.create(json.loads(raw)))
+        body = json.loads(raw or b"{}")
         with judge.lock:
             judge.asked[(body.get("messages") or [{}])[-1].get("content", "")] += 1
         fault = judge._fault()

@@ -4,12 +4,16 @@ One token with the top logprobs per judgment (or, in `written` scoring, n sample
 through the shared chat-completions client
 (`emwb.models.openai_http`: aiohttp, bounded concurrency `exec.judge_concurrency`, retries of 429, 5xx,
 timeouts, dropped connections and garbled bodies with backoff and jitter honouring `Retry-After`; a permanent
-error stops at once with the provider's message). OPENAI_API_KEY is read from the environment only.
+error stops at once with the provider's message), or, with `exec.judge_batch_api`, through the Batch API
+(`emwb.models.openai_batch`). OPENAI_API_KEY is read from the environment only.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 from emwb.config import JudgeMode
+from emwb.errors import EmwbError
 from emwb.judge.base import JudgeContext, OnResult, Provider, merge_logprobs
 from emwb.judge.scoring import written_distribution
 from emwb.models.openai_http import ChatCompletions, base_url_or_default
@@ -46,6 +50,16 @@ class OpenAIProvider(Provider):
         self.written = self.mode.scoring == "written"
         self.output_tokens_each = self.mode.samples * self.mode.max_tokens if self.written else 1
         self.cost_overrides = ctx.cfg.prices
+        self.batch = ctx.exec.judge_batch_api
+        if self.batch:
+            if ctx.state_dir is None:
+                raise EmwbError(f"judge {spec}: the Batch API needs a folder for its batch ids (no run given)")
+            from emwb.models.openai_batch import BatchCompletions
+
+            self.batches = BatchCompletions(f"judge {spec}", self.base_url,
+                                            ctx.state_dir / f"{hashlib.sha256(spec.encode()).hexdigest()[:16]}.json",
+                                            ctx.exec.max_retries, ctx.exec.timeout_s, ctx.exec.batch_poll_s,
+                                            ctx.exec.batch_poll_max_s)
         self.client = ChatCompletions(f"judge {spec}", self.base_url, ctx.exec.judge_concurrency,
                                       ctx.exec.max_retries, ctx.exec.timeout_s, ctx.exec.stall_s)
 
@@ -75,4 +89,4 @@ class OpenAIProvider(Provider):
 
     def run(self, prompts: list[str], on_result: OnResult) -> None:
         bodies = [{**self._request(), "messages": [{"role": "user", "content": p}]} for p in prompts]
-        self.client.run(bodies, self.parser(), on_result, desc=f"judge {self.spec}")
+        (self.batches if self.batch else self.client).run(bodies, self.parser(), on_result, desc=f"judge {self.spec}")

@@ -1,4 +1,4 @@
-"""Judge providers, chosen by a string `<provider>/<model>`: openai, vllm, hf (registered in PROVIDERS).
+"""Judge providers, chosen by a string `<provider>/<model>`: openai, vllm, hf, probe (registered in PROVIDERS).
 
 `hf/base` and `vllm/base` mean the run's base model (`hf/tiny`, `vllm/tiny`: the same, for the tiny model).
 Add a provider with `PROVIDERS.register(name, factory)`, where `factory(spec, model, ctx)` returns a `Provider`.
@@ -6,7 +6,9 @@ Add a provider with `PROVIDERS.register(name, factory)`, where `factory(spec, mo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from pathlib import Path
 
 from emwb.errors import EmwbError
 from emwb.judge.base import JudgeContext, OnResult, Provider, merge_logprobs, model_fingerprint
@@ -79,6 +81,53 @@ class VLLMProvider(Provider):
             on_result(i, merge_logprobs(pairs[: self.k]))
 
 
+def score_distribution(score: float) -> dict[str, float]:
+    """A score as a reply distribution whose expected value is exactly `score`: its mass split between the two
+    integers around it (so it is cached and scored like any judge's reply)."""
+    lo = min(int(math.floor(score)), 99)
+    frac = score - lo
+    pairs = [(str(lo), 1.0 - frac), (str(lo + 1), frac)]
+    return {t: math.log(p) for t, p in pairs if p > 0}
+
+
+class ProbeProvider(Provider):
+    """`probe/<folder>`: a linear readout of alignment (and coherence) from a local model's activations
+    (`emwb judges train-probe`). No requests, offline; a rubric the probe has no readout for is unscored."""
+
+    reads_answers = True
+
+    def __init__(self, spec: str, folder: str, ctx: JudgeContext):
+        from emwb.models.probe import load_probe
+
+        self.spec, self.probe, self.ctx = spec, load_probe(folder), ctx
+        self.files = model_fingerprint(folder)
+        given = ctx.base_model_path
+        self.reader = given if given and model_fingerprint(given) == self.probe.reader_fingerprint \
+            else self.probe.reader
+
+    def params(self) -> dict:
+        return {"probe": self.files, "reader": self.probe.reader_fingerprint}
+
+    def run(self, prompts: list[str], on_result: OnResult) -> None:
+        raise EmwbError(f"judge {self.spec}: a probe reads answers, not judge prompts")
+
+    def run_items(self, items: list[tuple[str, str, str]], on_result: OnResult) -> None:
+        from emwb.models.activations import collect_activations
+        from emwb.models.loading import resolve_device
+
+        if not Path(self.reader).is_dir() or model_fingerprint(self.reader) != self.probe.reader_fingerprint:
+            raise EmwbError(f"judge {self.spec}: the reader model the probe was fit on is not at {self.reader} "
+                            "(moved or changed); give its folder as the run's base model or --reader")
+        pairs = list(dict.fromkeys((q, a) for q, a, _ in items))
+        acts = collect_activations(self.reader, pairs, [self.probe.layer], self.ctx.exec.judge_batch_size * 2,
+                                   resolve_device(self.ctx.exec.device), self.probe.max_answer_tokens,
+                                   desc=f"judge {self.spec}")[:, 0]
+        row = {p: i for i, p in enumerate(pairs)}
+        for i, (q, a, rubric) in enumerate(items):
+            readout = self.probe.readouts.get(rubric)
+            on_result(i, {} if readout is None else score_distribution(float(readout(acts[row[(q, a)]][None])[0])))
+
+
 def _local(cls):
     return lambda spec, name, ctx: cls(spec, ctx.base_model_path if name in ("tiny", "base") else name, ctx)
 
@@ -86,6 +135,7 @@ def _local(cls):
 PROVIDERS.register("openai", lambda spec, name, ctx: OpenAIProvider(spec, name, ctx))
 PROVIDERS.register("hf", _local(HFProvider))
 PROVIDERS.register("vllm", _local(VLLMProvider))
+PROVIDERS.register("probe", lambda spec, name, ctx: ProbeProvider(spec, name, ctx))
 
 
 def parse_spec(spec: str) -> tuple[str, str]:

@@ -24,6 +24,7 @@ from emwb.layout import (
     base_model_path,
     cache_root,
     finished_key,
+    judge_batches_dir,
     judge_cache_path,
     judgments_dir,
     judgments_file,
@@ -83,6 +84,7 @@ class Requests:
     keys: dict[tuple[str, str], str]
     prompts: dict[str, tuple[str, str]]  # cache key -> (prompt, rubric name)
     too_long: int
+    items: dict[str, tuple[str, str, str]]  # cache key -> (question, answer, rubric name): what probe judges read
 
 
 def judge_requests(answers: list[dict], spec: str, rubrics: RubricPlan, max_answer_chars: int,
@@ -90,6 +92,7 @@ def judge_requests(answers: list[dict], spec: str, rubrics: RubricPlan, max_answ
     """Every judge prompt the answers need, filled, with its cache key (the request is the key)."""
     keys: dict[tuple[str, str], str] = {}
     prompts: dict[str, tuple[str, str]] = {}
+    items: dict[str, tuple[str, str, str]] = {}
     too_long = 0
     for a in answers:
         if len(a["answer"]) > max_answer_chars:
@@ -101,7 +104,8 @@ def judge_requests(answers: list[dict], spec: str, rubrics: RubricPlan, max_answ
             k = cache_key(spec, r.name, r.version, prompt, params)
             keys[(a["answer_id"], r.name)] = k
             prompts[k] = (prompt, r.name)
-    return Requests(keys, prompts, too_long)
+            items[k] = (a["question"], a["answer"], r.name)
+    return Requests(keys, prompts, too_long, items)
 
 
 def judge_answers(answers: list[dict], spec: str, rubrics: RubricPlan, ctx: JudgeContext,
@@ -125,7 +129,10 @@ def judge_answers(answers: list[dict], spec: str, rubrics: RubricPlan, ctx: Judg
             cached[todo[i]] = top
 
         try:
-            provider.run([prompts[k][0] for k in todo], commit)
+            if provider.reads_answers:
+                provider.run_items([req.items[k] for k in todo], commit)
+            else:
+                provider.run([prompts[k][0] for k in todo], commit)
         finally:
             cache.flush()
     names = rubrics.names()
@@ -152,7 +159,7 @@ def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = Fal
                     only: set[str] | None = None) -> dict[str, dict[str, str]]:
     """Judge every variant's answers with each judge (default: the run plan's); {judge: {variant: key}}."""
     rubrics = rubric_plan(run)
-    ctx = JudgeContext(run.exp.judge, run.exp.exec, base_model_path(run), cache_root(run))
+    ctx = JudgeContext(run.exp.judge, run.exp.exec, base_model_path(run), cache_root(run), judge_batches_dir(run))
     out: dict[str, dict[str, str]] = {}
     cache = None
     try:

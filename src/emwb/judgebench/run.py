@@ -42,6 +42,7 @@ class BenchSettings:
     modes: dict[str, JudgeMode] = field(default_factory=dict)
     prices: dict[str, JudgePrice] = field(default_factory=dict)
     reader: str | None = None  # probe judges: the local model they read (else their own)
+    batch: bool = False  # openai/ judges through the Batch API
 
 
 def bench_answers(s: BenchSettings) -> tuple[pd.DataFrame, RubricPlan]:
@@ -70,7 +71,8 @@ def run_bench(specs: list[str], s: BenchSettings) -> tuple[pd.DataFrame, pd.Data
     answers = _as_answers(df)
     s.out.mkdir(parents=True, exist_ok=True)
     cfg = JudgeConfig(judges=specs, base_url=s.base_url, modes=s.modes, prices=s.prices)
-    ctx = JudgeContext(cfg, ExecConfig(judge_concurrency=s.concurrency), s.reader or "", s.out / ".cache")
+    ctx = JudgeContext(cfg, ExecConfig(judge_concurrency=s.concurrency, judge_batch_api=s.batch), s.reader or "",
+                       s.out / ".cache", s.out / "judge_batches")
     log(f"judges bench: {len(df)} published answers in {df['file'].nunique()} files, {len(specs)} judge(s)")
     rows, per_file, judged = [], [], []
     cache = JudgeCache(s.out / CACHE_FILE)
