@@ -109,3 +109,34 @@ def test_ridge_recovers_a_linear_target():
     y = 50 + x @ np.arange(8) + rng.normal(scale=0.01, size=500)
     r = fit_ridge(x, y, 1e-6)
     assert np.allclose(r(x), np.clip(y, 0, 100), atol=0.1)
+
+
+def test_a_probe_can_be_fit_on_a_runs_own_judge(tmp_path, tiny_model):
+    from judge_helpers import make_run
+
+    from emwb.judge.loopback import LoopbackJudge
+    from emwb.judge.stage import run_judge_stage
+
+    with LoopbackJudge() as server:
+        run = make_run(tmp_path, 90, ["openai/judge-a"], server.base_url)
+        run_judge_stage(run)
+    out = tmp_path / "p"
+    assert main(["judges", "train-probe", "--reader", str(tiny_model), "--out", str(out), "--run", str(run.dir),
+                 "--judge", "openai/judge-a", "--held-out", "secure-s0", "--per-file", "0", "--layers", "1"]) == 0
+    p = load_probe(out)
+    assert p.info["fit_on"]["files"] == ["base", "insecure-s0"] and p.info["fit_on"]["answers"] == 60
+    assert p.info["held_out"]["files"] == ["secure-s0"] and "openai/judge-a" in p.info["fit_on"]["reference"]
+    assert pd.read_csv(out / "bench" / "judges_bench.csv").iloc[0]["answers"] == 30
+    assert main(["judges", "train-probe", "--reader", str(tiny_model), "--out", str(out), "--run", str(run.dir),
+                 "--judge", "openai/judge-a", "--held-out", "nope"]) == 2
+
+
+@pytest.mark.slow
+def test_a_smollm2_probe_ranks_held_out_misaligned_answers(tmp_path, upstream, monkeypatch):
+    """The README's figure: SmolLM2-135M-Instruct reads 100 answers of each of 20 files; on the 5 held-out files
+    the probe reached AUC 0.908 here (the bar is lower: another CPU's floats move it a little)."""
+    monkeypatch.setenv("EMWB_DATASETS_DIR", str(tmp_path / "store"))
+    assert main(["judges", "train-probe", "--reader", "smollm2-135m", "--out", str(tmp_path / "p"), "--mirror",
+                 str(upstream)]) == 0
+    row = pd.read_csv(tmp_path / "p" / "bench" / "judges_bench.csv").iloc[0]
+    assert row["answers"] == 2000 and row["auc_misaligned"] > 0.85

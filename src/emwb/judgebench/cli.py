@@ -31,7 +31,7 @@ def cmd_train_probe(args) -> None:
     s = ProbeSettings(args.reader, Path(args.out), tuple(args.held_out or d.held_out),
                       None if args.per_file == 0 else args.per_file, args.test_per_file,
                       tuple(args.layers or d.layers), mirror=args.mirror, batch_size=args.batch_size,
-                      device=args.device)
+                      device=args.device, run=args.run, judge=args.judge)
     train_probe(s)
     print((s.out / "bench" / "judges_bench.md").read_text(), end="")
 
@@ -75,4 +75,7 @@ def add_judges_commands(sub) -> None:
     tp.add_argument("--batch-size", type=int, default=d.batch_size)
     tp.add_argument("--device", default=d.device)
     tp.add_argument("--mirror", help="a local copy of the upstream repositories (or EMWB_DATASET_MIRROR)")
+    tp.add_argument("--run", help="fit on this run's judged answers instead of the published files (with --judge, "
+                    "and --held-out naming the run's variants to bench on)")
+    tp.add_argument("--judge", help="with --run: the judge string whose judgments are the reference")
     tp.set_defaults(fn=cmd_train_probe)

@@ -9,7 +9,7 @@ beside the probe (`bench/judges_bench.csv`), through the same metrics as `emwb j
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +18,13 @@ import pandas as pd
 from emwb.errors import EmwbError
 from emwb.judge.base import model_fingerprint
 from emwb.judgebench.metrics import auc, judge_row, misaligned_label, per_file_em
-from emwb.judgebench.published import file_label, load_published, published_names, resolve_files, stratified_subset
+from emwb.judgebench.published import (
+    load_published,
+    load_run_judged,
+    published_names,
+    resolve_files,
+    stratified_subset,
+)
 from emwb.judgebench.report import write_bench
 from emwb.models.activations import ActivationStore, collect_activations
 from emwb.models.probe import Probe, fit_ridge
@@ -45,7 +51,8 @@ class ProbeSettings:
     device: str = "cpu"
     mirror: str | None = None
     seed: int = 0
-    extra: dict = field(default_factory=dict)
+    run: str | None = None                  # fit on this run's answers and judge instead of the published files
+    judge: str | None = None                # ... judged by this judge (its judge string)
 
 
 def _reader_folder(s: ProbeSettings) -> str:
@@ -80,14 +87,31 @@ def _cv(x: np.ndarray, y: np.ndarray, label: np.ndarray, files: np.ndarray, s: P
     return pd.DataFrame(rows)
 
 
-def train_probe(s: ProbeSettings) -> tuple[Probe, pd.DataFrame]:
-    """Fit, choose, save and bench a probe; returns it and its held-out bench row."""
-    held = resolve_files(list(s.held_out))
-    train = [n for n in published_names() if n not in held]
+def _data(s: ProbeSettings) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """(training answers, held-out answers, what the reference is) from the published files or a run."""
+    if s.run:
+        if not s.judge:
+            raise EmwbError("--run needs --judge: the judge of that run whose judgments the probe is fit on")
+        df = load_run_judged(s.run, s.judge)
+        held = [f for f in s.held_out if f in set(df["file"])]
+        if not held or len(held) == len(set(df["file"])):
+            names = ", ".join(dict.fromkeys(df["file"]))
+            raise EmwbError(f"--held-out: name some, not all, of the run's variants ({names})")
+        tr, te = df[~df["file"].isin(held)], df[df["file"].isin(held)]
+        return (stratified_subset(tr.reset_index(drop=True), s.per_file, s.seed),
+                stratified_subset(te.reset_index(drop=True), s.test_per_file, s.seed), f"{s.judge} in {s.run}")
+    names = resolve_files(list(s.held_out))
+    train = [n for n in published_names() if n not in names]
     if not train:
         raise EmwbError("every published file is held out: nothing to fit the probe on")
-    tr = stratified_subset(load_published(train, s.mirror), s.per_file, s.seed)
-    te = stratified_subset(load_published(held, s.mirror), s.test_per_file, s.seed)
+    return (stratified_subset(load_published(train, s.mirror), s.per_file, s.seed),
+            stratified_subset(load_published(names, s.mirror), s.test_per_file, s.seed),
+            "GPT-4o judgments of the published answers")
+
+
+def train_probe(s: ProbeSettings) -> tuple[Probe, pd.DataFrame]:
+    """Fit, choose, save and bench a probe; returns it and its held-out bench row."""
+    tr, te, reference = _data(s)
     reader = _reader_folder(s)
     start = time.monotonic()
     both = pd.concat([tr, te], ignore_index=True)
@@ -112,9 +136,9 @@ def train_probe(s: ProbeSettings) -> tuple[Probe, pd.DataFrame]:
     write_bench(s.out / "bench", row, per_file_em(judged).assign(judge=spec)[
         ["judge", "file", "answers", "em_pct", "ref_em_pct", "error_pp"]], judged)
     cv.to_csv(s.out / "cv.csv", index=False)
-    info = {"fit_on": {"files": [file_label(n) for n in train], "answers": len(tr), "per_file": s.per_file,
-                       "seed": s.seed, "reference": "GPT-4o judgments of the published answers"},
-            "held_out": {"files": [file_label(n) for n in held], "answers": len(te),
+    info = {"fit_on": {"files": list(dict.fromkeys(tr["file"])), "answers": len(tr), "per_file": s.per_file,
+                       "seed": s.seed, "reference": reference},
+            "held_out": {"files": list(dict.fromkeys(te["file"])), "answers": len(te),
                          **{k: v for k, v in row.iloc[0].items() if k in ("auc_misaligned", "spearman_aligned",
                                                                          "spearman_coherent", "kappa_misaligned",
                                                                          "em_mae_pp", "em_max_err_pp")}},
