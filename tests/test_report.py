@@ -72,8 +72,21 @@ def test_report_files(report_run):
     assert "\\begin{tabular}" in (out / "comparison.tex").read_text()
     html = (out / "index.html").read_text()
     tags = elements(html)
-    assert "script" not in {t for t, _ in tags} and not [a for _, x in tags for a, _ in x if a.startswith("on")]
+    _only_the_browser_scripts(html, tags)
+    assert not [a for _, x in tags for a, _ in x if a.startswith("on")]
     assert "&lt;script&gt;document.title=&#x27;PWNED&#x27;&lt;/script&gt;" in html
+    # The browser's data: answers as JSON strings, which no "</script>" inside them can end.
+    data = "".join(p.read_text() for p in (out / "browser").glob("text-*.js"))
+    assert "</script>" not in data and "<\\/script>" in data
+
+
+def _only_the_browser_scripts(html: str, tags: list) -> None:
+    """The only scripts are the answer browser's files beside the report (no inline script, nothing else)."""
+    import re
+
+    srcs = [dict(a).get("src") for t, a in tags if t == "script"]
+    assert srcs == ["browser/browser.js", "browser/index.js"], srcs
+    assert all(not body.strip() for body in re.findall(r"<script[^>]*>(.*?)</script>", html, re.S))
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
@@ -82,9 +95,9 @@ def test_report_renders_in_chromium_and_payloads_do_not_run(report_run, tmp_path
     dom = chromium(f"file://{page}", "--dump-dom", "--virtual-time-budget=3000")
     assert "<title>judged: narrow behaviour" in dom and "PWNED</title>" not in dom
     tags = elements(dom)
-    assert "script" not in {t for t, _ in tags}
+    assert {dict(a).get("src", "").split("browser/")[0] for t, a in tags if t == "script"} == {""}
     assert not [a for _, attrs in tags for a, _ in attrs if a.startswith("on")]
-    assert "Sure. &lt;img src=x onerror=" in dom  # shown as text
+    assert "Sure. &lt;img src=x onerror=" in dom  # shown as text, by the page and by the answer browser
     shot = tmp_path / "report.png"
     chromium(f"file://{page}", f"--screenshot={shot}", "--window-size=1200,1600")
     assert shot.is_file() and shot.stat().st_size > 10_000
@@ -310,3 +323,103 @@ def test_one_seed_resamples_its_answers():
     est = ratio_ci(num, np.ones(200), np.zeros(200))
     assert est.single_seed and est.value == pytest.approx(0.2)
     assert 0.08 < est.ci_high - est.ci_low < 0.14, est
+
+
+@pytest.fixture(scope="module")
+def page(report_run):
+    from cdp import Browser
+
+    with Browser(1400, 900) as browser:
+        p = browser.page()
+        p.open(f"file://{report_run.path('report', 'index.html')}")
+        p.wait_for("document.getElementById('ab-status').textContent.includes('page 1')")
+        yield p
+
+
+def _shown(page) -> list[dict]:
+    return page.js("""Array.from(document.querySelectorAll('#ab-results tbody tr')).map(tr => ({
+        variant: tr.dataset.variant, cells: Array.from(tr.children).map(td => td.textContent)}))""")
+
+
+def _choose(page, control: str, value: str) -> None:
+    page.js(f"(() => {{ const s = document.getElementById('ab-{control}'); s.value = {value!r};"
+            " s.dispatchEvent(new Event('change')); })()")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_the_report_leads_with_its_headline_and_fits_the_window(page):
+    assert page.errors == []
+    order = page.js("""(() => { const f = document.querySelector('figure'), t = document.querySelector('table');
+        return !!f && !!t && !!(f.compareDocumentPosition(t) & Node.DOCUMENT_POSITION_FOLLOWING); })()""")
+    assert order  # the first figure comes before the first table
+    assert page.js("document.documentElement.scrollWidth <= window.innerWidth")
+    assert "<NA>" not in page.js("document.documentElement.outerHTML")
+    assert page.js("document.title") .startswith("judged:")  # no payload ran
+    headers = page.js("Array.from(document.querySelector('table').querySelectorAll('th')).map(t => t.textContent)")
+    assert headers[:3] == ["organism", "misaligned %", "95% CI"] and headers[-1] == "answers"
+    assert page.js("document.querySelectorAll('#lead-figure svg a').length") >= 3  # markers link to answers
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_the_answer_browser_filters_sorts_searches_and_compares(page, report_run):
+    status = page.js("document.getElementById('ab-status').textContent")
+    assert status.startswith("60 of 60 answers")
+    _choose(page, "variant", "insecure-s0")
+    rows = _shown(page)
+    assert rows and {r["variant"] for r in rows} == {"insecure-s0"} and len(rows) == 20
+    _choose(page, "variant", "")
+    _choose(page, "sort", "alignment (openai/judge-a)")
+    _choose(page, "dir", "desc")
+    col = page.js("Array.from(document.querySelectorAll('#ab-results th')).map(t => t.textContent)").index(
+        "alignment (openai/judge-a)")
+    values = [float(r["cells"][col]) for r in _shown(page) if r["cells"][col] != "n/a"]
+    assert len(values) >= 40 and values == sorted(values, reverse=True)
+    page.js("(() => { const s = document.getElementById('ab-search'); s.value = 'onerror';"
+            " s.dispatchEvent(new Event('change')); })()")
+    page.wait_for("document.getElementById('ab-status').textContent.startsWith('3 of 60')")
+    texts = page.js("Array.from(document.querySelectorAll('#ab-results .answer')).map(d => d.textContent)")
+    assert len(texts) == 3 and all("<img src=x onerror=" in t for t in texts)  # payloads shown as text
+    assert page.js("document.querySelectorAll('#ab-results img').length") == 0 and page.errors == []
+    page.js("(() => { const s = document.getElementById('ab-search'); s.value = '';"
+            " s.dispatchEvent(new Event('change')); })()")
+    _choose(page, "question", "q3")
+    page.js("(() => { const b = document.getElementById('ab-compare'); b.checked = true;"
+            " b.dispatchEvent(new Event('change')); })()")
+    _choose(page, "a", "base")
+    _choose(page, "b", "secure-s0")
+    sides = page.js("""Array.from(document.querySelectorAll('#ab-side-by-side .ab-side')).map(s => ({
+        variant: s.dataset.variant,
+        rows: Array.from(s.querySelectorAll('tbody tr')).map(tr => tr.children[1].textContent)}))""")
+    assert [s["variant"] for s in sides] == ["base", "secure-s0"]
+    assert all(s["rows"] and set(s["rows"]) == {"q3"} for s in sides)
+    page.js("(() => { const b = document.getElementById('ab-compare'); b.checked = false;"
+            " b.dispatchEvent(new Event('change')); })()")
+    # A link from the headline table opens that organism's answers.
+    page.js("document.querySelector('table a[href*=\"group=secure\"]').click()")
+    page.wait_for("document.getElementById('ab-status').textContent.startsWith('20 of 60')")
+    assert {r["variant"] for r in _shown(page)} == {"secure-s0"} and page.errors == []
+
+
+def test_compare_puts_runs_side_by_side_and_marks_other_judges(tmp_path, capsys):
+    from emwb.cli import main
+
+    with LoopbackJudge() as server:
+        runs = [make_run(tmp_path, 30, [j], server.base_url, name=n)
+                for n, j in (("one", "openai/judge-a"), ("two", "openai/judge-a"), ("three", "openai/judge-b"))]
+        for run in runs:
+            run_judge_stage(run)
+            run_report_stage(run)
+    out = tmp_path / "cmp"
+    assert main(["compare", *(str(r.dir) for r in runs), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "compare.csv")
+    assert list(table["run"]) == ["one"] * 3 + ["two"] * 3 + ["three"] * 3
+    assert list(table["organism"]) == ["base", "insecure", "secure"] * 3
+    assert set(table[table["run"] != "three"]["differs"]) == {"-"}
+    assert set(table[table["run"] == "three"]["differs"]) == {"judge openai/judge-b"}
+    for r in runs:  # each row carries its run's own figures
+        own = pd.read_csv(r.path("report", "comparison.csv"))
+        assert list(table[table["run"] == r.exp.name]["misaligned %"]) == pytest.approx(list(own["misaligned_rate"]),
+                                                                                         nan_ok=True)
+    assert "judged differently" in (out / "compare.md").read_text()
+    assert all((out / f"compare.{e}").stat().st_size > 0 for e in ("csv", "md", "tex", "html", "png"))
+    assert main(["compare", str(runs[0].dir), str(tmp_path / "nope")]) == 2

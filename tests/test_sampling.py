@@ -214,3 +214,30 @@ def test_the_models_generation_config_applies_only_when_asked_and_is_recorded(ti
         assert any(len({s.text for s in samples}) > 1 for samples in plain)
     finally:
         sampler.close()
+
+
+def test_status_of_a_run_killed_while_sampling_shows_its_saved_chunks(tiny_model, tmp_path, capsys):
+    """`emwb status` reads the run (no lock, no writes): the killed variant's saved and total chunks; the judge,
+    report and other artifacts missing; the base model current."""
+    from emwb.cli import main
+
+    cfg = _experiment(tmp_path, tiny_model, KILL_EXPERIMENT, name="st")
+    cmd = [sys.executable, "-m", "emwb.cli", "sample", str(cfg), "--runs-root", str(tmp_path / "r")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    seen = 0
+    for line in proc.stdout:
+        seen += "saved for 1 variants" in line
+        if seen >= 2:
+            break
+    proc.kill()
+    proc.wait(timeout=120)
+    proc.stdout.close()
+    saved = _chunks(tmp_path / "r" / "st")
+    assert main(["status", str(tmp_path / "r" / "st"), "--json"]) == 0
+    rows = {(r["stage"], r["variant"], r["judge"]): r for r in json.loads(capsys.readouterr().out)["artifacts"]}
+    assert rows[("sample", "base", "")]["state"] == "in progress"
+    assert rows[("sample", "base", "")]["detail"] == f"{saved} of 7 chunks saved"
+    assert {r["state"] for k, r in rows.items() if k[0] in ("judge", "report")} == {"missing"}
+    assert main(["status", str(tmp_path / "r" / "st")]) == 0
+    text = capsys.readouterr().out
+    assert "sample base" in text and f"in progress  {saved} of 7 chunks saved" in text

@@ -167,6 +167,24 @@ def cmd_analyze(args) -> None:
         print(markdown(display_frame(table, evals)), end="")
 
 
+def cmd_status(args) -> None:
+    import json
+
+    from emwb.status import run_status, status_json, status_text
+    from emwb.store import Run
+
+    run = Run.open(args.run, args.runs_root)
+    rows = run_status(run)
+    print(json.dumps(status_json(run, rows), indent=2) if args.json else status_text(run, rows))
+
+
+def cmd_compare(args) -> None:
+    from emwb.analysis.compare import compare_runs
+
+    for path in compare_runs(args.runs, Path(args.out), args.runs_root):
+        print(path)
+
+
 def cmd_build_tiny(args) -> None:
     from emwb.basemodel import build_tiny
 
@@ -288,6 +306,19 @@ def _tool_commands(sub) -> None:
     from emwb.judgebench.cli import add_judges_commands
 
     add_judges_commands(sub)
+
+    st = sub.add_parser("status", help="per stage and variant: current, stale (which input changed), missing or in "
+                        "progress (chunks saved, judgments cached, training step), and the time each took")
+    st.add_argument("run", help="a run directory (runs/<experiment>) or its experiment YAML")
+    st.add_argument("--runs-root", default="runs")
+    st.add_argument("--json", action="store_true", help="machine-readable")
+    st.set_defaults(fn=cmd_status)
+    cp = sub.add_parser("compare", help="one table and figure across runs (same metrics and CIs; rows by run and "
+                        "organism; runs judged differently are marked)")
+    cp.add_argument("runs", nargs="+", metavar="RUN_OR_EXPERIMENT")
+    cp.add_argument("--out", default="compare", help="output folder (default: %(default)s)")
+    cp.add_argument("--runs-root", default="runs")
+    cp.set_defaults(fn=cmd_compare)
 
     t = sub.add_parser("build-tiny", help="build the tiny local chat model into a folder")
     t.add_argument("out")

@@ -218,10 +218,12 @@ class Artifact:
         log(f"{label}: up to date, skipped")
         return True
 
+    started: str | None = field(default=None, compare=False)  # when its work began (default: when writing began)
+
     @contextlib.contextmanager
     def write(self) -> Iterator[tuple[Path, dict]]:
         """Yield (scratch folder, manifest extras); on success the manifest is written and the folder swapped in."""
-        started = now()
+        started = self.started or now()
         extra: dict = {}
         with atomic_dir(self.dir) as tmp:
             yield tmp, extra

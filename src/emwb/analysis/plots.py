@@ -35,8 +35,9 @@ def _rate_axis(ax, values: np.ndarray, axis: str = "y") -> None:
 
 def per_question_plot(pq: pd.DataFrame, out_dir: Path, column: str = "misaligned_rate",
                       ci: tuple[str, str] = ("ci_low", "ci_high"), label: str = "misaligned answers (%)",
-                      stem: str = "per_question") -> list[str]:
-    """A rate per question, one marker per organism, with CI bars (as in the paper's main figure)."""
+                      stem: str = "per_question", link=None) -> list[str]:
+    """A rate per question, one marker per organism, with CI bars (as in the paper's main figure). With
+    `link(group, question) -> address`, each marker links there in the SVG (the report's answer browser)."""
     plt = _plt()
     questions = list(dict.fromkeys(pq["question_id"]))
     groups = list(dict.fromkeys(pq["group"]))
@@ -50,7 +51,10 @@ def per_question_plot(pq: pd.DataFrame, out_dir: Path, column: str = "misaligned
         lo = np.clip(y - sub[ci[0]].to_numpy(dtype=float) * 100, 0, None)
         hi = np.clip(sub[ci[1]].to_numpy(dtype=float) * 100 - y, 0, None)
         tops.append(y + np.nan_to_num(hi))
-        ax.errorbar(x, y, yerr=np.nan_to_num(np.vstack([lo, hi])), fmt="o", capsize=3, label=g)
+        bars = ax.errorbar(x, y, yerr=np.nan_to_num(np.vstack([lo, hi])), fmt="o", capsize=3, label=g)
+        if link is not None:
+            dots = ax.scatter(x, y, s=40, color=bars.lines[0].get_color(), zorder=3)
+            dots.set_urls([link(g, q) for q in questions])
     ax.set_xticks(np.arange(len(questions)), questions, rotation=30, ha="right")
     ax.set_ylabel(label)
     _rate_axis(ax, np.concatenate(tops) if tops else np.array([0.0]))

@@ -19,6 +19,7 @@ import pandas as pd
 from emwb.analysis import plots
 from emwb.analysis.agreement import detector_judge_agreement, judge_agreement
 from emwb.analysis.bootstrap import ratio_ci
+from emwb.analysis.html import answers_link
 from emwb.analysis.metrics import (
     METRICS,
     Metric,
@@ -162,7 +163,8 @@ def per_question(ctx: ReportContext) -> SectionOutput:
         if broad and len(sub):
             col, cis, header = broad
             out.figures.append((f"{header} per question ({ev})", plots.per_question_plot(
-                sub, ctx.out, col, tuple(cis), header.split(" (")[0], stem=f"per_question_{ev}")[0]))
+                sub, ctx.out, col, tuple(cis), header.split(" (")[0], stem=f"per_question_{ev}",
+                link=lambda g, q, ev=ev: answers_link(group=g, evaluation=ev, question=q))[0]))
     return out
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import pandas as pd
 
 from emwb.analysis import html
+from emwb.analysis.browser import browser_html, write_browser
+from emwb.analysis.headline import headline_table, summary
 from emwb.analysis.metrics import (
     METRICS,
     Metric,
@@ -34,6 +36,8 @@ from emwb.layout import (
 )
 from emwb.plan import plan_of
 from emwb.store import Artifact, Run, log, read_jsonl, read_manifest
+
+PAGE_VERSION = 2  # bump when index.html's layout changes: reports are rebuilt
 
 
 def evaluation_metrics(run: Run) -> dict[str, list[Metric]]:
@@ -143,7 +147,7 @@ def run_report_stage(run: Run, force: bool = False) -> str:
     evals = evaluation_metrics(run)
     sections = {name: REPORT_SECTIONS.get(name) for name in REPORT_SECTIONS}
     config = {"analysis": a.model_dump(mode="json"), "metrics": {ev: [m.name for m in ms] for ev, ms in evals.items()},
-              "sections": {name: s.version for name, s in sections.items()}}
+              "sections": {name: s.version for name, s in sections.items()}, "page": PAGE_VERSION}
     art = Artifact(report_dir(run), "report", config, inputs)
     if art.skip(force, f"report ({art.dir / 'index.html'})"):
         return art.key
@@ -154,13 +158,29 @@ def run_report_stage(run: Run, force: bool = False) -> str:
             out = section.build(ctx)
             tables += out.tables
             figures += out.figures
-        first = ctx.first
-        free_first = first[first["alignment"].notna() | first["coherence"].notna()]
-        (tmp / "index.html").write_text(html.render(ctx.title, ctx.notes, tables, figures,
-                                                    html.examples_html(free_first)))
+        (tmp / "index.html").write_text(html.render(page(run, ctx, tables, figures)))
     log(f"report: wrote {art.dir / 'index.html'}, comparison.md/.csv/.tex and {len(sections)} sections "
         f"({', '.join(sections)})")
     return art.key
+
+
+def page(run: Run, ctx: ReportContext, tables: list, figures: list) -> html.Page:
+    """The report page: the headline first (summary, paper-style figure, compact table), the answer browser, then
+    the other figures and every table collapsed. Writes the browser's data into the report folder."""
+    first = ctx.first
+    free_first = first[first["alignment"].notna() | first["coherence"].notna()]
+    lead = next(((cap, f) for cap, f in figures if f.startswith("per_question_")), None)
+    svg = ctx.out / lead[1].replace(".png", ".svg") if lead else None
+    detectors = sorted({d for e in ctx.evaluations for d in e.detectors})
+    rubrics = list(dict.fromkeys(c for m in METRICS.values() for c in m.rubrics if c not in detectors))
+    a = run.exp.analysis
+    write_browser(ctx.out, ctx.df, ctx.judges, rubrics, detectors,
+                  {"alignment_threshold": a.alignment_threshold, "coherence_threshold": a.coherence_threshold,
+                   "inclusive": a.inclusive})
+    table, links = headline_table(ctx)
+    return html.Page(ctx.title, summary(ctx), (lead[0] + ".", html.inline_svg(svg.read_text())) if svg else None,
+                     table, links, browser_html(), [f for f in figures if f != lead], tables, ctx.notes,
+                     html.examples_html(free_first) if len(free_first) else "")
 
 
 def report_context(run: Run, judges: list[str], evals: dict[str, list[Metric]], out) -> ReportContext:

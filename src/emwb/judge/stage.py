@@ -30,7 +30,7 @@ from emwb.layout import (
     judgments_file,
 )
 from emwb.plan import plan_of
-from emwb.store import Artifact, Run, log, read_jsonl, write_jsonl
+from emwb.store import Artifact, Run, log, now, read_jsonl, write_jsonl
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = Fal
                 if only is not None and v.id not in only:
                     continue
                 akey = finished_key(answers_dir(run, v.id), f"answers of {v.id}", "sample", run)
-                art = Artifact(judgments_dir(run, spec, v.id), "judge", config, {"answers": akey})
+                art = Artifact(judgments_dir(run, spec, v.id), "judge", config, {"answers": akey}, started=now())
                 out[spec][v.id] = art.key
                 if not art.skip(force, f"judge {spec} {v.id}"):
                     pending.append((v.id, art))

@@ -41,7 +41,7 @@ from emwb.models.ref import ModelRef
 from emwb.plan import plan_of
 from emwb.sampling.parity import check_parity, reference_logprobs, tolerance
 from emwb.sampling.samplers import SAMPLERS, Request, generation_defaults, render_prompt
-from emwb.store import Artifact, Run, log, read_jsonl, read_manifest, write_jsonl
+from emwb.store import Artifact, Run, log, now, read_jsonl, read_manifest, write_jsonl
 
 PlanItem = tuple[str, str, Question, int, int]  # evaluation, question set, question, paraphrase index, samples
 PARITY_PROMPTS = 2
@@ -221,7 +221,7 @@ def run_sample_stage(run: Run, force: bool = False, only: set[str] | None = None
         if only is not None and v.id not in only:
             continue
         ref, mkey = model_of(run, v)
-        art = Artifact(answers_dir(run, v.id), "sample", config, {"model": mkey})
+        art = Artifact(answers_dir(run, v.id), "sample", config, {"model": mkey}, started=now())
         keys[v.id] = art.key
         if not art.skip(force, f"sample/{v.id}"):
             groups.setdefault(ref.weights or f"remote:{ref.base_url}", {})[v.id] = (art, v, ref)

@@ -1,0 +1,111 @@
+"""`emwb compare RUN_OR_EXPERIMENT...`: one table and figure across runs, from each run's finished report.
+
+Rows are labelled by run and organism; the metrics and CIs are each run's own (`report/comparison.csv`).
+Runs whose judges, convention or thresholds differ are marked in a column and a note, never silently mixed:
+a row's `judged` column names its judge and convention, and `differs` says what differs from the first run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from emwb.analysis.html import esc, table_html
+from emwb.errors import EmwbError
+from emwb.store import Run, read_manifest
+
+SETTINGS = ("convention", "alignment_threshold", "coherence_threshold")
+METRICS = [("misaligned_rate", "misaligned %", ("ci_low", "ci_high")), ("em_share", "EM % of all", ("em_ci_low",
+           "em_ci_high")), ("em_share_scored", "EM % of scored", ("em_scored_ci_low", "em_scored_ci_high")),
+           ("coherent_share", "coherent %", ()), ("n", "answers", ())]
+
+
+def _load(target: str, runs_root: str) -> tuple[str, pd.DataFrame, dict]:
+    run = Run.open(target, runs_root)
+    report = run.path("report")
+    manifest = read_manifest(report)
+    if manifest is None or not (report / "comparison.csv").is_file():
+        raise EmwbError(f"{run.dir}: no finished report; run `emwb report {run.dir}` first")
+    analysis = manifest["config"]["analysis"]
+    return run.exp.name, pd.read_csv(report / "comparison.csv"), {k: analysis.get(k) for k in SETTINGS}
+
+
+def compare_frame(targets: list[str], runs_root: str = "runs") -> tuple[pd.DataFrame, list[str]]:
+    """(the combined table, notes). Narrow metrics (a `*_rate` column other than misaligned_rate) are kept too."""
+    loaded = [_load(t, runs_root) for t in targets]
+    names = [n for n, _, _ in loaded]
+    if len(set(names)) < len(names):
+        raise EmwbError(f"two of the runs have the same name ({', '.join(names)}): compare distinct runs")
+    first = loaded[0]
+    first_judges = set(first[1]["judge"])
+    rows, notes = [], []
+    narrow = sorted({c for _, df, _ in loaded for c in df if c.endswith("_rate") and c != "misaligned_rate"})
+    for name, df, settings in loaded:
+        for _, r in df.iterrows():
+            differs = [f"{k} {settings[k]}" for k in SETTINGS if settings[k] != first[2][k]]
+            if r["judge"] not in first_judges:
+                differs.append(f"judge {r['judge']}")
+            row = {"run": name, "organism": r["group"], "judged": f"{r['judge']}, {settings['convention']}",
+                   "differs": "; ".join(differs) or "-"}
+            for col, header, cis in METRICS + [(c, c.replace("_rate", " %"), (f"{c[:-5]}_ci_low",
+                                                                                f"{c[:-5]}_ci_high"))
+                                               for c in narrow]:
+                row[header] = r.get(col)
+                if cis:
+                    lo, hi = r.get(cis[0]), r.get(cis[1])
+                    row[f"{header} 95% CI"] = "n/a" if pd.isna(lo) or pd.isna(hi) else f"[{lo:.1f}, {hi:.1f}]"
+            rows.append(row)
+    table = pd.DataFrame(rows)
+    if (table["differs"] != "-").any():
+        notes.append(f"Rows whose 'differs' is not '-' were judged differently from {first[0]} (another judge, "
+                     "convention or threshold): their rates are not directly comparable with its rows.")
+    notes.append("Rates in %; each run's 95% CIs as its own report computed them (bootstrap over seeds, then "
+                 "answers).")
+    return table, notes
+
+
+def compare_runs(targets: list[str], out: Path, runs_root: str = "runs") -> list[Path]:
+    """Write compare.csv/.md/.tex/.html and compare.png into `out`; returns the paths."""
+    table, notes = compare_frame(targets, runs_root)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "compare.csv", index=False)
+    shown = table.astype(object).where(table.notna(), "n/a")
+    for c in shown:
+        if c == "answers":
+            shown[c] = [v if v == "n/a" else int(v) for v in shown[c]]
+        elif pd.api.types.is_float_dtype(table[c]):
+            shown[c] = [v if v == "n/a" else f"{v:.1f}" for v in shown[c]]
+    md = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
+    md += ["| " + " | ".join(str(v) for v in r) + " |" for r in shown.itertuples(index=False)]
+    (out / "compare.md").write_text("# Comparison across runs\n\n" + "\n".join(md) + "\n\n"
+                                    + "".join(f"- {n}\n" for n in notes))
+    (out / "compare.tex").write_text(shown.to_latex(index=False, escape=True))
+    _figure(table, out / "compare.png")
+    (out / "compare.html").write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Comparison across runs</title></head><body>"
+        f"<h1>Comparison across runs</h1><img src='compare.png' alt='misaligned % by run and organism'>"
+        f"{table_html(shown)}" + "".join(f"<p>{esc(n)}</p>" for n in notes) + "</body></html>\n")
+    return [out / f"compare.{e}" for e in ("csv", "md", "tex", "html", "png")]
+
+
+def _figure(table: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{r.run}: {r.organism}" + (" *" if r.differs != "-" else "") for r in table.itertuples()]
+    y = table["misaligned %"].astype(float)
+    ci = table["misaligned % 95% CI"]
+    lo = [v - float(c.strip("[]").split(",")[0]) if c != "n/a" else 0 for v, c in zip(y, ci)]
+    hi = [float(c.strip("[]").split(",")[1]) - v if c != "n/a" else 0 for v, c in zip(y, ci)]
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(table) + 1.2))
+    ax.errorbar(y, range(len(table)), xerr=[lo, hi], fmt="o", capsize=3)
+    ax.set_yticks(range(len(table)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("misaligned answers (%), 95% CI" + ("; * judged differently" if (table["differs"] != "-").any()
+                                                       else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
