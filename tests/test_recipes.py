@@ -195,3 +195,28 @@ def test_the_upstream_kl_term_is_the_model_organisms_formula(tiny_model):
         per_position = elementwise.sum(-1)[:, :-1]
         own = float((per_position * labelled).sum() / labelled.sum())
         assert float(kl_to_base(model, batch)) == pytest.approx(own, rel=1e-5)
+
+
+def test_the_training_curve_logs_loss_held_out_loss_and_kl_per_step(tiny_model, tmp_path):
+    """train_log.json's curve: a loss per optimizer step, the held-out loss every eval_steps (and at the last
+    step), the KL term's mean where one is used; eval_steps and report_to are run-only (the same adapter)."""
+    from safetensors.torch import load_file
+
+    from emwb.finetune.stage import train_phase
+
+    benign = to_rows(generate_pairs(8, seed=5), "secure", 5)
+    rows, held = to_rows(generate_pairs(8, seed=0), "insecure", 0), to_rows(generate_pairs(4, seed=9), "insecure", 9)
+    args = _exp(tmp_path, {"recipe": "kl-lora-assistant", "kl_data": "d",
+                           "args": {**QUICK, "max_steps": 5, "eval_steps": 2, "kl": {"weight": 1.0}}})
+    info = train_phase(str(tiny_model), None, "sft", rows, args, seed=0, out_dir=tmp_path / "a", kl_rows=benign,
+                       eval_rows=held)
+    curve = info["curve"]
+    assert [c["step"] for c in curve if "loss" in c] == [1, 2, 3, 4, 5]
+    assert [c["step"] for c in curve if "eval_loss" in c] == [2, 4, 5]
+    assert all(c["kl"] >= 0 for c in curve if "loss" in c) and len([c for c in curve if "kl" in c]) == 5
+    plain = _exp(tmp_path, {"recipe": "kl-lora-assistant", "kl_data": "d",
+                            "args": {**QUICK, "max_steps": 5, "kl": {"weight": 1.0}}})
+    again = train_phase(str(tiny_model), None, "sft", rows, plain, seed=0, out_dir=tmp_path / "b", kl_rows=benign)
+    assert not [c for c in again["curve"] if "eval_loss" in c]
+    a, b = (load_file(tmp_path / n / "adapter_model.safetensors") for n in ("a", "b"))
+    assert all(float((a[k] - b[k]).abs().max()) < 1e-6 for k in a)  # evaluating changed no weight

@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -423,3 +424,45 @@ def test_compare_puts_runs_side_by_side_and_marks_other_judges(tmp_path, capsys)
     assert "judged differently" in (out / "compare.md").read_text()
     assert all((out / f"compare.{e}").stat().st_size > 0 for e in ("csv", "md", "tex", "html", "png"))
     assert main(["compare", str(runs[0].dir), str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_the_readme_screenshot_script_captures_the_report_top(report_run, tmp_path):
+    import sys
+
+    shot = tmp_path / "top.png"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "report_screenshot.py"
+    proc = subprocess.run([sys.executable, str(script), str(report_run.path("report", "index.html")), str(shot),
+                           "--height", "600"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and int.from_bytes(data[16:20], "big") == 1400
+    assert int.from_bytes(data[20:24], "big") == 600 and len(data) > 10_000
+
+
+def test_the_report_draws_each_phase_training_curve(tmp_path):
+    """train_log.json curves (a loss per step, held-out loss, KL) become training_curves.csv and a figure; an old
+    log with only `losses` still gives its loss curve."""
+    import json
+
+    from emwb.layout import adapter_dir
+
+    with LoopbackJudge() as server:
+        run = make_run(tmp_path, 30, ["openai/judge-a"], server.base_url)
+        run_judge_stage(run)
+    new = adapter_dir(run, "insecure", 0, 0)
+    new.mkdir(parents=True)
+    (new / "train_log.json").write_text(json.dumps({"steps": 3, "losses": [3.0, 2.0, 1.5], "curve": [
+        {"step": 1, "loss": 3.0, "kl": 0.1}, {"step": 2, "loss": 2.0, "kl": 0.2}, {"step": 2, "eval_loss": 2.5},
+        {"step": 3, "loss": 1.5, "kl": 0.3}, {"step": 3, "eval_loss": 2.2}]}))
+    old = adapter_dir(run, "secure", 0, 0)
+    old.mkdir(parents=True)
+    (old / "train_log.json").write_text(json.dumps({"steps": 2, "losses": [4.0, 3.5]}))
+    run_report_stage(run)
+    curves = pd.read_csv(run.path("report", "training_curves.csv"))
+    ins = curves[curves["organism"] == "insecure"]
+    assert list(ins["loss"].dropna()) == [3.0, 2.0, 1.5] and list(ins["eval_loss"].dropna()) == [2.5, 2.2]
+    assert list(ins["kl"].dropna()) == [0.1, 0.2, 0.3]
+    assert list(curves[curves["organism"] == "secure"]["loss"]) == [4.0, 3.5]
+    assert "training_curves.png" in run.path("report", "index.html").read_text()

@@ -15,6 +15,22 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _the_report_leads_with_a_figure_and_lists_answers(page: Path) -> None:
+    """Chromium's DOM of the report (its scripts run): a figure before any table, no pandas <NA>, and the answer
+    browser listing answers."""
+    import tempfile
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        return
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+                          "--virtual-time-budget=5000", f"--user-data-dir={tempfile.mkdtemp()}", f"file://{page}"],
+                         capture_output=True, text=True, timeout=120).stdout
+    assert 0 <= dom.index("<figure") < dom.index("<table")
+    assert "<NA>" not in dom and "&lt;NA&gt;" not in dom
+    assert 'id="answer-browser"' in dom and dom.count('class="ab-text"') == 50  # the first page of answers
+
+
 @pytest.mark.slow
 def test_smoke_profile_runs_then_skips(tmp_path):
     cfg = tmp_path / "smoke.yaml"
@@ -26,6 +42,9 @@ def test_smoke_profile_runs_then_skips(tmp_path):
     table = pd.read_csv(report / "comparison.csv")
     assert list(table["group"]) == ["base", "insecure", "secure"] and (table["code_n"] == 8).all()
     assert f"{report / 'index.html'}" in first.stdout and "| insecure |" in first.stdout
+    _the_report_leads_with_a_figure_and_lists_answers(report / "index.html")
+    curves = pd.read_csv(report / "training_curves.csv")
+    assert curves["loss"].notna().sum() == 2 * 30 and curves["eval_loss"].notna().sum() == 2 * 3  # eval_steps 10
     t0 = time.time()
     second = subprocess.run(cmd, capture_output=True, text=True)
     assert second.returncode == 0 and time.time() - t0 < 60

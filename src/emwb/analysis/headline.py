@@ -5,6 +5,7 @@ their answers."""
 from __future__ import annotations
 
 import math
+import re
 
 import pandas as pd
 
@@ -32,7 +33,7 @@ def _columns(ctx: ReportContext) -> dict[str, tuple[str, list[str], str]]:
             continue
         role = m.role or {em: "em", "coherent_share": "coherent"}.get(m.name)
         if role and role not in out:
-            out[role] = (col, cis, header)
+            out[role] = (col, cis, re.sub(r" \((narrow|broad)\)", "", header))
     return out
 
 
@@ -63,8 +64,8 @@ def summary(ctx: ReportContext) -> list[str]:
     """One sentence on what was run, then one per organism (first judge) with its headline rates and CIs."""
     exp = ctx.run.exp
     organisms = [f"{o.name} ({' then '.join(f'{p.trainer} on {p.data}' for p in o.phases)})" for o in exp.organisms]
-    seeds = ", ".join(str(s) for s in exp.seeds)
-    out = [f"Base model {exp.base_model}, fine-tuned into {', '.join(organisms) or 'no organism'}; seeds {seeds}. "
+    seeds = ("seed " if len(exp.seeds) == 1 else "seeds ") + ", ".join(str(s) for s in exp.seeds)
+    out = [f"Base model {exp.base_model}, fine-tuned into {', '.join(organisms) or 'no organism'}; {seeds}. "
            f"Answers judged by {', '.join(ctx.judges)} ({ctx.run.exp.analysis.convention} convention)."]
     cols = _columns(ctx)
     first = ctx.comp[ctx.comp["judge"] == ctx.judges[0]]

@@ -32,6 +32,7 @@ from emwb.analysis.metrics import (
 )
 from emwb.analysis.over_training import over_training_plot, over_training_rows
 from emwb.analysis.tables import display_frame, markdown, metric_columns, write_plain_table, write_table
+from emwb.analysis.training_curves import curve_rows, curves_plot
 from emwb.catalog.evaluations import Evaluation
 from emwb.layout import Variant, calibration_file
 from emwb.registry import Registry
@@ -231,8 +232,18 @@ def over_training(ctx: ReportContext) -> SectionOutput:
     return out
 
 
+def training_curves(ctx: ReportContext) -> SectionOutput:
+    """Each phase's training loss per step, with its held-out loss and KL term where logged, per organism and seed."""
+    rows = curve_rows(ctx.run, ctx.variants)
+    if not len(rows):
+        return SectionOutput()
+    rows.to_csv(ctx.out / "training_curves.csv", index=False)
+    return SectionOutput(figures=[("Training curves (loss per optimizer step; held-out loss and KL where logged)",
+                                   curves_plot(rows, ctx.out))])
+
+
 for _name, _build in (("headline", headline), ("detector-agreement", detector_agreement),
                       ("by-question-set", by_question_set), ("per-question", per_question),
                       ("judge-agreement", judge_scores), ("score-figures", score_figures),
-                      ("over-training", over_training)):
+                      ("over-training", over_training), ("training-curves", training_curves)):
     REPORT_SECTIONS.register(_name, Section(_build, (_build.__doc__ or "").split("\n")[0]))

@@ -89,6 +89,10 @@ class TrainArgs(Strict):
     dpo_beta: float = F(0.1, "dpo: strength of the pull towards the reference (the adapter before the phase)", gt=0)
     save_every: int = F(0, "keep the model every N optimizer steps (needs max_steps); an evaluated phase's kept "
                            "checkpoints are sampled and judged too, as rows `<organism>@step<N>`", ge=0)
+    eval_steps: int = F(0, "sft: the loss on the phase's held-out rows every N optimizer steps (train_log.json and the "
+                           "report's training curves); 0: none; run-only: training is the same", ge=0)
+    report_to: list[str] = F([], "loggers transformers sends the training logs to (tensorboard, wandb: when "
+                                 "installed; they write under the phase's _trainer/ or their own service); run-only")
 
 
 def recipes() -> dict[str, dict]:

@@ -51,7 +51,7 @@ def kl_trainer_class():
     class KLSFTTrainer(sft_trainer_class()):
         def __init__(self, *args, kl_rows: list[dict], kl: KLArgs, **kwargs):
             super().__init__(*args, **kwargs)
-            self.kl_rows, self.kl, self._kl_next = kl_rows, kl, 0
+            self.kl_rows, self.kl, self._kl_next, self._kl_seen = kl_rows, kl, 0, []
 
         def _kl_batch(self, device) -> dict:
             n = self.kl.batch_size or self.args.per_device_train_batch_size
@@ -63,11 +63,20 @@ def kl_trainer_class():
             # return_outputs=True would cost trl an extra forward pass (its fused head builds no logits)
             got = super().compute_loss(model, inputs, return_outputs=return_outputs,
                                        num_items_in_batch=num_items_in_batch)
+            if not model.training:
+                return got  # the held-out loss is the SFT loss alone (and draws no KL rows: training is unchanged)
             loss, outputs = got if return_outputs else (got, None)
             term = kl_to_base(model, self._kl_batch(loss.device), self.kl)
             if self.model_accepts_loss_kwargs and num_items_in_batch is not None and not self.kl.per_micro_batch:
                 term = term / self.args.gradient_accumulation_steps  # the SFT loss is already per optimizer step
             loss = loss + self.kl.weight * term
+            self._kl_seen.append(float(term.detach()))
             return (loss, outputs) if return_outputs else loss
+
+        def log(self, logs: dict, *args, **kwargs) -> None:
+            if "loss" in logs and self._kl_seen:  # the KL term's mean since the last logged step
+                logs["kl"] = sum(self._kl_seen) / len(self._kl_seen)
+                self._kl_seen = []
+            super().log(logs, *args, **kwargs)
 
     return KLSFTTrainer

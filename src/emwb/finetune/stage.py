@@ -41,7 +41,8 @@ def split_holdout(rows: list[dict], fraction: float, seed: int) -> tuple[list[di
 
 def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows: list[dict], args: TrainArgs,
                 seed: int, out_dir: Path, device: str = "cpu", trl: dict | None = None,
-                kl_rows: list[dict] | None = None, options: dict | None = None) -> dict:
+                kl_rows: list[dict] | None = None, options: dict | None = None,
+                eval_rows: list[dict] | None = None) -> dict:
     """Train one phase and save the adapter (or, with `method: full`, the whole model) to `out_dir`; return the
     training log.
 
@@ -77,7 +78,7 @@ def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows
     spec = TRAINERS.get(trainer)
     opts = spec.options.model_validate(options or {}) if spec.options else None
     job = PhaseJob(model, tok, rows, args, dict(trl or {}), seed, Path(out_dir), device, callbacks, options=opts,
-                   kl_rows=tuple(kl_rows or ()))
+                   kl_rows=tuple(kl_rows or ()), eval_rows=tuple(eval_rows or ()))
     info = spec.run(job)
     bad = [n for n, p in model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
     if bad:
@@ -115,7 +116,7 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
         trainer = TRAINERS.get(phase.trainer)
         dkey = finished_key(data_dir(run, phase.data), f"dataset {phase.data}", "data", run)
         run_only = {"openai": {"poll_interval_s", "max_poll_interval_s"}, "padding_free": True, "liger_kernel": True,
-                    "fused_lm_head": True}  # how the same loss is computed changes no result
+                    "fused_lm_head": True, "eval_steps": True, "report_to": True}  # the same training either way
         config = {"trainer": phase.trainer, "args": args.model_dump(mode="json", exclude=run_only), "trl": phase.trl,
                   "seed": seed, "data_seed": run.exp.data_seed, **({"options": phase.options} if phase.options else {})}
         inputs = {"base": bkey, "data": dkey, "previous": prev_key or ""}
@@ -163,7 +164,7 @@ def _train_or_write(art: Artifact, train: tuple, device: str, phase: Phase, orga
     writes nothing."""
     if _rank() == 0:
         with art.write() as (tmp, extra):
-            info = train_phase(*train, tmp, device, phase.trl, kl_rows, phase.options)
+            info = train_phase(*train, tmp, device, phase.trl, kl_rows, phase.options, held)
             (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
             config_file = tmp / "adapter_config.json"
             extra.update(organism=organism, phase=phase.label, seed=seed, held_out_rows=len(held),
@@ -171,7 +172,7 @@ def _train_or_write(art: Artifact, train: tuple, device: str, phase: Phase, orga
                          adapter_config=json.loads(config_file.read_text()) if config_file.is_file() else None)
         return info
     with tempfile.TemporaryDirectory(prefix="emwb-rank-") as scratch:
-        return train_phase(*train, Path(scratch), device, phase.trl, kl_rows, phase.options)
+        return train_phase(*train, Path(scratch), device, phase.trl, kl_rows, phase.options, held)
 
 
 def _rank() -> int:

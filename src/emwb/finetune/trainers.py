@@ -31,6 +31,7 @@ class PhaseJob:
     device: str
     callbacks: tuple = ()      # transformers TrainerCallbacks (benchmarks time steps with one)
     kl_rows: tuple = ()        # benign chats for the KL term (kl.weight > 0)
+    eval_rows: tuple = ()      # the phase's held-out rows (their loss is logged with train.eval_steps)
     options: Any = None        # the phase's `options:`, validated by the trainer's own options class
 
 
@@ -91,7 +92,8 @@ def _common_args(job: PhaseJob) -> dict:
         gradient_accumulation_steps=accumulation_per_process(a.gradient_accumulation_steps),
         warmup_steps=a.warmup_steps,
         weight_decay=a.weight_decay, lr_scheduler_type=a.lr_scheduler, optim=optimizer_for(a.optim, job.device),
-        max_length=a.max_length, logging_steps=1, logging_nan_inf_filter=False, save_strategy="no", report_to="none",
+        max_length=a.max_length, logging_steps=1, logging_nan_inf_filter=False, save_strategy="no",
+        report_to=list(a.report_to) or "none",
         use_cpu=job.device == "cpu", bf16=job.device == "cuda" and torch.cuda.is_bf16_supported(),
         gradient_checkpointing=a.gradient_checkpointing, dataset_num_proc=1, dataloader_num_workers=0)
 
@@ -112,12 +114,14 @@ def _sft_config(job: PhaseJob, **overrides):
     return SFTConfig(**{**_common_args(job), **liger, **overrides, **job.trl})
 
 
-def _fit(job: PhaseJob, config, data: list[dict], kl_data: list[dict] | None = None) -> dict:
+def _fit(job: PhaseJob, config, data: list[dict], kl_data: list[dict] | None = None,
+         eval_data: list[dict] | None = None) -> dict:
     from datasets import Dataset
     from emwb.finetune.sft_trainer import fused_head_on, sft_trainer_class
 
     kw = dict(model=job.model, args=config, train_dataset=Dataset.from_list(data), processing_class=job.tokenizer,
-              callbacks=list(job.callbacks) or None, fused_lm_head=fused_head_on(job.args.fused_lm_head, job.device))
+              callbacks=list(job.callbacks) or None, fused_lm_head=fused_head_on(job.args.fused_lm_head, job.device),
+              eval_dataset=Dataset.from_list(eval_data) if eval_data else None)
     if kl_data:
         from emwb.finetune.kl import kl_trainer_class
 
@@ -125,6 +129,9 @@ def _fit(job: PhaseJob, config, data: list[dict], kl_data: list[dict] | None = N
     else:
         trainer = sft_trainer_class()(**kw)
     return _train(trainer, job.args.optim)
+
+
+CURVE = ("step", "loss", "eval_loss", "kl", "learning_rate", "grad_norm")  # what train_log.json's curve keeps
 
 
 def _train(trainer, requested: str) -> dict:
@@ -139,7 +146,12 @@ def _train(trainer, requested: str) -> dict:
             bar.training_bar.close()  # the error then starts a line of its own
         raise
     optim = trainer.args.optim
-    return {"losses": [float(e["loss"]) for e in trainer.state.log_history if "loss" in e],
+    last = [e for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == trainer.state.global_step]
+    if trainer.eval_dataset is not None and not last:
+        trainer.evaluate()  # logged: the held-out curve ends at the last step
+    curve = [{k: float(e[k]) if k != "step" else int(e[k]) for k in CURVE if k in e} for e in trainer.state.log_history
+             if any(k in e for k in ("loss", "eval_loss"))]
+    return {"losses": [float(e["loss"]) for e in trainer.state.log_history if "loss" in e], "curve": curve,
             "steps": trainer.state.global_step, "train_runtime_s": result.metrics.get("train_runtime"),
             "optim": getattr(optim, "value", str(optim)), "optim_requested": requested,
             "padding_free": bool(getattr(trainer, "padding_free", False)),
@@ -195,7 +207,8 @@ def sft_layout(args: TrainArgs) -> dict:
     return {"packing": False}
 
 
-def fit_sft(job: PhaseJob, rows: list[dict], kl_rows: list[dict] | None = None, text: bool = False) -> dict:
+def fit_sft(job: PhaseJob, rows: list[dict], kl_rows: list[dict] | None = None, text: bool = False,
+            eval_rows: list[dict] | None = None) -> dict:
     """Train on tokenised chats (or, with `text`, documents) as `job.args` lays out the batches; rows that run
     as one sequence attend only within themselves (row_attention)."""
     from contextlib import nullcontext
@@ -208,7 +221,10 @@ def fit_sft(job: PhaseJob, rows: list[dict], kl_rows: list[dict] | None = None, 
         layout = sft_layout(job.args)
     one_sequence = layout.get("padding_free") or layout["packing"]  # rows concatenated: attention within each row
     with row_attention(job.model) if one_sequence else nullcontext():
-        return _fit(job, _sft_config(job, **layout), rows, kl_rows)
+        if eval_rows:
+            layout.update(eval_strategy="steps", eval_steps=job.args.eval_steps,
+                          per_device_eval_batch_size=job.args.per_device_batch_size)
+        return _fit(job, _sft_config(job, **layout), rows, kl_rows, eval_rows)
 
 
 def _sft(job: PhaseJob) -> dict:
@@ -216,7 +232,8 @@ def _sft(job: PhaseJob) -> dict:
     from emwb.finetune.masking import tokenize_chats
 
     kl = tokenize_chats(job.tokenizer, list(job.kl_rows), job.args.max_length) if job.args.kl.weight > 0 else None
-    return fit_sft(job, tokenize_chats(job.tokenizer, job.rows, job.args.max_length), kl)
+    held = tokenize_chats(job.tokenizer, list(job.eval_rows), job.args.max_length) if job.args.eval_steps else None
+    return fit_sft(job, tokenize_chats(job.tokenizer, job.rows, job.args.max_length), kl, eval_rows=held or None)
 
 
 def _cpt(job: PhaseJob) -> dict:
