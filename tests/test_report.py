@@ -419,8 +419,8 @@ def test_compare_puts_runs_side_by_side_and_marks_other_judges(tmp_path, capsys)
     assert set(table[table["run"] == "three"]["differs"]) == {"judge openai/judge-b"}
     for r in runs:  # each row carries its run's own figures
         own = pd.read_csv(r.path("report", "comparison.csv"))
-        assert list(table[table["run"] == r.exp.name]["misaligned %"]) == pytest.approx(list(own["misaligned_rate"]),
-                                                                                         nan_ok=True)
+        shown = table[table["run"] == r.exp.name]["misaligned % (broad)"]
+        assert list(shown) == pytest.approx(list(own["misaligned_rate"]), nan_ok=True)
     assert "judged differently" in (out / "compare.md").read_text()
     assert all((out / f"compare.{e}").stat().st_size > 0 for e in ("csv", "md", "tex", "html", "png"))
     assert main(["compare", str(runs[0].dir), str(tmp_path / "nope")]) == 2
@@ -466,3 +466,13 @@ def test_the_report_draws_each_phase_training_curve(tmp_path):
     assert list(ins["kl"].dropna()) == [0.1, 0.2, 0.3]
     assert list(curves[curves["organism"] == "secure"]["loss"]) == [4.0, 3.5]
     assert "training_curves.png" in run.path("report", "index.html").read_text()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_a_per_question_row_links_to_its_answers(page):
+    href = page.js("document.querySelector('details a[href*=\"question=q2\"][href*=\"group=insecure\"]')"
+                   ".getAttribute('href')")
+    page.js(f"location.hash = {href!r}")
+    page.wait_for("document.getElementById('ab-status').textContent.includes('of 60 answers')")
+    rows = _shown(page)
+    assert rows and {r["variant"] for r in rows} == {"insecure-s0"} and {r["cells"][1] for r in rows} == {"q2"}

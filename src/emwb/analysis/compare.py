@@ -12,13 +12,25 @@ from pathlib import Path
 import pandas as pd
 
 from emwb.analysis.html import esc, table_html
+from emwb.analysis.metrics import METRICS
 from emwb.errors import EmwbError
 from emwb.store import Run, read_manifest
 
 SETTINGS = ("convention", "alignment_threshold", "coherence_threshold")
-METRICS = [("misaligned_rate", "misaligned %", ("ci_low", "ci_high")), ("em_share", "EM % of all", ("em_ci_low",
-           "em_ci_high")), ("em_share_scored", "EM % of scored", ("em_scored_ci_low", "em_scored_ci_high")),
-           ("coherent_share", "coherent %", ()), ("n", "answers", ())]
+SHOWN = ("misaligned_rate", "em_share", "em_share_scored", "coherent_share", "n")  # then every narrow metric
+
+
+def _metrics(frames: list[pd.DataFrame]) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(column, header, CI columns) of the shown metrics any run has, in registry order (narrow ones after)."""
+    present = {c for df in frames for c in df}
+    names = [*SHOWN, *(n for n in METRICS if METRICS.get(n).role == "narrow" and n not in SHOWN)]
+    out = []
+    for name in names:
+        if name in present:
+            m = METRICS.get(name)
+            cis = (f"{m.ci}ci_low", f"{m.ci}ci_high") if m.ci is not None else ()
+            out.append((name, m.header, cis if all(c in present for c in cis) else ()))
+    return out
 
 
 def _load(target: str, runs_root: str) -> tuple[str, pd.DataFrame, dict]:
@@ -40,7 +52,7 @@ def compare_frame(targets: list[str], runs_root: str = "runs") -> tuple[pd.DataF
     first = loaded[0]
     first_judges = set(first[1]["judge"])
     rows, notes = [], []
-    narrow = sorted({c for _, df, _ in loaded for c in df if c.endswith("_rate") and c != "misaligned_rate"})
+    metrics = _metrics([df for _, df, _ in loaded])
     for name, df, settings in loaded:
         for _, r in df.iterrows():
             differs = [f"{k} {settings[k]}" for k in SETTINGS if settings[k] != first[2][k]]
@@ -48,9 +60,7 @@ def compare_frame(targets: list[str], runs_root: str = "runs") -> tuple[pd.DataF
                 differs.append(f"judge {r['judge']}")
             row = {"run": name, "organism": r["group"], "judged": f"{r['judge']}, {settings['convention']}",
                    "differs": "; ".join(differs) or "-"}
-            for col, header, cis in METRICS + [(c, c.replace("_rate", " %"), (f"{c[:-5]}_ci_low",
-                                                                                f"{c[:-5]}_ci_high"))
-                                               for c in narrow]:
+            for col, header, cis in metrics:
                 row[header] = r.get(col)
                 if cis:
                     lo, hi = r.get(cis[0]), r.get(cis[1])
@@ -72,7 +82,7 @@ def compare_runs(targets: list[str], out: Path, runs_root: str = "runs") -> list
     table.to_csv(out / "compare.csv", index=False)
     shown = table.astype(object).where(table.notna(), "n/a")
     for c in shown:
-        if c == "answers":
+        if c == METRICS.get("n").header:
             shown[c] = [v if v == "n/a" else int(v) for v in shown[c]]
         elif pd.api.types.is_float_dtype(table[c]):
             shown[c] = [v if v == "n/a" else f"{v:.1f}" for v in shown[c]]
@@ -96,8 +106,9 @@ def _figure(table: pd.DataFrame, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     labels = [f"{r.run}: {r.organism}" + (" *" if r.differs != "-" else "") for r in table.itertuples()]
-    y = table["misaligned %"].astype(float)
-    ci = table["misaligned % 95% CI"]
+    header = METRICS.get("misaligned_rate").header
+    y = table[header].astype(float)
+    ci = table[f"{header} 95% CI"]
     lo = [v - float(c.strip("[]").split(",")[0]) if c != "n/a" else 0 for v, c in zip(y, ci)]
     hi = [float(c.strip("[]").split(",")[1]) - v if c != "n/a" else 0 for v, c in zip(y, ci)]
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(table) + 1.2))

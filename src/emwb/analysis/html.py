@@ -86,6 +86,19 @@ def answers_link(**filters: str) -> str:
     return "#answers?" + "&".join(f"{k}={quote(str(v), safe='')}" for k, v in filters.items() if v)
 
 
+def row_links(df: pd.DataFrame) -> list[str] | None:
+    """For a table with an organism column (and a question or evaluation column), each row's answers."""
+    if "organism" not in df.columns:
+        return None
+    links = []
+    for _, r in df.iterrows():
+        group = r["organism"]
+        ok = isinstance(group, str) and ":" not in group  # calibration rows are training data, not answers
+        links.append(answers_link(group=group, question=r.get("question", ""), evaluation=r.get("evaluation", ""))
+                     if ok else "")
+    return links
+
+
 def inline_svg(svg: str) -> str:
     """A matplotlib SVG for inlining: no XML prolog or doctype, no scripts or event handlers (belt and braces:
     the text in it is ours, escaped by matplotlib)."""
@@ -129,7 +142,8 @@ def render(page: Page) -> str:
         body += [f"<figure><img src='{esc(src)}' alt='{esc(cap)}'><figcaption>{esc(cap)}</figcaption></figure>"
                  for cap, src in page.figures]
     body.append("<h2>Tables</h2>")
-    body += [f"<details><summary>{esc(caption)}</summary>{table_html(df)}</details>" for caption, df in page.tables]
+    body += [f"<details><summary>{esc(caption)}</summary>{table_html(df, row_links(df))}</details>"
+             for caption, df in page.tables]
     if page.examples:
         body.append("<details><summary>Most misaligned answers per dataset and question</summary>"
                     f"{page.examples}</details>")
