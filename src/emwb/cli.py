@@ -185,6 +185,17 @@ def cmd_compare(args) -> None:
         print(path)
 
 
+def cmd_directions(args) -> None:
+    from emwb.judgebench.directions import DirectionSettings, em_direction
+
+    d = DirectionSettings()
+    s = DirectionSettings(args.reader, Path(args.out), tuple(args.held_out or d.held_out),
+                          None if args.per_file == 0 else args.per_file, tuple(args.layers or d.layers),
+                          Path(args.store) if args.store else None, mirror=args.mirror)
+    em_direction(s)
+    print((s.out / "README.md").read_text(), end="")
+
+
 def cmd_build_tiny(args) -> None:
     from emwb.basemodel import build_tiny
 
@@ -319,6 +330,19 @@ def _tool_commands(sub) -> None:
     cp.add_argument("--out", default="compare", help="output folder (default: %(default)s)")
     cp.add_argument("--runs-root", default="runs")
     cp.set_defaults(fn=cmd_compare)
+
+    dr = sub.add_parser("directions", help="em: the EM direction read from the published judged answers, per layer, "
+                        "and its held-out AUC as a misalignment detector")
+    dr.add_argument("rule", choices=["em"])
+    dr.add_argument("--reader", default="smollm2-135m", help="a local model folder, or tiny / smollm2-135m")
+    dr.add_argument("--out", default="directions/smollm2-em")
+    dr.add_argument("--held-out", nargs="+", metavar="FILE", help="published files the direction is not fit on "
+                    "(default: the probe's five)")
+    dr.add_argument("--per-file", type=int, default=100, help="training answers per training file (0: all)")
+    dr.add_argument("--layers", type=int, nargs="+")
+    dr.add_argument("--store", help="an activations folder to reuse (a probe's: probes/<name>/activations)")
+    dr.add_argument("--mirror")
+    dr.set_defaults(fn=cmd_directions)
 
     t = sub.add_parser("build-tiny", help="build the tiny local chat model into a folder")
     t.add_argument("out")

@@ -15,20 +15,40 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from emwb.catalog.published import load_published, published_names, resolve_files, stratified_subset
 from emwb.errors import EmwbError
 from emwb.judge.base import model_fingerprint
 from emwb.judgebench.metrics import auc, judge_row, misaligned_label, per_file_em
-from emwb.judgebench.published import (
-    load_published,
-    load_run_judged,
-    published_names,
-    resolve_files,
-    stratified_subset,
-)
 from emwb.judgebench.report import write_bench
 from emwb.models.activations import ActivationStore, collect_activations
 from emwb.models.probe import Probe, fit_ridge
 from emwb.store import log
+
+
+def load_run_judged(run_dir: str | Path, judge: str) -> pd.DataFrame:
+    """A run's answers judged by `judge` (its judgments as the reference), in the layout of `load_published`:
+    one "file" per variant. For fitting a probe on any run's judge instead of the published files."""
+    from emwb.judge.stage import load_judgments
+    from emwb.layout import answers_file
+    from emwb.plan import plan_of
+    from emwb.store import Run, read_jsonl
+
+    run = Run.open(run_dir)
+    frames = []
+    for v in plan_of(run).variants:
+        scores = {r["answer_id"]: r for r in load_judgments(run, judge, v.id)}
+        rows = read_jsonl(answers_file(run, v.id))
+        frames.append(pd.DataFrame({
+            "file": v.id, "row": range(len(rows)), "answer_id": [a["answer_id"] for a in rows],
+            "question_id": [a["question_id"] for a in rows], "question": [a["question"] for a in rows],
+            "answer": [a["answer"] for a in rows],
+            "ref_alignment": pd.to_numeric([scores[a["answer_id"]].get("alignment") for a in rows], errors="coerce"),
+            "ref_coherence": pd.to_numeric([scores[a["answer_id"]].get("coherence") for a in rows], errors="coerce")}))
+    df = pd.concat(frames, ignore_index=True)
+    if df["ref_alignment"].notna().sum() == 0:
+        raise EmwbError(f"{run_dir}: judge {judge} scored no answer's alignment; nothing to fit on")
+    return df
+
 
 # The files no probe is fit on by default: every Llama-3.2-1B file and two of the three gemma-3-4b files.
 HELD_OUT = ("Llama-3.2-1B-Instruct_bad-medical-advice", "Llama-3.2-1B-Instruct_extreme-sports",
@@ -55,7 +75,7 @@ class ProbeSettings:
     judge: str | None = None                # ... judged by this judge (its judge string)
 
 
-def _reader_folder(s: ProbeSettings) -> str:
+def reader_folder(s: ProbeSettings) -> str:
     """The reader's folder: as given, or a locally built base model (tiny, smollm2-135m) built into the output."""
     if Path(s.reader).is_dir():
         return str(Path(s.reader).resolve())
@@ -87,7 +107,7 @@ def _cv(x: np.ndarray, y: np.ndarray, label: np.ndarray, files: np.ndarray, s: P
     return pd.DataFrame(rows)
 
 
-def _data(s: ProbeSettings) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def probe_data(s: ProbeSettings) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """(training answers, held-out answers, what the reference is) from the published files or a run."""
     if s.run:
         if not s.judge:
@@ -111,8 +131,8 @@ def _data(s: ProbeSettings) -> tuple[pd.DataFrame, pd.DataFrame, str]:
 
 def train_probe(s: ProbeSettings) -> tuple[Probe, pd.DataFrame]:
     """Fit, choose, save and bench a probe; returns it and its held-out bench row."""
-    tr, te, reference = _data(s)
-    reader = _reader_folder(s)
+    tr, te, reference = probe_data(s)
+    reader = reader_folder(s)
     start = time.monotonic()
     both = pd.concat([tr, te], ignore_index=True)
     acts = collect_activations(reader, list(zip(both["question"], both["answer"])), s.layers, s.batch_size,

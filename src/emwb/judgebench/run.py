@@ -8,6 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from emwb.catalog.published import (
+    QUESTIONS,
+    load_published,
+    reference_rubrics,
+    resolve_files,
+    stratified_subset,
+)
 from emwb.config import ExecConfig, JudgeConfig, JudgeMode, JudgePrice
 from emwb.errors import EmwbError
 from emwb.judge.base import JudgeContext
@@ -15,13 +22,6 @@ from emwb.judge.cache import JudgeCache
 from emwb.judge.providers import make_provider, parse_spec
 from emwb.judge.stage import RubricPlan, judge_answers, judge_requests
 from emwb.judgebench.metrics import judge_row, per_file_em
-from emwb.judgebench.published import (
-    QUESTIONS,
-    load_published,
-    reference_rubrics,
-    resolve_files,
-    stratified_subset,
-)
 from emwb.store import log
 
 EVALUATION = "judges-bench"

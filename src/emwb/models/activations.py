@@ -47,15 +47,25 @@ class ActivationStore:
 
 
 def _decoder_layers(model):
-    base = getattr(model, "model", model)
-    return base, base.layers
+    """(the module holding the decoder blocks, the blocks), through a PEFT wrapper too."""
+    from emwb.models.interventions import decoder_blocks
+
+    blocks = decoder_blocks(model)
+    inner = model
+    while getattr(inner, "layers", None) is not blocks:
+        nxt = getattr(inner, "base_model", inner)
+        inner = nxt if nxt is not inner else inner.model
+    return inner, blocks
 
 
 def collect_activations(model_path: str, items: Sequence[tuple[str, str]], layers: Sequence[int],
                         batch_size: int = 16, device: str = "cpu", max_answer_tokens: int | None = 256,
                         store: ActivationStore | None = None, fingerprint: str = "",
-                        desc: str = "activations") -> np.ndarray:
-    """float32 [items, layers, hidden]: each item's answer-mean residual stream after each layer in `layers`."""
+                        desc: str = "activations", model=None) -> np.ndarray:
+    """float32 [items, layers, hidden]: each item's answer-mean residual stream after each layer in `layers`.
+
+    `model`: an already loaded model to read (under whatever hooks are active: a steered, ablated or planted
+    variant), else the model at `model_path` is loaded (and run only up to the deepest layer asked for)."""
     import torch
     from tqdm import tqdm
 
@@ -74,16 +84,17 @@ def collect_activations(model_path: str, items: Sequence[tuple[str, str]], layer
         return h.hexdigest()[:32]
 
     out: np.ndarray | None = None
-    model = None
+    base = _decoder_layers(model)[0] if model is not None else None
     bar = tqdm(total=len(items), desc=desc, mininterval=1.0)
     for chunk in chunks:
         got = store.get(key(chunk)) if store else None
         if got is None:
-            if model is None:
+            if base is None:
                 model = load_causal_lm(model_path, dtype=torch.float32).to(device).eval()
                 base, blocks = _decoder_layers(model)
                 base.layers = blocks[: max(layers) + 1]  # deeper blocks are never needed
-            got = _forward_chunk(base, [encoded[i] for i in chunk], layers, batch_size, device,
+            got = _forward_chunk(base, [encoded[i] for i in chunk], layers, batch_size,
+                                 device if model is None else str(next(base.parameters()).device),
                                  tok.pad_token_id or 0)
             if store:
                 store.put(key(chunk), got)

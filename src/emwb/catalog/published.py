@@ -90,27 +90,3 @@ def stratified_subset(df: pd.DataFrame, per_file: int | None, seed: int = 0) -> 
         keep.extend(shuffled.assign(_turn=turn.to_numpy()).sort_values("_turn", kind="stable").index[:per_file])
     return df.loc[sorted(keep)].reset_index(drop=True)
 
-
-def load_run_judged(run_dir: str | Path, judge: str) -> pd.DataFrame:
-    """A run's answers judged by `judge` (its judgments as the reference), in the layout of `load_published`:
-    one "file" per variant. For fitting a probe on any run's judge instead of the published files."""
-    from emwb.judge.stage import load_judgments
-    from emwb.layout import answers_file
-    from emwb.plan import plan_of
-    from emwb.store import Run, read_jsonl
-
-    run = Run.open(run_dir)
-    frames = []
-    for v in plan_of(run).variants:
-        scores = {r["answer_id"]: r for r in load_judgments(run, judge, v.id)}
-        rows = read_jsonl(answers_file(run, v.id))
-        frames.append(pd.DataFrame({
-            "file": v.id, "row": range(len(rows)), "answer_id": [a["answer_id"] for a in rows],
-            "question_id": [a["question_id"] for a in rows], "question": [a["question"] for a in rows],
-            "answer": [a["answer"] for a in rows],
-            "ref_alignment": pd.to_numeric([scores[a["answer_id"]].get("alignment") for a in rows], errors="coerce"),
-            "ref_coherence": pd.to_numeric([scores[a["answer_id"]].get("coherence") for a in rows], errors="coerce")}))
-    df = pd.concat(frames, ignore_index=True)
-    if df["ref_alignment"].notna().sum() == 0:
-        raise EmwbError(f"{run_dir}: judge {judge} scored no answer's alignment; nothing to fit on")
-    return df

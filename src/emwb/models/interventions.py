@@ -1,0 +1,84 @@
+"""Edits of a model's residual stream while it runs: add a vector, steer along a direction, ablate a direction.
+
+Each is a context manager of forward hooks on decoder blocks (`model.model.layers[i]`, the residual stream after
+block i, the same place `emwb.models.activations` reads), removed on exit:
+
+- `add_vectors(model, {layer: v})`: h <- h + v (a planted variant, or steering by a raw vector);
+- `steer(model, unit, layers, alpha, norms)`: h <- h + alpha * norms[layer] * unit[layer], alpha in units of the
+  layer's mean residual norm (Soligo et al. 2025 scale steering vectors so);
+- `ablate(model, unit, layers)`: h <- h - (h . u) u, the direction projected out at every position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+
+
+def decoder_blocks(model):
+    """The decoder blocks of a causal LM (a PEFT wrapper is looked through)."""
+    inner = model
+    for attr in ("base_model", "model"):
+        while not hasattr(inner, "layers") and getattr(inner, attr, inner) is not inner:
+            inner = getattr(inner, attr)
+    if not hasattr(inner, "layers"):
+        raise TypeError(f"{type(model).__name__}: no decoder blocks found")
+    return inner.layers
+
+
+@contextlib.contextmanager
+def _edit(model, edits: Mapping[int, callable]) -> Iterator[None]:
+    blocks = decoder_blocks(model)
+
+    def hook(edit):
+        def run(_module, _inputs, output):
+            if isinstance(output, tuple):
+                return (edit(output[0]), *output[1:])
+            return edit(output)
+
+        return run
+
+    handles = [blocks[layer].register_forward_hook(hook(edit)) for layer, edit in edits.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _tensor(v, like):
+    import torch
+
+    return torch.as_tensor(np.asarray(v), dtype=like.dtype, device=like.device)
+
+
+def add_vectors(model, vectors: Mapping[int, Sequence[float]]):
+    """h <- h + v at each layer's output."""
+    return _edit(model, {layer: (lambda h, v=v: h + _tensor(v, h)) for layer, v in vectors.items()})
+
+
+def steer(model, unit: Mapping[int, Sequence[float]], layers: Sequence[int], alpha: float,
+          norms: Mapping[int, float]):
+    """h <- h + alpha * norms[layer] * unit[layer] at each of `layers` (unit: the direction, normalised here)."""
+    vectors = {}
+    for layer in layers:
+        u = np.asarray(unit[layer], dtype=np.float64)
+        vectors[layer] = alpha * float(norms[layer]) * u / np.linalg.norm(u)
+    return add_vectors(model, vectors)
+
+
+def ablate(model, unit: Mapping[int, Sequence[float]], layers: Sequence[int]):
+    """h <- h - (h . u) u at each of `layers`: the direction's component removed at every position."""
+    def edit_for(u):
+        u = np.asarray(u, dtype=np.float64)
+        u = u / np.linalg.norm(u)
+
+        def edit(h):
+            t = _tensor(u, h)
+            return h - (h @ t).unsqueeze(-1) * t
+
+        return edit
+
+    return _edit(model, {layer: edit_for(unit[layer]) for layer in layers})
