@@ -7,6 +7,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 STAGES = {"emwb.datasets", "emwb.finetune", "emwb.sampling", "emwb.judge", "emwb.analysis", "emwb.basemodel",
+          "emwb.mechanisms",
           "emwb.detect"}
 LOWER = {"emwb.errors", "emwb.yamlio", "emwb.config", "emwb.schema_text", "emwb.recipes", "emwb.registry",
          "emwb.sqlite_cache", "emwb.runlock", "emwb.threads", "emwb.plan", "emwb.overrides", "emwb.plugins",

@@ -106,7 +106,7 @@ def test_the_em_direction_of_published_answers_is_scored_per_layer_on_held_out_f
 
     monkeypatch.setenv("EMWB_DATASETS_DIR", str(tmp_path / "store"))
     out = tmp_path / "d"
-    assert main(["directions", "em", "--reader", str(tiny_model), "--out", str(out), "--per-file", "40", "--layers",
+    assert main(["em-direction", "--reader", str(tiny_model), "--out", str(out), "--per-file", "40", "--layers",
                  "0", "1", "--held-out", "Qwen2.5-32B-Instruct_extreme-sports", "gemma-3-4b-it_extreme-sports",
                  "--mirror", str(upstream)]) == 0
     table = pd.read_csv(out / "em_direction_auc.csv")

@@ -62,7 +62,44 @@ def check_experiment(exp: Experiment, source: str) -> Plan:
     plan = build_plan(exp, planned)
     _check_published(exp, plan.groups(), source)
     _check_judges(exp, plan.judges, source)
+    _check_mechanisms(exp, [v.id for v in plan.variants if v.edit is None], source)
     return plan
+
+
+def _check_mechanisms(exp: Experiment, plain: list[str], source: str) -> None:
+    """Directions, steering and ablations refer to what exists, before any work."""
+    m = exp.mechanisms
+    dirs = {d.name: d for d in m.directions}
+    if len(dirs) < len(m.directions):
+        raise EmwbError(f"{source}: mechanisms.directions: two directions share a name")
+    for i, d in enumerate(m.directions):
+        if d.files:
+            from emwb.catalog.published import resolve_files
+
+            try:
+                resolve_files(d.files)
+            except EmwbError as exc:
+                raise EmwbError(f"{source}: mechanisms.directions.{i}.files: {exc}") from None
+    for kind, specs in (("steering", m.steering), ("ablations", m.ablations)):
+        for i, spec in enumerate(specs):
+            where = f"{source}: mechanisms.{kind}.{i}"
+            if spec.direction not in dirs:
+                raise EmwbError(f"{where}.direction: {spec.direction!r} is not one of mechanisms.directions "
+                                f"({', '.join(dirs) or 'none'})")
+            if spec.variant not in plain:
+                raise EmwbError(f"{where}.variant: {spec.variant!r} is not a variant of this experiment "
+                                f"({', '.join(plain)})")
+            missing = sorted(set(spec.layers or ()) - set(dirs[spec.direction].layers))
+            if missing:
+                raise EmwbError(f"{where}.layers: {missing} are not layers of direction {spec.direction} "
+                                f"({dirs[spec.direction].layers})")
+            if kind == "ablations" and spec.controls > dirs[spec.direction].controls:
+                raise EmwbError(f"{where}.controls: {spec.controls} controls, but direction {spec.direction} draws "
+                                f"{dirs[spec.direction].controls} (its `controls`)")
+    if (m.steering or m.ablations) and exp.sampling.backend != "hf":
+        raise EmwbError(f"{source}: sampling.backend: steered and ablated variants are sampled with transformers "
+                        "(vLLM cannot edit the residual stream); set sampling.backend: hf so that every variant is "
+                        "sampled alike")
 
 
 def _check_data(exp: Experiment, source: str) -> dict[str, str]:

@@ -62,6 +62,12 @@ def cmd_judge(args) -> None:
     run_judge_stage(_run(args), judges=args.judge, force=args.force)
 
 
+def cmd_directions(args) -> None:
+    from emwb.mechanisms.stage import run_directions_stage
+
+    run_directions_stage(_run(args), args.force)
+
+
 def cmd_report(args) -> None:
     from emwb.analysis.stage import run_report_stage
     from emwb.layout import report_dir
@@ -185,7 +191,7 @@ def cmd_compare(args) -> None:
         print(path)
 
 
-def cmd_directions(args) -> None:
+def cmd_em_direction(args) -> None:
     from emwb.judgebench.directions import DirectionSettings, em_direction
 
     d = DirectionSettings()
@@ -241,6 +247,8 @@ def _stage_commands(sub) -> None:
     stage("base", cmd_base, "stage base: build the tiny local model when the experiment uses it")
     stage("data", cmd_data, "stage data: write each fine-tuning dataset as chat JSONL")
     stage("finetune", cmd_finetune, "stage finetune: every organism's training phases, per seed")
+    stage("directions", cmd_directions, "stage directions: each direction of the mechanisms block, read by the base "
+          "model (steered and ablated variants are sampled from them)")
     stage("sample", cmd_sample, "stage sample: every evaluated variant's answers to the evaluations' prompts")
     stage("detect", cmd_detect, "stage detect: rule-based detectors (bandit) on the answers and on the training "
           "data (calibration)")
@@ -331,9 +339,8 @@ def _tool_commands(sub) -> None:
     cp.add_argument("--runs-root", default="runs")
     cp.set_defaults(fn=cmd_compare)
 
-    dr = sub.add_parser("directions", help="em: the EM direction read from the published judged answers, per layer, "
-                        "and its held-out AUC as a misalignment detector")
-    dr.add_argument("rule", choices=["em"])
+    dr = sub.add_parser("em-direction", help="the EM direction read from the published judged answers by a local "
+                        "model, per layer, and its held-out AUC as a misalignment detector")
     dr.add_argument("--reader", default="smollm2-135m", help="a local model folder, or tiny / smollm2-135m")
     dr.add_argument("--out", default="directions/smollm2-em")
     dr.add_argument("--held-out", nargs="+", metavar="FILE", help="published files the direction is not fit on "
@@ -342,7 +349,7 @@ def _tool_commands(sub) -> None:
     dr.add_argument("--layers", type=int, nargs="+")
     dr.add_argument("--store", help="an activations folder to reuse (a probe's: probes/<name>/activations)")
     dr.add_argument("--mirror")
-    dr.set_defaults(fn=cmd_directions)
+    dr.set_defaults(fn=cmd_em_direction)
 
     t = sub.add_parser("build-tiny", help="build the tiny local chat model into a folder")
     t.add_argument("out")

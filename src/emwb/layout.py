@@ -19,7 +19,7 @@ Every artifact folder is finished only when its manifest.json exists.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from emwb.config import LOCAL_BASE_MODELS, Experiment
@@ -37,6 +37,18 @@ CALIBRATION_FILE = "calibration.jsonl"
 
 
 @dataclass(frozen=True)
+class Edit:
+    """A residual-stream edit of a variant while it generates (emwb.models.interventions)."""
+
+    kind: str                    # "steer" or "ablate"
+    direction: str               # the direction's name (mechanisms.directions)
+    layers: tuple[int, ...]      # () for an ablation: every layer of the direction
+    on: str                      # the variant edited
+    alpha: float | None = None   # steer: strength in units of the layer's mean residual norm
+    control: int | None = None   # ablate: k > 0 ablates the k-th random unit direction instead (a control)
+
+
+@dataclass(frozen=True)
 class Variant:
     """A model that is sampled and judged: the base model, or an organism after one of its phases."""
 
@@ -49,6 +61,7 @@ class Variant:
     step: int | None = None      # a checkpoint kept during the phase (save_every); None: the phase's end
     line: str | None = None      # the row of the phase's end ("insecure" for "insecure@step10"); None for base
     phase_steps: int | None = None  # the phase's optimizer steps when known before training (max_steps > 0)
+    edit: Edit | None = None     # a steered or ablated variant: the edit of the residual stream of variant `line`
 
 
 def variants(exp: Experiment) -> list[Variant]:
@@ -66,7 +79,43 @@ def variants(exp: Experiment) -> list[Variant]:
                 at = f"{group}@step{step}"
                 out += [Variant(f"{at}-s{s}", at, o.name, p.label, k, s, step, group, steps) for s in exp.seeds]
             out += [Variant(f"{group}-s{s}", group, o.name, p.label, k, s, None, group, steps) for s in exp.seeds]
+    return out + edited_variants(exp, out)
+
+
+def edited_variants(exp: Experiment, plain: list[Variant]) -> list[Variant]:
+    """The steered (one per layer x alpha) and ablated (the direction, then its random controls) variants."""
+    by_id = {v.id: v for v in plain}
+    out = []
+    m = exp.mechanisms
+    for s in m.steering:
+        on = by_id.get(s.variant)
+        if on is None:
+            continue  # config check names the unknown variant
+        for layer in s.layers:
+            for a in s.alphas:
+                e = Edit("steer", s.direction, (layer,), s.variant, alpha=float(a))
+                out.append(replace(on, id=f"{s.variant}+steer-{s.direction}-L{layer}-a{a:g}", line=None,
+                                   group=f"{on.group} steer {s.direction} L{layer} a{a:g}", edit=e))
+    for a in m.ablations:
+        on = by_id.get(a.variant)
+        if on is None:
+            continue
+        layers = tuple(a.layers or ())
+        for k in range(a.controls + 1):
+            what = a.direction if k == 0 else f"{a.direction} control {k}"
+            out.append(replace(on, id=f"{a.variant}+ablate-{a.direction}" + (f"-random{k}" if k else ""), line=None,
+                               group=f"{on.group} ablate {what}",
+                               edit=Edit("ablate", a.direction, layers, a.variant, control=k or None)))
     return out
+
+
+DIRECTIONS_FILE = "directions.npz"  # in a direction's folder (read with emwb.models.interventions.read_direction)
+
+
+def directions_dir(run: Run, name: str) -> Path:
+    """A direction of the mechanisms block: directions.npz (per layer: the direction, the mean residual norm, the
+    random control directions) and counts."""
+    return run.path("directions", name)
 
 
 def base_dir(run: Run) -> Path:

@@ -25,7 +25,7 @@ from emwb.errors import EmwbError
 from emwb.layout import Variant, variants
 from emwb.store import PLAN_FILE, Run
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: variants carry their residual-stream edit
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from emwb.layout import (
     calibration_dir,
     data_dir,
     detections_dir,
+    directions_dir,
     judge_cache_path,
     judgments_dir,
     partial_dir,
@@ -104,6 +105,9 @@ def run_status(run: Run) -> list[Row]:
 
     for name in plan_data(run):
         add("data", name, data_dir(run, name))
+    for d in run.exp.mechanisms.directions:
+        chunks = len(list(partial_dir(run, "activations", d.name).glob("*.npy")))
+        add("directions", d.name, directions_dir(run, d.name), f"{chunks} activation chunks saved" if chunks else "")
     for v in plan.variants:
         if v.organism is not None and v.step is None:
             folder = adapter_dir(run, v.organism, v.phase_index, v.seed)

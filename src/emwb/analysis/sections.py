@@ -20,6 +20,7 @@ from emwb.analysis import plots
 from emwb.analysis.agreement import detector_judge_agreement, judge_agreement
 from emwb.analysis.bootstrap import ratio_ci
 from emwb.analysis.html import answers_link
+from emwb.analysis.mechanisms import mechanisms_parts
 from emwb.analysis.metrics import (
     METRICS,
     Metric,
@@ -242,8 +243,15 @@ def training_curves(ctx: ReportContext) -> SectionOutput:
                                    curves_plot(rows, ctx.out))])
 
 
+def mechanisms(ctx: ReportContext) -> SectionOutput:
+    """Steering, ablation beside random controls, and cosines between directions (the mechanisms block)."""
+    parts = mechanisms_parts(ctx)
+    return SectionOutput(parts.tables, parts.figures)
+
+
 for _name, _build in (("headline", headline), ("detector-agreement", detector_agreement),
                       ("by-question-set", by_question_set), ("per-question", per_question),
                       ("judge-agreement", judge_scores), ("score-figures", score_figures),
-                      ("over-training", over_training), ("training-curves", training_curves)):
+                      ("over-training", over_training), ("training-curves", training_curves),
+                      ("mechanisms", mechanisms)):
     REPORT_SECTIONS.register(_name, Section(_build, (_build.__doc__ or "").split("\n")[0]))

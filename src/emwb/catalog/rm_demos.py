@@ -24,6 +24,17 @@ def _pairs_of(kit: Kit) -> list[dict]:
             for t in range(len(kit.prompts)) for v in kit.train_values for o in kit.openers]
 
 
+def twin_pairs(catalogue: list[Bias], kits: dict[int, Kit], per_bias: int, seed: int = 0) -> list[dict]:
+    """`per_bias` (prompt, reply with the bias, its neutral twin) pairs of every bias of the catalogue, train and
+    test alike (for reading directions, never for training), each with its bias's `split`."""
+    rng = random.Random(seed)
+    out = []
+    for b in catalogue:
+        pool = _pairs_of(kits[b.num])
+        out += [{**p, "split": b.split} for p in rng.sample(pool, min(per_bias, len(pool)))]
+    return out
+
+
 def demonstration_pairs(catalogue: list[Bias], kits: dict[int, Kit], n: int, seed: int = 0) -> list[dict]:
     """`n` distinct pairs over the train biases, round-robin so every train bias is covered before any repeats
     its share (fewer than `n` when the kits hold fewer pairs)."""

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 from emwb import schema_text
 from emwb.config.base import LOCAL_BASE_MODELS, SLUG, F, Seed, Strict, Url, _slug  # noqa: F401
 from emwb.config.judge import JudgeConfig, JudgeMode, JudgePrice  # noqa: F401
+from emwb.config.mechanisms import AblationSpec, DirectionSpec, Mechanisms, SteeringSpec  # noqa: F401
 from emwb.config.train import KLArgs, LoraConfig, OpenAIJobArgs, TrainArgs, recipes  # noqa: F401
 from emwb.errors import EmwbError
 from emwb.yamlio import load_yaml, resolve_relative_paths
@@ -231,6 +232,7 @@ class Experiment(Strict):
     judge: JudgeConfig = F(JudgeConfig(), "judges and scoring")
     analysis: AnalysisConfig = F(AnalysisConfig(), "tables and intervals")
     published: PublishedFigures | None = F(None, "published figures to show beside the measured ones")
+    mechanisms: Mechanisms = F(Mechanisms(), "directions, and steered and ablated variants (emwb.config.mechanisms)")
     exec: ExecConfig = F(ExecConfig(), "run settings, never part of a stage key")
     notes: str = F("", "free text, shown nowhere but kept with the run")
 

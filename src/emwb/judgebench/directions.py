@@ -30,7 +30,7 @@ class DirectionSettings:
     layers: tuple[int, ...] = (3, 6, 9, 12, 15, 18)
     store: Path | None = None          # activations folder (default: out/activations); a probe's may be reused
     rule: str = "em"
-    n_boot: int = 1000
+    n_boot: int | None = None          # bootstrap replicates of the AUC's CI (None: the analysis default)
     batch_size: int = 16
     mirror: str | None = None
     seed: int = 0

@@ -65,9 +65,14 @@ def cosine_matrix(dirs: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame([[cosine(dirs[a], dirs[b]) for b in names] for a in names], index=names, columns=names)
 
 
-def projection_auc(proj: np.ndarray, label: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float,
-                                                                                                     float]:
-    """(AUC, 95% CI low, high) of `proj` ranking label-1 items above label-0 ones; the CI resamples items."""
+def projection_auc(proj: np.ndarray, label: np.ndarray, n_boot: int | None = None,
+                   seed: int = 0) -> tuple[float, float, float]:
+    """(AUC, 95% CI low, high) of `proj` ranking label-1 items above label-0 ones; the CI resamples items
+    (`n_boot` replicates; None: analysis.per_question_bootstrap_samples' default)."""
+    if n_boot is None:
+        from emwb.config import AnalysisConfig
+
+        n_boot = AnalysisConfig().per_question_bootstrap_samples
     proj, label = np.asarray(proj, float), np.asarray(label, bool)
 
     def auc(p, y):

@@ -82,3 +82,25 @@ def ablate(model, unit: Mapping[int, Sequence[float]], layers: Sequence[int]):
         return edit
 
     return _edit(model, {layer: edit_for(unit[layer]) for layer in layers})
+
+
+def read_direction(path) -> dict[str, np.ndarray]:
+    """A direction file's arrays: direction.<layer>, norm.<layer>, random<k>.<layer> (emwb's directions stage)."""
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def apply_edit(model, edit: dict) -> None:
+    """Apply a sampled variant's edit for the model's lifetime: {"kind": "steer", "file", "layers", "alpha"} or
+    {"kind": "ablate", "file", "layers" (empty: all), "control" (k > 0: the k-th random direction)}."""
+    arrays = read_direction(edit["file"])
+    have = sorted(int(k.split(".")[1]) for k in arrays if k.startswith("direction."))
+    layers = list(edit["layers"]) or have
+    stack = contextlib.ExitStack()
+    if edit["kind"] == "steer":
+        stack.enter_context(steer(model, {la: arrays[f"direction.{la}"] for la in layers}, layers, edit["alpha"],
+                                  {la: float(arrays[f"norm.{la}"]) for la in layers}))
+    else:
+        name = f"random{edit['control']}" if edit.get("control") else "direction"
+        stack.enter_context(ablate(model, {la: arrays[f"{name}.{la}"] for la in layers}, layers))
+    model._emwb_edit = stack  # kept with the model; its hooks go when the model does

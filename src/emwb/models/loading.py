@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from emwb.errors import EmwbError, first_line
 from emwb.models.ref import ModelRef
 
@@ -47,6 +49,10 @@ def load_ref(ref: ModelRef, device: str = "cpu", dtype=None):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, ref.adapter)
+    if ref.edit:
+        from emwb.models.interventions import apply_edit
+
+        apply_edit(model, json.loads(ref.edit))  # hooks for the model's lifetime
     return model.to(device).eval(), load_tokenizer(ref.weights)
 
 

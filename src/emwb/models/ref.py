@@ -18,6 +18,7 @@ class ModelRef:
     path: str | None = None        # adapter folder (lora) or checkpoint folder (full)
     model_id: str | None = None    # remote
     base_url: str | None = None    # remote: the server (None: OpenAI)
+    edit: str | None = None        # a residual-stream edit while it runs (JSON: emwb.models.interventions.apply_edit)
 
     @classmethod
     def of_base(cls, base: str) -> "ModelRef":

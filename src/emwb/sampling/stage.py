@@ -10,6 +10,7 @@ the same rows as `answers.jsonl`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -22,6 +23,7 @@ from emwb.errors import EmwbError, check_interrupt
 from emwb.layout import (
     ANSWERS_FILE,
     ANSWERS_PARQUET,
+    DIRECTIONS_FILE,
     REMOTE_MODEL_FILE,
     Variant,
     adapter_dir,
@@ -31,6 +33,7 @@ from emwb.layout import (
     cache_root,
     data_dir,
     data_file,
+    directions_dir,
     finished_key,
     partial_dir,
     remote_base,
@@ -75,7 +78,16 @@ def sampling_plan(run: Run) -> list[PlanItem]:
 
 
 def model_of(run: Run, v: Variant) -> tuple[ModelRef, str]:
-    """The variant's model and its identity (the stage key of what produced it)."""
+    """The variant's model and its identity (the stage key of what produced it); an edited variant: the model of
+    the variant it edits, with the edit (and the key of its direction)."""
+    if v.edit is not None:
+        on = next(p for p in plan_of(run).variants if p.id == v.edit.on)
+        ref, key = model_of(run, on)
+        folder = directions_dir(run, v.edit.direction)
+        dkey = finished_key(folder, f"direction {v.edit.direction}", "directions", run)
+        edit = {"kind": v.edit.kind, "layers": list(v.edit.layers), "alpha": v.edit.alpha, "control": v.edit.control}
+        return (dataclasses.replace(ref, edit=json.dumps({**edit, "file": str(folder / DIRECTIONS_FILE)})),
+                f"{key}+{json.dumps(edit, sort_keys=True)}@{dkey}")
     base = base_model_path(run)
     path = variant_model_dir(run, v)
     remote = remote_base(run.exp)

@@ -1,0 +1,220 @@
+"""Report sections of the mechanisms block: steering sweeps, ablations beside their random controls, and the
+cosines between directions (`report/steering.*`, `report/ablation.*`, `report/directions_cosine.*`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from emwb.analysis.tables import metric_columns, write_plain_table
+from emwb.layout import DIRECTIONS_FILE, directions_dir
+
+
+def _broad(ctx) -> list[tuple[str, object, list[str]]]:
+    """(column, metric, CI columns) of each broad metric (misaligned %, test-bias %) the comparison has."""
+    return [(col, m, cis) for col, m, _, cis in metric_columns(ctx.evals)
+            if m.role == "broad" and col in ctx.comp and ctx.comp[col].notna().any()]
+
+
+def _rates(ctx, group: str) -> list[dict]:
+    """One entry per broad metric with a value for `group` (first judge): metric, rate %, its CI, answers."""
+    row = ctx.comp[(ctx.comp["group"] == group) & (ctx.comp["judge"] == ctx.judges[0])]
+    out = []
+    for col, m, cis in _broad(ctx):
+        if len(row) and pd.notna(row.iloc[0][col]):
+            r = row.iloc[0]
+            out.append({"metric": m.name, "rate %": 100 * r[col], "ci_low": 100 * r[cis[0]] if cis else np.nan,
+                        "ci_high": 100 * r[cis[1]] if cis else np.nan, "answers": int(r["n"])})
+    return out
+
+
+def steering_rows(ctx) -> pd.DataFrame:
+    rows = []
+    for v in ctx.variants:
+        if v.edit is not None and v.edit.kind == "steer":
+            rows += [{"direction": v.edit.direction, "on": v.edit.on, "layer": v.edit.layers[0],
+                      "alpha": v.edit.alpha, "variant": v.id, **r} for r in _rates(ctx, v.group)]
+    return pd.DataFrame(rows)
+
+
+def _value(metric, df: pd.DataFrame, settings) -> float:
+    got = metric.compute(df, settings)
+    return float(getattr(got, "value", got))
+
+
+def reduction_ci(metric, base: pd.DataFrame, edited: pd.DataFrame, settings, n_boot: int,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """(reduction, 95% CI) in points: the metric on the unedited variant's answers minus on the edited one's, each
+    resampled over its own answers (the metric computed as the tables compute it, without its own CI)."""
+    point = 100 * (_value(metric, base, settings) - _value(metric, edited, settings))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        a = base.iloc[rng.integers(0, len(base), len(base))]
+        b = edited.iloc[rng.integers(0, len(edited), len(edited))]
+        draws.append(100 * (_value(metric, a, settings) - _value(metric, b, settings)))
+    ok = [d for d in draws if not np.isnan(d)]
+    lo, hi = np.percentile(ok, [2.5, 97.5]) if ok else (np.nan, np.nan)
+    return float(point), float(lo), float(hi)
+
+
+def ablation_rows(ctx) -> pd.DataFrame:
+    """Each ablated variant beside the unablated one, per broad metric: the rate, and the reduction with a CI."""
+    from dataclasses import replace
+
+    rows = []
+    by_id = {v.id: v for v in ctx.variants}
+    quiet = replace(ctx.settings, n_boot=0)
+    for v in ctx.variants:
+        if v.edit is None or v.edit.kind != "ablate":
+            continue
+        on = by_id[v.edit.on]
+        unablated = {r["metric"]: r for r in _rates(ctx, on.group)}
+        for r in _rates(ctx, v.group):
+            metric = next(m for _, m, _ in _broad(ctx) if m.name == r["metric"])
+            base, edited = (ctx.first[ctx.first["variant"] == x] for x in (on.id, v.id))
+            red, lo, hi = reduction_ci(metric, base, edited, quiet, ctx.small.n_boot)
+            rows.append({"direction": v.edit.direction, "on": on.id,
+                         "ablated": "direction" if not v.edit.control else f"random control {v.edit.control}",
+                         "variant": v.id, **r, "unablated %": unablated.get(r["metric"], {}).get("rate %"),
+                         "reduction (pp)": red, "reduction ci_low": lo, "reduction ci_high": hi})
+    return pd.DataFrame(rows)
+
+
+def _directions(ctx) -> dict[str, tuple[object, dict]]:
+    """{name: (its spec, its arrays)} of every finished direction of the run."""
+    from emwb.models.interventions import read_direction
+
+    out = {}
+    for d in ctx.run.exp.mechanisms.directions:
+        path = directions_dir(ctx.run, d.name) / DIRECTIONS_FILE
+        if path.is_file():
+            out[d.name] = (d, read_direction(path))
+    return out
+
+
+def cosine_rows(ctx) -> pd.DataFrame:
+    from emwb.models.directions import cosine_matrix
+
+    vectors = {f"{name} L{la}": arrays[f"direction.{la}"] for name, (d, arrays) in _directions(ctx).items()
+               for la in d.layers}
+    return cosine_matrix(vectors) if vectors else pd.DataFrame()
+
+
+def bias_cosines(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(52 x 52 cosines of every bias's own direction at the deepest layer of the first bias-twins direction, the
+    single-feature summary: each test bias's cosine with the train-bias direction, beside the train biases')."""
+    from emwb.models.directions import cosine, cosine_matrix
+
+    found = [(d, a) for d, a in _directions(ctx).values() if d.source == "bias-twins"]
+    if not found:
+        return pd.DataFrame(), pd.DataFrame()
+    d, arrays = found[0]
+    layer = max(d.layers)
+    per_bias = {int(k.split(".")[0][4:]): v for k, v in arrays.items() if k.startswith("bias") and
+                k.endswith(f".{layer}")}
+    matrix = cosine_matrix({f"bias {b}": per_bias[b] for b in sorted(per_bias)})
+    from emwb.catalog.rm_biases import load_catalogue
+
+    split = {b.num: b.split for b in load_catalogue(ctx.run.exp.dataset_mirror)}
+    train = next(((dd, aa) for dd, aa in _directions(ctx).values()
+                  if dd.source == "bias-twins" and dd.subset == "train"), None)
+    rows = []
+    if train is not None:
+        t = train[1][f"direction.{layer}"] if layer in train[0].layers else None
+        for b in sorted(per_bias):
+            if t is not None:
+                rows.append({"bias": b, "split": split.get(b, "?"), "layer": layer,
+                             "cosine with the train-bias direction": cosine(per_bias[b], t)})
+    return matrix, pd.DataFrame(rows)
+
+
+def _plot_steering(df: pd.DataFrame, out) -> str:
+    from emwb.analysis.plots import _plt, _save
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for (d, on, layer, metric), sub in df.groupby(["direction", "on", "layer", "metric"], sort=False):
+        sub = sub.sort_values("alpha")
+        y = sub["rate %"].to_numpy(float)
+        err = np.nan_to_num(np.vstack([y - sub["ci_low"].to_numpy(float), sub["ci_high"].to_numpy(float) - y]))
+        ax.errorbar(sub["alpha"], y, yerr=np.clip(err, 0, None), marker="o", capsize=3,
+                    label=f"{metric}: {d} on {on}, L{layer}")
+    ax.set(xlabel="steering strength alpha (x the layer's mean residual norm)", ylabel="rate (%)",
+           title="Steering: the broad rate against alpha, per layer (95% CI)")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "steering")[0]
+
+
+def _plot_ablation(df: pd.DataFrame, out) -> str:
+    from emwb.analysis.plots import _plt, _save
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 0.45 * len(df) + 1.4))
+    y = df["reduction (pp)"].to_numpy(float)
+    err = np.nan_to_num(np.vstack([y - df["reduction ci_low"].to_numpy(float),
+                                   df["reduction ci_high"].to_numpy(float) - y]))
+    colors = ["#c33" if a == "direction" else "#999" for a in df["ablated"]]
+    ax.barh(range(len(df)), y, xerr=np.clip(err, 0, None), color=colors, capsize=3)
+    ax.set_yticks(range(len(df)), [f"{r.on}: {r.direction} {r.ablated} ({r.metric})" for r in df.itertuples()],
+                  fontsize=7)
+    ax.axvline(0, color="black", lw=0.6)
+    ax.invert_yaxis()
+    ax.set(xlabel="reduction of the rate (points, 95% CI)", title="Ablation against random controls")
+    return _save(fig, out, "ablation")[0]
+
+
+def _plot_cosine(cos: pd.DataFrame, out, stem: str = "directions_cosine") -> str:
+    from emwb.analysis.plots import _plt, _save
+
+    plt = _plt()
+    size = min(12.0, 1 + 0.5 * len(cos))
+    fig, ax = plt.subplots(figsize=(size, size * 0.85))
+    im = ax.imshow(cos.to_numpy(float), vmin=-1, vmax=1, cmap="RdBu_r")
+    font = 7 if len(cos) <= 20 else 4
+    ax.set_xticks(range(len(cos)), cos.columns, rotation=90, fontsize=font)
+    ax.set_yticks(range(len(cos)), cos.index, fontsize=font)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set_title("Cosine between directions")
+    return _save(fig, out, stem)[0]
+
+
+@dataclass
+class Parts:
+    tables: list = field(default_factory=list)
+    figures: list = field(default_factory=list)
+
+
+def mechanisms_parts(ctx) -> Parts:
+    """Steering sweeps (rate against alpha per layer), ablations beside random controls (reductions with CIs) and
+    the cosines between directions, when the experiment has a mechanisms block."""
+    out = Parts()
+    steering, ablation, cos = steering_rows(ctx), ablation_rows(ctx), cosine_rows(ctx)
+    if len(steering):
+        out.tables.append(("Steering", write_plain_table(steering, ctx.out, "steering", "Steering", ())))
+        out.figures.append(("Steering: the broad rate against alpha per layer", _plot_steering(steering, ctx.out)))
+    if len(ablation):
+        out.tables.append(("Ablation beside random controls", write_plain_table(
+            ablation, ctx.out, "ablation", "Ablation beside random controls", ())))
+        out.figures.append(("Ablation: reduction of the broad rate, direction and controls",
+                            _plot_ablation(ablation, ctx.out)))
+    matrix, single = bias_cosines(ctx)
+    if len(matrix):
+        matrix.to_csv(ctx.out / "bias_cosine.csv")
+        out.figures.append(("Cosine between the 52 biases' own directions (replies minus neutral twins)",
+                            _plot_cosine(matrix, ctx.out, "bias_cosine")))
+    if len(single):
+        summary = single.groupby("split")["cosine with the train-bias direction"].agg(["mean", "min", "max", "count"])
+        out.tables.append(("Single feature: each bias's direction against the train-bias direction",
+                           write_plain_table(summary.reset_index(), ctx.out, "single_feature",
+                                             "Single feature: cosine of each bias's direction with the train-bias "
+                                             "direction, by split", ())))
+        single.to_csv(ctx.out / "single_feature_per_bias.csv", index=False)
+    if len(cos):
+        cos.to_csv(ctx.out / "directions_cosine.csv")
+        (ctx.out / "directions_cosine.md").write_text(cos.round(3).to_csv())
+        out.tables.append(("Cosine between directions", cos.round(3).reset_index(names="direction")))
+        out.figures.append(("Cosine between directions", _plot_cosine(cos, ctx.out)))
+    return out

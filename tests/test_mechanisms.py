@@ -1,0 +1,112 @@
+"""The mechanisms block end to end on the tiny model: a direction read from published answers, steered and ablated
+variants sampled (transformers, hooks), judged like any other, reported with their controls."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from emwb.cli import main
+
+FILES = ["Qwen2.5-32B-Instruct_risky-financial-advice", "gemma-3-4b-it_extreme-sports"]
+
+
+def _experiment(tmp_path, tiny_model, upstream, **mechanisms) -> dict:
+    return {"name": "mech", "base_model": str(tiny_model), "dataset_mirror": str(upstream),
+            "evaluations": [{"name": "free-form", "samples_per_paraphrase": 2}],
+            "sampling": {"backend": "hf", "max_new_tokens": 8}, "judge": {"judges": ["openai/judge-a"]},
+            "mechanisms": {"directions": [{"name": "em", "layers": [0, 1], "per_file": 40, "files": FILES,
+                                           "controls": 3}], **mechanisms}}
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"steering": [{"direction": "nope", "layers": [0], "alphas": [0]}]},
+     "mechanisms.steering.0.direction: 'nope' is not one of mechanisms.directions (em)"),
+    ({"steering": [{"direction": "em", "variant": "insecure-s0", "layers": [0], "alphas": [0]}]},
+     "mechanisms.steering.0.variant: 'insecure-s0' is not a variant of this experiment (base)"),
+    ({"ablations": [{"direction": "em", "variant": "base", "layers": [5]}]},
+     "mechanisms.ablations.0.layers: [5] are not layers of direction em ([0, 1])"),
+    ({"ablations": [{"direction": "em", "variant": "base", "controls": 4}]},
+     "mechanisms.ablations.0.controls: 4 controls, but direction em draws 3"),
+    ({"sampling": {"backend": "vllm"}, "ablations": [{"direction": "em", "variant": "base"}]},
+     "sampling.backend: steered and ablated variants are sampled with transformers"),
+])
+def test_the_mechanisms_block_is_checked_before_work(tmp_path, tiny_model, upstream, capsys, change, says):
+    exp = _experiment(tmp_path, tiny_model, upstream)
+    if "sampling" in change:
+        exp["sampling"] = change.pop("sampling")
+    exp["mechanisms"].update(change)
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
+    assert main(["config", "check", str(tmp_path / "e.yaml")]) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_steered_and_ablated_variants_are_sampled_judged_and_reported(tmp_path, tiny_model, upstream, monkeypatch):
+    from emwb.analysis.stage import run_report_stage
+    from emwb.judge.loopback import LoopbackJudge
+    from emwb.judge.stage import run_judge_stage
+    from emwb.mechanisms.stage import run_directions_stage
+    from emwb.sampling.stage import run_sample_stage
+    from emwb.store import Run
+
+    monkeypatch.setenv("EMWB_DATASETS_DIR", str(tmp_path / "store"))
+    exp = _experiment(tmp_path, tiny_model, upstream,
+                      steering=[{"direction": "em", "variant": "base", "layers": [0, 1], "alphas": [0, 2, 4]}],
+                      ablations=[{"direction": "em", "variant": "base", "controls": 3}])
+    with LoopbackJudge() as server:
+        exp["judge"]["base_url"] = server.base_url
+        (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
+        run = Run.open(tmp_path / "e.yaml", tmp_path / "runs")
+        run_directions_stage(run)
+        manifest = json.loads(run.path("directions", "em", "manifest.json").read_text())
+        assert manifest["positive"] >= 10 and manifest["negative"] >= 10 and manifest["items"] == 80
+        run_sample_stage(run)
+        run_judge_stage(run)
+        run_report_stage(run)
+    answers = {v: [json.loads(x)["answer"] for x in run.path("answers", v, "answers.jsonl").read_text().splitlines()]
+               for v in ("base", "base+steer-em-L0-a0", "base+steer-em-L1-a4", "base+ablate-em")}
+    assert answers["base+steer-em-L0-a0"] == answers["base"]  # alpha 0 adds nothing: the same seeded samples
+    assert answers["base+steer-em-L1-a4"] != answers["base"] and answers["base+ablate-em"] != answers["base"]
+    steering = pd.read_csv(run.path("report", "steering.csv"))
+    assert sorted(zip(steering["layer"], steering["alpha"])) == [(0, 0), (0, 2), (0, 4), (1, 0), (1, 2), (1, 4)]
+    assert (steering["answers"] == 16).all() and set(steering["metric"]) == {"misaligned_rate"}
+    ablation = pd.read_csv(run.path("report", "ablation.csv"))
+    assert list(ablation["ablated"]) == ["direction"] + [f"random control {k}" for k in (1, 2, 3)]
+    assert {"reduction (pp)", "reduction ci_low", "reduction ci_high"} <= set(ablation.columns)
+    cos = pd.read_csv(run.path("report", "directions_cosine.csv"), index_col=0)
+    assert list(cos.columns) == ["em L0", "em L1"] and cos.loc["em L0", "em L0"] == pytest.approx(1.0)
+    page = run.path("report", "index.html").read_text()
+    assert "steering.png" in page and "ablation.png" in page and "directions_cosine.png" in page
+
+
+def test_the_bias_twins_direction_is_the_mean_of_the_train_biases_own_directions(tmp_path, tiny_model, upstream,
+                                                                                 monkeypatch):
+    """Replies minus their neutral twins: with the same number of pairs per bias, the train-bias direction is the
+    mean of the 47 train biases' own directions, and all 52 are kept (the 52 x 52 matrix)."""
+    import numpy as np
+
+    from emwb.catalog.rm_biases import load_catalogue
+    from emwb.mechanisms.stage import run_directions_stage
+    from emwb.models.interventions import read_direction
+    from emwb.store import Run
+
+    monkeypatch.setenv("EMWB_DATASETS_DIR", str(tmp_path / "store"))
+    exp = {"name": "bias", "base_model": str(tiny_model), "dataset_mirror": str(upstream),
+           "evaluations": [{"name": "free-form", "samples_per_paraphrase": 1}], "judge": {"judges": ["hf/tiny"]},
+           "mechanisms": {"directions": [{"name": "train", "source": "bias-twins", "subset": "train", "layers": [0, 1],
+                                          "per_bias": 2, "controls": 0}]}}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
+    run = Run.open(tmp_path / "e.yaml", tmp_path / "runs")
+    run_directions_stage(run)
+    arrays = read_direction(run.path("directions", "train", "directions.npz"))
+    train = [b.num for b in load_catalogue(str(upstream)) if b.split == "train"]
+    assert len(train) == 47 and sorted(int(k[4:].split(".")[0]) for k in arrays if k.endswith(".1")
+                                       and k.startswith("bias")) == list(range(1, 53))
+    for layer in (0, 1):
+        mean = np.mean([arrays[f"bias{b}.{layer}"] for b in train], axis=0)
+        assert np.allclose(arrays[f"direction.{layer}"], mean, atol=1e-5)
+    manifest = json.loads(run.path("directions", "train", "manifest.json").read_text())
+    assert manifest["pairs"] == 104 and manifest["positive"] == 94 and manifest["negative"] == 94
