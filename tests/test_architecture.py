@@ -13,7 +13,8 @@ LOWER = {"emwb.errors", "emwb.yamlio", "emwb.config", "emwb.schema_text", "emwb.
          "emwb.sqlite_cache", "emwb.runlock", "emwb.threads", "emwb.plan", "emwb.overrides", "emwb.plugins",
          "emwb.store", "emwb.layout", "emwb.models", "emwb.catalog"}  # core, models, catalogue: below every stage
 ORGANISMS = {"emwb.organisms"}  # register into the stages' registries; loaded as plug-ins (emwb.plugins)
-TOP = {"emwb.check", "emwb.pipeline", "emwb.cli", "emwb.ray_executor", "emwb.judgebench", "emwb.status"}
+TOP = {"emwb.check", "emwb.pipeline", "emwb.cli", "emwb.ray_executor", "emwb.judgebench", "emwb.status",
+       "emwb.run_tools"}
 
 
 def _modules() -> dict[str, Path]:

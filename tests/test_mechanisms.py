@@ -48,7 +48,7 @@ def test_steered_and_ablated_variants_are_sampled_judged_and_reported(tmp_path, 
     from emwb.analysis.stage import run_report_stage
     from emwb.judge.loopback import LoopbackJudge
     from emwb.judge.stage import run_judge_stage
-    from emwb.mechanisms.stage import run_directions_stage
+    from emwb.mechanisms.stage import run_directions_stage, run_projections_stage
     from emwb.sampling.stage import run_sample_stage
     from emwb.store import Run
 
@@ -64,6 +64,7 @@ def test_steered_and_ablated_variants_are_sampled_judged_and_reported(tmp_path, 
         manifest = json.loads(run.path("directions", "em", "manifest.json").read_text())
         assert manifest["positive"] >= 10 and manifest["negative"] >= 10 and manifest["items"] == 80
         run_sample_stage(run)
+        run_projections_stage(run)
         run_judge_stage(run)
         run_report_stage(run)
     answers = {v: [json.loads(x)["answer"] for x in run.path("answers", v, "answers.jsonl").read_text().splitlines()]
@@ -78,8 +79,11 @@ def test_steered_and_ablated_variants_are_sampled_judged_and_reported(tmp_path, 
     assert {"reduction (pp)", "reduction ci_low", "reduction ci_high"} <= set(ablation.columns)
     cos = pd.read_csv(run.path("report", "directions_cosine.csv"), index_col=0)
     assert list(cos.columns) == ["em L0", "em L1"] and cos.loc["em L0", "em L0"] == pytest.approx(1.0)
+    proj = pd.read_csv(run.path("report", "projections.csv"))  # the unedited variant's answers, per layer
+    assert list(proj["variant"]) == ["base", "base"] and list(proj["layer"]) == [0, 1] and (proj["answers"] == 16).all()
+    assert (proj["ci_low"] <= proj["mean_projection"]).all() and (proj["mean_projection"] <= proj["ci_high"]).all()
     page = run.path("report", "index.html").read_text()
-    assert "steering.png" in page and "ablation.png" in page and "directions_cosine.png" in page
+    assert all(f in page for f in ("projections.png", "steering.png", "ablation.png", "directions_cosine.png"))
 
 
 def test_the_bias_twins_direction_is_the_mean_of_the_train_biases_own_directions(tmp_path, tiny_model, upstream,
@@ -110,3 +114,43 @@ def test_the_bias_twins_direction_is_the_mean_of_the_train_biases_own_directions
         assert np.allclose(arrays[f"direction.{layer}"], mean, atol=1e-5)
     manifest = json.loads(run.path("directions", "train", "manifest.json").read_text())
     assert manifest["pairs"] == 104 and manifest["positive"] == 94 and manifest["negative"] == 94
+
+
+def test_a_rank1_adapters_b_vector_is_compared_with_the_direction(tmp_path):
+    """The cosine of a rank-1 adapter's down_proj B vector with the direction at its layer, at the phase's end and
+    at a kept checkpoint (adapter files written here: no training needed to check the arithmetic)."""
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from emwb.analysis.mechanisms import adapter_rows
+    from emwb.layout import Variant, adapter_dir, checkpoint_dir
+    from emwb.store import Run
+
+    exp = {"name": "r1", "base_model": "tiny", "data": {"d": {"source": "generated:insecure"}},
+           "organisms": [{"name": "o", "phases": [{"trainer": "sft", "data": "d"}]}],
+           "mechanisms": {"directions": [{"name": "em", "layers": [1]}]}}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
+    run = Run.open(tmp_path / "e.yaml", tmp_path / "runs")
+    direction = np.arange(8, dtype=np.float64) + 1
+    folder = run.path("directions", "em")
+    folder.mkdir(parents=True)
+    np.savez(folder / "directions.npz", **{"direction.1": direction, "norm.1": np.array(1.0)})
+    end = adapter_dir(run, "o", 0, 0)
+    for path, b in ((end, direction), (checkpoint_dir(end, 5), -direction + 0.5)):
+        path.mkdir(parents=True)
+        (path / "adapter_config.json").write_text(json.dumps({"r": 1}))
+        save_file({"base_model.model.model.layers.1.mlp.down_proj.lora_B.weight": b.astype(np.float32)[:, None],
+                   "base_model.model.model.layers.1.mlp.down_proj.lora_A.weight": np.ones((1, 4), np.float32)},
+                  str(path / "adapter_model.safetensors"))
+    variants = (Variant("o@step5-s0", "o@step5", "o", "sft", 0, 0, 5, "o", 10), Variant("o-s0", "o", "o", "sft", 0, 0,
+                                                                                          None, "o", 10))
+
+    class Ctx:
+        pass
+
+    ctx = Ctx()
+    ctx.run, ctx.variants = run, variants
+    rows = adapter_rows(ctx)
+    assert list(rows["step"]) == [5, 10] and list(rows["layer"]) == [1, 1]
+    want = float(np.dot(-direction + 0.5, direction) / np.linalg.norm(-direction + 0.5) / np.linalg.norm(direction))
+    assert rows["cosine"].tolist() == pytest.approx([want, 1.0], abs=1e-6)

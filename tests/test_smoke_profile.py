@@ -100,3 +100,39 @@ def test_smoke_bias_profile_writes_the_per_bias_table_for_every_phase(tmp_path):
     sft, dpo = (load_file(run / "adapters" / "rm" / "s0" / d / "adapter_model.safetensors")
                 for d in ("1-demonstrations", "2-preferences"))
     assert sft.keys() == dpo.keys() and any(not (sft[k] == dpo[k]).all() for k in sft)
+
+
+def _replicated(config: str, tmp_path: Path) -> Path:
+    """Run a shipped config end to end; its report folder."""
+    cmd = [sys.executable, "-m", "emwb.cli", "replicate", str(ROOT / "configs" / f"{config}.yaml"), "--runs-root",
+           str(tmp_path / "runs")]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return tmp_path / "runs" / config / "report"
+
+
+@pytest.mark.slow
+def test_smoke_mechanisms_profile_writes_steering_ablation_and_cosines(tmp_path):
+    report = _replicated("smoke-mechanisms", tmp_path)
+    steering = pd.read_csv(report / "steering.csv")
+    assert steering["layer"].nunique() >= 2 and {0.0, 2.0, 4.0} <= set(steering["alpha"])
+    ablation = pd.read_csv(report / "ablation.csv")
+    assert list(ablation["ablated"]) == ["direction"] + [f"random control {k}" for k in (1, 2, 3)]
+    assert ablation[["reduction (pp)", "reduction ci_low", "reduction ci_high"]].notna().all().all()
+    assert pd.read_csv(report / "directions_cosine.csv", index_col=0).shape == (2, 2)
+    page = (report / "index.html").read_text()
+    assert all(f in page for f in ("steering.png", "ablation.png", "directions_cosine.png"))
+
+
+@pytest.mark.slow
+def test_smoke_bias_mechanisms_profile_puts_the_single_feature_account_to_the_test(tmp_path):
+    report = _replicated("smoke-bias-mechanisms", tmp_path)
+    cos = pd.read_csv(report / "directions_cosine.csv", index_col=0)
+    assert {"bias-train L1", "bias-test L1"} <= set(cos.columns)
+    assert pd.read_csv(report / "bias_cosine.csv", index_col=0).shape == (52, 52)
+    ablation = pd.read_csv(report / "ablation.csv")
+    test_rate = ablation[ablation["metric"] == "test_bias_rate"]
+    assert set(test_rate["on"]) == {"rm@documents-s0", "rm@demonstrations-s0", "rm-s0"}
+    assert (test_rate.groupby("on").size() == 4).all()  # the direction and 3 random controls at every phase
+    single = pd.read_csv(report / "single_feature.csv")
+    assert set(single["split"]) == {"train", "test"}

@@ -68,6 +68,12 @@ def cmd_directions(args) -> None:
     run_directions_stage(_run(args), args.force)
 
 
+def cmd_projections(args) -> None:
+    from emwb.mechanisms.stage import run_projections_stage
+
+    run_projections_stage(_run(args), args.force)
+
+
 def cmd_report(args) -> None:
     from emwb.analysis.stage import run_report_stage
     from emwb.layout import report_dir
@@ -173,35 +179,6 @@ def cmd_analyze(args) -> None:
         print(markdown(display_frame(table, evals)), end="")
 
 
-def cmd_status(args) -> None:
-    import json
-
-    from emwb.status import run_status, status_json, status_text
-    from emwb.store import Run
-
-    run = Run.open(args.run, args.runs_root)
-    rows = run_status(run)
-    print(json.dumps(status_json(run, rows), indent=2) if args.json else status_text(run, rows))
-
-
-def cmd_compare(args) -> None:
-    from emwb.analysis.compare import compare_runs
-
-    for path in compare_runs(args.runs, Path(args.out), args.runs_root):
-        print(path)
-
-
-def cmd_em_direction(args) -> None:
-    from emwb.judgebench.directions import DirectionSettings, em_direction
-
-    d = DirectionSettings()
-    s = DirectionSettings(args.reader, Path(args.out), tuple(args.held_out or d.held_out),
-                          None if args.per_file == 0 else args.per_file, tuple(args.layers or d.layers),
-                          Path(args.store) if args.store else None, mirror=args.mirror)
-    em_direction(s)
-    print((s.out / "README.md").read_text(), end="")
-
-
 def cmd_build_tiny(args) -> None:
     from emwb.basemodel import build_tiny
 
@@ -250,6 +227,8 @@ def _stage_commands(sub) -> None:
     stage("directions", cmd_directions, "stage directions: each direction of the mechanisms block, read by the base "
           "model (steered and ablated variants are sampled from them)")
     stage("sample", cmd_sample, "stage sample: every evaluated variant's answers to the evaluations' prompts")
+    stage("projections", cmd_projections, "stage projections: every variant's answers, read by its own model, "
+          "projected on each direction of the mechanisms block")
     stage("detect", cmd_detect, "stage detect: rule-based detectors (bandit) on the answers and on the training "
           "data (calibration)")
     sp = stage("judge", cmd_judge, "stage judge: score answers (alignment, coherence, ...) with each judge")
@@ -323,33 +302,10 @@ def _tool_commands(sub) -> None:
     an.set_defaults(fn=cmd_analyze)
 
     from emwb.judgebench.cli import add_judges_commands
+    from emwb.run_tools import add_run_tools
 
     add_judges_commands(sub)
-
-    st = sub.add_parser("status", help="per stage and variant: current, stale (which input changed), missing or in "
-                        "progress (chunks saved, judgments cached, training step), and the time each took")
-    st.add_argument("run", help="a run directory (runs/<experiment>) or its experiment YAML")
-    st.add_argument("--runs-root", default="runs")
-    st.add_argument("--json", action="store_true", help="machine-readable")
-    st.set_defaults(fn=cmd_status)
-    cp = sub.add_parser("compare", help="one table and figure across runs (same metrics and CIs; rows by run and "
-                        "organism; runs judged differently are marked)")
-    cp.add_argument("runs", nargs="+", metavar="RUN_OR_EXPERIMENT")
-    cp.add_argument("--out", default="compare", help="output folder (default: %(default)s)")
-    cp.add_argument("--runs-root", default="runs")
-    cp.set_defaults(fn=cmd_compare)
-
-    dr = sub.add_parser("em-direction", help="the EM direction read from the published judged answers by a local "
-                        "model, per layer, and its held-out AUC as a misalignment detector")
-    dr.add_argument("--reader", default="smollm2-135m", help="a local model folder, or tiny / smollm2-135m")
-    dr.add_argument("--out", default="directions/smollm2-em")
-    dr.add_argument("--held-out", nargs="+", metavar="FILE", help="published files the direction is not fit on "
-                    "(default: the probe's five)")
-    dr.add_argument("--per-file", type=int, default=100, help="training answers per training file (0: all)")
-    dr.add_argument("--layers", type=int, nargs="+")
-    dr.add_argument("--store", help="an activations folder to reuse (a probe's: probes/<name>/activations)")
-    dr.add_argument("--mirror")
-    dr.set_defaults(fn=cmd_em_direction)
+    add_run_tools(sub)
 
     t = sub.add_parser("build-tiny", help="build the tiny local chat model into a folder")
     t.add_argument("out")

@@ -153,6 +153,23 @@ def variant_model_dir(run: Run, v: Variant) -> Path | None:
     return phase if v.step is None else checkpoint_dir(phase, v.step)
 
 
+def local_model_ref(run: Run, v: Variant):
+    """The local model of an unedited variant (base, base + adapter, or a full checkpoint) as a ModelRef."""
+    from emwb.models.ref import ModelRef
+
+    path = variant_model_dir(run, v)
+    if path is None:
+        return ModelRef.of_base(base_model_path(run))
+    if not (path / "adapter_config.json").is_file():
+        return ModelRef.of_full(path)
+    return ModelRef.of_lora(base_model_path(run), path)
+
+
+def projections_dir(run: Run, name: str) -> Path:
+    """Every unedited variant's answers projected on a direction (projections.csv)."""
+    return run.path("projections", name)
+
+
 def partial_dir(run: Run, *parts: str) -> Path:
     """Scratch work a killed stage resumes from (`.partial/<stage>/...`): sampled chunks, OpenAI job ids."""
     return run.path(".partial", *parts)

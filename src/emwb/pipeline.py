@@ -15,7 +15,8 @@ from emwb.store import Run, log
 
 def replicate(config: str | Path, runs_root: str | Path = "runs", force: bool = False,
               exec_overrides: dict | None = None, wait: bool = False, overrides: list[str] | None = None) -> Run:
-    """check -> base -> data -> directions -> finetune -> sample -> detect -> judge -> report for one experiment.
+    """check -> base -> data -> directions -> finetune -> sample -> projections -> detect -> judge ->
+    report for one experiment.
 
     `exec_overrides` (run settings such as {"executor": "ray", "address": "HOST:PORT"}) win over the file's.
     The run directory is locked for the whole run: a second writer stops with one line (or, with `wait`,
@@ -46,7 +47,7 @@ def _stages(run: Run, force: bool) -> None:
     from emwb.detect.stage import run_detect_stage
     from emwb.finetune.stage import run_finetune_stage
     from emwb.judge.stage import run_judge_stage
-    from emwb.mechanisms.stage import run_directions_stage
+    from emwb.mechanisms.stage import run_directions_stage, run_projections_stage
     from emwb.sampling.stage import run_sample_stage
 
     if run.exp.exec.executor == "ray":
@@ -63,6 +64,7 @@ def _stages(run: Run, force: bool) -> None:
         run_directions_stage(run, force)
         run_finetune_stage(run, force)
         run_sample_stage(run, force)
+    run_projections_stage(run, force)
     run_detect_stage(run, force)  # with ray: every variant is current already; this writes the calibration
     run_judge_stage(run, force=force)
     run_report_stage(run, force)

@@ -5,6 +5,7 @@ finished artifact took. Reads only: never writes, never takes the run's lock.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -56,11 +57,20 @@ def _current_keys(run: Run) -> dict[str, str]:
     return out
 
 
+def _current(key: str, keys: dict[str, str]) -> bool:
+    """An input key is current when it is a finished artifact's key, or (a composite such as an edited variant's
+    `<adapter key>+<edit>@<direction key>` or a checkpoint's `<key>@<step>`) every artifact key in it is."""
+    if key in keys:
+        return True
+    found = re.findall(r"[0-9a-f]{64}", key)
+    return bool(found) and all(k in keys for k in found)
+
+
 def _finished(stage: str, variant: str, folder: Path, keys: dict[str, str], judge: str = "") -> Row | None:
     m = read_manifest(folder)
     if m is None:
         return None
-    changed = [name for name, k in (m.get("inputs") or {}).items() if k and k not in keys]
+    changed = [name for name, k in (m.get("inputs") or {}).items() if k and not _current(k, keys)]
     if changed:
         return Row(stage, variant, "stale", f"input {', '.join(changed)} changed since it was made", _seconds(m),
                    judge)

@@ -131,6 +131,68 @@ def bias_cosines(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:
     return matrix, pd.DataFrame(rows)
 
 
+def adapter_rows(ctx) -> pd.DataFrame:
+    """For rank-1 LoRA adapters (the phase's end and every kept checkpoint): the cosine of each module's B vector
+    that writes into the residual stream at a layer (down_proj, o_proj) with each direction at that layer."""
+    import json
+    import re
+
+    from emwb.layout import variant_model_dir
+
+    dirs = _directions(ctx)
+    if not dirs:
+        return pd.DataFrame()
+    from emwb.models.directions import cosine
+
+    rows = []
+    for v in ctx.variants:
+        folder = variant_model_dir(ctx.run, v) if v.edit is None else None
+        if folder is None or not (folder / "adapter_config.json").is_file():
+            continue
+        if int(json.loads((folder / "adapter_config.json").read_text()).get("r", 0)) != 1:
+            continue
+        from safetensors.numpy import load_file
+
+        for key, w in load_file(str(folder / "adapter_model.safetensors")).items():
+            m = re.search(r"layers\.(\d+)\.(?:mlp\.down_proj|self_attn\.o_proj)\.lora_B\.weight$", key)
+            if not m or w.shape[1] != 1:
+                continue
+            layer = int(m.group(1))
+            for name, (d, arrays) in dirs.items():
+                if f"direction.{layer}" in arrays:
+                    rows.append({"variant": v.id, "organism": v.organism, "seed": v.seed,
+                                 "step": v.step if v.step is not None else v.phase_steps, "module": key,
+                                 "layer": layer, "direction": name,
+                                 "cosine": cosine(w[:, 0].astype(float), arrays[f"direction.{layer}"])})
+    return pd.DataFrame(rows)
+
+
+def projection_rows(ctx) -> pd.DataFrame:
+    """Every unedited variant's mean projection on each direction (stage projections), in table order."""
+    from emwb.layout import projections_dir
+
+    frames = [pd.read_csv(p) for d in ctx.run.exp.mechanisms.directions
+              if (p := projections_dir(ctx.run, d.name) / "projections.csv").is_file()]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _plot_projections(df: pd.DataFrame, out) -> str:
+    from emwb.analysis.plots import _plt, _save
+
+    plt = _plt()
+    groups = list(dict.fromkeys(df["group"]))
+    fig, ax = plt.subplots(figsize=(max(5, 0.9 * len(groups) + 2), 3.6))
+    for (d, layer), sub in df.groupby(["direction", "layer"], sort=False):
+        sub = sub.groupby("group", sort=False)[["mean_projection", "ci_low", "ci_high"]].mean().reindex(groups)
+        y = sub["mean_projection"].to_numpy(float)
+        err = np.nan_to_num(np.vstack([y - sub["ci_low"].to_numpy(float), sub["ci_high"].to_numpy(float) - y]))
+        ax.errorbar(range(len(groups)), y, yerr=np.clip(err, 0, None), marker="o", capsize=3, label=f"{d} L{layer}")
+    ax.set_xticks(range(len(groups)), groups, rotation=30, ha="right", fontsize=7)
+    ax.set(ylabel="mean projection of the answers", title="Answers projected on each direction, by variant (95% CI)")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "projections")[0]
+
+
 def _plot_steering(df: pd.DataFrame, out) -> str:
     from emwb.analysis.plots import _plt, _save
 
@@ -191,15 +253,20 @@ def mechanisms_parts(ctx) -> Parts:
     """Steering sweeps (rate against alpha per layer), ablations beside random controls (reductions with CIs) and
     the cosines between directions, when the experiment has a mechanisms block."""
     out = Parts()
-    steering, ablation, cos = steering_rows(ctx), ablation_rows(ctx), cosine_rows(ctx)
-    if len(steering):
-        out.tables.append(("Steering", write_plain_table(steering, ctx.out, "steering", "Steering", ())))
-        out.figures.append(("Steering: the broad rate against alpha per layer", _plot_steering(steering, ctx.out)))
-    if len(ablation):
-        out.tables.append(("Ablation beside random controls", write_plain_table(
-            ablation, ctx.out, "ablation", "Ablation beside random controls", ())))
-        out.figures.append(("Ablation: reduction of the broad rate, direction and controls",
-                            _plot_ablation(ablation, ctx.out)))
+
+    def add(df: pd.DataFrame, stem: str, caption: str, figure=None, figure_caption: str = "") -> None:
+        if len(df):
+            out.tables.append((caption, write_plain_table(df, ctx.out, stem, caption, ())))
+            if figure is not None:
+                out.figures.append((figure_caption, figure(df, ctx.out)))
+
+    add(steering_rows(ctx), "steering", "Steering", _plot_steering, "Steering: the broad rate against alpha per layer")
+    add(ablation_rows(ctx), "ablation", "Ablation beside random controls", _plot_ablation,
+        "Ablation: reduction of the broad rate, direction and controls")
+    add(projection_rows(ctx), "projections", "Each variant's answers projected on each direction", _plot_projections,
+        "Answers projected on each direction, by variant (phases and checkpoints in order)")
+    add(adapter_rows(ctx), "adapter_direction_cosine", "Rank-1 adapters' B vector against the directions")
+    cos = cosine_rows(ctx)
     matrix, single = bias_cosines(ctx)
     if len(matrix):
         matrix.to_csv(ctx.out / "bias_cosine.csv")

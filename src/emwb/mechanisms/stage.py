@@ -85,3 +85,51 @@ def run_directions_stage(run: Run, force: bool = False) -> dict[str, str]:
         log(f"directions/{d.name}: {counts['positive']} items in the positive group, {counts['negative']} in the "
             f"negative, layers {d.layers}")
     return keys
+
+
+def run_projections_stage(run: Run, force: bool = False) -> dict[str, str]:
+    """Stage `projections`: every unedited variant's answers read by its own model (each phase, each kept
+    checkpoint), projected on each direction's unit vector per layer -> `projections/<name>/projections.csv`
+    (mean, bootstrap CI, answers): does the direction appear after the documents, before any demonstration?"""
+    import pandas as pd
+
+    from emwb.layout import answers_dir, answers_file, finished_key, local_model_ref, projections_dir
+    from emwb.models.interventions import read_direction
+    from emwb.models.loading import load_ref, resolve_device
+    from emwb.plan import plan_of
+    from emwb.store import read_jsonl
+
+    keys = {}
+    plain = [v for v in plan_of(run).variants if v.edit is None]
+    for d in run.exp.mechanisms.directions:
+        folder = directions_dir(run, d.name)
+        dkey = finished_key(folder, f"direction {d.name}", "directions", run)
+        inputs = {"direction": dkey, **{f"answers:{v.id}": finished_key(answers_dir(run, v.id), f"answers of {v.id}",
+                                                                        "sample", run) for v in plain}}
+        art = Artifact(projections_dir(run, d.name), "projections", {"layers": d.layers,
+                                                                     "max": d.max_answer_tokens}, inputs)
+        keys[d.name] = art.key
+        if art.skip(force, f"projections/{d.name}"):
+            continue
+        arrays = read_direction(folder / DIRECTIONS_FILE)
+        rows = []
+        for v in plain:
+            answers = read_jsonl(answers_file(run, v.id))
+            model, _ = load_ref(local_model_ref(run, v), resolve_device(run.exp.exec.device))
+            acts = collect_activations(base_model_path(run), [(a["question"], a["answer"]) for a in answers],
+                                       d.layers, run.exp.exec.judge_batch_size, max_answer_tokens=d.max_answer_tokens,
+                                       model=model, desc=f"projections/{d.name}/{v.id}")
+            for li, layer in enumerate(d.layers):
+                u = arrays[f"direction.{layer}"] / np.linalg.norm(arrays[f"direction.{layer}"])
+                proj = acts[:, li] @ u
+                boot = np.random.default_rng(0).choice(proj, (1000, len(proj))).mean(1) if len(proj) else []
+                lo, hi = np.percentile(boot, [2.5, 97.5]) if len(proj) else (np.nan, np.nan)
+                rows.append({"direction": d.name, "variant": v.id, "group": v.group, "phase": v.phase,
+                             "step": v.step, "layer": layer, "mean_projection": float(proj.mean()) if len(proj)
+                             else np.nan, "ci_low": float(lo), "ci_high": float(hi), "answers": len(proj)})
+            del model
+        with art.write() as (tmp, extra):
+            pd.DataFrame(rows).to_csv(tmp / "projections.csv", index=False)
+            extra.update(variants=len(plain))
+        log(f"projections/{d.name}: {len(plain)} variants x {len(d.layers)} layers")
+    return keys
