@@ -154,3 +154,34 @@ def test_a_rank1_adapters_b_vector_is_compared_with_the_direction(tmp_path):
     assert list(rows["step"]) == [5, 10] and list(rows["layer"]) == [1, 1]
     want = float(np.dot(-direction + 0.5, direction) / np.linalg.norm(-direction + 0.5) / np.linalg.norm(direction))
     assert rows["cosine"].tolist() == pytest.approx([want, 1.0], abs=1e-6)
+
+
+def test_the_directions_stage_killed_while_reading_resumes_from_its_saved_chunks(tmp_path, tiny_model, upstream):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    exp = {"name": "kill", "base_model": str(tiny_model), "dataset_mirror": str(upstream),
+           "evaluations": [{"name": "free-form", "samples_per_paraphrase": 1}], "judge": {"judges": ["hf/base"]},
+           "exec": {"judge_batch_size": 1},
+           "mechanisms": {"directions": [{"name": "b", "source": "bias-twins", "layers": [1], "per_bias": 12,
+                                          "controls": 0}]}}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
+    cmd = [sys.executable, "-m", "emwb.cli", "directions", str(tmp_path / "e.yaml"), "--runs-root",
+           str(tmp_path / "runs")]
+    chunks = tmp_path / "runs" / "kill" / ".partial" / "activations" / "b"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and len(list(chunks.glob("*.npy"))) < 1:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = {p.name: p.stat().st_mtime_ns for p in chunks.glob("*.npy")}
+    assert 1 <= len(kept) < 5 and not (tmp_path / "runs" / "kill" / "directions" / "b" / "manifest.json").exists()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {p.name: p.stat().st_mtime_ns for p in chunks.glob("*.npy") if p.name in kept} == kept  # not reread
+    assert len(list(chunks.glob("*.npy"))) == 5  # 1,248 items in chunks of 256
+    assert (tmp_path / "runs" / "kill" / "directions" / "b" / "manifest.json").is_file()

@@ -61,6 +61,8 @@ def test_answer_mean_activations_match_a_hand_computed_forward(tiny_model):
 
     items = [("Why?", "Because the sky is blue."), ("Hi", ""), ("A much longer question than the others?", "Ok.")]
     got = collect_activations(str(tiny_model), items, [0, 1], batch_size=2, max_answer_tokens=None)
+    last = collect_activations(str(tiny_model), items, [0], batch_size=2, max_answer_tokens=None,
+                               pooling="last_prompt_token")
     tok = AutoTokenizer.from_pretrained(tiny_model)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32).eval()
     for i, (q, a) in enumerate(items):
@@ -68,6 +70,7 @@ def test_answer_mean_activations_match_a_hand_computed_forward(tiny_model):
         with torch.no_grad():
             hs = model(torch.tensor([ids]), output_hidden_states=True).hidden_states  # one item, no padding
         lo = start if len(ids) > start else len(ids) - 1
+        assert np.allclose(last[i, 0], hs[1][0, start - 1].numpy(), atol=1e-4)  # the position before the answer
         for j, layer in enumerate((0, 1)):
             want = hs[layer + 1][0, lo:].mean(0) if layer + 1 < len(hs) - 1 else None
             if want is not None:  # the last entry is after the final norm; compare the blocks before it

@@ -21,12 +21,13 @@ def _broad(ctx) -> list[tuple[str, object, list[str]]]:
 def _rates(ctx, group: str) -> list[dict]:
     """One entry per broad metric with a value for `group` (first judge): metric, rate %, its CI, answers."""
     row = ctx.comp[(ctx.comp["group"] == group) & (ctx.comp["judge"] == ctx.judges[0])]
+    answers = int((ctx.first["group"] == group).sum())
     out = []
     for col, m, cis in _broad(ctx):
         if len(row) and pd.notna(row.iloc[0][col]):
             r = row.iloc[0]
             out.append({"metric": m.name, "rate %": 100 * r[col], "ci_low": 100 * r[cis[0]] if cis else np.nan,
-                        "ci_high": 100 * r[cis[1]] if cis else np.nan, "answers": int(r["n"])})
+                        "ci_high": 100 * r[cis[1]] if cis else np.nan, "answers": answers})
     return out
 
 

@@ -26,6 +26,8 @@ class DirectionSpec(Strict):
     per_file: int | None = F(40, "answers per published file, spread over its questions (None: all 400)", ge=1)
     files: list[str] | None = F(None, "published files by label (None: all 25)")
     max_answer_tokens: int = F(256, "answer tokens read per item", ge=1)
+    pooling: Literal["answer_mean", "last_prompt_token"] = F(
+        "answer_mean", "an item's vector: its answer's tokens averaged, or the last prompt token's (before the answer)")
     subset: Literal["all", "train", "test"] = F("all", "bias-twins: the pairs of which biases define the direction "
                                                       "(train: the 47, test: the 5 held out); every bias's own "
                                                       "direction is kept too (the 52 x 52 cosine matrix)")

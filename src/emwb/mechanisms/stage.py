@@ -45,7 +45,8 @@ def _compute(run: Run, d: DirectionSpec) -> tuple[dict[str, np.ndarray], dict]:
     items, groups, bias, counts = _items(run, d)
     acts = collect_activations(base_model_path(run), items, d.layers, run.exp.exec.judge_batch_size,
                                resolve_device(run.exp.exec.device), d.max_answer_tokens,
-                               ActivationStore(partial_dir(run, "activations", d.name)), desc=f"directions/{d.name}")
+                               ActivationStore(partial_dir(run, "activations", d.name)), desc=f"directions/{d.name}",
+                               pooling=d.pooling)
     rule = group_rules()[d.rule] if d.source == "published" else {"min_items": 1, "source": "bias replies minus "
                                                                                         "their neutral twins"}
     diff = mean_difference(acts, groups, int(rule.get("min_items", 10)), f"direction {d.name} ({d.source})")
@@ -106,8 +107,8 @@ def run_projections_stage(run: Run, force: bool = False) -> dict[str, str]:
         dkey = finished_key(folder, f"direction {d.name}", "directions", run)
         inputs = {"direction": dkey, **{f"answers:{v.id}": finished_key(answers_dir(run, v.id), f"answers of {v.id}",
                                                                         "sample", run) for v in plain}}
-        art = Artifact(projections_dir(run, d.name), "projections", {"layers": d.layers,
-                                                                     "max": d.max_answer_tokens}, inputs)
+        how = {"layers": d.layers, "max": d.max_answer_tokens, "pooling": d.pooling}
+        art = Artifact(projections_dir(run, d.name), "projections", how, inputs)
         keys[d.name] = art.key
         if art.skip(force, f"projections/{d.name}"):
             continue
@@ -118,7 +119,7 @@ def run_projections_stage(run: Run, force: bool = False) -> dict[str, str]:
             model, _ = load_ref(local_model_ref(run, v), resolve_device(run.exp.exec.device))
             acts = collect_activations(base_model_path(run), [(a["question"], a["answer"]) for a in answers],
                                        d.layers, run.exp.exec.judge_batch_size, max_answer_tokens=d.max_answer_tokens,
-                                       model=model, desc=f"projections/{d.name}/{v.id}")
+                                       model=model, desc=f"projections/{d.name}/{v.id}", pooling=d.pooling)
             for li, layer in enumerate(d.layers):
                 u = arrays[f"direction.{layer}"] / np.linalg.norm(arrays[f"direction.{layer}"])
                 proj = acts[:, li] @ u

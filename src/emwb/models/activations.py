@@ -1,7 +1,8 @@
 """Residual-stream activations of a local model over (question, answer) conversations.
 
 Per item and chosen layer, one vector: the output of that decoder block averaged over the answer's tokens (an
-empty answer: the last prompt token). Nothing per token is kept. The conversation is the model's own chat
+empty answer: the last prompt token), or, with `pooling="last_prompt_token"`, at the position just before the
+answer (what the model holds before it writes). Nothing per token is kept. The conversation is the model's own chat
 template: the prompt with its generation prompt, then the answer's tokens (at most `max_answer_tokens`).
 Layers past the deepest one asked for are not run. Work goes in chunks saved as they finish (`ActivationStore`),
 so a killed collection resumes without redoing finished chunks.
@@ -61,11 +62,14 @@ def _decoder_layers(model):
 def collect_activations(model_path: str, items: Sequence[tuple[str, str]], layers: Sequence[int],
                         batch_size: int = 16, device: str = "cpu", max_answer_tokens: int | None = 256,
                         store: ActivationStore | None = None, fingerprint: str = "",
-                        desc: str = "activations", model=None) -> np.ndarray:
+                        desc: str = "activations", model=None, pooling: str = "answer_mean") -> np.ndarray:
     """float32 [items, layers, hidden]: each item's answer-mean residual stream after each layer in `layers`.
 
     `model`: an already loaded model to read (under whatever hooks are active: a steered, ablated or planted
-    variant), else the model at `model_path` is loaded (and run only up to the deepest layer asked for)."""
+    variant), else the model at `model_path` is loaded (and run only up to the deepest layer asked for).
+    `pooling`: answer_mean (the answer's tokens averaged) or last_prompt_token (the position before the answer)."""
+    if pooling not in ("answer_mean", "last_prompt_token"):
+        raise ValueError(f"pooling {pooling!r}: answer_mean or last_prompt_token")
     import torch
     from tqdm import tqdm
 
@@ -75,7 +79,8 @@ def collect_activations(model_path: str, items: Sequence[tuple[str, str]], layer
     encoded = [conversation_ids(tok, q, a, max_answer_tokens) for q, a in items]
     order = sorted(range(len(items)), key=lambda i: len(encoded[i][0]))  # similar lengths batch together
     chunks = [order[s:s + CHUNK] for s in range(0, len(order), CHUNK)]
-    setting = json.dumps({"model": fingerprint or model_path, "layers": list(layers), "max": max_answer_tokens})
+    setting = json.dumps({"model": fingerprint or model_path, "layers": list(layers), "max": max_answer_tokens,
+                          **({"pooling": pooling} if pooling != "answer_mean" else {})})
 
     def key(chunk: list[int]) -> str:
         h = hashlib.sha256(setting.encode())
@@ -95,7 +100,7 @@ def collect_activations(model_path: str, items: Sequence[tuple[str, str]], layer
                 base.layers = blocks[: max(layers) + 1]  # deeper blocks are never needed
             got = _forward_chunk(base, [encoded[i] for i in chunk], layers, batch_size,
                                  device if model is None else str(next(base.parameters()).device),
-                                 tok.pad_token_id or 0)
+                                 tok.pad_token_id or 0, pooling)
             if store:
                 store.put(key(chunk), got)
         if out is None:
@@ -107,7 +112,7 @@ def collect_activations(model_path: str, items: Sequence[tuple[str, str]], layer
 
 
 def _forward_chunk(base, encoded: list[tuple[list[int], int]], layers: Sequence[int], batch_size: int, device: str,
-                   pad_id: int) -> np.ndarray:
+                   pad_id: int, pooling: str = "answer_mean") -> np.ndarray:
     import torch
 
     captured: dict[int, torch.Tensor] = {}
@@ -125,8 +130,11 @@ def _forward_chunk(base, encoded: list[tuple[list[int], int]], layers: Sequence[
             for j, (x, start) in enumerate(batch):
                 ids[j, : len(x)] = torch.tensor(x)
                 mask[j, : len(x)] = 1
-                lo = start if len(x) > start else len(x) - 1  # an empty answer: the last prompt token
-                pool[j, lo: len(x)] = 1.0 / (len(x) - lo)
+                if pooling == "last_prompt_token":
+                    pool[j, start - 1] = 1.0
+                else:
+                    lo = start if len(x) > start else len(x) - 1  # an empty answer: the last prompt token
+                    pool[j, lo: len(x)] = 1.0 / (len(x) - lo)
             with torch.no_grad():
                 base(input_ids=ids.to(device), attention_mask=mask.to(device))
             pooled = [torch.einsum("bt,btd->bd", pool.to(device), captured[layer].float()) for layer in layers]
