@@ -194,7 +194,8 @@ def _set_option(sp: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="emwb", description="Emergent-misalignment workbench: fine-tune narrowly, "
-                                "sample, judge, compare. Stages: base, data, finetune, sample, detect, judge, report.")
+                                "sample, judge, compare. Stages: base, data, directions, finetune, sample, "
+                                "projections, detect, judge, report.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _stage_commands(sub)
     _dataset_commands(sub)
