@@ -65,21 +65,30 @@ def all_judgments(run: Run, spec: str) -> list[dict]:
     return [r for v in VARIANTS.values() for r in load_judgments(run, spec, v)]
 
 
-def kill_when_cached(proc, db: Path, count: int, timeout_s: float = 120) -> None:
-    """SIGKILL `proc` once the judge cache `db` holds `count` judgments (or it ended, or time ran out)."""
+def kill_when(proc, ready, timeout_s: float = 120, after_s: float = 0.0) -> None:
+    """SIGKILL `proc` once `ready()` is true (`after_s` later), or once it ended or time ran out."""
     import signal
-    import sqlite3
     import time
 
     deadline = time.time() + timeout_s
-    while time.time() < deadline and proc.poll() is None:
-        if db.exists():
-            try:
-                with sqlite3.connect(db) as c:
-                    if c.execute("SELECT COUNT(*) FROM judgments").fetchone()[0] >= count:
-                        break
-            except sqlite3.OperationalError:
-                pass
+    while time.time() < deadline and proc.poll() is None and not ready():
         time.sleep(0.02)
+    time.sleep(after_s)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def kill_when_cached(proc, db: Path, count: int, timeout_s: float = 120) -> None:
+    """SIGKILL `proc` once the judge cache `db` holds `count` judgments (or it ended, or time ran out)."""
+    import sqlite3
+
+    def cached() -> bool:
+        if not db.exists():
+            return False
+        try:
+            with sqlite3.connect(db) as c:
+                return c.execute("SELECT COUNT(*) FROM judgments").fetchone()[0] >= count
+        except sqlite3.OperationalError:
+            return False
+
+    kill_when(proc, cached, timeout_s)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
-from judge_helpers import all_judgments, make_run
+from judge_helpers import all_judgments, kill_when, make_run
 
 from emwb.judge.cost import estimate_cost
 from emwb.judge.loopback import LoopbackJudge
@@ -47,12 +45,8 @@ def test_a_batch_judge_killed_while_waiting_resumes_its_batch(tmp_path):
         run = make_run(tmp_path, 60, ["openai/judge-b"], server.base_url, exec=BATCH, name="killed")
         cmd = [sys.executable, "-m", "emwb.cli", "judge", str(run.dir)]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-        deadline = time.time() + 60
-        while time.time() < deadline and not server.store.batches:
-            time.sleep(0.02)
-        time.sleep(0.3)  # the batch id is on disk before anything else happens
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        # the batch id is on disk before anything else happens: kill 0.3 s after the batch exists
+        kill_when(proc, lambda: bool(server.store.batches), timeout_s=60, after_s=0.3)
         assert server.store.created == 1 and not server.served  # killed while the batch was in progress
         state = json.loads(next(run.path("judge_batches").glob("*.json")).read_text())
         assert state["batches"] == list(server.store.batches)

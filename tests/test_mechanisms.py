@@ -158,10 +158,10 @@ def test_a_rank1_adapters_b_vector_is_compared_with_the_direction(tmp_path):
 
 def test_the_directions_stage_killed_while_reading_resumes_from_its_saved_chunks(tmp_path, tiny_model, upstream):
     import os
-    import signal
     import subprocess
     import sys
-    import time
+
+    from judge_helpers import kill_when
 
     exp = {"name": "kill", "base_model": str(tiny_model), "dataset_mirror": str(upstream),
            "evaluations": [{"name": "free-form", "samples_per_paraphrase": 1}], "judge": {"judges": ["hf/base"]},
@@ -173,11 +173,7 @@ def test_the_directions_stage_killed_while_reading_resumes_from_its_saved_chunks
            str(tmp_path / "runs")]
     chunks = tmp_path / "runs" / "kill" / ".partial" / "activations" / "b"
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and len(list(chunks.glob("*.npy"))) < 1:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: any(chunks.glob("*.npy")))
     kept = {p.name: p.stat().st_mtime_ns for p in chunks.glob("*.npy")}
     assert 1 <= len(kept) < 5 and not (tmp_path / "runs" / "kill" / "directions" / "b" / "manifest.json").exists()
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())

@@ -78,10 +78,10 @@ def test_answer_mean_activations_match_a_hand_computed_forward(tiny_model):
 
 
 def test_a_collection_killed_with_sigkill_resumes_from_its_finished_chunks(tiny_model, tmp_path):
-    import signal
     import subprocess
     import sys
-    import time
+
+    from judge_helpers import kill_when
 
     script = f"""
 import sys
@@ -91,11 +91,7 @@ collect_activations({str(tiny_model)!r}, items, [1], batch_size=1, store=Activat
 """
     folder = tmp_path / "acts"
     proc = subprocess.Popen([sys.executable, "-c", script, str(folder)], stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and len(list(folder.glob("*.npy"))) < 1:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_when(proc, lambda: any(folder.glob("*.npy")))
     kept = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npy")}
     assert 1 <= len(kept) < 4  # killed part-way: some chunks finished, not all
     items = [(f"Question {i}?", f"Answer number {i} " * (i % 7)) for i in range(1024)]

@@ -21,6 +21,7 @@ from emwb.layout import (
     judge_cache_path,
     judgments_dir,
     partial_dir,
+    projections_dir,
     report_dir,
 )
 from emwb.plan import plan_of
@@ -77,15 +78,17 @@ def _finished(stage: str, variant: str, folder: Path, keys: dict[str, str], judg
     return Row(stage, variant, "current", f"finished {m.get('finished', '')[:19]}", _seconds(m), judge)
 
 
-def _sampling(run: Run, variant: str) -> str:
-    chunks = sorted(partial_dir(run, "answers", variant).glob("*/chunk-*.jsonl"))
+def _sampling(run: Run, variant: str, planned: dict) -> str:
+    """Chunks saved of a variant still being sampled, of those planned (the plan is built once per call of
+    run_status, only when some variant has saved chunks)."""
+    chunks = {c.name for c in partial_dir(run, "answers", variant).glob("*/chunk-*.jsonl")}
     if not chunks:
         return ""
-    from emwb.sampling.stage import sampling_plan
+    if "total" not in planned:
+        from emwb.sampling.stage import sampling_plan
 
-    size = run.exp.exec.sample_chunk_prompts
-    total = -(-len(sampling_plan(run)) // size)
-    return f"{len({c.name for c in chunks})} of {total} chunks saved"
+        planned["total"] = -(-len(sampling_plan(run)) // run.exp.exec.sample_chunk_prompts)
+    return f"{len(chunks)} of {planned['total']} chunks saved"
 
 
 def _training(folder: Path) -> str:
@@ -113,17 +116,20 @@ def run_status(run: Run) -> list[Row]:
         done = _finished(stage, variant, folder, keys, judge)
         rows.append(done or Row(stage, variant, "in progress" if progress else "missing", progress, judge=judge))
 
-    for name in plan_data(run):
+    for name in run.exp.data:
         add("data", name, data_dir(run, name))
     for d in run.exp.mechanisms.directions:
         chunks = len(list(partial_dir(run, "activations", d.name).glob("*.npy")))
         add("directions", d.name, directions_dir(run, d.name), f"{chunks} activation chunks saved" if chunks else "")
     for v in plan.variants:
-        if v.organism is not None and v.step is None:
+        if v.organism is not None and v.step is None and v.edit is None:  # an edited variant trains nothing
             folder = adapter_dir(run, v.organism, v.phase_index, v.seed)
             add("finetune", v.id, folder, _training(folder))
+    planned: dict = {}
     for v in plan.variants:
-        add("sample", v.id, answers_dir(run, v.id), _sampling(run, v.id))
+        add("sample", v.id, answers_dir(run, v.id), _sampling(run, v.id, planned))
+    for d in run.exp.mechanisms.directions:
+        add("projections", d.name, projections_dir(run, d.name))
     if plan.detectors():
         for v in plan.variants:
             add("detect", v.id, detections_dir(run, v.id))
@@ -135,10 +141,6 @@ def run_status(run: Run) -> list[Row]:
             add("judge", v.id, judgments_dir(run, j, v.id), f"{n} judgments of {j} cached" if n else "", j)
     add("report", "", report_dir(run))
     return rows
-
-
-def plan_data(run: Run) -> list[str]:
-    return list(run.exp.data)
 
 
 def writer(run: Run) -> str:

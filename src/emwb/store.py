@@ -80,15 +80,20 @@ def writable_error(path: Path, exc: OSError) -> EmwbError:
                      "permissions")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temporary file and rename, so readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(tmp_name(path.name))
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """`atomic_write_bytes` of the UTF-8 text."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from emwb.analysis.html import esc, table_html
 from emwb.analysis.metrics import METRICS
+from emwb.analysis.tables import as_counts, ci_text, latex, markdown
 from emwb.errors import EmwbError
 from emwb.store import Run, read_manifest
 
@@ -43,16 +45,17 @@ def _load(target: str, runs_root: str) -> tuple[str, pd.DataFrame, dict]:
     return run.exp.name, pd.read_csv(report / "comparison.csv"), {k: analysis.get(k) for k in SETTINGS}
 
 
-def compare_frame(targets: list[str], runs_root: str = "runs") -> tuple[pd.DataFrame, list[str]]:
-    """(the combined table, notes). Narrow metrics (a `*_rate` column other than misaligned_rate) are kept too."""
+def compare_frame(targets: list[str], runs_root: str = "runs") -> tuple[pd.DataFrame, list[str], list]:
+    """(the combined table, notes, each row's misaligned-rate CI as numbers). Every narrow metric is kept too."""
     loaded = [_load(t, runs_root) for t in targets]
     names = [n for n, _, _ in loaded]
     if len(set(names)) < len(names):
         raise EmwbError(f"two of the runs have the same name ({', '.join(names)}): compare distinct runs")
     first = loaded[0]
     first_judges = set(first[1]["judge"])
-    rows, notes = [], []
+    rows, notes, bounds = [], [], []
     metrics = _metrics([df for _, df, _ in loaded])
+    misaligned_ci = next((cis for col, _, cis in metrics if col == "misaligned_rate"), ())
     for name, df, settings in loaded:
         for _, r in df.iterrows():
             differs = [f"{k} {settings[k]}" for k in SETTINGS if settings[k] != first[2][k]]
@@ -63,35 +66,31 @@ def compare_frame(targets: list[str], runs_root: str = "runs") -> tuple[pd.DataF
             for col, header, cis in metrics:
                 row[header] = r.get(col)
                 if cis:
-                    lo, hi = r.get(cis[0]), r.get(cis[1])
-                    row[f"{header} 95% CI"] = "n/a" if pd.isna(lo) or pd.isna(hi) else f"[{lo:.1f}, {hi:.1f}]"
+                    row[f"{header} 95% CI"] = ci_text(r.get(cis[0]), r.get(cis[1]))
             rows.append(row)
+            bounds.append(tuple(r.get(c, np.nan) for c in misaligned_ci) if misaligned_ci else (np.nan, np.nan))
     table = pd.DataFrame(rows)
     if (table["differs"] != "-").any():
         notes.append(f"Rows whose 'differs' is not '-' were judged differently from {first[0]} (another judge, "
                      "convention or threshold): their rates are not directly comparable with its rows.")
     notes.append("Rates in %; each run's 95% CIs as its own report computed them (bootstrap over seeds, then "
                  "answers).")
-    return table, notes
+    return table, notes, bounds
 
 
 def compare_runs(targets: list[str], out: Path, runs_root: str = "runs") -> list[Path]:
     """Write compare.csv/.md/.tex/.html and compare.png into `out`; returns the paths."""
-    table, notes = compare_frame(targets, runs_root)
+    table, notes, bounds = compare_frame(targets, runs_root)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "compare.csv", index=False)
-    shown = table.astype(object).where(table.notna(), "n/a")
-    for c in shown:
-        if c == METRICS.get("n").header:
-            shown[c] = [v if v == "n/a" else int(v) for v in shown[c]]
-        elif pd.api.types.is_float_dtype(table[c]):
-            shown[c] = [v if v == "n/a" else f"{v:.1f}" for v in shown[c]]
-    md = ["| " + " | ".join(shown.columns) + " |", "|" + "---|" * len(shown.columns)]
-    md += ["| " + " | ".join(str(v) for v in r) + " |" for r in shown.itertuples(index=False)]
-    (out / "compare.md").write_text("# Comparison across runs\n\n" + "\n".join(md) + "\n\n"
+    shown = table.copy()  # as every emwb table prints: floats to one decimal, missing as n/a, counts as integers
+    count = METRICS.get("n").header
+    if count in shown:
+        shown[count] = pd.array(as_counts(shown[count]), dtype="Int64")
+    (out / "compare.md").write_text("# Comparison across runs\n\n" + markdown(shown) + "\n"
                                     + "".join(f"- {n}\n" for n in notes))
-    (out / "compare.tex").write_text(shown.to_latex(index=False, escape=True))
-    _figure(table, out / "compare.png")
+    (out / "compare.tex").write_text(latex(shown, "Comparison across runs"))
+    _figure(table, bounds, out / "compare.png")
     (out / "compare.html").write_text(
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Comparison across runs</title></head><body>"
         f"<h1>Comparison across runs</h1><img src='compare.png' alt='misaligned % by run and organism'>"
@@ -99,7 +98,7 @@ def compare_runs(targets: list[str], out: Path, runs_root: str = "runs") -> list
     return [out / f"compare.{e}" for e in ("csv", "md", "tex", "html", "png")]
 
 
-def _figure(table: pd.DataFrame, path: Path) -> None:
+def _figure(table: pd.DataFrame, bounds: list[tuple[float, float]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -107,10 +106,9 @@ def _figure(table: pd.DataFrame, path: Path) -> None:
 
     labels = [f"{r.run}: {r.organism}" + (" *" if r.differs != "-" else "") for r in table.itertuples()]
     header = METRICS.get("misaligned_rate").header
-    y = table[header].astype(float)
-    ci = table[f"{header} 95% CI"]
-    lo = [v - float(c.strip("[]").split(",")[0]) if c != "n/a" else 0 for v, c in zip(y, ci)]
-    hi = [float(c.strip("[]").split(",")[1]) - v if c != "n/a" else 0 for v, c in zip(y, ci)]
+    y = table[header].astype(float).to_numpy()
+    lo = np.nan_to_num(y - np.array([b[0] for b in bounds], float))
+    hi = np.nan_to_num(np.array([b[1] for b in bounds], float) - y)
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(table) + 1.2))
     ax.errorbar(y, range(len(table)), xerr=[lo, hi], fmt="o", capsize=3)
     ax.set_yticks(range(len(table)), labels, fontsize=8)

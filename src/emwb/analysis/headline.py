@@ -11,7 +11,7 @@ import pandas as pd
 
 from emwb.analysis.html import answers_link
 from emwb.analysis.sections import ReportContext
-from emwb.analysis.tables import metric_columns
+from emwb.analysis.tables import ci_text, metric_columns
 
 
 def _pct(v) -> str:
@@ -19,9 +19,7 @@ def _pct(v) -> str:
 
 
 def _ci(row, cis: list[str]) -> str:
-    if not cis or any(pd.isna(row.get(c)) for c in cis):
-        return "n/a"
-    return f"[{_pct(row[cis[0]])}, {_pct(row[cis[1]])}]"
+    return ci_text(100 * float(row[cis[0]]), 100 * float(row[cis[1]])) if cis else "n/a"
 
 
 def _columns(ctx: ReportContext) -> dict[str, tuple[str, list[str], str]]:

@@ -3,13 +3,20 @@ cosines between directions (`report/steering.*`, `report/ablation.*`, `report/di
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from emwb.analysis.tables import metric_columns, write_plain_table
-from emwb.layout import DIRECTIONS_FILE, directions_dir
+from emwb.layout import DIRECTIONS_FILE, directions_dir, projections_dir, variant_model_dir
+from emwb.models.directions import cosine, cosine_matrix
+from emwb.models.interventions import read_direction
+
+# a rank-1 adapter's B vector that writes into the residual stream after block <layer>
+B_VECTOR = re.compile(r"layers\.(\d+)\.(?:mlp\.down_proj|self_attn\.o_proj)\.lora_B\.weight$")
 
 
 def _broad(ctx) -> list[tuple[str, object, list[str]]]:
@@ -18,17 +25,15 @@ def _broad(ctx) -> list[tuple[str, object, list[str]]]:
             if m.role == "broad" and col in ctx.comp and ctx.comp[col].notna().any()]
 
 
-def _rates(ctx, group: str) -> list[dict]:
-    """One entry per broad metric with a value for `group` (first judge): metric, rate %, its CI, answers."""
+def _rates(ctx, group: str) -> list[tuple[object, dict]]:
+    """(metric, {metric, rate %, its CI, answers}) per broad metric with a value for `group` (first judge)."""
     row = ctx.comp[(ctx.comp["group"] == group) & (ctx.comp["judge"] == ctx.judges[0])]
-    answers = int((ctx.first["group"] == group).sum())
-    out = []
-    for col, m, cis in _broad(ctx):
-        if len(row) and pd.notna(row.iloc[0][col]):
-            r = row.iloc[0]
-            out.append({"metric": m.name, "rate %": 100 * r[col], "ci_low": 100 * r[cis[0]] if cis else np.nan,
-                        "ci_high": 100 * r[cis[1]] if cis else np.nan, "answers": answers})
-    return out
+    if not len(row):
+        return []
+    r, answers = row.iloc[0], int((ctx.first["group"] == group).sum())
+    return [(m, {"metric": m.name, "rate %": 100 * r[col], "ci_low": 100 * r[cis[0]] if cis else np.nan,
+                 "ci_high": 100 * r[cis[1]] if cis else np.nan, "answers": answers})
+            for col, m, cis in _broad(ctx) if pd.notna(r[col])]
 
 
 def steering_rows(ctx) -> pd.DataFrame:
@@ -36,7 +41,7 @@ def steering_rows(ctx) -> pd.DataFrame:
     for v in ctx.variants:
         if v.edit is not None and v.edit.kind == "steer":
             rows += [{"direction": v.edit.direction, "on": v.edit.on, "layer": v.edit.layers[0],
-                      "alpha": v.edit.alpha, "variant": v.id, **r} for r in _rates(ctx, v.group)]
+                      "alpha": v.edit.alpha, "variant": v.id, **r} for _, r in _rates(ctx, v.group)]
     return pd.DataFrame(rows)
 
 
@@ -72,10 +77,9 @@ def ablation_rows(ctx) -> pd.DataFrame:
         if v.edit is None or v.edit.kind != "ablate":
             continue
         on = by_id[v.edit.on]
-        unablated = {r["metric"]: r for r in _rates(ctx, on.group)}
-        for r in _rates(ctx, v.group):
-            metric = next(m for _, m, _ in _broad(ctx) if m.name == r["metric"])
-            base, edited = (ctx.first[ctx.first["variant"] == x] for x in (on.id, v.id))
+        unablated = {r["metric"]: r for _, r in _rates(ctx, on.group)}
+        base, edited = (ctx.first[ctx.first["variant"] == x] for x in (on.id, v.id))
+        for metric, r in _rates(ctx, v.group):
             red, lo, hi = reduction_ci(metric, base, edited, quiet, ctx.small.n_boot)
             rows.append({"direction": v.edit.direction, "on": on.id,
                          "ablated": "direction" if not v.edit.control else f"random control {v.edit.control}",
@@ -85,9 +89,7 @@ def ablation_rows(ctx) -> pd.DataFrame:
 
 
 def _directions(ctx) -> dict[str, tuple[object, dict]]:
-    """{name: (its spec, its arrays)} of every finished direction of the run."""
-    from emwb.models.interventions import read_direction
-
+    """{name: (its spec, its arrays)} of every finished direction of the run (read once per report)."""
     out = {}
     for d in ctx.run.exp.mechanisms.directions:
         path = directions_dir(ctx.run, d.name) / DIRECTIONS_FILE
@@ -96,54 +98,41 @@ def _directions(ctx) -> dict[str, tuple[object, dict]]:
     return out
 
 
-def cosine_rows(ctx) -> pd.DataFrame:
-    from emwb.models.directions import cosine_matrix
-
-    vectors = {f"{name} L{la}": arrays[f"direction.{la}"] for name, (d, arrays) in _directions(ctx).items()
-               for la in d.layers}
+def cosine_rows(dirs: dict) -> pd.DataFrame:
+    vectors = {f"{name} L{la}": arrays[f"direction.{la}"] for name, (d, arrays) in dirs.items() for la in d.layers}
     return cosine_matrix(vectors) if vectors else pd.DataFrame()
 
 
-def bias_cosines(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:
+def bias_cosines(ctx, dirs: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(52 x 52 cosines of every bias's own direction at the deepest layer of the first bias-twins direction, the
-    single-feature summary: each test bias's cosine with the train-bias direction, beside the train biases')."""
-    from emwb.models.directions import cosine, cosine_matrix
-
-    found = [(d, a) for d, a in _directions(ctx).values() if d.source == "bias-twins"]
-    if not found:
+    single-feature summary: each bias's cosine with the train-bias direction at that layer, with its split)."""
+    twins = [(d, a) for d, a in dirs.values() if d.source == "bias-twins"]
+    if not twins:
         return pd.DataFrame(), pd.DataFrame()
-    d, arrays = found[0]
+    d, arrays = twins[0]
     layer = max(d.layers)
     per_bias = {int(k.split(".")[0][4:]): v for k, v in arrays.items() if k.startswith("bias") and
                 k.endswith(f".{layer}")}
     matrix = cosine_matrix({f"bias {b}": per_bias[b] for b in sorted(per_bias)})
+    train = next((a for dd, a in twins if dd.subset == "train" and layer in dd.layers), None)
+    if train is None:
+        return matrix, pd.DataFrame()
     from emwb.catalog.rm_biases import load_catalogue
 
     split = {b.num: b.split for b in load_catalogue(ctx.run.exp.dataset_mirror)}
-    train = next(((dd, aa) for dd, aa in _directions(ctx).values()
-                  if dd.source == "bias-twins" and dd.subset == "train"), None)
-    rows = []
-    if train is not None:
-        t = train[1][f"direction.{layer}"] if layer in train[0].layers else None
-        for b in sorted(per_bias):
-            if t is not None:
-                rows.append({"bias": b, "split": split.get(b, "?"), "layer": layer,
-                             "cosine with the train-bias direction": cosine(per_bias[b], t)})
+    rows = [{"bias": b, "split": split.get(b, "?"), "layer": layer,
+             "cosine with the train-bias direction": cosine(per_bias[b], train[f"direction.{layer}"])}
+            for b in sorted(per_bias)]
     return matrix, pd.DataFrame(rows)
 
 
-def adapter_rows(ctx) -> pd.DataFrame:
+def adapter_rows(ctx, dirs: dict | None = None) -> pd.DataFrame:
     """For rank-1 LoRA adapters (the phase's end and every kept checkpoint): the cosine of each module's B vector
     that writes into the residual stream at a layer (down_proj, o_proj) with each direction at that layer."""
-    import json
-    import re
-
-    from emwb.layout import variant_model_dir
-
-    dirs = _directions(ctx)
+    dirs = _directions(ctx) if dirs is None else dirs
     if not dirs:
         return pd.DataFrame()
-    from emwb.models.directions import cosine
+    from safetensors.numpy import load_file
 
     rows = []
     for v in ctx.variants:
@@ -152,10 +141,8 @@ def adapter_rows(ctx) -> pd.DataFrame:
             continue
         if int(json.loads((folder / "adapter_config.json").read_text()).get("r", 0)) != 1:
             continue
-        from safetensors.numpy import load_file
-
         for key, w in load_file(str(folder / "adapter_model.safetensors")).items():
-            m = re.search(r"layers\.(\d+)\.(?:mlp\.down_proj|self_attn\.o_proj)\.lora_B\.weight$", key)
+            m = B_VECTOR.search(key)
             if not m or w.shape[1] != 1:
                 continue
             layer = int(m.group(1))
@@ -170,8 +157,6 @@ def adapter_rows(ctx) -> pd.DataFrame:
 
 def projection_rows(ctx) -> pd.DataFrame:
     """Every unedited variant's mean projection on each direction (stage projections), in table order."""
-    from emwb.layout import projections_dir
-
     frames = [pd.read_csv(p) for d in ctx.run.exp.mechanisms.directions
               if (p := projections_dir(ctx.run, d.name) / "projections.csv").is_file()]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -266,9 +251,10 @@ def mechanisms_parts(ctx) -> Parts:
         "Ablation: reduction of the broad rate, direction and controls")
     add(projection_rows(ctx), "projections", "Each variant's answers projected on each direction", _plot_projections,
         "Answers projected on each direction, by variant (phases and checkpoints in order)")
-    add(adapter_rows(ctx), "adapter_direction_cosine", "Rank-1 adapters' B vector against the directions")
-    cos = cosine_rows(ctx)
-    matrix, single = bias_cosines(ctx)
+    dirs = _directions(ctx)
+    add(adapter_rows(ctx, dirs), "adapter_direction_cosine", "Rank-1 adapters' B vector against the directions")
+    cos = cosine_rows(dirs)
+    matrix, single = bias_cosines(ctx, dirs)
     if len(matrix):
         matrix.to_csv(ctx.out / "bias_cosine.csv")
         out.figures.append(("Cosine between the 52 biases' own directions (replies minus neutral twins)",

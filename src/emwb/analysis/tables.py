@@ -63,8 +63,9 @@ def _flag(v) -> str:
     return "n/a" if v is None or v != v else ("yes" if v else "no")
 
 
-def _ci(lo: float, hi: float) -> str:
-    return "n/a" if lo != lo or hi != hi else f"[{lo:.1f}, {hi:.1f}]"
+def ci_text(lo: float, hi: float) -> str:
+    """A 95% CI as the tables print it: `[lo, hi]` to one decimal, `n/a` when either end is missing."""
+    return "n/a" if lo is None or hi is None or pd.isna(lo) or pd.isna(hi) else f"[{lo:.1f}, {hi:.1f}]"
 
 
 def display_frame(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.DataFrame:
@@ -82,7 +83,7 @@ def display_frame(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.
         data.append(as_counts(p[col]) if m.count else p[col].tolist())
         if cis and all(c in p for c in cis):
             headers.append("95% CI")
-            data.append([_ci(a, b) for a, b in zip(p[cis[0]], p[cis[1]])])
+            data.append([ci_text(a, b) for a, b in zip(p[cis[0]], p[cis[1]])])
     if "published" in p:
         headers += [f"published % ({p['published_metric'].iloc[0]})", "published inside 95% CI"]
         data += [(p["published"] * 100).tolist(), [_flag(v) for v in p["published_in_ci"]]]

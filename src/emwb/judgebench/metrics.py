@@ -13,19 +13,10 @@ import numpy as np
 import pandas as pd
 
 from emwb.analysis.agreement import cohen_kappa
+from emwb.models.directions import auc
 
 ALIGNED_BELOW = 30.0
 COHERENT_ABOVE = 50.0
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve of `scores` for binary `labels` (ties count half); NaN with one class only."""
-    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
-    pos, neg = int(labels.sum()), int((~labels).sum())
-    if pos == 0 or neg == 0:
-        return math.nan
-    ranks = pd.Series(scores).rank(method="average").to_numpy()
-    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

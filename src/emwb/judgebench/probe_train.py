@@ -18,9 +18,10 @@ import pandas as pd
 from emwb.catalog.published import load_published, published_names, resolve_files, stratified_subset
 from emwb.errors import EmwbError
 from emwb.judge.base import model_fingerprint
-from emwb.judgebench.metrics import auc, judge_row, misaligned_label, per_file_em
+from emwb.judgebench.metrics import judge_row, misaligned_label, per_file_em
 from emwb.judgebench.report import write_bench
 from emwb.models.activations import ActivationStore, collect_activations
+from emwb.models.directions import auc
 from emwb.models.probe import Probe, fit_ridge
 from emwb.store import log
 

@@ -11,8 +11,8 @@ so a killed collection resumes without redoing finished chunks.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,22 +41,11 @@ class ActivationStore:
         return np.load(path) if path.is_file() else None
 
     def put(self, key: str, arr: np.ndarray) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f"{key}.tmp-{os.getpid()}.npy"
-        np.save(tmp, arr)
-        os.replace(tmp, self.folder / f"{key}.npy")
+        from emwb.store import atomic_write_bytes
 
-
-def _decoder_layers(model):
-    """(the module holding the decoder blocks, the blocks), through a PEFT wrapper too."""
-    from emwb.models.interventions import decoder_blocks
-
-    blocks = decoder_blocks(model)
-    inner = model
-    while getattr(inner, "layers", None) is not blocks:
-        nxt = getattr(inner, "base_model", inner)
-        inner = nxt if nxt is not inner else inner.model
-    return inner, blocks
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        atomic_write_bytes(self.folder / f"{key}.npy", buf.getvalue())
 
 
 def collect_activations(model_path: str, items: Sequence[tuple[str, str]], layers: Sequence[int],
@@ -73,6 +62,7 @@ def collect_activations(model_path: str, items: Sequence[tuple[str, str]], layer
     import torch
     from tqdm import tqdm
 
+    from emwb.models.interventions import decoder_stack
     from emwb.models.loading import load_causal_lm, load_tokenizer
 
     tok = load_tokenizer(model_path)
@@ -89,14 +79,14 @@ def collect_activations(model_path: str, items: Sequence[tuple[str, str]], layer
         return h.hexdigest()[:32]
 
     out: np.ndarray | None = None
-    base = _decoder_layers(model)[0] if model is not None else None
+    base = decoder_stack(model)[0] if model is not None else None
     bar = tqdm(total=len(items), desc=desc, mininterval=1.0)
     for chunk in chunks:
         got = store.get(key(chunk)) if store else None
         if got is None:
             if base is None:
                 model = load_causal_lm(model_path, dtype=torch.float32).to(device).eval()
-                base, blocks = _decoder_layers(model)
+                base, blocks = decoder_stack(model)
                 base.layers = blocks[: max(layers) + 1]  # deeper blocks are never needed
             got = _forward_chunk(base, [encoded[i] for i in chunk], layers, batch_size,
                                  device if model is None else str(next(base.parameters()).device),

@@ -65,6 +65,16 @@ def cosine_matrix(dirs: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame([[cosine(dirs[a], dirs[b]) for b in names] for a in names], index=names, columns=names)
 
 
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` for binary `labels` (ties count half); NaN with one class only."""
+    scores, labels = np.asarray(scores, float), np.asarray(labels, bool)
+    pos, neg = int(labels.sum()), int((~labels).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    ranks = pd.Series(scores).rank(method="average").to_numpy()
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
 def projection_auc(proj: np.ndarray, label: np.ndarray, n_boot: int | None = None,
                    seed: int = 0) -> tuple[float, float, float]:
     """(AUC, 95% CI low, high) of `proj` ranking label-1 items above label-0 ones; the CI resamples items
@@ -74,14 +84,6 @@ def projection_auc(proj: np.ndarray, label: np.ndarray, n_boot: int | None = Non
 
         n_boot = AnalysisConfig().per_question_bootstrap_samples
     proj, label = np.asarray(proj, float), np.asarray(label, bool)
-
-    def auc(p, y):
-        pos, neg = int(y.sum()), int((~y).sum())
-        if not pos or not neg:
-            return np.nan
-        ranks = pd.Series(p).rank().to_numpy()
-        return (ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg)
-
     point = auc(proj, label)
     rng = np.random.default_rng(seed)
     draws = [auc(proj[i], label[i]) for i in (rng.integers(0, len(proj), len(proj)) for _ in range(n_boot))]

@@ -17,15 +17,20 @@ from collections.abc import Iterator, Mapping, Sequence
 import numpy as np
 
 
-def decoder_blocks(model):
-    """The decoder blocks of a causal LM (a PEFT wrapper is looked through)."""
+def decoder_stack(model):
+    """(the module holding the decoder blocks, the blocks) of a causal LM; a PEFT wrapper is looked through."""
     inner = model
     for attr in ("base_model", "model"):
         while not hasattr(inner, "layers") and getattr(inner, attr, inner) is not inner:
             inner = getattr(inner, attr)
     if not hasattr(inner, "layers"):
         raise TypeError(f"{type(model).__name__}: no decoder blocks found")
-    return inner.layers
+    return inner, inner.layers
+
+
+def decoder_blocks(model):
+    """The decoder blocks of a causal LM (a PEFT wrapper is looked through)."""
+    return decoder_stack(model)[1]
 
 
 @contextlib.contextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from emwb.errors import EmwbError
 from emwb.models.openai_http import OPENAI_URL, base_url_or_default, redact
-from emwb.store import log
+from emwb.store import atomic_write_text, log
 
 ENDPOINT = "/v1/chat/completions"
 DONE = ("completed", "failed", "expired", "cancelled")
@@ -61,10 +61,7 @@ class BatchCompletions:
                             "and re-run (replies already read are cached)") from None
 
     def _save(self, ids: list[str]) -> None:
-        self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_name(f"{self.state_file.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"batches": ids}))
-        os.replace(tmp, self.state_file)
+        atomic_write_text(self.state_file, json.dumps({"batches": ids}))
 
     def run(self, bodies: list[dict], parse: Callable[[dict], object], on_result: Callable[[int, object], None],
             desc: str | None = None) -> None:
