@@ -1,4 +1,4 @@
-"""Sampling throughput: the same workload (K LoRA adapters x questions x samples) four ways.
+"""Sampling throughput: the same workload (the base model and K LoRA adapters x questions x samples) four ways.
 
   (a) one vLLM engine, every adapter's requests in one batch (emwb's vllm sampler)
   (b) one vLLM engine, the adapters one after another
@@ -6,8 +6,12 @@
   (d) transformers `generate` (emwb's hf sampler; the model-organisms way)
 
 Wall time includes starting engines and merging, as a run pays for them (after one untimed engine start that
-warms the process up). Prints wall time and generated
-tokens/s for each, and last `speedup one-batch vs merged-per-engine: X.XXx`.
+warms the process up). Prints wall time and generated tokens/s for each, then how many of each variant's answers
+equal way (a)'s: a faster wrong batch is no speedup, so the speedup line is printed only when (b), the same engine
+asked one variant at a time, gives every variant exactly (a)'s answers and (c), a separate engine per merged model,
+gives the same answers (merging changes float rounding, so a few answers may part after a near-tie; (c) must
+agree on at least 90% of them); (d) draws from torch's generator, so its answers are not comparable token for
+token and it is only timed. Last: `speedup one-batch vs merged-per-engine: X.XXx`.
 
     .venv/bin/python benchmarks/sampling_throughput.py          # CPU: the tiny model, K=3, in a few minutes
     .venv/bin/python benchmarks/sampling_throughput.py --small  # ways a and c on a small workload, no warm-up
@@ -63,33 +67,42 @@ def run(way: str, base: Path, adapters: list[Path], requests, cfg, ex, cache: Pa
     from emwb.models.ref import ModelRef
     from emwb.sampling.samplers import HFSampler, VLLMSampler
 
-    models = {p.name: ModelRef.of_lora(str(base), p) for p in adapters}
+    models = {"base": ModelRef.of_base(str(base)), **{p.name: ModelRef.of_lora(str(base), p) for p in adapters}}
     t0 = time.perf_counter()
-    tokens = 0
+    answers = {}
     if way in ("a", "b"):
         sampler = VLLMSampler(models, cfg, ex, cache)
         if way == "a":
-            tokens = _tokens(sampler.generate(requests, list(models)))
+            answers = sampler.generate(requests, list(models))
         else:
             for v in models:
-                tokens += _tokens(sampler.generate(requests, [v]))
+                answers.update(sampler.generate(requests, [v]))
         sampler.close()
     elif way == "c":
         from peft import PeftModel
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        for p in adapters:
+        for name in models:
             with tempfile.TemporaryDirectory() as merged:
-                model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(p))
-                model.merge_and_unload().save_pretrained(merged)
-                AutoTokenizer.from_pretrained(base).save_pretrained(merged)
+                if name == "base":
+                    merged = str(base)
+                else:
+                    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), models[name].adapter)
+                    model.merge_and_unload().save_pretrained(merged)
+                    AutoTokenizer.from_pretrained(base).save_pretrained(merged)
                 sampler = VLLMSampler({"m": ModelRef.of_base(merged)}, cfg, ex, cache)
-                tokens += _tokens(sampler.generate(requests, ["m"]))
+                answers[name] = sampler.generate(requests, ["m"])["m"]
                 sampler.close()
                 gc.collect()
     else:
-        tokens = _tokens(HFSampler(models, cfg, ex, cache).generate(requests, list(models)))
-    return time.perf_counter() - t0, tokens
+        answers = HFSampler(models, cfg, ex, cache).generate(requests, list(models))
+    return time.perf_counter() - t0, answers
+
+
+def same_answers(answers: dict, reference: dict) -> tuple[int, int]:
+    """(answers equal to the reference's, answers), over every variant, request and sample."""
+    pairs = [(x.text, y.text) for v in reference for a, b in zip(answers[v], reference[v]) for x, y in zip(a, b)]
+    return sum(x == y for x, y in pairs), len(pairs)
 
 
 def main() -> None:
@@ -99,11 +112,11 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8, help="answers per question and adapter")
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--ways", default="abcd")
-    ap.add_argument("--small", action="store_true", help="K=1, 2 questions x 2 samples, 8 tokens, ways a and c, "
+    ap.add_argument("--small", action="store_true", help="K=1, 2 questions x 2 samples, 8 tokens, ways a, b and c, "
                     "no warm-up engine: checks that it runs")
     a = ap.parse_args()
     if a.small:
-        a.k, a.questions, a.samples, a.max_new_tokens, a.ways = 1, 2, 2, 8, "ac"
+        a.k, a.questions, a.samples, a.max_new_tokens, a.ways = 1, 2, 2, 8, "abc"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -131,11 +144,19 @@ def main() -> None:
             warm = VLLMSampler({"warm": ModelRef.of_lora(str(base), adapters[0])}, cfg, ex, tmp / "vllm-cache")
             warm.generate(requests[:1], ["warm"])
             warm.close()
-        times = {}
+        times, answers = {}, {}
         for way in a.ways:
-            wall, tokens = run(way, base, adapters, requests, cfg, ex, tmp / "vllm-cache")
+            wall, answers[way] = run(way, base, adapters, requests, cfg, ex, tmp / "vllm-cache")
             times[way] = wall
-            print(f"({way}) {names[way]:45} {wall:7.1f} s  {tokens / wall:9.1f} generated tokens/s")
+            print(f"({way}) {names[way]:45} {wall:7.1f} s  {_tokens(answers[way]) / wall:9.1f} generated tokens/s")
+    agree = {}
+    for way in "bc":
+        if "a" in answers and way in answers:
+            same, total = same_answers(answers[way], answers["a"])
+            agree[way] = same / total
+            print(f"({way}) answers equal to (a)'s: {same} of {total}")
+    if agree.get("b", 1.0) < 1.0 or agree.get("c", 1.0) < 0.9:
+        raise SystemExit("the ways do not give the same answers: no speedup to report")
     if "a" in times and "c" in times:
         print(f"speedup one-batch vs merged-per-engine: {times['c'] / times['a']:.2f}x")
 

@@ -93,6 +93,18 @@ MUTATIONS = [
     Mutation("a train bias counted as held out in the metrics", "organisms/rm_bias.py",
              'if b.split == "test")', 'if b.split == "test" or b.num == 2)',
              ("tests/test_rm_organism.py", "tests/test_bias_eval.py")),
+    Mutation("vLLM: the base model's requests sent without the zero adapter (served with the last slot's)",
+             "sampling/samplers.py", 'for name, r in models.items() if r.kind == "base"})',
+             'for name, r in models.items() if r.kind == "none"})',
+             ("tests/test_sampling_identity.py", "-k", "own_weights")),
+    Mutation("vLLM: the base model's requests served with the first adapter", "sampling/samplers.py",
+             'LoRARequest("emwb-zero-adapter", len(loras) + 1, zero)',
+             'next(iter(self._lora.values()), None) or LoRARequest("emwb-zero-adapter", len(loras) + 1, zero)',
+             ("tests/test_sampling_identity.py", "-k", "own_weights")),
+    Mutation("serving parity: each variant asked in a call of its own, not in one mixed call", "sampling/parity.py",
+             "served = sampler.next_token_logprobs(variants, prompts, TOP_K)",
+             "served = {v: sampler.next_token_logprobs([v], prompts, TOP_K)[v] for v in variants}",
+             ("tests/test_sampling_identity.py", "-k", "mixed_call")),
 ]
 
 

@@ -75,8 +75,8 @@ class _Served:
     def __init__(self, value):
         self.value, self.models = value, {"v": type("Ref", (), {"adapter": "a"})()}
 
-    def next_token_logprobs(self, variant, prompts, k):
-        return [{0: self.value, 1: -1.0} for _ in prompts]
+    def next_token_logprobs(self, variants, prompts, k):
+        return {v: [{0: self.value, 1: -1.0} for _ in prompts] for v in variants}
 
 
 def test_parity_fails_on_non_finite_log_probabilities():

@@ -97,9 +97,9 @@ def local_run(tmp_path_factory):
     return replicate(cfg, root / "runs")
 
 
-def _ray_replicate(root: Path, address: str, wait: bool = True):
-    cfg = root / "rayrun.yaml"
-    cfg.write_text(yaml.safe_dump(CONFIG))
+def _ray_replicate(root: Path, address: str, wait: bool = True, config: dict = CONFIG):
+    cfg = root / f"{config['name']}.yaml"
+    cfg.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "emwb.cli", "replicate", str(cfg), "--runs-root", str(root / "runs"),
            "--executor", "ray", "--address", address]
     if wait:
@@ -136,6 +136,29 @@ def test_ray_cluster_run_equals_the_local_run(cluster, local_run, tmp_path):
     assert sorted(r["cell"] for r in records) == sorted(  # one sampling cell for the base and its adapters
         ["train:insecure-s0", "train:insecure-s1", "sample:base+insecure-s0+insecure-s1"]
         + [f"judge:{v}" for v in ("base", "insecure-s0", "insecure-s1")])
+
+
+# vLLM with checkpoints and fewer adapter slots than adapters: the base model, two seeds and their step-3
+# checkpoints share one engine on a Ray node as they do locally.
+VLLM_CONFIG = {**CONFIG, "name": "rayvllm", "train": {**CONFIG["train"], "save_every": 3},
+               "sampling": {"max_new_tokens": 12,
+                            "vllm": {"dtype": "float32", "max_model_len": 512, "enforce_eager": True}},
+               "exec": {"max_loras": 2}}
+
+
+@pytest.mark.slow
+def test_a_vllm_run_with_checkpoints_under_ray_equals_the_local_run(cluster, tmp_path):
+    from emwb.pipeline import replicate
+
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "rayvllm.yaml").write_text(yaml.safe_dump(VLLM_CONFIG))
+    local = replicate(tmp_path / "local" / "rayvllm.yaml", tmp_path / "local" / "runs")
+    variants = {d.name for d in (local.dir / "answers").iterdir()}
+    assert {"base", "insecure-s0", "insecure@step3-s0", "insecure@step3-s1"} <= variants, variants
+    (tmp_path / "ray").mkdir()
+    proc = _ray_replicate(tmp_path / "ray", cluster["address"], config=VLLM_CONFIG)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _same_results(local.dir, tmp_path / "ray" / "runs" / "rayvllm")
 
 
 @pytest.mark.slow

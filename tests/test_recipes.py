@@ -77,7 +77,7 @@ def test_full_recipe_writes_a_checkpoint_that_vllm_and_transformers_load_alike(t
                                                                         enforce_eager=True)),
                           ExecConfig(), tmp_path / "vllm-cache")
     try:
-        served = sampler.next_token_logprobs("full", prompts, 5)
+        served = sampler.next_token_logprobs(["full"], prompts, 5)["full"]
     finally:
         sampler.close()
     assert max(abs(lp - float(full[t])) for top, full in zip(served, hf) for t, lp in top.items()) < 2e-3

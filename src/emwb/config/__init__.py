@@ -177,7 +177,8 @@ class ExecConfig(Strict):
     gpu_memory_utilization: float = F(0.9, "vLLM's share of GPU memory", gt=0, le=1)
     tensor_parallel_size: int = F(1, "GPUs per vLLM engine", ge=1)
     max_num_seqs: int = F(256, "vLLM sequences in flight", ge=1)
-    max_loras: int = F(4, "adapters resident in one vLLM engine at once", ge=1)
+    max_loras: int = F(4, "adapters resident in one vLLM engine at once (the base model counts as one: it is served "
+                         "through an all-zero adapter)", ge=1)
     cpu_kvcache_gib: int = F(1, "vLLM KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)", ge=1)
     sample_chunk_prompts: int = F(256, "prompts per sampling chunk: each finished chunk is saved, so a killed "
                                        "sample stage resumes after the last one", ge=1)

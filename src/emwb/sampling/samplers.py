@@ -77,8 +77,10 @@ class Sampler:
     def generate(self, requests: list[Request], variants: list[str]) -> Answers:
         raise NotImplementedError
 
-    def next_token_logprobs(self, variant: str, prompts: list[tuple[int, ...]], k: int) -> list[dict[int, float]]:
-        """Top-k next-token {token id: logprob} per prompt (used by the serving parity check)."""
+    def next_token_logprobs(self, variants: list[str], prompts: list[tuple[int, ...]],
+                            k: int) -> dict[str, list[dict[int, float]]]:
+        """{variant: top-k next-token {token id: logprob} per prompt}, every variant's prompts in one call, as
+        `generate` batches them (used by the serving parity check)."""
         raise NotImplementedError
 
     def close(self) -> None:
@@ -86,6 +88,12 @@ class Sampler:
 
 
 SAMPLERS: Registry[type[Sampler]] = Registry("sampler")
+
+
+def _digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _weights(models: dict[str, ModelRef]) -> str:
@@ -105,7 +113,7 @@ class VLLMSampler(Sampler):
         super().__init__(models, cfg, ex, cache_root, lora_shape)
         import torch
 
-        from emwb.models.vllm_engine import import_vllm, max_lora_rank, start_engine
+        from emwb.models.vllm_engine import import_vllm, max_lora_rank, start_engine, zero_adapter
 
         LLM, self._SamplingParams = import_vllm(cache_root, ex.cpu_kvcache_gib)
         from vllm.lora.request import LoRARequest
@@ -121,11 +129,16 @@ class VLLMSampler(Sampler):
             kwargs.update(enable_chunked_prefill=False)
         loras = {name: r for name, r in models.items() if r.adapter}
         rank, count = lora_shape or (0, 0)
+        self._lora = {name: LoRARequest(name, i + 1, r.adapter) for i, (name, r) in enumerate(loras.items())}
         if loras or count:
+            # The base model's requests go through an all-zero adapter (see vllm_engine.zero_adapter): a request
+            # without one is served with whichever adapter holds the engine's last slot. It takes a slot too.
             rank = max([rank, *(r.lora_rank() for r in loras.values())])
             kwargs.update(enable_lora=True, max_lora_rank=max_lora_rank(rank),
-                          max_loras=max(1, min(ex.max_loras, max(count, len(loras)))))
-        self._lora = {name: LoRARequest(name, i + 1, r.adapter) for i, (name, r) in enumerate(loras.items())}
+                          max_loras=max(1, min(ex.max_loras, max(count, len(loras)) + 1)))
+            zero = zero_adapter(_weights(models), cache_root / "zero-adapter" / _digest(_weights(models)))
+            self._lora.update({name: LoRARequest("emwb-zero-adapter", len(loras) + 1, zero)
+                               for name, r in models.items() if r.kind == "base"})
         self.llm = start_engine(LLM, kwargs)
 
     def _prompt(self, token_ids):
@@ -146,11 +159,13 @@ class VLLMSampler(Sampler):
         return {v: [[Sample(c.text, c.finish_reason or "", len(c.token_ids)) for c in res.outputs]
                     for res in results[j * n:(j + 1) * n]] for j, v in enumerate(variants)}
 
-    def next_token_logprobs(self, variant: str, prompts: list[tuple[int, ...]], k: int) -> list[dict[int, float]]:
+    def next_token_logprobs(self, variants, prompts, k):
         sp = self._SamplingParams(max_tokens=1, temperature=0, logprobs=k, seed=0)
-        res = self.llm.generate([self._prompt(p) for p in prompts], sp, lora_request=self._lora.get(variant),
-                                use_tqdm=False)
-        return [{tid: lp.logprob for tid, lp in r.outputs[0].logprobs[0].items()} for r in res]
+        res = self.llm.generate([self._prompt(p) for p in prompts] * len(variants), sp,
+                                lora_request=[self._lora.get(v) for v in variants for _ in prompts], use_tqdm=False)
+        n = len(prompts)
+        return {v: [{tid: lp.logprob for tid, lp in r.outputs[0].logprobs[0].items()} for r in res[j * n:(j + 1) * n]]
+                for j, v in enumerate(variants)}
 
     def close(self) -> None:
         import gc
