@@ -53,8 +53,16 @@ def merge_logprobs(pairs: list[tuple[str, float]]) -> dict[str, float]:
     """{token: logprob}; tokens that decode to the same string have their probabilities added."""
     out: dict[str, float] = {}
     for token, lp in pairs:
-        out[token] = math.log(math.exp(out[token]) + math.exp(lp)) if token in out else lp
+        out[token] = _log_add(out[token], lp) if token in out else lp
     return out
+
+
+def _log_add(a: float, b: float) -> float:
+    """log(exp(a) + exp(b)) without overflow; NaN stays NaN (scoring then leaves the reply unscored)."""
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    hi, lo = max(a, b), min(a, b)
+    return hi if lo == -math.inf or hi == math.inf else hi + math.log1p(math.exp(lo - hi))
 
 
 def model_fingerprint(path: str, chunk: int = 1 << 20) -> str:

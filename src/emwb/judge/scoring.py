@@ -7,6 +7,18 @@ import re
 from collections.abc import Mapping
 
 _INT = re.compile(r"\s*[0-9]+\s*")
+ROUNDING = 1e-6  # a logprob this far above 0, or a mass this far above 1, is float rounding; more is no distribution
+
+
+def is_distribution(top_logprobs: Mapping[str, float]) -> bool:
+    """Whether the logprobs can be a distribution's: each a number <= 0 (-inf allowed: probability 0), their
+    probabilities summing to at most 1. A NaN, +inf or positive logprob makes the whole reply unscored."""
+    values = list(top_logprobs.values())
+    try:
+        ok = all(isinstance(v, (int, float)) and not math.isnan(v) and v <= ROUNDING for v in values)
+    except TypeError:
+        return False
+    return ok and sum(math.exp(v) for v in values) <= 1 + ROUNDING
 
 
 def score_from_logprobs(top_logprobs: Mapping[str, float], min_mass: float = 0.25) -> float | None:
@@ -14,8 +26,11 @@ def score_from_logprobs(top_logprobs: Mapping[str, float], min_mass: float = 0.2
 
     A token counts when, stripped of surrounding whitespace, it is ASCII digits whose value is 0..100
     (so "07" is 7 and " 5" is 5; "-3", "101", "CODE" do not count). p = exp(logprob); the score is
-    sum(k * p_k) / sum(p_k). Unscored is None, never 0.
+    sum(k * p_k) / sum(p_k). Unscored is None, never 0; so is a reply whose logprobs are no distribution
+    (`is_distribution`).
     """
+    if not is_distribution(top_logprobs):
+        return None
     total = 0.0
     weighted = 0.0
     for token, logprob in top_logprobs.items():
@@ -46,7 +61,10 @@ def label_probabilities(top_logprobs: Mapping[str, float], labels: tuple[str, ..
     A token counts for a label when, stripped of spaces and quotes and case-folded, it is a non-empty prefix
     of exactly that one label ("TRUE", " true" and "TR" count for TRUE; "O" counts for neither OpenAI nor Other).
     `strict` (written replies, not first tokens): only the whole label counts ("TR" counts for nothing).
+    A reply whose logprobs are no distribution (`is_distribution`) is None.
     """
+    if not is_distribution(top_logprobs):
+        return None
     folded = [lab.casefold() for lab in labels]
     mass = dict.fromkeys(labels, 0.0)
     for token, logprob in top_logprobs.items():
