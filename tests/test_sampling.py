@@ -110,9 +110,9 @@ def _chunks(run_dir: Path) -> int:
 
 
 def test_kill_9_during_sampling_resumes_after_the_saved_chunks(tiny_model, tmp_path):
-    """kill -9 at random points (after 1..5 of 7 chunks), and Ctrl-C (SIGINT to the process group, as a terminal
-    sends it) at the last one; the re-run samples only the missing chunks and its answers equal an uninterrupted
-    run's, byte for byte."""
+    """kill -9 at random points (after 1..5 of 7 chunks), then SIGTERM (a scheduler's stop) and Ctrl-C (SIGINT to
+    the process group, as a terminal sends it); the re-run samples only the missing chunks and its answers equal an
+    uninterrupted run's, byte for byte. SIGTERM and SIGINT stop within seconds, saying so in one line."""
     env = {**os.environ}
     ref_cfg = _experiment(tmp_path, tiny_model, KILL_EXPERIMENT, name="ref")
     subprocess.run([sys.executable, "-m", "emwb.cli", "sample", str(ref_cfg), "--runs-root", str(tmp_path / "a")],
@@ -120,25 +120,29 @@ def test_kill_9_during_sampling_resumes_after_the_saved_chunks(tiny_model, tmp_p
     want = (tmp_path / "a" / "ref" / "answers" / "base" / "answers.jsonl").read_bytes()
     assert want.count(b"\n") == 8 * 2 + 6
     rng = random.Random(1129)  # seeded kill points: a failure names the same points on a re-run
-    for attempt, target in enumerate(sorted(rng.sample(range(1, 6), 3))):  # leave chunks 6-7 as margin
+    for attempt, target in enumerate(sorted(rng.sample(range(1, 6), 4))):  # leave chunks 6-7 as margin
         runs = tmp_path / f"k{attempt}"
         cfg = _experiment(tmp_path, tiny_model, KILL_EXPERIMENT, name="ref")
         cmd = [sys.executable, "-m", "emwb.cli", "sample", str(cfg), "--runs-root", str(runs)]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
+        err = tmp_path / f"k{attempt}.err"
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err.open("w"), env=env, text=True,
                                 start_new_session=True)
         seen = 0
         for line in proc.stdout:  # the stage logs each chunk once it is saved: wait on those lines
             seen += "saved for 1 variants" in line
             if seen >= target:
                 break
-        interrupt = attempt == 2
+        interrupt = {2: signal.SIGTERM, 3: signal.SIGINT}.get(attempt)
         t0 = time.time()
-        os.killpg(proc.pid, signal.SIGINT if interrupt else signal.SIGKILL)
+        os.killpg(proc.pid, interrupt or signal.SIGKILL)
         proc.wait(timeout=120)
         proc.stdout.close()
         assert seen == target, (target, seen)
         if interrupt:  # Ctrl-C stops the stage within seconds, with the CLI's interrupted exit code
-            assert proc.returncode == 130 and time.time() - t0 < 30, (proc.returncode, time.time() - t0)
+            assert proc.returncode == 128 + interrupt and time.time() - t0 < 30, (proc.returncode, time.time() - t0)
+            said = {signal.SIGTERM: "emwb: terminated (SIGTERM); finished artifacts are kept, re-run to resume",
+                    signal.SIGINT: "emwb: interrupted; finished artifacts are kept, re-run to resume"}[interrupt]
+            assert said in err.read_text().splitlines(), err.read_text()[-2000:]
         saved = _chunks(runs / "ref")
         assert 1 <= saved < 7 and not (runs / "ref" / "answers" / "base" / "manifest.json").exists(), saved
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)

@@ -317,11 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
-    from emwb.errors import on_interrupt
+    from emwb.errors import interrupted_by, on_interrupt
 
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_interrupt)
+        signal.signal(signal.SIGTERM, on_interrupt)  # a scheduler's stop: the same clean exit as Ctrl-C
     try:
         with contextlib.ExitStack() as held:  # the run directory's lock, when a command takes it
             args.held = held
@@ -337,8 +338,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("emwb: interrupted; finished artifacts are kept, re-run to resume", file=sys.stderr)
-        return 130
+        signum = interrupted_by()
+        print(f"emwb: {'terminated (SIGTERM)' if signum == signal.SIGTERM else 'interrupted'}; finished artifacts "
+              "are kept, re-run to resume", file=sys.stderr)
+        return 128 + signum
     return 0
 
 

@@ -11,18 +11,28 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-_interrupted = False
+_interrupted = 0  # the signal that asked to stop (0: none)
 
 
 def on_interrupt(signum=None, frame=None) -> None:
-    """SIGINT handler (the CLI installs it): remember the request, then raise KeyboardInterrupt. Python drops an
-    exception raised while a finalizer runs, so long loops also call `check_interrupt` between units of work."""
+    """SIGINT and SIGTERM handler (the CLI installs it): remember the request, then raise KeyboardInterrupt. Python
+    drops an exception raised while a finalizer runs, so long loops also call `check_interrupt` between units of
+    work."""
     global _interrupted
-    _interrupted = True
+    import signal
+
+    _interrupted = signum or signal.SIGINT
     raise KeyboardInterrupt
 
 
+def interrupted_by() -> int:
+    """The signal number that stopped the process (SIGINT when Ctrl-C came without the handler)."""
+    import signal
+
+    return int(_interrupted or signal.SIGINT)
+
+
 def check_interrupt() -> None:
-    """Raise KeyboardInterrupt when Ctrl-C was pressed, even if its first KeyboardInterrupt was swallowed."""
+    """Raise KeyboardInterrupt when Ctrl-C (or SIGTERM) came, even if its first KeyboardInterrupt was swallowed."""
     if _interrupted:
         raise KeyboardInterrupt
