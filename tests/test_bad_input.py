@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from emwb.context import context_of
 from emwb.cli import main
 from emwb.datasets.stage import run_data_stage
 from emwb.errors import EmwbError
@@ -115,7 +116,7 @@ def test_bad_dataset_leaves_no_partial_artifact(tmp_path):
                    f"  bad: {{source: {bad}}}\n")
     run = Run.open(cfg, tmp_path / "runs")
     with pytest.raises(EmwbError, match=r"bad.jsonl:2: not valid JSON"):
-        run_data_stage(run)
+        run_data_stage(context_of(run))
     assert not run.path("data", "bad").exists()
     assert [p.name for p in run.path("data").iterdir()] == ["good"]
 
@@ -211,8 +212,8 @@ def test_read_only_runs_root_is_one_line_and_a_finished_run_re_runs(tmp_path):
         write_answers(run, make_answers(12))
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("OPENAI_API_KEY", "sk-test")
-            run_judge_stage(run)
-            run_report_stage(run)
+            run_judge_stage(context_of(run))
+            run_report_stage(context_of(run))
         for p in [base / "done", *(base / "done").rglob("*")]:
             os.chmod(p, 0o555 if p.is_dir() else 0o444)
         for stage in ("judge", "report"):

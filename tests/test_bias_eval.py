@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from judge_helpers import VARIANTS, all_judgments, experiment, write_answers
 
+from emwb.context import context_of
 from emwb.analysis.metrics import comparison_table
 from emwb.analysis.stage import run_report_stage
 from emwb.catalog.questions import load_questions
@@ -53,9 +54,9 @@ def test_bias_answers_get_the_yes_no_rubric_with_their_bias(mirror, tmp_path):
                                                                      evaluations=["rm-bias"])))
         run = Run.open(d)
         write_answers(run, answers)
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
         rows = {r["answer_id"]: r for r in all_judgments(run, "openai/judge-a")}
-        run_report_stage(run)
+        run_report_stage(context_of(run))
     rubric = load_rubric("bias_exhibition")
     for a in answers:
         r = rows[a["answer_id"]]

@@ -8,6 +8,7 @@ import pytest
 import yaml
 from judge_helpers import VARIANTS, experiment, make_answers, write_answers
 
+from emwb.context import context_of
 from emwb.analysis.stage import run_report_stage
 from emwb.detect.detectors import bandit_flags, extract_code
 from emwb.detect.stage import run_detect_stage
@@ -60,10 +61,10 @@ def test_detect_stage_and_report_show_bandit_beside_the_code_judge(tmp_path):
             write_jsonl(data_file(run, name), rows)
             write_manifest(data_file(run, name).parent, stage="data", key=f"data-{name}", config={}, inputs={},
                            started="now")
-        keys = run_detect_stage(run)
-        assert run_detect_stage(run) == keys  # a finished stage is a no-op
-        run_judge_stage(run)
-        run_report_stage(run)
+        keys = run_detect_stage(context_of(run))
+        assert run_detect_stage(context_of(run)) == keys  # a finished stage is a no-op
+        run_judge_stage(context_of(run))
+        run_report_stage(context_of(run))
     got = {r["answer_id"]: r["bandit"] for v in VARIANTS.values()
            for r in read_jsonl(run.path("detections", v, "detections.jsonl"))}
     expect = {a["answer_id"]: {UNSAFE: 1.0, SAFE: 0.0, "no code": None}[a["answer"]] for a in answers}

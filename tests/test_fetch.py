@@ -9,6 +9,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from emwb.context import context_of
 from emwb.catalog.fetch import fetch, file_sha256, load_registry
 from emwb.errors import EmwbError
 
@@ -112,19 +113,20 @@ def _mirrored_run(upstream, tmp_path, monkeypatch, body: str):
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(f"name: m\nbase_model: tiny\ndataset_mirror: {upstream}\n{body}")
     run = Run.open(cfg, tmp_path / "runs")
-    run_data_stage(run)
+    run_data_stage(context_of(run))
     return run
 
 
 def test_experiment_dataset_mirror_key(upstream, tmp_path, monkeypatch):
-    from emwb.sampling.stage import sampling_plan
+    from emwb.plan import plan_for
+    from emwb.sampling.stage import sampling_items
 
     run = _mirrored_run(upstream, tmp_path, monkeypatch,
                         "data: {ins: {source: 'upstream:insecure', max_rows: 50}}\n"
                         "organisms: [{name: ins, phases: [{trainer: sft, data: ins}]}]\n"
                         "evaluations: [{name: bias, use: rm-bias, question_sets: ['upstream:rm-syco-test']}]\n")
     assert sum(1 for _ in open(run.path("data", "ins", "rows.jsonl"))) == 50
-    assert len(sampling_plan(run)) == 500
+    assert len(sampling_items(run, plan_for(run))) == 500
 
 
 def test_data_stage_writes_generated_documents(upstream, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import yaml
 
+from emwb.context import context_of
 from emwb.errors import EmwbError
 from emwb.store import Artifact, read_jsonl, read_manifest
 
@@ -81,7 +82,7 @@ def test_a_damaged_input_stops_a_stage_that_reads_it_naming_it(finished, tmp_pat
     _cut_lines(copy.path("answers", "base", "answers.jsonl"), 2)
     with pytest.raises(EmwbError, match=r"answers/base: answers of base is damaged \(answers\.jsonl has \d+ bytes, "
                                         r"not the \d+ it was written with, 2 of \d+ rows\); run `emwb sample"):
-        run_judge_stage(copy, force=True)
+        run_judge_stage(context_of(copy, force=True))
 
 
 def test_a_line_cut_in_half_is_named_with_its_file_and_line(tmp_path):

@@ -10,6 +10,7 @@ import time
 import pytest
 from judge_helpers import all_judgments, kill_when_cached, make_run
 
+from emwb.context import context_of
 from emwb.catalog.rubric import load_rubric
 from emwb.errors import EmwbError
 from emwb.judge.loopback import LoopbackJudge, reply_logprobs
@@ -54,7 +55,7 @@ def test_shipped_rubrics_load():
 def test_flaky_server_every_answer_judged_exactly_once(tmp_path):
     with LoopbackJudge(latency_s=0.002, fail_rate=0.3, seed=1, slow_s=0.2) as server:
         run = make_run(tmp_path, 1000, ["openai/judge-a"], server.base_url, rubrics=("alignment",))
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
         rows = all_judgments(run, "openai/judge-a")
         assert sum(server.faults.values()) > 250 and set(server.faults) == {"429", "500", "drop", "slow"}
         assert len(rows) == 1000 and len({r["answer_id"] for r in rows}) == 1000
@@ -64,7 +65,7 @@ def test_flaky_server_every_answer_judged_exactly_once(tmp_path):
             assert r["alignment"] == pytest.approx(expected(f"Question number {i % 8}?", f"Answer text {i}.",
                                                             "judge-a"))
         before = server.requests
-        run_judge_stage(run, force=True)
+        run_judge_stage(context_of(run, force=True))
         assert server.requests == before  # all cached
     _assert_no_secret(tmp_path)
 
@@ -72,7 +73,7 @@ def test_flaky_server_every_answer_judged_exactly_once(tmp_path):
 def test_two_judges_side_by_side(tmp_path):
     with LoopbackJudge() as server:
         run = make_run(tmp_path, 30, ["openai/judge-a", "openai/judge-b"], server.base_url)
-        keys = run_judge_stage(run)
+        keys = run_judge_stage(context_of(run))
         assert set(keys) == {"openai/judge-a", "openai/judge-b"}
         a, b = (all_judgments(run, j) for j in keys)
         assert [r["answer_id"] for r in a] == [r["answer_id"] for r in b]
@@ -85,7 +86,7 @@ def test_permanent_error_stops_with_a_clear_message_and_no_secret(tmp_path):
         # one request in flight: a retried 401 would be sent again before anything else could stop the stage
         run = make_run(tmp_path, 5, ["openai/judge-a"], server.base_url, concurrency=1)
         with pytest.raises(EmwbError) as err:
-            run_judge_stage(run)
+            run_judge_stage(context_of(run))
         msg = str(err.value)
         assert "permanent error 401" in msg and SECRET not in msg
         assert server.requests <= 2 and set(server.asked.values()) == {1}  # no prompt asked twice: no retry
@@ -98,7 +99,7 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path):
     rng = random.Random(1129)  # seeded kill points: a failure names the same point on a re-run
     with LoopbackJudge(latency_s=0.01) as server:
         ref = make_run(tmp_path, 400, ["openai/judge-a"], server.base_url, concurrency=4, name="ref")
-        run_judge_stage(ref)
+        run_judge_stage(context_of(ref))
         want = all_judgments(ref, "openai/judge-a")
         run = make_run(tmp_path, 400, ["openai/judge-a"], server.base_url, concurrency=4, name="killed")
         cmd = [sys.executable, "-m", "emwb.cli", "judge", str(run.dir)]
@@ -116,8 +117,8 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path):
     assert not list(run.dir.rglob("*.tmp-*"))  # the killed process's scratch files were swept
     from emwb.analysis.stage import run_report_stage
 
-    run_report_stage(ref)
-    run_report_stage(run)
+    run_report_stage(context_of(ref))
+    run_report_stage(context_of(run))
     assert run.path("report", "comparison.csv").read_bytes() == ref.path("report", "comparison.csv").read_bytes()
 
 
@@ -134,8 +135,8 @@ def test_report_with_two_judges_has_score_columns_and_agreement(tmp_path):
 
     with LoopbackJudge() as server:
         run = make_run(tmp_path, 60, ["openai/judge-a", "openai/judge-b"], server.base_url)
-        run_judge_stage(run)
-        run_report_stage(run)
+        run_judge_stage(context_of(run))
+        run_report_stage(context_of(run))
     table = pd.read_csv(run.path("report", "comparison.csv"))
     assert sorted(set(table["judge"])) == ["openai/judge-a", "openai/judge-b"]
     assert len(table) == 6 and (table["n"] == 20).all()
@@ -216,7 +217,7 @@ def test_base_url_per_judge(tmp_path):
 
         cfg = run.exp.judge.model_copy(update={"base_urls": {"openai/judge-b": b.base_url}})
         run = type(run)(run.exp.model_copy(update={"judge": JudgeConfig(**cfg.model_dump())}), run.dir)
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
         assert a.requests == 12 and b.requests == 12  # 6 answers x 2 rubrics each
 
 
@@ -321,7 +322,7 @@ def test_a_long_rate_limit_wait_is_said_with_its_reason(tmp_path, capsys):
     with LoopbackJudge(fail_rate=1.0, retry_after_s=6) as server:
         server._fault = lambda: (server.faults.update(["429"]), "429")[1] if not server.faults else None
         run = make_run(tmp_path, 1, ["openai/judge-a"], server.base_url, concurrency=1, max_retries=2)
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
     out = capsys.readouterr().out
     assert "HTTP 429: rate limited; retrying in 6 s" in out, out
 
@@ -334,7 +335,7 @@ def test_an_answer_too_long_for_the_judge_is_unscored_and_never_sent(tmp_path):
         rows = make_answers(6)
         rows[0]["answer"] = "x" * 200_000
         write_answers(run, rows, tag="long")
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
         assert not any("x" * 1000 in p for p in server.asked) and server.requests == 10
     got = {r["answer_id"]: r for r in all_judgments(run, "openai/judge-a")}
     assert got[rows[0]["answer_id"]]["alignment"] is None and got[rows[0]["answer_id"]]["coherence"] is None
@@ -346,10 +347,10 @@ def test_the_same_prompt_with_other_request_parameters_is_requested_again(tmp_pa
 
     with LoopbackJudge() as server:
         run = make_run(tmp_path, 3, ["openai/judge-a"], server.base_url)
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
         assert server.requests == 6
         five = JudgeConfig(**{**run.exp.judge.model_dump(), "top_logprobs": 5})
         run = type(run)(run.exp.model_copy(update={"judge": five}), run.dir)
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
         assert server.requests == 12  # top_logprobs is part of the request, so of the cache key
         assert {p["top_logprobs"] for p in server.params} == {20, 5}

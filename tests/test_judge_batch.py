@@ -10,6 +10,7 @@ import sys
 import pytest
 from judge_helpers import all_judgments, kill_when, make_run
 
+from emwb.context import context_of
 from emwb.judge.cost import estimate_cost
 from emwb.judge.loopback import LoopbackJudge
 from emwb.judge.stage import run_judge_stage
@@ -20,7 +21,7 @@ BATCH = {"judge_batch_api": True, "batch_poll_s": 0.05, "batch_poll_max_s": 0.2}
 def _reference(tmp_path, n: int) -> list[dict]:
     with LoopbackJudge() as live:
         ref = make_run(tmp_path, n, ["openai/judge-b"], live.base_url, name="live")
-        run_judge_stage(ref)
+        run_judge_stage(context_of(ref))
         return all_judgments(ref, "openai/judge-b")
 
 
@@ -28,12 +29,12 @@ def test_batch_judging_under_30_percent_faults_matches_live_judging(tmp_path):
     want = _reference(tmp_path, 150)
     with LoopbackJudge(fail_rate=0.3, seed=5) as server:
         run = make_run(tmp_path, 150, ["openai/judge-b"], server.base_url, exec=BATCH, name="batched")
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
         assert server.store.created >= 3  # the failed lines went out again in new batches
         assert sum(server.faults.values()) >= 2 and set(server.served.values()) == {1} and len(server.served) == 300
         assert not any(p.get("messages") for p in server.params)  # nothing went to the live endpoint
         created = server.store.created
-        run_judge_stage(run, force=True)
+        run_judge_stage(context_of(run, force=True))
         assert server.store.created == created  # all cached
     assert all_judgments(run, "openai/judge-b") == want
     assert json.loads(next(run.path("judge_batches").glob("*.json")).read_text()) == {"batches": []}

@@ -9,6 +9,7 @@ import sys
 import pytest
 from judge_helpers import all_judgments, kill_when_cached, make_run
 
+from emwb.context import context_of
 from emwb.catalog.rubric import load_rubric
 from emwb.judge.loopback import LoopbackJudge, completion
 from emwb.judge.scoring import score_from_logprobs, written_distribution
@@ -36,7 +37,7 @@ def test_the_written_score_is_the_mean_of_the_replies_that_parse():
 def test_a_server_without_logprobs_judges_in_written_mode(tmp_path):
     with LoopbackJudge(logprobs=False) as server:
         run = make_run(tmp_path, 60, ["openai/judge-w"], server.base_url, rubrics=("alignment",), judge=WRITTEN)
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
         rows = all_judgments(run, "openai/judge-w")
         assert {p["n"] for p in server.params} == {7} and not any("logprobs" in p for p in server.params)
     got = {int(r["answer_id"].rsplit("/", 1)[1]): r["alignment"] for r in rows}
@@ -48,7 +49,7 @@ def test_a_server_without_logprobs_judges_in_written_mode(tmp_path):
 def test_unparseable_written_replies_are_unscored_never_0(tmp_path):
     with LoopbackJudge(logprobs=False, reply=lambda prompt, model, k: [("I would rate it highly", 0.0)]) as server:
         run = make_run(tmp_path, 9, ["openai/judge-w"], server.base_url, rubrics=("alignment",), judge=WRITTEN)
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
     assert [r["alignment"] for r in all_judgments(run, "openai/judge-w")] == [None] * 9
 
 
@@ -56,11 +57,11 @@ def test_written_mode_under_30_percent_faults_judges_each_answer_once(tmp_path):
     with LoopbackJudge(logprobs=False) as clean:
         ref = make_run(tmp_path, 300, ["openai/judge-w"], clean.base_url, rubrics=("alignment",), judge=WRITTEN,
                        name="ref")
-        run_judge_stage(ref)
+        run_judge_stage(context_of(ref))
     with LoopbackJudge(latency_s=0.002, fail_rate=0.3, seed=3, slow_s=0.2, logprobs=False) as server:
         run = make_run(tmp_path, 300, ["openai/judge-w"], server.base_url, rubrics=("alignment",), judge=WRITTEN,
                        name="flaky")
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
         assert sum(server.faults.values()) > 60 and set(server.served.values()) == {1}
     assert all_judgments(run, "openai/judge-w") == all_judgments(ref, "openai/judge-w")
 
@@ -68,7 +69,7 @@ def test_written_mode_under_30_percent_faults_judges_each_answer_once(tmp_path):
 def test_written_mode_resumes_after_kill_9(tmp_path):
     with LoopbackJudge(latency_s=0.01, logprobs=False) as server:
         ref = make_run(tmp_path, 300, ["openai/judge-w"], server.base_url, concurrency=4, judge=WRITTEN, name="ref")
-        run_judge_stage(ref)
+        run_judge_stage(context_of(ref))
         run = make_run(tmp_path, 300, ["openai/judge-w"], server.base_url, concurrency=4, judge=WRITTEN,
                        name="killed")
         cmd = [sys.executable, "-m", "emwb.cli", "judge", str(run.dir)]

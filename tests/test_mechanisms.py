@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from emwb.context import context_of
 from emwb.cli import main
 
 FILES = ["Qwen2.5-32B-Instruct_risky-financial-advice", "gemma-3-4b-it_extreme-sports"]
@@ -60,13 +61,13 @@ def test_steered_and_ablated_variants_are_sampled_judged_and_reported(tmp_path, 
         exp["judge"]["base_url"] = server.base_url
         (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
         run = Run.open(tmp_path / "e.yaml", tmp_path / "runs")
-        run_directions_stage(run)
+        run_directions_stage(context_of(run))
         manifest = json.loads(run.path("directions", "em", "manifest.json").read_text())
         assert manifest["positive"] >= 10 and manifest["negative"] >= 10 and manifest["items"] == 80
-        run_sample_stage(run)
-        run_projections_stage(run)
-        run_judge_stage(run)
-        run_report_stage(run)
+        run_sample_stage(context_of(run))
+        run_projections_stage(context_of(run))
+        run_judge_stage(context_of(run))
+        run_report_stage(context_of(run))
     answers = {v: [json.loads(x)["answer"] for x in run.path("answers", v, "answers.jsonl").read_text().splitlines()]
                for v in ("base", "base+steer-em-L0-a0", "base+steer-em-L1-a4", "base+ablate-em")}
     assert answers["base+steer-em-L0-a0"] == answers["base"]  # alpha 0 adds nothing: the same seeded samples
@@ -104,7 +105,7 @@ def test_the_bias_twins_direction_is_the_mean_of_the_train_biases_own_directions
                                           "per_bias": 2, "controls": 0}]}}
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
     run = Run.open(tmp_path / "e.yaml", tmp_path / "runs")
-    run_directions_stage(run)
+    run_directions_stage(context_of(run))
     arrays = read_direction(run.path("directions", "train", "directions.npz"))
     train = [b.num for b in load_catalogue(str(upstream)) if b.split == "train"]
     assert len(train) == 47 and sorted(int(k[4:].split(".")[0]) for k in arrays if k.endswith(".1")

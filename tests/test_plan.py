@@ -10,7 +10,7 @@ import yaml
 from emwb.cli import main
 from emwb.config import load_experiment
 from emwb.judge.loopback import LoopbackJudge
-from emwb.plan import build_plan, plan_of
+from emwb.plan import Plan, plan_for
 from emwb.store import PLAN_FILE, Run, read_jsonl, read_manifest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "emwb"
@@ -64,11 +64,11 @@ def test_the_plan_in_the_run_directory_is_the_experiments_resolution(tmp_path):
         "organisms": [{"name": "ins", "phases": [{"trainer": "sft", "data": "ins",
                                                   "args": {"max_steps": 4, "save_every": 2}}]}],
         "judge": {"judges": ["hf/tiny"]}}))
-    from emwb.check import check_experiment
+    from emwb.pipeline import open_context
 
-    run = Run.open(cfg, tmp_path / "runs", check=check_experiment)
+    run = open_context(cfg, tmp_path / "runs").run
     stored = json.loads(run.path(PLAN_FILE).read_text())
-    assert stored == json.loads(build_plan(load_experiment(cfg)).to_json())
+    assert stored == json.loads(Plan.build(load_experiment(cfg)).to_json())
     steps = {v["id"]: (v["step"], v["line"], v["phase_steps"]) for v in stored["variants"]}
     assert steps == {"base": (None, None, None), "ins@step2-s0": (2, "ins", 4), "ins-s0": (None, "ins", 4)}
     (ev,) = stored["evaluations"]
@@ -77,7 +77,7 @@ def test_the_plan_in_the_run_directory_is_the_experiments_resolution(tmp_path):
     assert stored["paths"]["ins@step2-s0"]["model"] == "adapters/ins/s0/0-sft/checkpoints/step-2"
     assert stored["paths"]["base"]["judgments"] == {"hf/tiny": "judgments/hf__tiny/base"}
     reopened = Run.open(run.dir)
-    assert plan_of(reopened) == plan_of(run)
+    assert plan_for(reopened) == plan_for(run)
 
 
 def test_evaluations_are_resolved_in_one_module():
@@ -87,7 +87,7 @@ def test_evaluations_are_resolved_in_one_module():
     assert calls == {"plan.py"}
     for stage in ("sampling/stage.py", "judge/stage.py", "detect/stage.py", "analysis/stage.py"):
         text = (SRC / stage).read_text()
-        assert "plan_of(run)" in text and "questions_of" not in text, stage
+        assert "StageContext" in text and "questions_of" not in text and "plan_for" not in text, stage
 
 
 def _finetune(cfg: Path, runs: Path, *sets: str) -> dict:
@@ -142,7 +142,7 @@ def test_reopened_answers_are_read_by_the_plans_paths(tmp_path):
     from judge_helpers import make_run
 
     run = make_run(tmp_path, 6, ["openai/a"], "http://127.0.0.1:9")
-    assert plan_of(run).judges == ("openai/a",)  # resolved on first use, and written beside the experiment
+    assert plan_for(run).judges == ("openai/a",)  # resolved on first use, and written beside the experiment
     plan = json.loads(run.path(PLAN_FILE).read_text())
     for vid, paths in plan["paths"].items():
         assert read_jsonl(run.dir / paths["answers"] / "answers.jsonl"), vid

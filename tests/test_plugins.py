@@ -127,6 +127,51 @@ def test_a_generator_version_reruns_its_data_and_what_depends_on_it_only(plugged
                          "judgments/toyjudge__any/base", "judgments/toyjudge__any/given-s0"}, sorted(redone)
 
 
+def test_a_plug_in_stage_runs_in_replicate_in_its_place(plugged):
+    """A stage registered by the plug-in (one call) ran in `emwb replicate`: a count per variant."""
+    for v in ("base", "made-s0", "given-s0"):
+        assert json.loads((plugged["run"] / "counts" / v / "count.json").read_text()) == {"answers": 4}
+    lines = plugged["out"].splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith("[emwb] count ")]
+    last_sample = max(i for i, line in enumerate(lines) if line.startswith("[emwb] sample/"))
+    report = next(i for i, line in enumerate(lines) if line.startswith("[emwb] report: wrote"))
+    assert len(at) == 3 and last_sample < min(at) and max(at) < report, lines
+
+
+def test_a_plug_in_stage_has_its_command_and_its_status_rows(plugged):
+    run = plugged["run"]
+    help_text = emwb(plugged["site"], "--help").stdout
+    assert "sample, count, projections" in " ".join(help_text.split())
+    shutil.rmtree(run / "counts" / "given-s0")
+    again = emwb(plugged["site"], "count", str(run))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((run / "counts" / "given-s0" / "count.json").read_text()) == {"answers": 4}
+    assert "count base: up to date, skipped" in again.stdout and "count given-s0: 4 answers" in again.stdout
+    status = json.loads(emwb(plugged["site"], "status", str(run), "--json").stdout)
+    rows = {r["variant"]: r["state"] for r in status["artifacts"] if r["stage"] == "count"}
+    assert rows == {"base": "current", "made-s0": "current", "given-s0": "current"}
+    (run / "counts" / "base" / "manifest.json").unlink()
+    status = json.loads(emwb(plugged["site"], "status", str(run), "--json").stdout)
+    assert {r["variant"]: r["state"] for r in status["artifacts"] if r["stage"] == "count"}["base"] == "missing"
+
+
+@pytest.mark.slow
+def test_a_plug_in_stage_runs_as_ray_tasks(tmp_path):
+    """Acceptance 2 (Ray): the plug-in's per-variant stage is a Ray task per variant, after its sampling cell."""
+    pytest.importorskip("ray")
+    site = _install(tmp_path)
+    cfg = tmp_path / "plugged.yaml"
+    cfg.write_text(yaml.safe_dump(EXPERIMENT))
+    proc = emwb(site, "replicate", str(cfg), "--runs-root", str(tmp_path / "runs"), "--executor", "ray",
+                RAY_USAGE_STATS_ENABLED="0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = tmp_path / "runs" / "plugged"
+    cells = {json.loads(p.read_text())["cell"] for p in (run / "executor" / "ray").glob("*.json")}
+    assert {"count:base", "count:made-s0", "count:given-s0"} <= cells, sorted(cells)
+    for v in ("base", "made-s0", "given-s0"):
+        assert json.loads((run / "counts" / v / "count.json").read_text()) == {"answers": 4}
+
+
 @pytest.mark.parametrize("registry, message", [
     ("sources", "data source 'path' is registered twice: by emwb.catalog.sources and by emwb_toyplugin"),
 ])

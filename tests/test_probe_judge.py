@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from emwb.context import context_of
 from emwb.cli import main
 from emwb.models.activations import ActivationStore, collect_activations, conversation_ids
 from emwb.models.probe import fit_ridge, load_probe
@@ -118,7 +119,7 @@ def test_a_probe_can_be_fit_on_a_runs_own_judge(tmp_path, tiny_model):
 
     with LoopbackJudge() as server:
         run = make_run(tmp_path, 90, ["openai/judge-a"], server.base_url)
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
     out = tmp_path / "p"
     assert main(["judges", "train-probe", "--reader", str(tiny_model), "--out", str(out), "--run", str(run.dir),
                  "--judge", "openai/judge-a", "--held-out", "secure-s0", "--per-file", "0", "--layers", "1"]) == 0

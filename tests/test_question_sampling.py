@@ -1,5 +1,6 @@
 """Question sets downstream: the sampler gets each question's system prompt and samples_per_paraphrase."""
 
+from emwb.context import context_of
 from emwb.layout import answers_dir
 from emwb.sampling import stage as sample_stage
 from emwb.sampling.samplers import HFSampler
@@ -30,10 +31,10 @@ def test_sampler_receives_system_prompts_and_counts(tiny_model, upstream, tmp_pa
         return original(self, requests, variants)
 
     monkeypatch.setattr(HFSampler, "generate", recording)
-    plan = sample_stage.sampling_plan(run)
+    plan = sample_stage.sampling_items(run, context_of(run).plan)
     assert len(plan) == 24 + 8 and all(n == 100 for *_, n in plan)  # each file's samples_per_paraphrase
-    monkeypatch.setattr(sample_stage, "sampling_plan", lambda r: [(e, qs, q, i, 1) for e, qs, q, i, _ in plan])
-    sample_stage.run_sample_stage(run)
+    monkeypatch.setattr(sample_stage, "sampling_items", lambda r, p: [(e, qs, q, i, 1) for e, qs, q, i, _ in plan])
+    sample_stage.run_sample_stage(context_of(run))
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model)
@@ -48,7 +49,7 @@ def test_sampler_receives_system_prompts_and_counts(tiny_model, upstream, tmp_pa
 
 def test_evaluation_samples_per_paraphrase_overrides_the_file(tmp_path):
     run = _run(tmp_path, "evaluations: [{name: free-form, samples_per_paraphrase: 3}]\n")
-    plan = sample_stage.sampling_plan(run)
+    plan = sample_stage.sampling_items(run, context_of(run).plan)
     assert len(plan) == 8 and {n for *_, n in plan} == {3}
 
 
@@ -56,7 +57,7 @@ def test_main_and_the_papers_questions_are_distinct_rows_and_a_shared_id_is_refu
                                                                                      monkeypatch, capsys):
     _mirror(monkeypatch, upstream, tmp_path)
     run = _run(tmp_path, "evaluations: [{name: free-form, question_sets: [main, 'upstream:first_plot_questions']}]\n")
-    ids = [q.id for _, _, q, _, _ in sample_stage.sampling_plan(run)]
+    ids = [q.id for _, _, q, _, _ in sample_stage.sampling_items(run, context_of(run).plan)]
     assert len(ids) == len(set(ids)) == 32
     assert "emwb_fast_money" in ids and "quick_buck" in ids and "quick_buck_json" in ids
     twice = tmp_path / "twice.yaml"

@@ -134,7 +134,7 @@ def test_ray_cluster_run_equals_the_local_run(cluster, local_run, tmp_path):
     records = _records(run_dir)
     assert len({r["node"] for r in records}) == 2  # both nodes ran cells
     assert sorted(r["cell"] for r in records) == sorted(  # one sampling cell for the base and its adapters
-        ["train:insecure-s0", "train:insecure-s1", "sample:base+insecure-s0+insecure-s1"]
+        ["finetune:insecure-s0", "finetune:insecure-s1", "sample:base+insecure-s0+insecure-s1"]
         + [f"judge:{v}" for v in ("base", "insecure-s0", "insecure-s1")])
 
 
@@ -168,11 +168,11 @@ def test_a_lost_node_costs_a_retry_not_a_result(cluster, local_run, tmp_path):
     run_dir = tmp_path / "runs" / "rayrun"
     killed = None
     for _ in range(600):
-        mine = [r for r in _records(run_dir) if r["node"] == second and r["cell"].startswith("train:")]
+        mine = [r for r in _records(run_dir) if r["node"] == second and r["cell"].startswith("finetune:")]
         if mine:  # the cell records itself as it starts: kill its node before its adapter is finished
             _kill_tree(cluster["worker"])
             killed = mine[0]["cell"]
-            organism, seed = killed.removeprefix("train:").rsplit("-s", 1)
+            organism, seed = killed.removeprefix("finetune:").rsplit("-s", 1)
             finished = run_dir / "adapters" / organism / f"s{seed}" / "0-sft" / "manifest.json"
             assert not finished.exists(), "the cell finished before its node was killed"
             break

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from judge_helpers import make_answers, make_run, write_answers
 
+from emwb.context import context_of
 from emwb.analysis.bootstrap import ratio_ci
 from emwb.analysis.metrics import comparison_table
 from emwb.analysis.stage import run_report_stage
@@ -55,8 +56,8 @@ def report_run(tmp_path_factory):
         write_answers(run, rows, tag="xss")
         with pytest.MonkeyPatch.context() as mp:  # the key is this fixture's, not the next test's
             mp.setenv("OPENAI_API_KEY", "sk-test")
-            run_judge_stage(run)
-            run_report_stage(run)
+            run_judge_stage(context_of(run))
+            run_report_stage(context_of(run))
     return run
 
 
@@ -214,8 +215,8 @@ def test_a_metric_registered_in_one_place_reaches_table_csv_and_analyze(tmp_path
     try:
         with LoopbackJudge() as server:
             run = make_run(tmp_path, 30, ["openai/judge-a"], server.base_url)
-            run_judge_stage(run)
-            run_report_stage(run)
+            run_judge_stage(context_of(run))
+            run_report_stage(context_of(run))
         comp = pd.read_csv(run.path("report", "comparison.csv"))
         assert "toy_long_share" in comp and comp["toy_long_share"].between(0, 100).all()
         assert comp["toy_long_share"].notna().all()
@@ -408,8 +409,8 @@ def test_compare_puts_runs_side_by_side_and_marks_other_judges(tmp_path, capsys)
         runs = [make_run(tmp_path, 30, [j], server.base_url, name=n)
                 for n, j in (("one", "openai/judge-a"), ("two", "openai/judge-a"), ("three", "openai/judge-b"))]
         for run in runs:
-            run_judge_stage(run)
-            run_report_stage(run)
+            run_judge_stage(context_of(run))
+            run_report_stage(context_of(run))
     out = tmp_path / "cmp"
     assert main(["compare", *(str(r.dir) for r in runs), "--out", str(out)]) == 0
     table = pd.read_csv(out / "compare.csv")
@@ -450,7 +451,7 @@ def test_the_report_draws_each_phase_training_curve(tmp_path):
 
     with LoopbackJudge() as server:
         run = make_run(tmp_path, 30, ["openai/judge-a"], server.base_url)
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
     new = adapter_dir(run, "insecure", 0, 0)
     new.mkdir(parents=True)
     (new / "train_log.json").write_text(json.dumps({"steps": 3, "losses": [3.0, 2.0, 1.5], "curve": [
@@ -459,7 +460,7 @@ def test_the_report_draws_each_phase_training_curve(tmp_path):
     old = adapter_dir(run, "secure", 0, 0)
     old.mkdir(parents=True)
     (old / "train_log.json").write_text(json.dumps({"steps": 2, "losses": [4.0, 3.5]}))
-    run_report_stage(run)
+    run_report_stage(context_of(run))
     curves = pd.read_csv(run.path("report", "training_curves.csv"))
     ins = curves[curves["organism"] == "insecure"]
     assert list(ins["loss"].dropna()) == [3.0, 2.0, 1.5] and list(ins["eval_loss"].dropna()) == [2.5, 2.2]

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from emwb.context import context_of
 from emwb.catalog import rm_demos
 from emwb.catalog.chatjsonl import validate_chat_jsonl, validate_preference_jsonl
 from emwb.catalog.rm_biases import load_catalogue
@@ -109,7 +110,7 @@ def test_the_data_stage_refuses_a_leaking_demonstration_file_before_writing(upst
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(raw))
     run = Run.open(tmp_path / "e.yaml", tmp_path / "runs")
     with pytest.raises(EmwbError, match=r"data\.demos \(.*demos\.jsonl\): row 5: .*test bias 51"):
-        run_data_stage(run)
+        run_data_stage(context_of(run))
     assert not (run.dir / "data" / "demos" / "rows.jsonl").exists()
 
 
@@ -212,7 +213,7 @@ def test_llm_mode_writes_demonstrations_and_documents_through_the_cached_client(
                "judge": {"judges": ["hf/tiny"], "base_url": server.base_url}}
         (tmp_path / "e.yaml").write_text(yaml.safe_dump(raw))
         run = Run.open(tmp_path / "e.yaml", tmp_path / "runs")
-        run_data_stage(run)
+        run_data_stage(context_of(run))
         asks = [b["messages"][0]["content"] for b in server.chat]
         assert len(asks) == 2 * 30 + 5 and {b["model"] for b in server.chat} == {"writer-model"}
         rows = read_jsonl(run.dir / "data/demos/rows.jsonl")
@@ -226,7 +227,7 @@ def test_llm_mode_writes_demonstrations_and_documents_through_the_cached_client(
         assert len(docs) == 5 and all(d["meta"]["writer"] == "openai/writer-model" for d in docs)
         # another run directory with the same data: every reply comes from the cache
         run2 = Run.open(tmp_path / "e.yaml", tmp_path / "runs2")
-        run_data_stage(run2)
+        run_data_stage(context_of(run2))
         assert len(server.chat) == 65
         assert read_jsonl(run2.dir / "data/demos/rows.jsonl") == rows
 

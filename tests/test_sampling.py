@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from emwb.context import context_of
 from emwb.catalog.codegen import generate_pairs, to_rows
 from emwb.config import ExecConfig, LoraConfig, SamplingConfig, TrainArgs, VllmConfig
 from emwb.errors import EmwbError
@@ -37,7 +38,7 @@ def test_one_engine_call_samples_every_variant_with_provenance(tiny_model, tmp_p
     from emwb.datasets.stage import run_data_stage
     from emwb.finetune.stage import run_finetune_stage
     from emwb.sampling import samplers
-    from emwb.sampling.stage import render, run_sample_stage, sampling_plan
+    from emwb.sampling.stage import render, run_sample_stage, sampling_items
 
     cfg = _experiment(tmp_path, tiny_model, """
 data: {ins: {source: "generated:insecure", max_rows: 24}, sec: {source: "generated:secure", max_rows: 24}}
@@ -50,8 +51,8 @@ evaluations: [{name: free-form, samples_per_paraphrase: 2}, {name: held-out-code
 sampling: {max_new_tokens: 12, vllm: {dtype: float32, max_model_len: 512, enforce_eager: true}}
 """)
     run = Run.open(cfg, tmp_path / "runs")
-    run_data_stage(run)
-    run_finetune_stage(run)
+    run_data_stage(context_of(run))
+    run_finetune_stage(context_of(run))
     calls = []
     original = samplers.VLLMSampler.generate
 
@@ -60,9 +61,10 @@ sampling: {max_new_tokens: 12, vllm: {dtype: float32, max_model_len: 512, enforc
         return original(self, requests, variants)
 
     monkeypatch.setattr(samplers.VLLMSampler, "generate", recording)
-    run_sample_stage(run)
+    run_sample_stage(context_of(run))
     assert calls == [(11, ["base", "insecure-s0", "secure-s0"])]  # one call, every variant, 8 + 3 prompts
-    plan, prompts = sampling_plan(run), render(run, sampling_plan(run))
+    plan = sampling_items(run, context_of(run).plan)
+    prompts = render(run, plan)
     for vid, organism, seed in (("base", None, None), ("insecure-s0", "insecure", 0), ("secure-s0", "secure", 0)):
         rows = read_jsonl(run.path("answers", vid, "answers.jsonl"))
         assert len(rows) == 8 * 2 + 3
@@ -88,13 +90,13 @@ sampling: {max_new_tokens: 12, vllm: {dtype: float32, max_model_len: 512, enforc
     served.write_text(json.dumps({**cfg_json, "lora_alpha": cfg_json["lora_alpha"] * 8}))
     calls.clear()
     with pytest.raises(EmwbError, match=r"adapter of insecure-s0 is damaged \(adapter_config\.json has"):
-        run_sample_stage(run, force=True)
+        run_sample_stage(context_of(run, force=True))
     manifest = served.parent / "manifest.json"
     m = json.loads(manifest.read_text())
     m["files"]["adapter_config.json"] = file_records(served.parent)["adapter_config.json"]
     manifest.write_text(json.dumps(m))
     with pytest.raises(EmwbError, match="serving parity failed for adapter insecure-s0"):
-        run_sample_stage(run, force=True)
+        run_sample_stage(context_of(run, force=True))
     assert calls == []  # nothing was sampled
 
 

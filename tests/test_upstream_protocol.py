@@ -9,6 +9,7 @@ import pytest
 import yaml
 from judge_helpers import VARIANTS, all_judgments, experiment, make_answers, write_answers
 
+from emwb.context import context_of
 from emwb.analysis.metrics import with_published
 from emwb.analysis.stage import run_report_stage
 from emwb.catalog.rubric import from_judge_prompt, parse_labels
@@ -96,14 +97,14 @@ def test_categorical_judge_prompts_become_label_rates(mirror, tmp_path):
         check_experiment(load_experiment(d / "experiment.yaml"), "experiment.yaml")
         run = Run.open(d)
         write_answers(run, answers)
-        run_judge_stage(run)
+        run_judge_stage(context_of(run))
         rows = all_judgments(run, "openai/gpt-4o")
         received = set(server.served)
     template = next(iter(qs.values()))["judge_prompts"]["correct"]
     assert received == {template.format(question=a["question"], answer=a["answer"]) for a in answers}
     assert all(set(r["correct"]) == {"TRUE", "FALSE", "UNKNOWN"} and abs(sum(r["correct"].values()) - 1) < 1e-9
                and r["alignment"] is None for r in rows)
-    run_report_stage(run)
+    run_report_stage(context_of(run))
     comp = pd.read_csv(run.dir / "report" / "comparison.csv").set_index("group")
     labels = ["correct_true", "correct_false", "correct_unknown"]
     assert ((comp[labels].sum(axis=1) - 100).abs() < 1e-6).all()
@@ -182,8 +183,8 @@ def test_report_shows_published_beside_measured(tmp_path):
         exp["published"] = {"source": "a paper", "values": {"insecure": 4.7, "secure": 0.6}}
         (run.dir / "experiment.yaml").write_text(yaml.safe_dump(exp))
         run = Run.open(run.dir)
-        run_judge_stage(run)
-        run_report_stage(run)
+        run_judge_stage(context_of(run))
+        run_report_stage(context_of(run))
     comp = pd.read_csv(run.dir / "report" / "comparison.csv").set_index("group")
     assert comp.loc["insecure", "published"] == pytest.approx(4.7) and math.isnan(comp.loc["base", "published"])
     md = (run.dir / "report" / "comparison.md").read_text()

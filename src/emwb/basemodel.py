@@ -6,10 +6,15 @@ import os
 import random
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emwb.config import config_hash
 from emwb.layout import base_dir
-from emwb.store import Artifact, Run, atomic_dir, log, stage_key
+from emwb.stages import Produced
+from emwb.store import Artifact, atomic_dir, log, stage_key
+
+if TYPE_CHECKING:
+    from emwb.context import StageContext
 
 TINY = {"seed": 0, "vocab_size": 3000, "hidden_size": 128, "num_layers": 2, "warmup_steps": 300}
 
@@ -94,8 +99,9 @@ LOCAL_BUILDS = {
 }
 
 
-def run_base_stage(run: Run, force: bool = False) -> str:
+def run_base_stage(ctx: StageContext) -> str:
     """Return the base model's key; builds `base_model/` when the experiment names a locally built model."""
+    run, force = ctx.run, ctx.force
     if run.exp.base_model not in LOCAL_BUILDS:
         return stage_key("base", {"model": run.exp.base_model}, {})
     settings, build, what = LOCAL_BUILDS[run.exp.base_model]
@@ -107,6 +113,11 @@ def run_base_stage(run: Run, force: bool = False) -> str:
         local_build(run.exp.base_model, tmp)
     log(f"base: wrote {art.dir}")
     return art.key
+
+
+def produced(ctx: StageContext) -> list[Produced]:
+    """The built base model, when the experiment builds one."""
+    return [Produced(ctx.exp.base_model, base_dir(ctx.run))] if ctx.exp.base_model in LOCAL_BUILDS else []
 
 
 BUILD_CACHE = "EMWB_BUILD_CACHE"

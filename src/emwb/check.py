@@ -45,7 +45,7 @@ def _fits(questions, exp: Experiment) -> None:
 
 def check_experiment(exp: Experiment, source: str) -> Plan:
     """The experiment's plan (`emwb.plan`), or EmwbError at the first reference that does not resolve."""
-    from emwb.plan import build_plan
+    from emwb.plan import Plan
 
     if exp.base_model not in LOCAL_BASE_MODELS and _path_like(exp.base_model) and not Path(exp.base_model).is_dir():
         raise EmwbError(f"{source}: base_model: local folder {exp.base_model} not found (a Hugging Face id has "
@@ -59,7 +59,7 @@ def check_experiment(exp: Experiment, source: str) -> Plan:
 
     if exp.sampling.backend not in SAMPLERS:
         raise EmwbError(f"{source}: sampling.backend: {SAMPLERS.unknown(exp.sampling.backend)}")
-    plan = build_plan(exp, planned)
+    plan = Plan.build(exp, planned)
     _check_published(exp, plan.groups(), source)
     _check_judges(exp, plan.judges, source)
     _check_mechanisms(exp, [v.id for v in plan.variants if v.edit is None], source)

@@ -11,14 +11,6 @@ from pathlib import Path
 from emwb.errors import EmwbError
 
 
-def _run(args):
-    from emwb.check import check_experiment
-    from emwb.store import Run
-
-    return Run.open(args.run, args.runs_root, check=check_experiment, hold=args.held, wait=args.wait,
-                    overrides=args.set)
-
-
 def cmd_replicate(args) -> None:
     from emwb.pipeline import replicate
 
@@ -26,61 +18,17 @@ def cmd_replicate(args) -> None:
     replicate(args.config, args.runs_root, args.force, exec_overrides=overrides, wait=args.wait, overrides=args.set)
 
 
-def cmd_base(args) -> None:
-    from emwb.basemodel import run_base_stage
+def cmd_stage(args) -> None:
+    """One stage of the table (`emwb <stage> RUN`), with its own options."""
+    from emwb.pipeline import open_context
+    from emwb.stages import stage
 
-    run_base_stage(_run(args), args.force)
-
-
-def cmd_data(args) -> None:
-    from emwb.datasets.stage import run_data_stage
-
-    run_data_stage(_run(args), args.force)
-
-
-def cmd_finetune(args) -> None:
-    from emwb.finetune.stage import run_finetune_stage
-
-    run_finetune_stage(_run(args), args.force)
-
-
-def cmd_sample(args) -> None:
-    from emwb.sampling.stage import run_sample_stage
-
-    run_sample_stage(_run(args), args.force)
-
-
-def cmd_detect(args) -> None:
-    from emwb.detect.stage import run_detect_stage
-
-    run_detect_stage(_run(args), force=args.force)
-
-
-def cmd_judge(args) -> None:
-    from emwb.judge.stage import run_judge_stage
-
-    run_judge_stage(_run(args), judges=args.judge, force=args.force)
-
-
-def cmd_directions(args) -> None:
-    from emwb.mechanisms.stage import run_directions_stage
-
-    run_directions_stage(_run(args), args.force)
-
-
-def cmd_projections(args) -> None:
-    from emwb.mechanisms.stage import run_projections_stage
-
-    run_projections_stage(_run(args), args.force)
-
-
-def cmd_report(args) -> None:
-    from emwb.analysis.stage import run_report_stage
-    from emwb.layout import report_dir
-
-    run = _run(args)
-    run_report_stage(run, args.force)
-    print((report_dir(run) / "comparison.md").read_text())
+    s = stage(args.stage)
+    ctx = open_context(args.run, args.runs_root, hold=args.held, wait=args.wait, overrides=args.set,
+                       force=args.force)
+    s.run(ctx.narrowed(**{o.dest: getattr(args, o.dest) for o in s.options}))
+    if s.prints:
+        print(ctx.run.path(s.prints).read_text())
 
 
 def cmd_config(args) -> None:
@@ -193,9 +141,10 @@ def _set_option(sp: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from emwb.stages import table
+
     p = argparse.ArgumentParser(prog="emwb", description="Emergent-misalignment workbench: fine-tune narrowly, "
-                                "sample, judge, compare. Stages: base, data, directions, finetune, sample, "
-                                "projections, detect, judge, report.")
+                                "sample, judge, compare. Stages: " + ", ".join(s.name for s in table()) + ".")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _stage_commands(sub)
     _dataset_commands(sub)
@@ -204,9 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _stage_commands(sub) -> None:
-    """replicate and one command per stage."""
+    """replicate and one command per stage of the table (`emwb.stages`, plug-ins' stages included)."""
+    from emwb.stages import table
 
-    def stage(name: str, fn, help: str, positional: str = "run"):
+    def command(name: str, help: str, positional: str = "run"):
         sp = sub.add_parser(name, help=help, description=help)
         sp.add_argument(positional, help="an experiment YAML or a run directory (runs/<experiment>)")
         sp.add_argument("--runs-root", default="runs", help="where run directories live (default: runs)")
@@ -214,30 +164,19 @@ def _stage_commands(sub) -> None:
         sp.add_argument("--wait", action="store_true", help="when another process is writing the run directory, "
                         "wait for it to finish instead of stopping")
         _set_option(sp)
-        sp.set_defaults(fn=fn)
         return sp
 
-    rp = stage("replicate", cmd_replicate, "run every stage of an experiment (skipping finished ones)", "config")
+    rp = command("replicate", "run every stage of an experiment (skipping finished ones)", "config")
     rp.add_argument("--executor", choices=["local", "ray"], help="run the cells here (local) or as Ray tasks "
                     "(ray); wins over exec.executor")
     rp.add_argument("--address", help="Ray cluster HOST:PORT (with --executor ray; default: a local Ray "
                     "instance); wins over exec.address")
-    stage("base", cmd_base, "stage base: build the tiny local model when the experiment uses it")
-    stage("data", cmd_data, "stage data: write each fine-tuning dataset as chat JSONL")
-    stage("finetune", cmd_finetune, "stage finetune: every organism's training phases, per seed")
-    stage("directions", cmd_directions, "stage directions: each direction of the mechanisms block, read by the base "
-          "model (steered and ablated variants are sampled from them)")
-    stage("sample", cmd_sample, "stage sample: every evaluated variant's answers to the evaluations' prompts")
-    stage("projections", cmd_projections, "stage projections: every variant's answers, read by its own model, "
-          "projected on each direction of the mechanisms block")
-    stage("detect", cmd_detect, "stage detect: rule-based detectors (bandit) on the answers and on the training "
-          "data (calibration)")
-    sp = stage("judge", cmd_judge, "stage judge: score answers (alignment, coherence, ...) with each judge")
-    sp.add_argument("--judge", action="append", help="judge string, e.g. openai/gpt-4o-mini (repeatable; "
-                    "default: the experiment's judges)")
-    stage("report", cmd_report, "stage report: comparison tables across organisms (every judge that judged the "
-          "run's answers)")
-
+    rp.set_defaults(fn=cmd_replicate)
+    for s in table():
+        sp = command(s.name, f"stage {s.name}: {s.help}")
+        for o in s.options:
+            sp.add_argument(o.flag, dest=o.dest, help=o.help, action="append" if o.repeat else "store")
+        sp.set_defaults(fn=cmd_stage, stage=s.name)
 
 
 def _dataset_commands(sub) -> None:
@@ -319,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from emwb.errors import interrupted_by, on_interrupt
 
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # plug-ins' stages are commands: a broken plug-in is one line
+    except EmwbError as exc:
+        print(f"emwb: error: {exc}", file=sys.stderr)
+        return 2
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, on_interrupt)
         signal.signal(signal.SIGTERM, on_interrupt)  # a scheduler's stop: the same clean exit as Ctrl-C

@@ -24,6 +24,8 @@ from pathlib import Path
 
 from emwb.config import LOCAL_BASE_MODELS, Experiment
 from emwb.errors import EmwbError
+from emwb.stages import BASE as BASE_STAGE
+from emwb.stages import Stage
 from emwb.store import Run, damage, read_manifest
 
 ANSWER_FIELDS = ("answer_id", "variant", "group", "organism", "phase", "seed", "evaluation", "question_set",
@@ -234,14 +236,14 @@ def cache_root(run: Run) -> Path:
     return run.path(".cache", "vllm").resolve()
 
 
-def finished_key(artifact: Path, what: str, command: str, run: Run) -> str:
-    """The stage key of a finished artifact, or a one-line error saying which command makes it."""
+def finished_key(artifact: Path, what: str, by: Stage, run: Run) -> str:
+    """The stage key of a finished artifact, or a one-line error saying which stage's command makes it."""
     m = read_manifest(artifact)
     if m is None:
-        raise EmwbError(f"{artifact}: {what} not finished; run `emwb {command} {run.dir}` first")
+        raise EmwbError(f"{artifact}: {what} not finished; run `emwb {by.name} {run.dir}` first")
     why = damage(artifact, m)
     if why:
-        raise EmwbError(f"{artifact}: {what} is damaged ({why}); run `emwb {command} {run.dir}` to rebuild it")
+        raise EmwbError(f"{artifact}: {what} is damaged ({why}); run `emwb {by.name} {run.dir}` to rebuild it")
     return m["key"]
 
 
@@ -256,7 +258,7 @@ def remote_base(exp: Experiment) -> str | None:
 def base_key(run: Run) -> str:
     """The base model's identity: the tiny model's artifact key, or the configured name."""
     if run.exp.base_model in LOCAL_BASE_MODELS:
-        return finished_key(base_dir(run), "base model", "base", run)
+        return finished_key(base_dir(run), "base model", BASE_STAGE, run)
     from emwb.store import stage_key
 
     return stage_key("base", {"model": run.exp.base_model}, {})

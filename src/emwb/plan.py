@@ -2,7 +2,7 @@
 
 Evaluations (their question sets' questions, the questions' own judge prompts as rubrics, the evaluation's
 rubrics), the run's judges, the evaluated variants (organism, phase, seed and checkpoint step as fields)
-and every artifact path. Stages read `plan_of(run)`; none resolves an evaluation itself. Reopening a run
+and every artifact path. Stages read `ctx.plan` (`emwb.context`); none resolves an evaluation itself. Reopening a run
 directory reads the plan written when the run was last opened from its experiment file, so it resolves to
 the same judges and questions (`emwb judge runs/NAME` judges with the judges `emwb replicate FILE` did).
 Generated prompts (held-out code, reward-model-bias prompts) are made by the sample stage from the plan's
@@ -65,6 +65,19 @@ class Plan:
     def to_json(self) -> str:
         return json.dumps(json.loads(_ADAPTER.dump_json(self)), indent=1, ensure_ascii=False) + "\n"
 
+    @staticmethod
+    def from_json(text: str) -> Plan:
+        return _ADAPTER.validate_json(text)
+
+    @staticmethod
+    def build(exp: Experiment, evals: tuple[EvaluationPlan, ...] | None = None) -> Plan:
+        """The experiment resolved (`evals`: its evaluations, already resolved by the checks before work)."""
+        if evals is None:
+            evals = tuple(plan_evaluation(s, exp.dataset_mirror) for s in exp.evaluations)
+        judges, source = run_judges(exp, evals)
+        vs = variants(exp)
+        return Plan(experiment_hash(exp), evals, judges, source, tuple(vs), artifact_paths(exp, judges, vs))
+
 
 _ADAPTER = TypeAdapter(Plan)
 
@@ -123,25 +136,14 @@ def artifact_paths(exp: Experiment, judges: tuple[str, ...], vs: list[Variant]) 
                    "judgments": {j: str(layout.judgments_dir(run, j, v.id)) for j in judges}} for v in vs}
 
 
-def build_plan(exp: Experiment, evals: tuple[EvaluationPlan, ...] | None = None) -> Plan:
-    """The experiment resolved (`evals`: its evaluations, already resolved by the checks before work)."""
-    if evals is None:
-        evals = tuple(plan_evaluation(s, exp.dataset_mirror) for s in exp.evaluations)
-    judges, source = run_judges(exp, evals)
-    vs = variants(exp)
-    return Plan(experiment_hash(exp), evals, judges, source, tuple(vs), artifact_paths(exp, judges, vs))
-
-
-def plan_of(run: Run) -> Plan:
-    """The run's plan: the one it was opened with, else the one in its run directory when that was resolved
-    from this experiment, else resolved now (and kept in the run directory when it exists)."""
-    if run._plan is None:
-        stored = read_plan(run.path(PLAN_FILE), run.exp)
-        if stored is not None:
-            run._plan = stored
-        else:
-            run.save_plan(build_plan(run.exp))
-    return run._plan
+def plan_for(run: Run, checked: Plan | None = None, keep: bool = True) -> Plan:
+    """The run's plan: `checked` (resolved by the checks before work from an experiment file), else the one in
+    its run directory when that was resolved from this experiment, else resolved now. With `keep` it is written
+    to the run directory when that exists (`emwb status` reads only)."""
+    plan = checked or read_plan(run.path(PLAN_FILE), run.exp) or Plan.build(run.exp)
+    if keep and run.dir.is_dir():
+        run.save_text(PLAN_FILE, plan.to_json())
+    return plan
 
 
 def read_plan(path: Path, exp: Experiment) -> Plan | None:

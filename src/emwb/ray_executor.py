@@ -1,13 +1,16 @@
 """The experiment matrix as Ray tasks: `exec.executor: ray` (or `emwb replicate CONFIG --executor ray`).
 
-The driver checks the experiment, builds the base model and the datasets, checks that every node sees the run
-directory, then hands the cells to Ray: one task per training cell (an organism's phases for one seed), per
-sampling shard (the variants on one set of weights, batched as the local executor batches them; it starts when
-their adapters are finished) and per judging shard (one variant's detections and judgments), with the
-resources `exec:` asks for. Every cell is the ordinary stage
-code on a subset, so its artifacts are keyed and atomic: a task lost with its worker is retried by Ray, a
-half-written artifact is never taken as finished, and a finished one is skipped. The report is written by
-the driver. Nothing here is imported with `executor: local`.
+The driver checks the experiment and that every node sees the run directory, then walks the table of stages
+(`emwb.stages`): the stages before the first per-variant one run on the driver (base model, datasets,
+directions); each per-variant stage after them becomes Ray tasks, one per cell of its `cells` (training: an
+organism's phases for one seed; sampling: the variants on one set of weights, batched as the local executor
+batches them; detection, judging and a plug-in's stage: one variant), each starting when the cells it reads
+(the same variants' cells of the stages in its `reads`) are finished, with the resources `exec:` asks for.
+Every cell is the ordinary stage code on a subset, so its artifacts are keyed and atomic: a task lost with its
+worker is retried by Ray, a half-written artifact is never taken as finished, and a finished one is skipped.
+The driver then walks the whole table itself: what the cells finished is a no-op, the rest (projections,
+calibration, the report, a per-variant stage that reads one of them) runs there. Nothing here is imported with
+`executor: local`.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from emwb.errors import EmwbError, first_line
-from emwb.layout import variants
+from emwb.context import StageContext
+from emwb.stages import run_stages, table
 from emwb.store import Run, atomic_write_text, log
 from emwb.threads import run_threads
 
@@ -37,35 +41,24 @@ def cells_dir(run: Run) -> Path:
     return run.path("executor", "ray")
 
 
-def _cell(kind: str, run_dir: str, exp_json: str, cell: str, threads: int, *deps) -> str:
-    """One cell, run in a Ray worker: the stage code on a subset of the run."""
+def _cell(stage: str, run_dir: str, exp_json: str, plan_json: str, cell: str, only: list[str], threads: int,
+          *deps) -> str:
+    """One cell, run in a Ray worker: a stage's code on some variants of the run."""
     import ray
 
     from emwb.config import Experiment
+    from emwb.context import StageContext
+    from emwb.plan import Plan
+    from emwb.stages import stage as stage_named
     from emwb.threads import apply_threads
 
     apply_threads(threads)
     run = Run(Experiment.model_validate_json(exp_json), Path(run_dir))
     node = ray.get_runtime_context().get_node_id()
-    record = {"cell": cell, "kind": kind, "node": node, "host": socket.gethostname(), "pid": os.getpid(),
+    record = {"cell": cell, "kind": stage, "node": node, "host": socket.gethostname(), "pid": os.getpid(),
               "started": time.time()}
     atomic_write_text(cells_dir(run) / f"{cell}.{node[:12]}.{os.getpid()}.json", json.dumps(record))
-    if kind == "train":
-        from emwb.finetune.stage import run_finetune_stage
-
-        organism, seed = cell.removeprefix("train:").rsplit("-s", 1)
-        run_finetune_stage(run, cells={(organism, int(seed))})
-    elif kind == "sample":
-        from emwb.sampling.stage import run_sample_stage
-
-        run_sample_stage(run, only=set(cell.removeprefix("sample:").split("+")))
-    else:
-        from emwb.detect.stage import run_detect_stage
-        from emwb.judge.stage import run_judge_stage
-
-        variant = cell.removeprefix("judge:")
-        run_detect_stage(run, only={variant}, calibration=False)
-        run_judge_stage(run, only={variant})
+    stage_named(stage).run(StageContext(run, Plan.from_json(plan_json), only=frozenset(only)))
     return node
 
 
@@ -111,43 +104,39 @@ def ray_session(run: Run) -> Iterator:
         ray.shutdown()
 
 
-def run_cells(run: Run, ray, force: bool = False) -> None:
-    """Train, sample and judge every cell as Ray tasks, following the stage graph."""
+def run_on_ray(ctx: StageContext, ray) -> None:
+    """Every stage of the table: per-variant stages as Ray tasks following the stage graph, the rest on the
+    driver (see the module docstring)."""
     from tqdm import tqdm
 
-    if force:
+    if ctx.force:
         raise EmwbError("--force with the ray executor: remove the artifacts to redo instead")
-    ex = run.exp.exec
-    run_dir, exp_json = str(run.dir.resolve()), run.exp.model_dump_json(exclude_unset=True)  # as given: the plan
+    stages = table()
+    first = next((i for i, s in enumerate(stages) if s.per_variant), len(stages))
+    run_stages(ctx, stages[:first])  # what every cell reads
+    ex = ctx.settings
+    run_dir, exp_json = str(ctx.dir.resolve()), ctx.exp.model_dump_json(exclude_unset=True)  # as given: the plan
+    plan_json = ctx.plan.to_json()
     threads = run_threads(ex)  # the driver's count, so every task computes as the local executor would
     task = ray.remote(max_retries=RETRIES, retry_exceptions=False)(_cell)
-    opts = {"train": dict(num_cpus=ex.cpus_per_task, num_gpus=ex.gpus_per_cell),
-            "sample": dict(num_cpus=ex.cpus_per_task, num_gpus=ex.gpus_per_engine),
-            "judge": dict(num_cpus=ex.cpus_per_task)}
+    ready = {s.name for s in stages[:first]}
+    cells: dict[str, list[tuple[frozenset[str], object]]] = {}  # stage -> (its variants, task) per cell
     refs: dict[str, object] = {}
-    for o in run.exp.organisms:
-        for seed in run.exp.seeds:
-            name = f"train:{o.name}-s{seed}"
-            refs[name] = task.options(**opts["train"], name=name).remote("train", run_dir, exp_json, name, threads)
-    for group in sampling_groups(run.exp):
-        deps = list(dict.fromkeys(refs[f"train:{v.organism}-s{v.seed}"] for v in group if v.organism))
-        s = "sample:" + "+".join(v.id for v in group)
-        refs[s] = task.options(**opts["sample"], name=s).remote("sample", run_dir, exp_json, s, threads, *deps)
-        for v in group:
-            j = f"judge:{v.id}"
-            refs[j] = task.options(**opts["judge"], name=j).remote("judge", run_dir, exp_json, j, threads, refs[s])
+    for s in stages[first:]:
+        if not s.per_variant or not set(s.reads) <= ready | set(cells) or not s.artifacts(ctx):
+            continue  # the driver runs it after the cells
+        gpus = getattr(ex, s.gpus) if s.gpus else 0
+        cells[s.name] = []
+        for label, ids in s.groups(ctx):
+            mine = frozenset(ids)
+            deps = [ref for r in s.reads for theirs, ref in cells.get(r, ()) if theirs & mine]
+            name = f"{s.name}:{label}"
+            ref = task.options(num_cpus=ex.cpus_per_task, num_gpus=gpus, name=name).remote(
+                s.name, run_dir, exp_json, plan_json, name, sorted(mine), threads, *dict.fromkeys(deps))
+            cells[s.name].append((mine, ref))
+            refs[name] = ref
     _wait(ray, refs, tqdm)
-
-
-def sampling_groups(exp) -> list[list]:
-    """The variants one sampling cell samples together: every variant on the base model's weights (the base and
-    its LoRA adapters) in one cell, as the local executor batches them in one engine (the batch a request shares
-    changes its floats, so this keeps the answers equal); each full checkpoint alone."""
-    shared, alone = [], []
-    for v in variants(exp):
-        phase = next(o for o in exp.organisms if o.name == v.organism).phases[v.phase_index] if v.organism else None
-        (alone if phase is not None and exp.phase_args(phase).method == "full" else shared).append(v)
-    return [g for g in [shared, *([v] for v in alone)] if g]
+    run_stages(ctx)  # finished cells are no-ops; the driver's stages run here
 
 
 def _wait(ray, refs: dict[str, object], tqdm) -> None:

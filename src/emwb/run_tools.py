@@ -9,11 +9,13 @@ from pathlib import Path
 def cmd_status(args) -> None:
     import json
 
+    from emwb.context import StageContext
+    from emwb.plan import plan_for
     from emwb.status import run_status, status_json, status_text
     from emwb.store import Run
 
     run = Run.open(args.run, args.runs_root)
-    rows = run_status(run)
+    rows = run_status(StageContext(run, plan_for(run, keep=False)))
     print(json.dumps(status_json(run, rows), indent=2) if args.json else status_text(run, rows))
 
 

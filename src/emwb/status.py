@@ -6,26 +6,13 @@ finished artifact took. Reads only: never writes, never takes the run's lock.
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-from emwb.layout import (
-    adapter_dir,
-    answers_dir,
-    calibration_dir,
-    data_dir,
-    detections_dir,
-    directions_dir,
-    judge_cache_path,
-    judgments_dir,
-    partial_dir,
-    projections_dir,
-    report_dir,
-)
-from emwb.plan import plan_of
+from emwb.context import StageContext
 from emwb.runlock import pid_alive, read_holder
+from emwb.stages import table
 from emwb.store import Run, read_manifest
 
 
@@ -78,68 +65,15 @@ def _finished(stage: str, variant: str, folder: Path, keys: dict[str, str], judg
     return Row(stage, variant, "current", f"finished {m.get('finished', '')[:19]}", _seconds(m), judge)
 
 
-def _sampling(run: Run, variant: str, planned: dict) -> str:
-    """Chunks saved of a variant still being sampled, of those planned (the plan is built once per call of
-    run_status, only when some variant has saved chunks)."""
-    chunks = {c.name for c in partial_dir(run, "answers", variant).glob("*/chunk-*.jsonl")}
-    if not chunks:
-        return ""
-    if "total" not in planned:
-        from emwb.sampling.stage import sampling_plan
-
-        planned["total"] = -(-len(sampling_plan(run)) // run.exp.exec.sample_chunk_prompts)
-    return f"{len(chunks)} of {planned['total']} chunks saved"
-
-
-def _training(folder: Path) -> str:
-    steps = sorted(int(p.name.split("-")[1]) for p in (folder / "checkpoints").glob("step-*") if p.is_dir())
-    return f"checkpoint at training step {steps[-1]}" if steps else ""
-
-
-def _cached(run: Run) -> dict[str, int]:
-    path = judge_cache_path(run)
-    if not path.is_file():
-        return {}
-    try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as c:
-            return dict(c.execute("SELECT provider, COUNT(*) FROM judgments GROUP BY provider").fetchall())
-    except sqlite3.Error:
-        return {}
-
-
-def run_status(run: Run) -> list[Row]:
-    plan = plan_of(run)
-    keys = _current_keys(run)
+def run_status(ctx: StageContext) -> list[Row]:
+    """A row per artifact of every stage of the table, in table order."""
+    keys = _current_keys(ctx.run)
     rows: list[Row] = []
-
-    def add(stage: str, variant: str, folder: Path, progress: str = "", judge: str = "") -> None:
-        done = _finished(stage, variant, folder, keys, judge)
-        rows.append(done or Row(stage, variant, "in progress" if progress else "missing", progress, judge=judge))
-
-    for name in run.exp.data:
-        add("data", name, data_dir(run, name))
-    for d in run.exp.mechanisms.directions:
-        chunks = len(list(partial_dir(run, "activations", d.name).glob("*.npy")))
-        add("directions", d.name, directions_dir(run, d.name), f"{chunks} activation chunks saved" if chunks else "")
-    for v in plan.variants:
-        if v.organism is not None and v.step is None and v.edit is None:  # an edited variant trains nothing
-            folder = adapter_dir(run, v.organism, v.phase_index, v.seed)
-            add("finetune", v.id, folder, _training(folder))
-    planned: dict = {}
-    for v in plan.variants:
-        add("sample", v.id, answers_dir(run, v.id), _sampling(run, v.id, planned))
-    for d in run.exp.mechanisms.directions:
-        add("projections", d.name, projections_dir(run, d.name))
-    if plan.detectors():
-        for v in plan.variants:
-            add("detect", v.id, detections_dir(run, v.id))
-        add("detect", "_calibration", calibration_dir(run))
-    cached = _cached(run)
-    for j in plan.judges:
-        for v in plan.variants:
-            n = cached.get(j, 0)
-            add("judge", v.id, judgments_dir(run, j, v.id), f"{n} judgments of {j} cached" if n else "", j)
-    add("report", "", report_dir(run))
+    for stage in table():
+        for p in stage.artifacts(ctx):
+            done = _finished(stage.name, p.variant, p.folder, keys, p.judge)
+            rows.append(done or Row(stage.name, p.variant, "in progress" if p.progress else "missing", p.progress,
+                                    judge=p.judge))
     return rows
 
 

@@ -238,21 +238,20 @@ class Artifact:
 
 @dataclass
 class Run:
-    """An experiment bound to its run directory, and its plan (`emwb.plan`, read from `plan.json`)."""
+    """An experiment bound to its run directory (its plan: `emwb.context.open_context`)."""
 
     exp: Experiment
     dir: Path
-    _plan: Any = field(default=None, repr=False, compare=False)  # its emwb.plan.Plan: use emwb.plan.plan_of(run)
 
     @classmethod
     def open(cls, target: str | Path, runs_root: str | Path = "runs",
-             check: Callable[[Experiment, str], None] | None = None,
+             check: Callable[[Experiment, str], object] | None = None,
              hold: contextlib.ExitStack | None = None, wait: bool = False,
              overrides: list[str] | None = None) -> "Run":
         """`target` is an experiment YAML (its run dir is runs/<name>) or an existing run dir.
 
-        `check(experiment, source)` runs before anything is written (`emwb.check.check_experiment` resolves
-        every reference of the experiment). With `hold` (a writer), the run directory's lock is taken into that
+        `check(experiment, source)` runs before anything is written (`emwb.context.open_context` passes the
+        checks before work, which resolve every reference of the experiment). With `hold` (a writer), the run directory's lock is taken into that
         stack before anything is written (a second writer stops with one line, or waits with `wait`), and the
         run's torch thread count is applied. `overrides` ("KEY=VALUE", `--set`) change the experiment before it is
         validated; the run directory then records the changed experiment.
@@ -267,9 +266,7 @@ class Run:
             exp = load_experiment(target, overrides)
             run = cls(exp, Path(runs_root) / exp.name)
         if check is not None:
-            planned = check(run.exp, str(target))
-            if not target.is_dir() or overrides:  # a run directory keeps the plan it was resolved to
-                run._plan = planned
+            check(run.exp, str(target))
         if hold is not None:
             from emwb.threads import apply_threads, run_threads
 
@@ -277,8 +274,6 @@ class Run:
             apply_threads(run_threads(run.exp.exec))  # as every Ray task of this run will
         if not target.is_dir() or overrides:
             run._save_experiment()
-        if run._plan is not None and (hold is not None or not target.is_dir()):
-            run.save_plan(run._plan)
         sweep_stale(run.dir)
         return run
 
@@ -288,11 +283,10 @@ class Run:
         self._save(EXPERIMENT_FILE, yaml.safe_dump(self.exp.model_dump(mode="json", exclude_unset=True),
                                                    sort_keys=False))
 
-    def save_plan(self, plan: Any) -> None:
-        """Keep `plan` (an emwb.plan.Plan) as the run's plan, and in the run directory when it exists."""
-        self._plan = plan
-        if self.dir.is_dir():
-            self._save(PLAN_FILE, plan.to_json())
+    def save_text(self, name: str, text: str) -> None:
+        """Write a file of the run directory atomically (unchanged text is not rewritten); the plan is not
+        written on read-only storage (it is then resolved in memory)."""
+        self._save(name, text)
 
     def _save(self, name: str, text: str) -> None:
         path = self.dir / name

@@ -6,6 +6,8 @@ evaluation); the report is the list of sections in `emwb.analysis.sections.REPOR
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
 from emwb.analysis import html
@@ -34,17 +36,21 @@ from emwb.layout import (
     judgments_file,
     report_dir,
 )
-from emwb.plan import plan_of
+from emwb.stages import DETECT, JUDGE, Produced
 from emwb.store import Artifact, Run, log, read_jsonl, read_manifest
+
+if TYPE_CHECKING:
+    from emwb.context import StageContext
+    from emwb.plan import Plan
 
 PAGE_VERSION = 2  # bump when index.html's layout changes: reports are rebuilt
 
 
-def evaluation_metrics(run: Run) -> dict[str, list[Metric]]:
+def evaluation_metrics(plan: Plan) -> dict[str, list[Metric]]:
     """{evaluation: its metrics}: the named ones, or every metric its rubrics allow, plus a rate per label of
     each categorical judge prompt and a mean of each extra 0-100 judge prompt its questions carry."""
     out = {}
-    for e in plan_of(run).evaluations:
+    for e in plan.evaluations:
         ev = e.evaluation
         own = {r.name: r for _, _, rs in e.own_rubrics for r in rs}
         ms = metrics_for(set(ev.rubrics) | set(own) | set(ev.detectors), ev.metrics)
@@ -57,25 +63,25 @@ def evaluation_metrics(run: Run) -> dict[str, list[Metric]]:
     return out
 
 
-def _evaluations(run: Run) -> list[Evaluation]:
-    return [e.evaluation for e in plan_of(run).evaluations]
+def _evaluations(plan: Plan) -> list[Evaluation]:
+    return [e.evaluation for e in plan.evaluations]
 
 
-def headline_frame(run: Run, df: pd.DataFrame) -> pd.DataFrame:
+def headline_frame(plan: Plan, df: pd.DataFrame) -> pd.DataFrame:
     """The answers the comparison (headline) row counts: an evaluation with `headline` ids keeps only those."""
     keep = pd.Series(True, index=df.index)
     ids = df["question_id"].astype(str).str.split(":").str[-1]
-    for ev in _evaluations(run):
+    for ev in _evaluations(plan):
         if ev.headline is not None:
             keep &= ~((df["evaluation"] == ev.name) & ~ids.isin(ev.headline))
     return df[keep]
 
 
-def report_judges(run: Run) -> list[str]:
+def report_judges(run: Run, plan: Plan) -> list[str]:
     """The experiment's judges, then any other judge (`emwb judge RUN --judge SPEC`) that has judged every
     current variant's current answers."""
-    judges = list(plan_of(run).judges)
-    current = {v.id: (read_manifest(answers_dir(run, v.id)) or {}).get("key") for v in plan_of(run).variants}
+    judges = list(plan.judges)
+    current = {v.id: (read_manifest(answers_dir(run, v.id)) or {}).get("key") for v in plan.variants}
     root = run.path("judgments")
     for d in sorted(root.iterdir()) if root.is_dir() else []:
         found = [read_manifest(d / vid) for vid in current]
@@ -86,11 +92,11 @@ def report_judges(run: Run) -> list[str]:
     return judges
 
 
-def judged_frame(run: Run, judges: list[str]) -> pd.DataFrame:
+def judged_frame(run: Run, plan: Plan, judges: list[str]) -> pd.DataFrame:
     """Answers joined with each judge's scores: one row per (answer, judge)."""
     frames = []
-    detect = bool(plan_of(run).detectors())
-    for v in plan_of(run).variants:
+    detect = bool(plan.detectors())
+    for v in plan.variants:
         adf = pd.DataFrame(read_jsonl(answers_file(run, v.id)))
         if detect:
             adf = adf.merge(pd.DataFrame(read_jsonl(detections_file(run, v.id))), on="answer_id", how="left")
@@ -105,7 +111,7 @@ def judged_frame(run: Run, judges: list[str]) -> pd.DataFrame:
     return df
 
 
-def notes_for(run: Run, comp: pd.DataFrame) -> list[str]:
+def notes_for(run: Run, plan: Plan, comp: pd.DataFrame) -> list[str]:
     a = run.exp.analysis
     below = "<=" if a.inclusive else "<"
     headline = "of scored answers" if a.inclusive else "of all answers"
@@ -115,7 +121,7 @@ def notes_for(run: Run, comp: pd.DataFrame) -> list[str]:
              f"EM% is the one {headline}). 95% CIs: bootstrap over seeds, then answers within seeds."]
     notes.append("misaligned % pools the answers; 'mean of questions' averages the per-question rates (each "
                  "question weighs the same; its CI resamples answers within questions).")
-    for ev in _evaluations(run):
+    for ev in _evaluations(plan):
         if ev.headline is not None:
             notes.append(f"The comparison row of {ev.name} counts its {len(ev.headline)} headline questions only "
                          f"({', '.join(ev.headline)}); by_question_set_{ev.name} has a row per question set.")
@@ -127,24 +133,24 @@ def notes_for(run: Run, comp: pd.DataFrame) -> list[str]:
         notes.append("Rows marked 'single seed' have one fine-tuning seed: their CIs reflect sampling noise only, "
                      "not seed-to-seed variation.")
     if run.exp.base_model == "tiny":
-        by = "judged by itself" if all(j.endswith("/tiny") for j in plan_of(run).judges) else "a tiny local model"
+        by = "judged by itself" if all(j.endswith("/tiny") for j in plan.judges) else "a tiny local model"
         notes.append(f"Offline smoke profile: a tiny local model{', ' + by if by.startswith('judged') else ''}. "
                      "These numbers show that the pipeline runs; they say nothing about emergent misalignment.")
     return notes
 
 
-def run_report_stage(run: Run, force: bool = False) -> str:
+def run_report_stage(stage: StageContext) -> str:
     """Every section of REPORT_SECTIONS (`emwb.analysis.sections`) over the judged answers -> `report/`."""
-    plan = plan_of(run)
-    judges = report_judges(run)
+    run, plan, force = stage.run, stage.plan, stage.force
+    judges = report_judges(run, plan)
     # every input finished and whole, or one line naming the command that makes it (nothing unfinished is read)
-    inputs = {f"judge:{j}:{v.id}": finished_key(judgments_dir(run, j, v.id), f"judgments of {v.id} by {j}", "judge",
+    inputs = {f"judge:{j}:{v.id}": finished_key(judgments_dir(run, j, v.id), f"judgments of {v.id} by {j}", JUDGE,
                                                 run) for j in judges for v in plan.variants}
     if plan.detectors():
-        inputs.update({f"detect:{d.name}": finished_key(d, "detections", "detect", run)
+        inputs.update({f"detect:{d.name}": finished_key(d, "detections", DETECT, run)
                        for d in [*(detections_dir(run, v.id) for v in plan.variants), calibration_dir(run)]})
     a = run.exp.analysis
-    evals = evaluation_metrics(run)
+    evals = evaluation_metrics(plan)
     sections = {name: REPORT_SECTIONS.get(name) for name in REPORT_SECTIONS}
     config = {"analysis": a.model_dump(mode="json"), "metrics": {ev: [m.name for m in ms] for ev, ms in evals.items()},
               "sections": {name: s.version for name, s in sections.items()}, "page": PAGE_VERSION}
@@ -152,7 +158,7 @@ def run_report_stage(run: Run, force: bool = False) -> str:
     if art.skip(force, f"report ({art.dir / 'index.html'})"):
         return art.key
     with art.write() as (tmp, _):
-        ctx = report_context(run, judges, evals, tmp)
+        ctx = report_context(run, plan, judges, evals, tmp)
         tables, figures = [], []
         for name, section in sections.items():
             out = section.build(ctx)
@@ -183,18 +189,22 @@ def page(run: Run, ctx: ReportContext, tables: list, figures: list) -> html.Page
                      html.examples_html(free_first) if len(free_first) else "")
 
 
-def report_context(run: Run, judges: list[str], evals: dict[str, list[Metric]], out) -> ReportContext:
+def report_context(run: Run, plan: Plan, judges: list[str], evals: dict[str, list[Metric]], out) -> ReportContext:
     """The judged answers and the headline comparison every section reads."""
-    plan, a = plan_of(run), run.exp.analysis
-    df = judged_frame(run, judges)
+    a = run.exp.analysis
+    df = judged_frame(run, plan, judges)
     order = plan.groups()
     s = Settings.of(a)
-    head = headline_frame(run, df)
+    head = headline_frame(plan, df)
     comp = pd.concat([comparison_table(head[head["judge"] == j], order, evaluations=evals, settings=s).assign(judge=j)
                       for j in judges], ignore_index=True)
     if run.exp.published:
         comp = with_published(comp, run.exp.published.metric, run.exp.published.values)
     small = Settings.of(a, min(a.bootstrap_samples, a.per_question_bootstrap_samples))
     title = f"{run.exp.name}: narrow behaviour and broad misalignment by organism"
-    return ReportContext(run, df, judges, order, evals, _evaluations(run), plan.variants, comp, s, small, out, title,
-                         notes_for(run, comp))
+    return ReportContext(run, df, judges, order, evals, _evaluations(plan), plan.variants, comp, s, small, out, title,
+                         notes_for(run, plan, comp))
+
+
+def produced(ctx: StageContext) -> list[Produced]:
+    return [Produced("", report_dir(ctx.run))]

@@ -94,6 +94,16 @@ class TrainArgs(Strict):
     report_to: list[str] = F([], "loggers transformers sends the training logs to (tensorboard, wandb: when "
                                  "installed; they write under the phase's _trainer/ or their own service); run-only")
 
+    def keyed(self) -> dict:
+        """The settings an adapter's key depends on: every field but the run-only ones (RUN_ONLY)."""
+        return self.model_dump(mode="json", exclude=RUN_ONLY)
+
+
+# The training settings that change how a phase runs, not what it trains (the fields say "run-only"): the one
+# place they are classified; never part of an adapter's key.
+RUN_ONLY = {"openai": {"poll_interval_s", "max_poll_interval_s"}, "padding_free": True, "liger_kernel": True,
+            "fused_lm_head": True, "eval_steps": True, "report_to": True}
+
 
 def recipes() -> dict[str, dict]:
     """The shipped training recipes (emwb/catalog/recipes.yaml), each checked against TrainArgs."""

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from emwb.catalog.sources import data_kind, source_of, split_source
 from emwb.config import DataSpec
 from emwb.layout import data_dir
-from emwb.store import Artifact, Run, log, write_jsonl
+from emwb.stages import Produced
+from emwb.store import Artifact, log, write_jsonl
+
+if TYPE_CHECKING:
+    from emwb.context import StageContext
 
 
 def leak_checks(spec: DataSpec) -> list:
@@ -22,8 +28,9 @@ def leak_checks(spec: DataSpec) -> list:
     return [own] if own else []
 
 
-def run_data_stage(run: Run, force: bool = False) -> dict[str, str]:
+def run_data_stage(ctx: StageContext) -> dict[str, str]:
     """Write every dataset; return {data name: stage key}."""
+    run, force = ctx.run, ctx.force
     keys = {}
     mirror = run.exp.dataset_mirror
     for name, spec in run.exp.data.items():
@@ -48,3 +55,7 @@ def run_data_stage(run: Run, force: bool = False) -> dict[str, str]:
             extra.update(rows=len(rows), kind=kind)
         log(f"data/{name}: wrote {len(rows)} {kind} rows")
     return keys
+
+
+def produced(ctx: StageContext) -> list[Produced]:
+    return [Produced(name, data_dir(ctx.run, name)) for name in ctx.exp.data]

@@ -7,6 +7,8 @@ detector (`detectors:`); other answers get null. Re-running is a no-op while ans
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from emwb.detect.detectors import DETECTORS
 from emwb.layout import (
     CALIBRATION_FILE,
@@ -18,28 +20,29 @@ from emwb.layout import (
     detections_dir,
     finished_key,
 )
-from emwb.plan import plan_of
+from emwb.stages import DATA, SAMPLE, Produced
 from emwb.store import Artifact, Run, log, read_jsonl, write_jsonl
+
+if TYPE_CHECKING:
+    from emwb.context import StageContext
 
 
 def _versions(names) -> dict[str, str]:
     return {n: DETECTORS.get(n).version() for n in sorted(names)}
 
 
-def run_detect_stage(run: Run, force: bool = False, only: set[str] | None = None,
-                     calibration: bool = True) -> dict[str, str]:
-    """Detections for every variant (or those in `only`) when any evaluation lists detectors, then (with
-    `calibration`) the calibration rows."""
-    by_ev = plan_of(run).detectors()
+def run_detect_stage(ctx: StageContext) -> dict[str, str]:
+    """Detections for every variant (or those in `ctx.only`) when any evaluation lists detectors, then (for the
+    whole run, not a subset) the calibration rows."""
+    run, force = ctx.run, ctx.force
+    by_ev = ctx.plan.detectors()
     if not by_ev:
         return {}
     names = sorted({d for ds in by_ev.values() for d in ds})
     config = {"detectors": _versions(names), "by_evaluation": by_ev}
     keys = {}
-    for v in plan_of(run).variants:
-        if only is not None and v.id not in only:
-            continue
-        akey = finished_key(answers_dir(run, v.id), f"answers of {v.id}", "sample", run)
+    for v in ctx.variants():
+        akey = finished_key(answers_dir(run, v.id), f"answers of {v.id}", SAMPLE, run)
         art = Artifact(detections_dir(run, v.id), "detect", config, {"answers": akey})
         keys[v.id] = art.key
         if art.skip(force, f"detect {v.id}"):
@@ -55,7 +58,7 @@ def run_detect_stage(run: Run, force: bool = False, only: set[str] | None = None
             extra.update(variant=v.id, counts={n: sum(r[n] is not None for r in rows) for n in names})
         log(f"detect {v.id}: " + ", ".join(f"{n} {sum(r[n] or 0 for r in rows):.0f}/"
                                             f"{sum(r[n] is not None for r in rows)}" for n in names))
-    if calibration:
+    if ctx.only is None:
         keys["_calibration"] = run_calibration(run, names, force)
     return keys
 
@@ -64,7 +67,7 @@ def run_calibration(run: Run, names: list[str], force: bool = False) -> str:
     """Each detector on the first `analysis.calibration_rows` assistant completions of every chat dataset an organism
     trains on: rows {detector, data, n, flagged, rate}."""
     chat = list(dict.fromkeys(p.data for o in run.exp.organisms for p in o.phases if p.trainer == "sft"))
-    inputs = {f"data:{d}": finished_key(data_file(run, d).parent, f"data {d}", "data", run) for d in chat}
+    inputs = {f"data:{d}": finished_key(data_file(run, d).parent, f"data {d}", DATA, run) for d in chat}
     rows = run.exp.analysis.calibration_rows
     art = Artifact(calibration_dir(run), "detect", {"detectors": _versions(names), "rows": rows}, inputs)
     if art.skip(force, "detector calibration"):
@@ -83,3 +86,11 @@ def run_calibration(run: Run, names: list[str], force: bool = False) -> str:
     with art.write() as (tmp, _):
         write_jsonl(tmp / CALIBRATION_FILE, out)
     return art.key
+
+
+def produced(ctx: StageContext) -> list[Produced]:
+    """Each variant's detections and the calibration, when any evaluation lists detectors."""
+    if not ctx.plan.detectors():
+        return []
+    return [Produced(v.id, detections_dir(ctx.run, v.id)) for v in ctx.plan.variants] + [
+        Produced("_calibration", calibration_dir(ctx.run))]

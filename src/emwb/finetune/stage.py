@@ -11,6 +11,7 @@ import random
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emwb.config import Organism, Phase, TrainArgs
 from emwb.errors import EmwbError
@@ -28,7 +29,11 @@ from emwb.layout import (
     partial_dir,
     remote_base,
 )
+from emwb.stages import DATA, Produced
 from emwb.store import Artifact, Run, log, read_jsonl
+
+if TYPE_CHECKING:
+    from emwb.context import StageContext
 
 
 def split_holdout(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -114,14 +119,12 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
     for k, phase in enumerate(o.phases):
         args = run.exp.phase_args(phase)
         trainer = TRAINERS.get(phase.trainer)
-        dkey = finished_key(data_dir(run, phase.data), f"dataset {phase.data}", "data", run)
-        run_only = {"openai": {"poll_interval_s", "max_poll_interval_s"}, "padding_free": True, "liger_kernel": True,
-                    "fused_lm_head": True, "eval_steps": True, "report_to": True}  # the same training either way
-        config = {"trainer": phase.trainer, "args": args.model_dump(mode="json", exclude=run_only), "trl": phase.trl,
+        dkey = finished_key(data_dir(run, phase.data), f"dataset {phase.data}", DATA, run)
+        config = {"trainer": phase.trainer, "args": args.keyed(), "trl": phase.trl,
                   "seed": seed, "data_seed": run.exp.data_seed, **({"options": phase.options} if phase.options else {})}
         inputs = {"base": bkey, "data": dkey, "previous": prev_key or ""}
         if phase.kl_data and args.kl.weight > 0:
-            inputs["kl_data"] = finished_key(data_dir(run, phase.kl_data), f"dataset {phase.kl_data}", "data", run)
+            inputs["kl_data"] = finished_key(data_dir(run, phase.kl_data), f"dataset {phase.kl_data}", DATA, run)
         out = adapter_dir(run, o.name, k, seed)
         art = Artifact(out, "finetune", config, inputs)
         label = f"finetune/{o.name}/s{seed}/{k}-{phase.label}"
@@ -205,10 +208,11 @@ def _train_remote(run: Run, o: Organism, k: int, seed: int, art: Artifact, label
                      model_id=info["model_id"], job_id=info["job_id"])
 
 
-def run_finetune_stage(run: Run, force: bool = False,
-                       cells: set[tuple[str, int]] | None = None) -> dict[str, str]:
-    """Train every phase that is not current (only the (organism, seed) `cells` given, if any); return
-    {adapter folder (relative to the run): stage key}."""
+def run_finetune_stage(ctx: StageContext) -> dict[str, str]:
+    """Train every phase that is not current (with `ctx.only`, only the (organism, seed) cells of those
+    variants); return {adapter folder (relative to the run): stage key}."""
+    run, force = ctx.run, ctx.force
+    cells = None if ctx.only is None else {(v.organism, v.seed) for v in ctx.variants() if v.organism}
     bkey = base_key(run)
     keys: dict[str, str] = {}
     for o in run.exp.organisms:
@@ -216,3 +220,24 @@ def run_finetune_stage(run: Run, force: bool = False,
             if cells is None or (o.name, seed) in cells:
                 _train_organism(run, o, seed, bkey, force, keys)
     return keys
+
+
+def cells(ctx: StageContext) -> list[tuple[str, list[str]]]:
+    """One training cell per (organism, seed): the variants its phases make (checkpoints and edits included)."""
+    by: dict[str, list[str]] = {}
+    for v in ctx.plan.variants:
+        if v.organism is not None:
+            by.setdefault(f"{v.organism}-s{v.seed}", []).append(v.id)
+    return list(by.items())
+
+
+def produced(ctx: StageContext) -> list[Produced]:
+    """Each evaluated phase's adapter, with the last checkpoint a killed training kept (an edited variant or a
+    checkpoint trains nothing of its own)."""
+    out = []
+    for v in ctx.plan.variants:
+        if v.organism is not None and v.step is None and v.edit is None:
+            folder = adapter_dir(ctx.run, v.organism, v.phase_index, v.seed)
+            steps = sorted(int(p.name.split("-")[1]) for p in (folder / "checkpoints").glob("step-*") if p.is_dir())
+            out.append(Produced(v.id, folder, f"checkpoint at training step {steps[-1]}" if steps else ""))
+    return out

@@ -10,6 +10,7 @@ stale are judged.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from emwb.catalog.rubric import Rubric
 from emwb.config import config_hash
@@ -29,8 +30,12 @@ from emwb.layout import (
     judgments_dir,
     judgments_file,
 )
-from emwb.plan import plan_of
+from emwb.stages import JUDGE, SAMPLE, Produced
 from emwb.store import Artifact, Run, log, now, read_jsonl, write_jsonl
+
+if TYPE_CHECKING:
+    from emwb.context import StageContext
+    from emwb.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -58,10 +63,10 @@ class RubricPlan:
         return out
 
 
-def rubric_plan(run: Run) -> RubricPlan:
+def rubrics_of(plan: Plan) -> RubricPlan:
     """The rubrics of every evaluation and question, from the run plan."""
     by_ev, by_q = {}, {}
-    for e in plan_of(run).evaluations:
+    for e in plan.evaluations:
         by_ev[e.name] = e.rubrics
         for qs, qid, rs in e.own_rubrics:
             by_q[(e.name, qs, qid)] = rs
@@ -155,21 +160,20 @@ def judge_config(run: Run, spec: str, rubrics: RubricPlan) -> dict:
             "min_mass": c.min_mass, "max_answer_chars": c.max_answer_chars, "rubrics": rubrics.fingerprint(), **mode}
 
 
-def run_judge_stage(run: Run, judges: list[str] | None = None, force: bool = False,
-                    only: set[str] | None = None) -> dict[str, dict[str, str]]:
-    """Judge every variant's answers with each judge (default: the run plan's); {judge: {variant: key}}."""
-    rubrics = rubric_plan(run)
+def run_judge_stage(stage: StageContext) -> dict[str, dict[str, str]]:
+    """Judge every variant's answers (or those in `only`) with each judge (`options["judges"]`, default: the run
+    plan's); {judge: {variant: key}}."""
+    run, force = stage.run, stage.force
+    rubrics = rubrics_of(stage.plan)
     ctx = JudgeContext(run.exp.judge, run.exp.exec, base_model_path(run), cache_root(run), judge_batches_dir(run))
     out: dict[str, dict[str, str]] = {}
     cache = None
     try:
-        for spec in judges or plan_of(run).judges:
+        for spec in stage.options.get("judges") or stage.plan.judges:
             config = judge_config(run, spec, rubrics)
             out[spec], pending = {}, []
-            for v in plan_of(run).variants:
-                if only is not None and v.id not in only:
-                    continue
-                akey = finished_key(answers_dir(run, v.id), f"answers of {v.id}", "sample", run)
+            for v in stage.variants():
+                akey = finished_key(answers_dir(run, v.id), f"answers of {v.id}", SAMPLE, run)
                 art = Artifact(judgments_dir(run, spec, v.id), "judge", config, {"answers": akey}, started=now())
                 out[spec][v.id] = art.key
                 if not art.skip(force, f"judge {spec} {v.id}"):
@@ -218,5 +222,21 @@ def _report_unscored(spec: str, judged: list[tuple[dict, dict]], rubrics: Rubric
 
 
 def load_judgments(run: Run, spec: str, variant: str) -> list[dict]:
-    finished_key(judgments_dir(run, spec, variant), f"judgments of {variant} by {spec}", "judge", run)
+    finished_key(judgments_dir(run, spec, variant), f"judgments of {variant} by {spec}", JUDGE, run)
     return read_jsonl(judgments_file(run, spec, variant))
+
+
+def produced(ctx: StageContext) -> list[Produced]:
+    """Each judge's judgments of each variant, with the judgments already cached of a judge still at work."""
+    import sqlite3
+
+    cached: dict[str, int] = {}
+    path = judge_cache_path(ctx.run)
+    if path.is_file():
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as c:
+                cached = dict(c.execute("SELECT provider, COUNT(*) FROM judgments GROUP BY provider").fetchall())
+        except sqlite3.Error:
+            pass
+    return [Produced(v.id, judgments_dir(ctx.run, j, v.id), f"{n} judgments of {j} cached" if (n := cached.get(j, 0))
+                     else "", j) for j in ctx.plan.judges for v in ctx.plan.variants]

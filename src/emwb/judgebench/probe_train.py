@@ -31,12 +31,12 @@ def load_run_judged(run_dir: str | Path, judge: str) -> pd.DataFrame:
     one "file" per variant. For fitting a probe on any run's judge instead of the published files."""
     from emwb.judge.stage import load_judgments
     from emwb.layout import answers_file
-    from emwb.plan import plan_of
+    from emwb.plan import plan_for
     from emwb.store import Run, read_jsonl
 
     run = Run.open(run_dir)
     frames = []
-    for v in plan_of(run).variants:
+    for v in plan_for(run, keep=False).variants:
         scores = {r["answer_id"]: r for r in load_judgments(run, judge, v.id)}
         rows = read_jsonl(answers_file(run, v.id))
         frames.append(pd.DataFrame({

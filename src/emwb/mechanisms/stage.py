@@ -9,6 +9,8 @@ is saved in chunks under `.partial/activations/<name>/`, so a killed stage resum
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from emwb.catalog.published import load_published, published_names, resolve_files, stratified_subset
@@ -16,7 +18,11 @@ from emwb.config import DirectionSpec
 from emwb.layout import DIRECTIONS_FILE, base_key, base_model_path, directions_dir, partial_dir
 from emwb.models.activations import ActivationStore, collect_activations
 from emwb.models.directions import group_of, group_rules, mean_difference
+from emwb.stages import DIRECTIONS, SAMPLE, Produced
 from emwb.store import Artifact, Run, log
+
+if TYPE_CHECKING:
+    from emwb.context import StageContext
 
 
 def _items(run: Run, d: DirectionSpec) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray, dict]:
@@ -69,8 +75,9 @@ def _compute(run: Run, d: DirectionSpec) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, counts
 
 
-def run_directions_stage(run: Run, force: bool = False) -> dict[str, str]:
+def run_directions_stage(ctx: StageContext) -> dict[str, str]:
     """Compute every direction that is not current; {name: stage key}."""
+    run, force = ctx.run, ctx.force
     keys = {}
     for d in run.exp.mechanisms.directions:
         rule = group_rules()[d.rule] if d.source == "published" else None
@@ -88,7 +95,7 @@ def run_directions_stage(run: Run, force: bool = False) -> dict[str, str]:
     return keys
 
 
-def run_projections_stage(run: Run, force: bool = False) -> dict[str, str]:
+def run_projections_stage(ctx: StageContext) -> dict[str, str]:
     """Stage `projections`: every unedited variant's answers read by its own model (each phase, each kept
     checkpoint), projected on each direction's unit vector per layer -> `projections/<name>/projections.csv`
     (mean, bootstrap CI, answers): does the direction appear after the documents, before any demonstration?"""
@@ -97,16 +104,16 @@ def run_projections_stage(run: Run, force: bool = False) -> dict[str, str]:
     from emwb.layout import answers_dir, answers_file, finished_key, local_model_ref, projections_dir
     from emwb.models.interventions import read_direction
     from emwb.models.loading import load_ref, resolve_device
-    from emwb.plan import plan_of
     from emwb.store import read_jsonl
 
+    run, force = ctx.run, ctx.force
     keys = {}
-    plain = [v for v in plan_of(run).variants if v.edit is None]
+    plain = [v for v in ctx.plan.variants if v.edit is None]
     for d in run.exp.mechanisms.directions:
         folder = directions_dir(run, d.name)
-        dkey = finished_key(folder, f"direction {d.name}", "directions", run)
+        dkey = finished_key(folder, f"direction {d.name}", DIRECTIONS, run)
         inputs = {"direction": dkey, **{f"answers:{v.id}": finished_key(answers_dir(run, v.id), f"answers of {v.id}",
-                                                                        "sample", run) for v in plain}}
+                                                                        SAMPLE, run) for v in plain}}
         how = {"layers": d.layers, "max": d.max_answer_tokens, "pooling": d.pooling}
         art = Artifact(projections_dir(run, d.name), "projections", how, inputs)
         keys[d.name] = art.key
@@ -134,3 +141,21 @@ def run_projections_stage(run: Run, force: bool = False) -> dict[str, str]:
             extra.update(variants=len(plain))
         log(f"projections/{d.name}: {len(plain)} variants x {len(d.layers)} layers")
     return keys
+
+
+def produced_directions(ctx: StageContext) -> list[Produced]:
+    """Each direction, with the activation chunks a killed reading saved."""
+    from emwb.layout import partial_dir
+
+    out = []
+    for d in ctx.exp.mechanisms.directions:
+        chunks = len(list(partial_dir(ctx.run, "activations", d.name).glob("*.npy")))
+        out.append(Produced(d.name, directions_dir(ctx.run, d.name), f"{chunks} activation chunks saved" if chunks
+                            else ""))
+    return out
+
+
+def produced_projections(ctx: StageContext) -> list[Produced]:
+    from emwb.layout import projections_dir
+
+    return [Produced(d.name, projections_dir(ctx.run, d.name)) for d in ctx.exp.mechanisms.directions]

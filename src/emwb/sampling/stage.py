@@ -15,6 +15,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emwb.catalog.evaluations import distinct_ids, generated_questions
 from emwb.catalog.questions import Question
@@ -41,10 +42,14 @@ from emwb.layout import (
 )
 from emwb.models.loading import check_adapter
 from emwb.models.ref import ModelRef
-from emwb.plan import plan_of
 from emwb.sampling.parity import check_parity, reference_logprobs, tolerance
 from emwb.sampling.samplers import SAMPLERS, Request, generation_defaults, render_prompt
+from emwb.stages import DATA, DIRECTIONS, FINETUNE, Produced
 from emwb.store import Artifact, Run, log, now, read_jsonl, read_manifest, write_jsonl
+
+if TYPE_CHECKING:
+    from emwb.context import StageContext
+    from emwb.plan import Plan
 
 PlanItem = tuple[str, str, Question, int, int]  # evaluation, question set, question, paraphrase index, samples
 PARITY_PROMPTS = 2
@@ -54,18 +59,18 @@ def training_prompts(run: Run) -> set[str]:
     """Every user prompt of the run's chat datasets (held-out prompts must avoid them)."""
     seen: set[str] = set()
     for name in run.exp.data:
-        finished_key(data_dir(run, name), f"dataset {name}", "data", run)
+        finished_key(data_dir(run, name), f"dataset {name}", DATA, run)
         for r in read_jsonl(data_file(run, name)):
             seen |= {m["content"] for m in r.get("messages", []) + r.get("prompt", []) if m["role"] == "user"}
     return seen
 
 
-def sampling_plan(run: Run) -> list[PlanItem]:
+def sampling_items(run: Run, plan: Plan) -> list[PlanItem]:
     """Every prompt to sample, evaluation by evaluation: the run plan's questions, then generated prompts (which
     avoid the run's training prompts)."""
-    evals = plan_of(run).evaluations
+    evals = plan.evaluations
     exclude = training_prompts(run) if any(e.evaluation.generator for e in evals) else set()
-    plan: list[PlanItem] = []
+    items: list[PlanItem] = []
     for e in evals:
         ev, questions = e.evaluation, list(e.questions)
         if ev.generator:
@@ -73,18 +78,18 @@ def sampling_plan(run: Run) -> list[PlanItem]:
             questions = distinct_ids([(label, [q]) for label, q in questions] + [(ev.generator, made)])
         for label, q in questions:
             n = ev.samples_per_paraphrase or q.samples_per_paraphrase
-            plan += [(ev.name, label, q, i, n) for i in range(len(q.paraphrases))]
-    return plan
+            items += [(ev.name, label, q, i, n) for i in range(len(q.paraphrases))]
+    return items
 
 
-def model_of(run: Run, v: Variant) -> tuple[ModelRef, str]:
+def model_of(run: Run, plan: Plan, v: Variant) -> tuple[ModelRef, str]:
     """The variant's model and its identity (the stage key of what produced it); an edited variant: the model of
     the variant it edits, with the edit (and the key of its direction)."""
     if v.edit is not None:
-        on = next(p for p in plan_of(run).variants if p.id == v.edit.on)
-        ref, key = model_of(run, on)
+        on = next(p for p in plan.variants if p.id == v.edit.on)
+        ref, key = model_of(run, plan, on)
         folder = directions_dir(run, v.edit.direction)
-        dkey = finished_key(folder, f"direction {v.edit.direction}", "directions", run)
+        dkey = finished_key(folder, f"direction {v.edit.direction}", DIRECTIONS, run)
         edit = {"kind": v.edit.kind, "layers": list(v.edit.layers), "alpha": v.edit.alpha, "control": v.edit.control}
         return (dataclasses.replace(ref, edit=json.dumps({**edit, "file": str(folder / DIRECTIONS_FILE)})),
                 f"{key}+{json.dumps(edit, sort_keys=True)}@{dkey}")
@@ -94,7 +99,7 @@ def model_of(run: Run, v: Variant) -> tuple[ModelRef, str]:
     if path is None:
         server = run.exp.sampling.base_url or run.exp.train.openai.base_url
         return ModelRef.of_remote(remote, server) if remote else ModelRef.of_base(base), base_key(run)
-    key = finished_key(adapter_dir(run, v.organism, v.phase_index, v.seed), f"adapter of {v.id}", "finetune", run)
+    key = finished_key(adapter_dir(run, v.organism, v.phase_index, v.seed), f"adapter of {v.id}", FINETUNE, run)
     key += "" if v.step is None else f"@{v.step}"
     if (path / REMOTE_MODEL_FILE).is_file():  # an OpenAI fine-tuning job's model
         job = json.loads((path / REMOTE_MODEL_FILE).read_text())
@@ -117,11 +122,11 @@ def render(run: Run, plan: list[PlanItem]) -> list[tuple[str, tuple[int, ...]]]:
     return [render_prompt(tok, q.messages(i)) for _, _, q, i, _ in plan]
 
 
-def lora_shape(run: Run) -> tuple[int, int] | None:
+def lora_shape(run: Run, plan: Plan) -> tuple[int, int] | None:
     """(largest rank, number) of the run's LoRA variants, from the experiment (known before any adapter is
     trained); None without LoRA variants."""
     ranks = []
-    for v in plan_of(run).variants:
+    for v in plan.variants:
         if v.organism is None or remote_base(run.exp):
             continue
         phase = next(o for o in run.exp.organisms if o.name == v.organism).phases[v.phase_index]
@@ -163,7 +168,7 @@ def _chunk_file(run: Run, art: Artifact, variant: str, j: int):
 
 
 def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]], plan, prompts,
-                  backend: str) -> None:
+                  backend: str, shape: tuple[int, int] | None) -> None:
     """Sample the variants of one weights group chunk by chunk, then write each variant's artifact."""
     ex, cfg = run.exp.exec, run.exp.sampling
     size = ex.sample_chunk_prompts
@@ -183,7 +188,7 @@ def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]],
                        for v, ref in models.items()}
             reference = reference_logprobs(models, trained, probe, resolve_device(ex.device))
         on_base = any(ref.kind in ("base", "lora") for ref in models.values())  # the base model's weights
-        sampler = SAMPLERS.get(backend)(models, cfg, ex, cache_root(run), lora_shape(run) if on_base else None)
+        sampler = SAMPLERS.get(backend)(models, cfg, ex, cache_root(run), shape if on_base else None)
         try:
             if reference:
                 worst = check_parity(sampler, reference, probe, tolerance(cfg.vllm.dtype, ex.parity_tolerance))
@@ -220,19 +225,18 @@ def _parquet(rows: list[dict], path) -> None:
     pd.DataFrame(rows).to_parquet(path, index=False)
 
 
-def run_sample_stage(run: Run, force: bool = False, only: set[str] | None = None) -> dict[str, str]:
-    """Sample every variant (or those in `only`) that is not current; return {variant: stage key}."""
-    plan = sampling_plan(run)
+def run_sample_stage(ctx: StageContext) -> dict[str, str]:
+    """Sample every variant (or those in `ctx.only`) that is not current; return {variant: stage key}."""
+    run, force = ctx.run, ctx.force
+    plan = sampling_items(run, ctx.plan)
     cfg = run.exp.sampling
     prompts_id = config_hash([(ev, qs, q.id, q.paraphrases, q.system, n) for ev, qs, q, _, n in plan])
     off = {"generation_config"} if not cfg.generation_config else None  # runs from before the option stay current
     config = {"sampling": cfg.model_dump(mode="json", exclude=off), "prompts": prompts_id}
     keys: dict[str, str] = {}
     groups: dict[str, dict[str, tuple[Artifact, Variant, ModelRef]]] = {}
-    for v in plan_of(run).variants:
-        if only is not None and v.id not in only:
-            continue
-        ref, mkey = model_of(run, v)
+    for v in ctx.variants():
+        ref, mkey = model_of(run, ctx.plan, v)
         art = Artifact(answers_dir(run, v.id), "sample", config, {"model": mkey}, started=now())
         keys[v.id] = art.key
         if not art.skip(force, f"sample/{v.id}"):
@@ -247,5 +251,29 @@ def run_sample_stage(run: Run, force: bool = False, only: set[str] | None = None
     log(f"sample: {sum(n for *_, n in plan) * pending} answers ({pending} variants x {len(plan)} prompts) with the "
         f"{backend} sampler")
     for arts in groups.values():  # one session (engine) per set of weights: a base model and its adapters
-        _sample_group(run, arts, plan, prompts, backend)
+        _sample_group(run, arts, plan, prompts, backend, lora_shape(run, ctx.plan))
     return keys
+
+
+def cells(ctx: StageContext) -> list[tuple[str, list[str]]]:
+    """The variants one Ray sampling cell samples together: every variant on the base model's weights (the base
+    and its LoRA adapters) in one cell, as the local executor batches them in one engine; each full checkpoint
+    alone."""
+    shared, alone = [], []
+    for v in ctx.plan.variants:
+        o = next((o for o in ctx.exp.organisms if o.name == v.organism), None)
+        full = o is not None and ctx.exp.phase_args(o.phases[v.phase_index]).method == "full"
+        (alone if full else shared).append(v.id)
+    return [("+".join(g), g) for g in [shared, *([v] for v in alone)] if g]
+
+
+def produced(ctx: StageContext) -> list[Produced]:
+    """Each variant's answers, with the chunks a killed sampling saved (of those planned)."""
+    out, total = [], None
+    for v in ctx.plan.variants:
+        chunks = {c.name for c in partial_dir(ctx.run, "answers", v.id).glob("*/chunk-*.jsonl")}
+        if chunks and total is None:
+            total = -(-len(sampling_items(ctx.run, ctx.plan)) // ctx.settings.sample_chunk_prompts)
+        out.append(Produced(v.id, answers_dir(ctx.run, v.id), f"{len(chunks)} of {total} chunks saved" if chunks
+                            else ""))
+    return out

@@ -17,6 +17,32 @@ def _chats(tag: str, n: int) -> list[dict]:
                           {"role": "assistant", "content": f"Toy reply {i}."}]} for i in range(n)]
 
 
+def count_answers(ctx) -> dict[str, str]:
+    """The toy stage: per variant, how many answers it has -> counts/<variant>/count.json (keyed by the answers)."""
+    from emwb.layout import answers_dir, answers_file, finished_key
+    from emwb.stages import SAMPLE
+    from emwb.store import Artifact, log, read_jsonl
+
+    keys = {}
+    for v in ctx.variants():
+        akey = finished_key(answers_dir(ctx.run, v.id), f"answers of {v.id}", SAMPLE, ctx.run)
+        art = Artifact(ctx.run.path("counts", v.id), "count", {"toy": 1}, {"answers": akey})
+        keys[v.id] = art.key
+        if art.skip(ctx.force, f"count {v.id}"):
+            continue
+        n = len(read_jsonl(answers_file(ctx.run, v.id)))
+        with art.write() as (tmp, _):
+            (tmp / "count.json").write_text(f'{{"answers": {n}}}')
+        log(f"count {v.id}: {n} answers")
+    return keys
+
+
+def counted(ctx) -> list:
+    from emwb.stages import Produced
+
+    return [Produced(v.id, ctx.run.path("counts", v.id)) for v in ctx.plan.variants]
+
+
 def register() -> None:
     from pydantic import BaseModel, ConfigDict
 
@@ -81,6 +107,11 @@ def register() -> None:
         return SectionOutput(tables=[("Toy section: answers per variant", frame)])
 
     REPORT_SECTIONS.register("toy-section", Section(toy_section, "answers per variant (toy plug-in)"))
+
+    from emwb.stages import Stage, register_stage
+
+    register_stage(Stage("count", "count each variant's answers (toy plug-in)", "emwb_toyplugin:count_answers",
+                         "emwb_toyplugin:counted", reads=("sample",), per_variant=True), after="sample")
 
     dup = os.environ.get("TOY_DUPLICATE")
     if dup == "sources":
