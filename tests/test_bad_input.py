@@ -46,6 +46,7 @@ TEXT_JSONL = {
 }
 ORG = ("name: x\nbase_model: tiny\ndata:\n  d: {source: 'generated:secure', max_rows: 4}\n"
        "organisms:\n  - {name: a, phases: [{trainer: sft, data: d}]}\n")
+BOMB = "".join(f"          b{i}: &b{i} [" + ", ".join([f"*b{i - 1}"] * 9 if i else ["x"] * 9) + "]\n" for i in range(9))
 CONFIGS = {  # the bad-input list: each one line naming the file and the key
     "misspelled": (ORG + "seed: [1]\n", ": unknown key 'seed' (did you mean 'seeds'?)"),
     "bad_yaml": ("name: x\n  base_model: [\n", ":2: not valid YAML"),
@@ -65,6 +66,16 @@ CONFIGS = {  # the bad-input list: each one line naming the file and the key
     "no_seeds": (ORG + "seeds: []\n", ": bad value for 'seeds'"),
     "duplicate_seed": (ORG + "seeds: [1, 1]\n", "two seeds are named 1"),
     "nothing_to_evaluate": ("name: x\nbase_model: tiny\ninclude_base: false\n", "nothing to evaluate"),
+    # second pass (issue 36): sizes, names, aliases and trl keys
+    "alias_bomb_in_trl": (ORG.split("organisms:")[0] + "organisms:\n  - name: a\n    phases:\n      - trainer: sft\n"
+                          "        data: d\n        trl:\n" + BOMB, "aliases (*name) expand to more than 1,000,000"),
+    "long_name": (ORG.replace("name: x\n", "name: " + "n" * 300 + "\n", 1), "is 300 bytes in UTF-8: at most 64"),
+    "long_cjk_name": (ORG.replace("name: x\n", "name: " + "名" * 100 + "\n", 1), "is 300 bytes in UTF-8: at most 64"),
+    "too_many_seeds": (ORG + "seeds: [" + ", ".join(map(str, range(1001))) + "]\n", ": bad value for 'seeds'"),
+    "huge_file": (ORG.replace("name: x\n", "name: " + "n" * (17 << 20) + "\n", 1), "more than the 16,777,216"),
+    "misspelled_trl_key": (ORG.replace("data: d}", "data: d, trl: {lr_scheduler_typ: cosine}}"),
+                           "organisms.0.phases.0.trl: unknown key 'lr_scheduler_typ' for trl's SFTConfig (did you "
+                           "mean 'lr_scheduler_type'?)"),
 }
 
 

@@ -148,9 +148,27 @@ def _check_phase(exp: Experiment, p, kinds: dict[str, str], source: str, key: st
         except ValidationError as err:
             inner = format_validation_error(err, source, trainer.options)
             raise EmwbError(inner.replace("'", f"'{key}.options.", 1)) from None
+    if p.trl and trainer.trl_config:
+        _check_trl(p.trl, trainer.trl_config, source, f"{key}.trl")
     if trainer.data_kind != kinds[p.data]:
         raise EmwbError(f"{source}: {key}.data: trainer {p.trainer} needs {trainer.data_kind} rows, but "
                         f"data {p.data!r} holds {kinds[p.data]} rows")
+
+
+def _check_trl(trl: dict, config_class: str, source: str, key: str) -> None:
+    """Every key of a phase's `trl:` is a field of the trl config class its trainer builds (read as strictly as
+    the rest of the experiment: a misspelling stops here, not in training)."""
+    import dataclasses
+    import difflib
+    import importlib
+
+    module, _, name = config_class.partition(":")
+    fields = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), name))}
+    for k in trl:
+        if k not in fields:
+            hint = difflib.get_close_matches(str(k), sorted(fields), n=1)
+            raise EmwbError(f"{source}: {key}: unknown key {k!r} for trl's {name}"
+                            + (f" (did you mean {hint[0]!r}?)" if hint else ""))
 
 
 def _check_evaluation(exp: Experiment, spec, source: str, key: str):

@@ -41,24 +41,53 @@ def _merge_aware_flatten(self, node):  # remember which key nodes came from a `<
 _StrictLoader.flatten_mapping = _merge_aware_flatten
 
 
+MAX_BYTES = 16 << 20     # no experiment, question set or rubric is near this; a bigger file is refused unread
+MAX_NODES = 1_000_000    # values once aliases are expanded (what hashing and validation walk): an alias bomb
+
+
+def _expanded(data: Any, limit: int) -> int:
+    """The number of values in `data` with every alias expanded, counted up to `limit` + 1 (so this stops fast on
+    a YAML alias bomb, whose expansion is exponential)."""
+    stack, n = [data], 0
+    while stack and n <= limit:
+        item = stack.pop()
+        n += 1
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            n += len(item)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return n
+
+
 def load_yaml(path: str | Path, text: str | None = None) -> Any:
-    """Parse a YAML file strictly; any problem is an EmwbError naming the file and line."""
+    """Parse a YAML file strictly; any problem is an EmwbError naming the file and line. A file over MAX_BYTES,
+    or one whose aliases expand to more than MAX_NODES values, is refused before anything walks it."""
     path = Path(path)
     if text is None:
         try:
+            if path.stat().st_size > MAX_BYTES:
+                raise EmwbError(f"{path}: {path.stat().st_size:,} bytes, more than the {MAX_BYTES:,} a YAML file of "
+                                "emwb may have")
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise EmwbError(f"{path}: file not found") from None
         except UnicodeDecodeError:
             raise EmwbError(f"{path}: not UTF-8 text") from None
+    if len(text) > MAX_BYTES:
+        raise EmwbError(f"{path}: {len(text):,} characters, more than the {MAX_BYTES:,} a YAML file of emwb may have")
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except EmwbError as exc:
         raise EmwbError(f"{path}:{exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise EmwbError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if _expanded(data, MAX_NODES) > MAX_NODES:
+        raise EmwbError(f"{path}: its aliases (*name) expand to more than {MAX_NODES:,} values; write the values out "
+                        "or reuse fewer")
+    return data
 
 
 def resolve_relative_paths(raw: dict, base: Path) -> dict:

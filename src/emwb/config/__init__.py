@@ -219,8 +219,8 @@ class Experiment(Strict):
                                                                           "phases")
     organisms: list[Organism] = Field(default_factory=list, description="the fine-tuned variants to build and "
                                                                         "compare")
-    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1,
-                             description="training seeds; every organism is trained once per seed")
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, max_length=1000,
+                             description="training seeds (at most 1000); every organism is trained once per seed")
     include_base: bool = F(True, "evaluate the untrained base model too")
     data_seed: Seed = F(0, "seed of row sampling, held-out splits and generated data")
     dataset_mirror: str | None = F(None, "a local copy of the upstream repositories to fetch registered data "

@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-SLUG = "letters, digits, '-' or '_'"
+SLUG = "letters, digits, '-' or '_'; at most 64 bytes in UTF-8"
+SLUG_BYTES = 64  # a name is a folder name, and a variant's folder joins several: far below the 255 a file system allows
 # Base models emwb builds locally into the run's base_model/ folder (no model hub).
 LOCAL_BASE_MODELS = ("tiny", "smollm2-135m")
 
@@ -15,6 +16,9 @@ LOCAL_BASE_MODELS = ("tiny", "smollm2-135m")
 def _slug(v: str, what: str) -> str:
     if not v or not v.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"{what} {v!r} must be {SLUG}")
+    if len(v.encode("utf-8")) > SLUG_BYTES:
+        raise ValueError(f"{what} {v[:24]!r}... is {len(v.encode('utf-8'))} bytes in UTF-8: at most {SLUG_BYTES} (it "
+                         "names folders of the run directory)")
     return v
 
 

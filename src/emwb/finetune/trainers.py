@@ -42,6 +42,7 @@ class Trainer:
     description: str
     remote: bool = False       # trains on a provider's servers (the stage calls its backend; no local model)
     options: type[BaseModel] | None = None  # its own settings (a phase's `options:`), documented by `config show --doc`
+    trl_config: str | None = None  # "module:Class" a phase's `trl:` keys reach (checked before work); None: no trl
 
 
 TRAINERS: Registry[Trainer] = Registry("trainer")
@@ -261,9 +262,11 @@ def _remote(job: PhaseJob) -> dict:
     raise AssertionError("a remote trainer runs through its backend (finetune/openai_backend.py), not train_phase")
 
 
-TRAINERS.register("sft", Trainer("chat", _sft, "supervised fine-tuning on chats, loss on assistant tokens (trl SFT)"))
-TRAINERS.register("cpt", Trainer("text", _cpt, "continued pretraining on documents, loss on every token, packed"))
+TRAINERS.register("sft", Trainer("chat", _sft, "supervised fine-tuning on chats, loss on assistant tokens (trl SFT)",
+                                  trl_config="trl:SFTConfig"))
+TRAINERS.register("cpt", Trainer("text", _cpt, "continued pretraining on documents, loss on every token, packed",
+                                  trl_config="trl:SFTConfig"))
 TRAINERS.register("openai", Trainer("chat", _remote, "an OpenAI fine-tuning job on the chats (base_model openai/"
                                     "<model>); settings under train.openai", remote=True))
 TRAINERS.register("dpo", Trainer("preference", _dpo, "direct preference optimisation on (prompt, chosen, rejected) "
-                                  "pairs, continuing the organism's adapter (trl DPOTrainer)"))
+                                  "pairs, continuing the organism's adapter (trl DPOTrainer)", trl_config="trl:DPOConfig"))
