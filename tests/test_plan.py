@@ -169,3 +169,17 @@ def test_analysis_defaults_are_defined_once():
                 if flag.lstrip("-").replace("-", "_") in names and isinstance(default, ast.Constant):
                     found.append(f"{p.relative_to(SRC)}:{node.lineno} {flag}")
     assert not found, found
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe\x00not utf-8", b"[1, 2]", b'{"version": 2, "experiment": '])
+def test_a_damaged_plan_file_is_resolved_again_not_a_traceback(tmp_path, capsys, damage):
+    """Issue 36: a non-UTF-8 (or non-JSON, or non-object) plan.json gave UnicodeDecodeError tracebacks in status
+    and report; the plan is resolved again from the run's experiment."""
+    from judge_helpers import make_run
+
+    run = make_run(tmp_path, 6, ["openai/a"], "http://127.0.0.1:9")
+    good = plan_for(run)
+    run.path(PLAN_FILE).write_bytes(damage)
+    assert main(["status", str(run.dir)]) == 0
+    assert "Traceback" not in capsys.readouterr().err
+    assert plan_for(run) == good and json.loads(run.path(PLAN_FILE).read_text())["judges"] == ["openai/a"]

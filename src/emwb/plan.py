@@ -150,7 +150,9 @@ def read_plan(path: Path, exp: Experiment) -> Plan | None:
     """The plan stored at `path` when it was resolved from this experiment by this plan version, else None."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # missing, not UTF-8 or not JSON: resolved again from the experiment
+        return None
+    if not isinstance(raw, dict):
         return None
     if raw.get("version") != PLAN_VERSION or raw.get("experiment") != experiment_hash(exp):
         return None

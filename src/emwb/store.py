@@ -290,7 +290,7 @@ class Run:
 
     def _save(self, name: str, text: str) -> None:
         path = self.dir / name
-        if path.is_file() and path.read_text() == text:
+        if path.is_file() and path.read_bytes() == text.encode():  # bytes: a damaged file is rewritten
             return
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
