@@ -14,7 +14,7 @@ from typing import Any
 
 from emwb.config import ExecConfig, Experiment
 from emwb.layout import Variant
-from emwb.plan import Plan
+from emwb.plan import Plan, plan_for
 from emwb.store import Run
 
 
@@ -55,6 +55,4 @@ class StageContext:
 
 def context_of(run: Run, force: bool = False, only: set[str] | None = None, **options: Any) -> StageContext:
     """A context for a run already open (tools and tests): its stored plan, or the plan resolved now."""
-    from emwb.plan import plan_for
-
     return StageContext(run, plan_for(run), force, None if only is None else frozenset(only), options)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from emwb.config import ExecConfig
 from emwb.context import StageContext
-from emwb.plan import Plan
+from emwb.layout import report_dir
+from emwb.plan import Plan, plan_for
 from emwb.stages import run_stages, table
 from emwb.store import Run, log
 
@@ -26,13 +27,13 @@ def open_context(target: str | Path, runs_root: str | Path = "runs", *, hold: co
     plan it was resolved to; an experiment file (or `--set` overrides) resolves it afresh. `exec_overrides`
     (run-only settings such as {"executor": "ray"}) win over the file's and change no artifact key."""
     from emwb.check import check_experiment
-    from emwb.plan import plan_for
 
     checked: list[Plan] = []
     run = Run.open(target, runs_root, check=lambda exp, source: checked.append(check_experiment(exp, source)),
                    hold=hold, wait=wait, overrides=overrides)
-    fresh = not Path(target).is_dir() or bool(overrides)
-    plan = plan_for(run, checked[0] if fresh else None, keep=hold is not None or not Path(target).is_dir())
+    given_dir = Path(target).is_dir()
+    fresh = not given_dir or bool(overrides)
+    plan = plan_for(run, checked[0] if fresh else None, keep=hold is not None or not given_dir)
     if exec_overrides:
         merged = ExecConfig.model_validate({**run.exp.exec.model_dump(), **exec_overrides})
         run = Run(run.exp.model_copy(update={"exec": merged}), run.dir)
@@ -64,5 +65,5 @@ def replicate(config: str | Path, runs_root: str | Path = "runs", force: bool = 
     for s in table():
         if s.prints:
             print(ctx.run.path(s.prints).read_text())
-    log(f"done in {time.time() - t0:.0f} s; report: {(ctx.run.path('report') / 'index.html').resolve()}")
+    log(f"done in {time.time() - t0:.0f} s; report: {(report_dir(ctx.run) / 'index.html').resolve()}")
     return ctx.run
