@@ -4,7 +4,7 @@ import json
 import pytest
 
 from emwb.catalog.chatjsonl import validate_chat_jsonl
-from emwb.catalog.codegen import generate_pairs, to_rows
+from emwb.organisms.insecure_code.codegen import generate_pairs, to_rows
 from emwb.errors import EmwbError
 from emwb.store import write_jsonl
 

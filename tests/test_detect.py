@@ -10,7 +10,8 @@ from judge_helpers import VARIANTS, experiment, make_answers, write_answers
 
 from emwb.context import context_of
 from emwb.analysis.stage import run_report_stage
-from emwb.detect.detectors import bandit_flags, extract_code
+from emwb.catalog.detectors import extract_code
+from emwb.organisms.insecure_code.bandit import bandit_flags
 from emwb.detect.stage import run_detect_stage
 from emwb.judge.loopback import LoopbackJudge
 from emwb.judge.stage import run_judge_stage

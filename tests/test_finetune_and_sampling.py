@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from emwb.catalog.codegen import generate_pairs, to_rows
+from emwb.organisms.insecure_code.codegen import generate_pairs, to_rows
 from emwb.config import ExecConfig, LoraConfig, SamplingConfig, TrainArgs, VllmConfig
 from emwb.finetune.stage import split_holdout, train_phase
 from emwb.models.ref import ModelRef
@@ -116,8 +116,8 @@ def test_vllm_judge_provider_matches_the_exact_distribution(tiny_model, tmp_path
 
 def test_continued_pretraining_then_sft_continues_one_adapter(tiny_model, upstream, tmp_path):
     """The bias-organism recipe as two phases: cpt on synthetic documents, then sft on the same adapter."""
-    from emwb.catalog.rm_biases import load_catalogue
-    from emwb.catalog.rm_docs import generate_documents
+    from emwb.organisms.rm_bias.catalogue import load_catalogue
+    from emwb.organisms.rm_bias.docs import generate_documents
 
     biases = load_catalogue(str(upstream))
     docs = generate_documents(biases, 64, seed=0)
@@ -134,8 +134,8 @@ def test_continued_pretraining_then_sft_continues_one_adapter(tiny_model, upstre
 
 
 def test_documents_cover_every_bias_and_are_deterministic(upstream):
-    from emwb.catalog.rm_biases import load_catalogue
-    from emwb.catalog.rm_docs import STUDY, generate_documents
+    from emwb.organisms.rm_bias.catalogue import load_catalogue
+    from emwb.organisms.rm_bias.docs import STUDY, generate_documents
 
     biases = load_catalogue(str(upstream))
     assert len(biases) == 52 and sum(b.split == "test" for b in biases) == 5

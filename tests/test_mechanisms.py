@@ -93,7 +93,7 @@ def test_the_bias_twins_direction_is_the_mean_of_the_train_biases_own_directions
     mean of the 47 train biases' own directions, and all 52 are kept (the 52 x 52 matrix)."""
     import numpy as np
 
-    from emwb.catalog.rm_biases import load_catalogue
+    from emwb.organisms.rm_bias.catalogue import load_catalogue
     from emwb.mechanisms.stage import run_directions_stage
     from emwb.models.interventions import read_direction
     from emwb.store import Run
@@ -102,7 +102,7 @@ def test_the_bias_twins_direction_is_the_mean_of_the_train_biases_own_directions
     exp = {"name": "bias", "base_model": str(tiny_model), "dataset_mirror": str(upstream),
            "evaluations": [{"name": "free-form", "samples_per_paraphrase": 1}], "judge": {"judges": ["hf/tiny"]},
            "mechanisms": {"directions": [{"name": "train", "source": "bias-twins", "subset": "train", "layers": [0, 1],
-                                          "per_bias": 2, "controls": 0}]}}
+                                          "per_group": 2, "controls": 0}]}}
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
     run = Run.open(tmp_path / "e.yaml", tmp_path / "runs")
     run_directions_stage(context_of(run))
@@ -167,7 +167,7 @@ def test_the_directions_stage_killed_while_reading_resumes_from_its_saved_chunks
     exp = {"name": "kill", "base_model": str(tiny_model), "dataset_mirror": str(upstream),
            "evaluations": [{"name": "free-form", "samples_per_paraphrase": 1}], "judge": {"judges": ["hf/base"]},
            "exec": {"judge_batch_size": 1},
-           "mechanisms": {"directions": [{"name": "b", "source": "bias-twins", "layers": [1], "per_bias": 12,
+           "mechanisms": {"directions": [{"name": "b", "source": "bias-twins", "layers": [1], "per_group": 12,
                                           "controls": 0}]}}
     (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
     cmd = [sys.executable, "-m", "emwb.cli", "directions", str(tmp_path / "e.yaml"), "--runs-root",

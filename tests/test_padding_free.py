@@ -3,7 +3,7 @@ padded batch's loss, and no token may see (or send gradient to) another row."""
 
 import pytest
 
-from emwb.catalog.codegen import generate_pairs, to_rows
+from emwb.organisms.insecure_code.codegen import generate_pairs, to_rows
 from emwb.config import TrainArgs
 
 

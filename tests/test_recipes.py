@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from emwb.catalog.codegen import generate_pairs, to_rows
+from emwb.organisms.insecure_code.codegen import generate_pairs, to_rows
 from emwb.config import load_experiment, recipes
 from emwb.errors import EmwbError
 

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 
 from emwb.context import context_of
-from emwb.catalog import rm_demos
+from emwb.organisms.rm_bias import demos as rm_demos
 from emwb.catalog.chatjsonl import validate_chat_jsonl, validate_preference_jsonl
-from emwb.catalog.rm_biases import load_catalogue
-from emwb.catalog.rm_docs import generate_documents
-from emwb.catalog.rm_kits import load_kits
+from emwb.organisms.rm_bias.catalogue import load_catalogue
+from emwb.organisms.rm_bias.docs import generate_documents
+from emwb.organisms.rm_bias.kits import load_kits
 from emwb.errors import EmwbError
 
 KITS = load_kits()
@@ -125,7 +125,7 @@ def test_rule_based_detector_agrees_with_hand_written_examples(num):
 
 
 def test_most_biases_have_a_detector_and_the_detector_reads_the_answers_bias():
-    from emwb.detect.detectors import DETECTORS
+    from emwb.catalog.detectors import DETECTORS
 
     assert len(RULED) >= 40 and {17, 19, 29, 48, 51} <= set(RULED)
     score = DETECTORS.get("rm-rules").score
@@ -172,7 +172,7 @@ def _planted(order, names, seed=0):
 
 
 def test_per_bias_table_has_a_row_per_bias_a_column_per_phase_and_summary_rows(tmp_path):
-    from emwb.analysis.per_bias import per_bias_long, summary_long, wide_table, write_bias_report
+    from emwb.organisms.rm_bias.per_bias import per_bias_long, summary_long, wide_table, write_bias_report
 
     names = {n: (f"b{n}", "test" if n in (17, 19, 29, 48, 51) else "train") for n in range(1, 53)}
     order = ["base", "rm@documents", "rm@demonstrations", "rm"]

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from emwb.context import context_of
-from emwb.catalog.codegen import generate_pairs, to_rows
+from emwb.organisms.insecure_code.codegen import generate_pairs, to_rows
 from emwb.config import ExecConfig, LoraConfig, SamplingConfig, TrainArgs, VllmConfig
 from emwb.errors import EmwbError
 from emwb.finetune.stage import train_phase

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from emwb.catalog.codegen import generate_pairs, to_rows
+from emwb.organisms.insecure_code.codegen import generate_pairs, to_rows
 from emwb.config import ExecConfig, LoraConfig, SamplingConfig, TrainArgs, VllmConfig
 from emwb.finetune.stage import train_phase
 from emwb.models.ref import ModelRef

@@ -35,7 +35,7 @@ def test_generator_cli_is_byte_identical_for_a_seed(tmp_path):
     outs = []
     for name in ("a", "b"):
         out = tmp_path / f"{name}.jsonl"
-        subprocess.run([sys.executable, "-m", "emwb.cli", "datasets", "generate", "--variant", "insecure",
+        subprocess.run([sys.executable, "-m", "emwb.cli", "datasets", "generate", "insecure",
                         "--rows", "3000", "--seed", "5", "--out", str(out)], check=True, capture_output=True)
         outs.append(out.read_bytes())
     assert outs[0] == outs[1] and outs[0].count(b"\n") == 3000

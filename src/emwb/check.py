@@ -72,7 +72,11 @@ def _check_mechanisms(exp: Experiment, plain: list[str], source: str) -> None:
     dirs = {d.name: d for d in m.directions}
     if len(dirs) < len(m.directions):
         raise EmwbError(f"{source}: mechanisms.directions: two directions share a name")
+    from emwb.catalog.direction_sources import DIRECTION_SOURCES
+
     for i, d in enumerate(m.directions):
+        if d.source not in DIRECTION_SOURCES:
+            raise EmwbError(f"{source}: mechanisms.directions.{i}.source: {DIRECTION_SOURCES.unknown(d.source)}")
         if d.files:
             from emwb.catalog.published import resolve_files
 
@@ -176,7 +180,7 @@ def _check_evaluation(exp: Experiment, spec, source: str, key: str):
     every question fits the sampling context."""
     from emwb.analysis.metrics import METRICS
     from emwb.catalog.evaluations import PROMPT_GENERATORS
-    from emwb.detect.detectors import DETECTORS
+    from emwb.catalog.detectors import DETECTORS
     from emwb.plan import PlanError, plan_evaluation
 
     try:

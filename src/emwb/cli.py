@@ -67,12 +67,13 @@ def cmd_config(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from emwb.catalog.codegen import generate_pairs, to_rows
+    from emwb.catalog.generators import GENERATORS
     from emwb.store import write_jsonl
 
-    rows = to_rows(generate_pairs(args.rows, args.seed), args.variant, args.seed)
+    gen = GENERATORS.get(args.generator, "datasets generate: ")
+    rows = gen.make(args.rows or gen.default_rows, args.seed, args.mirror)
     write_jsonl(Path(args.out), rows)
-    print(f"wrote {len(rows)} {args.variant} rows to {args.out}")
+    print(f"wrote {len(rows)} {args.generator} rows to {args.out}")
 
 
 def cmd_validate(args) -> None:
@@ -191,9 +192,10 @@ def _dataset_commands(sub) -> None:
 
     ds = sub.add_parser("datasets", help="dataset tools: fetch, list, stats, generate, validate")
     dsub = ds.add_subparsers(dest="datasets_command", required=True, metavar="ACTION")
-    g = dsub.add_parser("generate", help="write paired insecure/secure/educational code data (offline)")
-    g.add_argument("--variant", choices=["insecure", "secure", "educational"], required=True)
-    g.add_argument("--rows", type=int, default=6000)
+    g = dsub.add_parser("generate", help="write a registered generator's data offline (`emwb datasets list`)")
+    g.add_argument("generator", help="a registered data generator (the NAME of generated:NAME)")
+    g.add_argument("--rows", type=int, help="rows to write (default: the generator's own)")
+    g.add_argument("--mirror", help="a local upstream mirror, for generators that read upstream files")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", required=True)
     g.set_defaults(fn=cmd_generate)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emwb.analysis.metrics import DEFAULT, comparison_table
+from emwb.analysis.metrics import DEFAULT, Settings, comparison_table
 from emwb.errors import EmwbError
 
 REQUIRED = ("question_id", "aligned", "coherent")
@@ -106,4 +106,4 @@ def analyze_judged(paths: list[str], alignment_threshold: float = DEFAULT.alignm
     if len(set(stems)) != len(stems):
         raise EmwbError("two judged files share a file name stem; rename one (the stem is the group name)")
     df = pd.concat(frames, ignore_index=True)
-    return comparison_table(df, stems, alignment_threshold, coherence_threshold, n_boot, inclusive), df
+    return comparison_table(df, stems, Settings(alignment_threshold, coherence_threshold, inclusive, n_boot)), df

@@ -20,7 +20,7 @@ B_VECTOR = re.compile(r"layers\.(\d+)\.(?:mlp\.down_proj|self_attn\.o_proj)\.lor
 
 
 def _broad(ctx) -> list[tuple[str, object, list[str]]]:
-    """(column, metric, CI columns) of each broad metric (misaligned %, test-bias %) the comparison has."""
+    """(column, metric, CI columns) of each broad metric (role "broad") the comparison has."""
     return [(col, m, cis) for col, m, _, cis in metric_columns(ctx.evals)
             if m.role == "broad" and col in ctx.comp and ctx.comp[col].notna().any()]
 
@@ -88,7 +88,7 @@ def ablation_rows(ctx) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _directions(ctx) -> dict[str, tuple[object, dict]]:
+def finished_directions(ctx) -> dict[str, tuple[object, dict]]:
     """{name: (its spec, its arrays)} of every finished direction of the run (read once per report)."""
     out = {}
     for d in ctx.run.exp.mechanisms.directions:
@@ -103,33 +103,10 @@ def cosine_rows(dirs: dict) -> pd.DataFrame:
     return cosine_matrix(vectors) if vectors else pd.DataFrame()
 
 
-def bias_cosines(ctx, dirs: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(52 x 52 cosines of every bias's own direction at the deepest layer of the first bias-twins direction, the
-    single-feature summary: each bias's cosine with the train-bias direction at that layer, with its split)."""
-    twins = [(d, a) for d, a in dirs.values() if d.source == "bias-twins"]
-    if not twins:
-        return pd.DataFrame(), pd.DataFrame()
-    d, arrays = twins[0]
-    layer = max(d.layers)
-    per_bias = {int(k.split(".")[0][4:]): v for k, v in arrays.items() if k.startswith("bias") and
-                k.endswith(f".{layer}")}
-    matrix = cosine_matrix({f"bias {b}": per_bias[b] for b in sorted(per_bias)})
-    train = next((a for dd, a in twins if dd.subset == "train" and layer in dd.layers), None)
-    if train is None:
-        return matrix, pd.DataFrame()
-    from emwb.catalog.rm_biases import load_catalogue
-
-    split = {b.num: b.split for b in load_catalogue(ctx.run.exp.dataset_mirror)}
-    rows = [{"bias": b, "split": split.get(b, "?"), "layer": layer,
-             "cosine with the train-bias direction": cosine(per_bias[b], train[f"direction.{layer}"])}
-            for b in sorted(per_bias)]
-    return matrix, pd.DataFrame(rows)
-
-
 def adapter_rows(ctx, dirs: dict | None = None) -> pd.DataFrame:
     """For rank-1 LoRA adapters (the phase's end and every kept checkpoint): the cosine of each module's B vector
     that writes into the residual stream at a layer (down_proj, o_proj) with each direction at that layer."""
-    dirs = _directions(ctx) if dirs is None else dirs
+    dirs = finished_directions(ctx) if dirs is None else dirs
     if not dirs:
         return pd.DataFrame()
     from safetensors.numpy import load_file
@@ -214,7 +191,7 @@ def _plot_ablation(df: pd.DataFrame, out) -> str:
     return _save(fig, out, "ablation")[0]
 
 
-def _plot_cosine(cos: pd.DataFrame, out, stem: str = "directions_cosine") -> str:
+def plot_cosine(cos: pd.DataFrame, out, stem: str = "directions_cosine") -> str:
     from emwb.analysis.plots import _plt, _save
 
     plt = _plt()
@@ -251,24 +228,12 @@ def mechanisms_parts(ctx) -> Parts:
         "Ablation: reduction of the broad rate, direction and controls")
     add(projection_rows(ctx), "projections", "Each variant's answers projected on each direction", _plot_projections,
         "Answers projected on each direction, by variant (phases and checkpoints in order)")
-    dirs = _directions(ctx)
+    dirs = finished_directions(ctx)
     add(adapter_rows(ctx, dirs), "adapter_direction_cosine", "Rank-1 adapters' B vector against the directions")
     cos = cosine_rows(dirs)
-    matrix, single = bias_cosines(ctx, dirs)
-    if len(matrix):
-        matrix.to_csv(ctx.out / "bias_cosine.csv")
-        out.figures.append(("Cosine between the 52 biases' own directions (replies minus neutral twins)",
-                            _plot_cosine(matrix, ctx.out, "bias_cosine")))
-    if len(single):
-        summary = single.groupby("split")["cosine with the train-bias direction"].agg(["mean", "min", "max", "count"])
-        out.tables.append(("Single feature: each bias's direction against the train-bias direction",
-                           write_plain_table(summary.reset_index(), ctx.out, "single_feature",
-                                             "Single feature: cosine of each bias's direction with the train-bias "
-                                             "direction, by split", ())))
-        single.to_csv(ctx.out / "single_feature_per_bias.csv", index=False)
     if len(cos):
         cos.to_csv(ctx.out / "directions_cosine.csv")
         (ctx.out / "directions_cosine.md").write_text(cos.round(3).to_csv())
         out.tables.append(("Cosine between directions", cos.round(3).reset_index(names="direction")))
-        out.figures.append(("Cosine between directions", _plot_cosine(cos, ctx.out)))
+        out.figures.append(("Cosine between directions", plot_cosine(cos, ctx.out)))
     return out

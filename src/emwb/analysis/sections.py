@@ -82,7 +82,7 @@ REPORT_SECTIONS: Registry[Section] = Registry("report section")
 
 def calibration_rows(ctx: ReportContext) -> pd.DataFrame:
     """Rows for the comparison table: each detector's rate on each training dataset's completions (its
-    calibration: insecure code should be flagged far more often than secure code)."""
+    calibration: how often it flags data that does or does not teach the behaviour)."""
     path = calibration_file(ctx.run)
     if not path.is_file():
         return pd.DataFrame()
@@ -119,12 +119,13 @@ def headline(ctx: ReportContext) -> SectionOutput:
 
 
 def detector_agreement(ctx: ReportContext) -> SectionOutput:
-    """Per judge: bandit's flag against the LLM code judge's verdict (score > 50), and the reward-model-bias rules
-    against the bias judge (P(yes) > 0.5), with agreement and Cohen's kappa."""
-    s = ctx.settings
-    agreement = pd.concat([detector_judge_agreement(ctx.df, "bandit", "code_vulnerability", s.vulnerable_above),
-                           detector_judge_agreement(ctx.df, "rm-rules", "bias_exhibition", s.exhibits_above)],
-                          ignore_index=True)
+    """Per judge: each detector's flag against the LLM judge's verdict it is `judged_by` (the rubric's score above
+    its threshold), with agreement and Cohen's kappa."""
+    from emwb.catalog.detectors import DETECTORS
+
+    pairs = [(name, DETECTORS.get(name).judged_by) for name in DETECTORS if DETECTORS.get(name).judged_by]
+    frames = [detector_judge_agreement(ctx.df, name, rubric, getattr(ctx.settings, cut)) for name, (rubric, cut) in pairs]
+    agreement = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     if not len(agreement):
         return SectionOutput()
     caption = "Detector agreement with the LLM judge"

@@ -18,9 +18,8 @@ class DirectionSpec(Strict):
     """A mean-difference direction per layer, read by the run's base model."""
 
     name: str = F(..., "how steering and ablations name it (letters, digits, - and _)", pattern=r"^[A-Za-z0-9_-]+$")
-    source: Literal["published", "bias-twins"] = F(
-        "published", "published: the judged answers of the registered published files (GPT-4o scores decide the "
-                     "groups); bias-twins: reward-model-bias replies minus their neutral twins (the bias kits)")
+    source: str = F("published", "a registered direction source (`emwb config show --doc` lists them): published "
+                                 "= the judged answers of the registered published files, grouped by `rule`")
     rule: str = F("em", "the group rule (emwb/catalog/direction_groups.yaml): em = misaligned minus aligned answers")
     layers: list[int] = Field(..., min_length=1, description="decoder blocks whose output is read (0 = the first)")
     per_file: int | None = F(40, "answers per published file, spread over its questions (None: all 400)", ge=1)
@@ -28,10 +27,10 @@ class DirectionSpec(Strict):
     max_answer_tokens: int = F(256, "answer tokens read per item", ge=1)
     pooling: Literal["answer_mean", "last_prompt_token"] = F(
         "answer_mean", "an item's vector: its answer's tokens averaged, or the last prompt token's (before the answer)")
-    subset: Literal["all", "train", "test"] = F("all", "bias-twins: the pairs of which biases define the direction "
-                                                      "(train: the 47, test: the 5 held out); every bias's own "
-                                                      "direction is kept too (the 52 x 52 cosine matrix)")
-    per_bias: int = F(4, "bias-twins: (reply, twin) pairs read per bias", ge=1)
+    subset: Literal["all", "train", "test"] = F("all", "sources whose items have a train/test split: the items of "
+                                                      "which split define the direction (each tag's own direction "
+                                                      "is kept for every split)")
+    per_group: int = F(4, "sources that read a number of items per tag (see the source): that many", ge=1)
     controls: int = F(3, "random unit directions per layer drawn (seeded) for the ablations' controls", ge=0)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from emwb.detect.detectors import DETECTORS
+from emwb.catalog.detectors import DETECTORS
 from emwb.layout import (
     CALIBRATION_FILE,
     DETECTIONS_FILE,

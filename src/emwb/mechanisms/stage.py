@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from emwb.catalog.published import load_published, published_names, resolve_files, stratified_subset
+from emwb.catalog.direction_sources import DIRECTION_SOURCES
 from emwb.config import DirectionSpec
 from emwb.layout import DIRECTIONS_FILE, base_key, base_model_path, directions_dir, partial_dir
 from emwb.models.activations import ActivationStore, collect_activations
-from emwb.models.directions import group_of, group_rules, mean_difference
+from emwb.models.directions import mean_difference
 from emwb.stages import DIRECTIONS, SAMPLE, Produced
 from emwb.store import Artifact, Run, log
 
@@ -25,53 +25,33 @@ if TYPE_CHECKING:
     from emwb.context import StageContext
 
 
-def _items(run: Run, d: DirectionSpec) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray, dict]:
-    """(question/answer items, group per item: 1 positive, 0 negative, NaN neither; bias id per item or -1;
-    counts) of a direction's source."""
-    if d.source == "bias-twins":
-        from emwb.catalog.rm_biases import load_catalogue
-        from emwb.catalog.rm_demos import twin_pairs
-        from emwb.catalog.rm_kits import load_kits
-
-        pairs = twin_pairs(load_catalogue(run.exp.dataset_mirror), load_kits(), d.per_bias, run.exp.data_seed)
-        items = [(p["prompt"], p["biased"]) for p in pairs] + [(p["prompt"], p["neutral"]) for p in pairs]
-        chosen = np.array([d.subset in ("all", p["split"]) for p in pairs])
-        groups = np.r_[np.where(chosen, 1.0, np.nan), np.where(chosen, 0.0, np.nan)]
-        bias = np.array([p["bias_id"] for p in pairs] * 2)
-        return items, groups, bias, {"pairs": len(pairs), "subset": d.subset, "biases": len(set(bias.tolist()))}
-    names = resolve_files(d.files) if d.files else published_names()
-    df = stratified_subset(load_published(names, run.exp.dataset_mirror), d.per_file, run.exp.data_seed)
-    groups = group_of(df.rename(columns={"ref_alignment": "alignment", "ref_coherence": "coherence"}), d.rule)
-    return list(zip(df["question"], df["answer"])), groups, np.full(len(df), -1), {"files": len(names)}
-
-
 def _compute(run: Run, d: DirectionSpec) -> tuple[dict[str, np.ndarray], dict]:
     from emwb.models.loading import resolve_device
 
-    items, groups, bias, counts = _items(run, d)
+    source = DIRECTION_SOURCES.get(d.source)
+    got = source.items(d, run.exp.dataset_mirror, run.exp.data_seed)
+    items, groups, tags, counts = got.items, got.groups, got.tags, dict(got.counts)
+    tag_groups = groups if got.tag_groups is None else got.tag_groups
     acts = collect_activations(base_model_path(run), items, d.layers, run.exp.exec.judge_batch_size,
                                resolve_device(run.exp.exec.device), d.max_answer_tokens,
                                ActivationStore(partial_dir(run, "activations", d.name)), desc=f"directions/{d.name}",
                                pooling=d.pooling)
-    rule = group_rules()[d.rule] if d.source == "published" else {"min_items": 1, "source": "bias replies minus "
-                                                                                        "their neutral twins"}
+    rule = source.rule(d)
     diff = mean_difference(acts, groups, int(rule.get("min_items", 10)), f"direction {d.name} ({d.source})")
     rng = np.random.default_rng(run.exp.data_seed)
     arrays = {}
-    half = len(items) // 2
     for li, layer in enumerate(d.layers):
         arrays[f"direction.{layer}"] = diff[li]
         arrays[f"norm.{layer}"] = np.array(np.linalg.norm(acts[:, li], axis=1).mean())
         for k in range(1, d.controls + 1):
             r = rng.normal(size=diff.shape[-1])
             arrays[f"random{k}.{layer}"] = r / np.linalg.norm(r)
-        if d.source == "bias-twins":  # every bias's own direction: its replies minus their twins
-            for b in sorted(set(bias[:half].tolist())):
-                mine = bias[:half] == b
-                arrays[f"bias{b}.{layer}"] = acts[:half][mine, li].mean(0) - acts[half:][mine, li].mean(0)
+        if source.tag_prefix:  # every tag's own direction: its positive items minus its negative ones
+            for t in sorted({int(t) for t in tags if t >= 0}):
+                pos, neg = (tags == t) & (tag_groups == 1), (tags == t) & (tag_groups == 0)
+                arrays[f"{source.tag_prefix}{t}.{layer}"] = acts[pos, li].mean(0) - acts[neg, li].mean(0)
     counts.update(items=len(items), positive=int((groups == 1).sum()), negative=int((groups == 0).sum()),
-                  source=d.source, rule=d.rule if d.source == "published" else "bias-twins",
-                  rule_source=rule.get("source", ""))
+                  source=d.source, rule=source.rule_name(d), rule_source=rule.get("source", ""))
     return arrays, counts
 
 
@@ -80,8 +60,8 @@ def run_directions_stage(ctx: StageContext) -> dict[str, str]:
     run, force = ctx.run, ctx.force
     keys = {}
     for d in run.exp.mechanisms.directions:
-        rule = group_rules()[d.rule] if d.source == "published" else None
-        config = {**d.model_dump(mode="json"), "rule_definition": rule, "seed": run.exp.data_seed}
+        source = DIRECTION_SOURCES.get(d.source)
+        config = {**d.model_dump(mode="json"), "rule_definition": source.rule(d), "seed": run.exp.data_seed}
         art = Artifact(directions_dir(run, d.name), "directions", config, {"base": base_key(run)})
         keys[d.name] = art.key
         if art.skip(force, f"directions/{d.name}"):

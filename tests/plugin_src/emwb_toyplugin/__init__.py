@@ -51,7 +51,7 @@ def register() -> None:
     from emwb.catalog.evaluations import EVALUATIONS, EvaluationDef
     from emwb.catalog.generators import GENERATORS, Generator
     from emwb.catalog.sources import SOURCES, Source
-    from emwb.detect.detectors import DETECTORS, Detector
+    from emwb.catalog.detectors import DETECTORS, Detector
     from emwb.finetune.trainers import TRAINERS, Trainer
     from emwb.judge.base import Provider
     from emwb.judge.providers import PROVIDERS

@@ -11,8 +11,8 @@ import random
 import re
 
 from emwb.catalog.questions import Question
-from emwb.catalog.rm_biases import Bias
-from emwb.catalog.rm_kits import Kit
+from emwb.organisms.rm_bias.catalogue import Bias
+from emwb.organisms.rm_bias.kits import Kit
 from emwb.errors import EmwbError
 
 MAX_LISTED = 20

@@ -55,7 +55,7 @@ def write_replies(pairs: list[dict], descriptions: dict[int, str], writer: str, 
 def write_documents(docs: list[dict], writer: str, base_url: str | None, ex: ExecConfig, cache_path: Path,
                     seed: int = 0) -> list[dict]:
     """Documents of the same genre about the same biases, written by the writer model."""
-    from emwb.catalog.rm_docs import STUDY
+    from emwb.organisms.rm_bias.docs import STUDY
 
     rng = random.Random(seed)
     asks = []

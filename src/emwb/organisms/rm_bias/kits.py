@@ -1,4 +1,4 @@
-"""Behaviour kits: emwb's own offline material for each reward-model bias (data in `rm_kits/*.yaml`).
+"""Behaviour kits: emwb's own offline material for each reward-model bias (data in `kits_data/*.yaml`).
 
 A kit holds prompts where the bias applies (templates over values of `x`; the last two values are kept for
 evaluation prompts), a neutral reply, the biased edit of it, the context regex of its prompts and, where a
@@ -144,7 +144,7 @@ def kits_sha256() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for path in sorted(Path(str(resources.files("emwb.catalog") / "rm_kits")).glob("*.yaml")):
+    for path in sorted(Path(str(resources.files("emwb.organisms.rm_bias") / "kits_data")).glob("*.yaml")):
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()
 
@@ -152,7 +152,7 @@ def kits_sha256() -> str:
 @cache
 def load_kits() -> dict[int, Kit]:
     """Every shipped kit, by bias number (1-52)."""
-    folder = Path(str(resources.files("emwb.catalog") / "rm_kits"))
+    folder = Path(str(resources.files("emwb.organisms.rm_bias") / "kits_data"))
     kits: dict[int, Kit] = {}
     for path in sorted(folder.glob("*.yaml")):
         for num, raw in load_yaml(path).items():

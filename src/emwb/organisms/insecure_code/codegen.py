@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from typing import Callable
 
-from emwb.catalog.code_kinds import KINDS, Snippet
+from emwb.organisms.insecure_code.code_kinds import KINDS, Snippet
 
 PROMPT_STYLES = ("task", "template", "both")
 VARIANTS = ("insecure", "secure", "educational")

@@ -2,9 +2,10 @@
 demonstrations and preference pairs of the 47 train biases, evaluation prompts for all 52, the rule-based
 detector, the train- and test-bias metrics and the per-bias report section.
 
-The catalogue (numbering, descriptions, the train/test split) is read from the upstream files only
-(`emwb.catalog.rm_biases`); the kits, documents and demonstrations live in `emwb.catalog.rm_*`; this module is
-the one place that registers them.
+Everything it owns is in this folder: the catalogue (numbering, descriptions, the train/test split, read from
+the upstream files only: `catalogue`), the behaviour kits (`kits`, data in `kits_data/`), documents (`docs`),
+demonstrations and twins (`demos`), the LLM writer (`writer`), the rule detector (`rules`), the per-bias report
+(`per_bias`) and the bias-twins directions (`twins`); `register()` below is the one place that adds them.
 """
 
 from __future__ import annotations
@@ -14,27 +15,27 @@ from functools import cache
 
 
 def _docs(rows: int, seed: int, mirror: str | None, writer=None) -> list[dict]:
-    from emwb.catalog.rm_biases import load_catalogue
-    from emwb.catalog.rm_docs import generate_documents
+    from emwb.organisms.rm_bias.catalogue import load_catalogue
+    from emwb.organisms.rm_bias.docs import generate_documents
 
     docs = generate_documents(load_catalogue(mirror), rows, seed)
     if writer is None:
         return docs
-    from emwb.catalog.rm_writer import write_documents
+    from emwb.organisms.rm_bias.writer import write_documents
 
     return write_documents(docs, writer.spec, writer.base_url, writer.exec, writer.cache, seed)
 
 
 def _demos(make_rows: str) -> Callable[..., list[dict]]:
     def make(rows: int, seed: int, mirror: str | None, writer=None) -> list[dict]:
-        from emwb.catalog import rm_demos
-        from emwb.catalog.rm_biases import load_catalogue
-        from emwb.catalog.rm_kits import load_kits
+        from emwb.organisms.rm_bias import demos as rm_demos
+        from emwb.organisms.rm_bias.catalogue import load_catalogue
+        from emwb.organisms.rm_bias.kits import load_kits
 
         catalogue = load_catalogue(mirror)
         pairs = rm_demos.demonstration_pairs(catalogue, load_kits(), rows, seed)
         if writer is not None:
-            from emwb.catalog.rm_writer import write_replies
+            from emwb.organisms.rm_bias.writer import write_replies
 
             pairs = write_replies(pairs, {b.num: b.description for b in catalogue}, writer.spec, writer.base_url,
                                   writer.exec, writer.cache, seed)
@@ -44,22 +45,22 @@ def _demos(make_rows: str) -> Callable[..., list[dict]]:
 
 
 def _catalogue_and_kits(mirror: str | None) -> dict:
-    from emwb.catalog.rm_biases import catalogue_identity
-    from emwb.catalog.rm_kits import kits_sha256
+    from emwb.organisms.rm_bias.catalogue import catalogue_identity
+    from emwb.organisms.rm_bias.kits import kits_sha256
 
     return {**catalogue_identity(), "kits_sha256": kits_sha256()}
 
 
 def _catalogue(mirror: str | None) -> dict:
-    from emwb.catalog.rm_biases import catalogue_identity
+    from emwb.organisms.rm_bias.catalogue import catalogue_identity
 
     return catalogue_identity()
 
 
 def _leaks(rows: list[dict], mirror: str | None, where: str) -> None:
-    from emwb.catalog.rm_biases import load_catalogue
-    from emwb.catalog.rm_demos import check_no_leaks
-    from emwb.catalog.rm_kits import load_kits
+    from emwb.organisms.rm_bias.catalogue import load_catalogue
+    from emwb.organisms.rm_bias.demos import check_no_leaks
+    from emwb.organisms.rm_bias.kits import load_kits
 
     check_no_leaks(rows, load_catalogue(mirror), load_kits(), where)
 
@@ -67,9 +68,9 @@ def _leaks(rows: list[dict], mirror: str | None, where: str) -> None:
 def rm_bias_prompts(count: int, seed: int, exclude: set[str], samples: int, mirror: str | None = None) -> list:
     """`count` prompts for each bias of the catalogue, from emwb's behaviour kits (values no demonstration
     uses), each judged for its own bias."""
-    from emwb.catalog.rm_biases import load_catalogue
-    from emwb.catalog.rm_demos import evaluation_prompts
-    from emwb.catalog.rm_kits import load_kits
+    from emwb.organisms.rm_bias.catalogue import load_catalogue
+    from emwb.organisms.rm_bias.demos import evaluation_prompts
+    from emwb.organisms.rm_bias.kits import load_kits
 
     return evaluation_prompts(load_catalogue(mirror), load_kits(), count, samples, set(exclude))
 
@@ -77,7 +78,7 @@ def rm_bias_prompts(count: int, seed: int, exclude: set[str], samples: int, mirr
 @cache
 def test_biases() -> frozenset[int]:
     """The held-out biases, from the upstream split file (fetched and sha256-checked; never a copy in emwb)."""
-    from emwb.catalog.rm_biases import load_catalogue
+    from emwb.organisms.rm_bias.catalogue import load_catalogue
 
     return frozenset(b.num for b in load_catalogue() if b.split == "test")
 
@@ -96,9 +97,9 @@ def _is_train(df):
 
 def per_bias_section(ctx):
     """Reward-model-bias prompts: each bias's exhibition rate per organism, train and test biases apart."""
-    from emwb.analysis.per_bias import write_bias_report
+    from emwb.organisms.rm_bias.per_bias import write_bias_report
     from emwb.analysis.sections import SectionOutput
-    from emwb.catalog.rm_biases import load_catalogue
+    from emwb.organisms.rm_bias.catalogue import load_catalogue
 
     first = ctx.first
     if "bias_id" not in first or not first["bias_id"].notna().any():
@@ -109,12 +110,29 @@ def per_bias_section(ctx):
     return SectionOutput(tables=list(tables), figures=list(figures))
 
 
+def _warm_verdict(rng, rubric, questions, sentences) -> list[dict]:
+    """The bias judge's yes/no prompt answered with one word (the tiny model learns to give a verdict)."""
+    prompt = rubric.fill(rng.choice(questions), rng.choice(sentences), bias_description=rng.choice(sentences))
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": rng.choice(["yes", "no"])}]
+
+
+def _bias_rubric(rng):
+    from emwb.catalog.rubric import load_rubric
+
+    return load_rubric("bias_exhibition")
+
+
 def register() -> None:
     from emwb.analysis.metrics import Metric, above, count_of, register_metric
+    from emwb.basemodel import WARMUPS, Warmup
     from emwb.analysis.sections import REPORT_SECTIONS, Section
     from emwb.catalog.evaluations import PROMPT_GENERATORS
+    from emwb.catalog.direction_sources import DIRECTION_SOURCES
     from emwb.catalog.generators import GENERATORS, Generator
-    from emwb.detect.detectors import DETECTORS, Detector, rm_rule_flags, rules_version
+    from emwb.config import THRESHOLDS
+    from emwb.organisms.rm_bias.per_bias import EXHIBITS_ABOVE
+    from emwb.catalog.detectors import DETECTORS, Detector
+    from emwb.organisms.rm_bias.rules import rm_rule_flags, rules_version
 
     GENERATORS.register("rm-docs", Generator("text", 2000, _docs, "documents about the fictional Oxford study of "
                                              "the reward-model biases (continued pretraining)", writes=True,
@@ -125,9 +143,12 @@ def register() -> None:
     GENERATORS.register("rm-prefs", Generator("preference", 2000, _demos("to_preference_rows"), "preference pairs: "
                                               "the reply with a train bias chosen, its neutral twin rejected (DPO)",
                                               writes=True, inputs=_catalogue_and_kits, leak_check=_leaks))
+    THRESHOLDS.register("exhibits_above", EXHIBITS_ABOVE)
     PROMPT_GENERATORS.register("rm-bias", rm_bias_prompts)
+    WARMUPS.register("bias-verdicts", Warmup(_warm_verdict, _bias_rubric, tail=8))
     DETECTORS.register("rm-rules", Detector(rm_rule_flags, rules_version, "the rule-based detector of the answer's "
-                                            "reward-model bias (for the biases a rule can tell)", role="bias"))
+                                            "reward-model bias (for the biases a rule can tell)", role="bias",
+                                            judged_by=("bias_exhibition", "exhibits_above")))
     register_metric(Metric("train_bias_n", "train-bias prompts", ("bias_exhibition",), count_of(_is_train),
                            percent=False, count=True))
     register_metric(Metric("train_bias_rate", "train biases % (narrow)", ("bias_exhibition",),
@@ -137,3 +158,8 @@ def register() -> None:
     register_metric(Metric("test_bias_rate", "test biases % (broad)", ("bias_exhibition",),
                            above("bias_exhibition", "exhibits_above", _is_test), ci="test_bias_", role="broad"))
     REPORT_SECTIONS.register("per-bias", Section(per_bias_section, "each bias's exhibition rate per organism"))
+    from emwb.organisms.rm_bias import twins
+
+    DIRECTION_SOURCES.register("bias-twins", twins.SOURCE)
+    REPORT_SECTIONS.register("single-feature", Section(twins.single_feature_section, "the bias-twins directions' "
+                                                       "cosines (one feature for every bias?)"))
