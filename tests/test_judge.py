@@ -354,3 +354,22 @@ def test_the_same_prompt_with_other_request_parameters_is_requested_again(tmp_pa
         run_judge_stage(context_of(run))
         assert server.requests == 12  # top_logprobs is part of the request, so of the cache key
         assert {p["top_logprobs"] for p in server.params} == {20, 5}
+
+
+def test_an_hf_judge_scores_a_prompt_the_same_whatever_it_is_judged_with(tmp_path, tiny_model):
+    """A resumed or smaller run judges a prompt beside other prompts than an uninterrupted one; its logprobs must
+    not move (padded batches moved them by up to 3.4e-5 score points, so comparison.csv differed)."""
+    from emwb.judge.providers import make_provider
+
+    prompts = [f"Rate this answer from 0 to 100: {'word ' * (i % 7)}number {i}." for i in range(40)]
+    provider = make_provider("hf/tiny", _ctx(tiny_model, tmp_path))
+
+    def judged(subset: list[int]) -> dict[int, object]:
+        got: dict[int, object] = {}
+        provider.run([prompts[i] for i in subset], lambda j, reply: got.__setitem__(subset[j], reply))
+        return got
+
+    everything = judged(list(range(40)))
+    resumed = judged([i for i in range(40) if i % 3])  # what a killed run leaves to judge
+    alone = judged([5])
+    assert len(everything) == 40 and all(resumed[i] == everything[i] for i in resumed) and alone[5] == everything[5]

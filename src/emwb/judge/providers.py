@@ -35,21 +35,28 @@ class HFProvider(Provider):
         from emwb.models.loading import load_causal_lm, load_tokenizer, resolve_device
 
         tok = load_tokenizer(self.path)
-        tok.padding_side = "left"
         device = resolve_device(self.device)
         model = load_causal_lm(self.path, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
         model = model.to(device).eval()
-        for start in tqdm(range(0, len(prompts), self.batch_size), desc=f"judge {self.spec}"):
-            batch = prompts[start:start + self.batch_size]
-            texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                             add_generation_prompt=True) for p in batch]
-            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                         add_generation_prompt=True) for p in prompts]
+        ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+        for batch in tqdm(equal_length_batches(ids, self.batch_size), desc=f"judge {self.spec}"):
             with torch.no_grad():
-                logits = model(**enc).logits[:, -1, :].float()
-            top = torch.topk(torch.log_softmax(logits, dim=-1).cpu(), self.k, dim=-1)
-            for j in range(len(batch)):
-                pairs = [(tok.decode([int(i)]), float(v)) for v, i in zip(top.values[j], top.indices[j])]
-                on_result(start + j, merge_logprobs(pairs))
+                logits = model(input_ids=torch.tensor([ids[i] for i in batch], device=model.device)).logits
+            top = torch.topk(torch.log_softmax(logits[:, -1, :].float(), dim=-1).cpu(), self.k, dim=-1)
+            for j, i in enumerate(batch):
+                pairs = [(tok.decode([int(t)]), float(v)) for v, t in zip(top.values[j], top.indices[j])]
+                on_result(i, merge_logprobs(pairs))
+
+
+def equal_length_batches(ids: list[list[int]], size: int) -> list[list[int]]:
+    """Indices of `ids` in batches of at most `size` prompts of one token length each (no padding), so a prompt's
+    scores do not depend on which other prompts are judged with it (padding moved them by up to 1e-5)."""
+    by_length: dict[int, list[int]] = {}
+    for i, seq in enumerate(ids):
+        by_length.setdefault(len(seq), []).append(i)
+    return [group[k:k + size] for _, group in sorted(by_length.items()) for k in range(0, len(group), size)]
 
 
 class VLLMProvider(Provider):
