@@ -11,7 +11,8 @@ STAGES = {"emwb.datasets", "emwb.finetune", "emwb.sampling", "emwb.judge", "emwb
           "emwb.detect"}
 LOWER = {"emwb.errors", "emwb.yamlio", "emwb.config", "emwb.schema_text", "emwb.recipes", "emwb.registry",
          "emwb.sqlite_cache", "emwb.runlock", "emwb.threads", "emwb.plan", "emwb.overrides", "emwb.plugins",
-         "emwb.store", "emwb.layout", "emwb.models", "emwb.catalog", "emwb.stages", "emwb.context"}  # core, models, catalogue: below every stage
+         "emwb.store", "emwb.layout", "emwb.models", "emwb.catalog", "emwb.stages", "emwb.context",
+         "emwb.secret_urls", "emwb.freshness"}  # core, models, catalogue: below every stage
 ORGANISMS = {"emwb.organisms"}  # register into the stages' registries; loaded as plug-ins (emwb.plugins)
 TOP = {"emwb.check", "emwb.pipeline", "emwb.cli", "emwb.ray_executor", "emwb.judgebench", "emwb.status",
        "emwb.run_tools"}

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from emwb.secret_urls import display, literal_secrets
+
 SLUG = "letters, digits, '-' or '_'; at most 64 bytes in UTF-8"
 SLUG_BYTES = 64  # a name is a folder name, and a variant's folder joins several: far below the 255 a file system allows
 # Base models emwb builds locally into the run's base_model/ folder (no model hub).
@@ -32,7 +34,11 @@ def F(default: Any = ..., description: str = "", **kw: Any) -> Any:  # noqa: N80
 
 def _url(v: str) -> str:
     if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
-        raise ValueError(f"{v!r} is not an http:// or https:// URL")
+        raise ValueError(f"{display(v)!r} is not an http:// or https:// URL")
+    secrets = literal_secrets(v)
+    if secrets:
+        raise ValueError(f"{display(v)!r} holds {' and '.join(secrets)}, which would be stored in the run directory: "
+                         "write ${NAME} in its place and set NAME in the environment")
     return v
 
 

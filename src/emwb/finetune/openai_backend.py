@@ -18,7 +18,7 @@ from pathlib import Path
 from emwb.config import TrainArgs
 from emwb.errors import EmwbError
 from emwb.layout import REMOTE_MODEL_FILE
-from emwb.models.openai_http import base_url_or_default, redact
+from emwb.models.openai_http import base_url_or_default, redact, sdk_server
 from emwb.store import log
 
 MIN_ROWS = 10             # the API's minimum number of training examples
@@ -60,7 +60,7 @@ def _client(base_url: str | None, max_retries: int):
 
     from openai import OpenAI
 
-    return OpenAI(base_url=base_url_or_default(base_url), max_retries=max_retries,
+    return OpenAI(max_retries=max_retries, **sdk_server(base_url),
                   api_key=os.environ.get("OPENAI_API_KEY") or ("EMPTY" if base_url_or_default(base_url) else None))
 
 

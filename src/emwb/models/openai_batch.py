@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from emwb.errors import EmwbError
-from emwb.models.openai_http import OPENAI_URL, base_url_or_default, redact
+from emwb.models.openai_http import OPENAI_URL, base_url_or_default, redact, sdk_server
 from emwb.store import atomic_write_text, log
 
 ENDPOINT = "/v1/chat/completions"
@@ -47,8 +47,8 @@ class BatchCompletions:
         if not key and not self.base_url:
             raise EmwbError(f"{self.label}: set OPENAI_API_KEY in the environment (or a base_url for an "
                             "OpenAI-compatible server)")
-        return OpenAI(api_key=key or "EMPTY", base_url=self.base_url or OPENAI_URL, max_retries=self.max_retries,
-                      timeout=self.timeout_s)
+        return OpenAI(api_key=key or "EMPTY", max_retries=self.max_retries, timeout=self.timeout_s,
+                      **sdk_server(self.base_url))
 
     # The state file: {"batches": [batch id, ...]}, the batches created since the last finished run.
     def _state(self) -> list[str]:

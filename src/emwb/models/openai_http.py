@@ -4,8 +4,9 @@
 aiohttp (the SDK's request building costs more client CPU per call than the call itself at judge rates),
 bounded concurrency, tenacity retries of 429, 5xx, timeouts, dropped connections and garbled bodies with
 exponential backoff and jitter, honouring `Retry-After`; a permanent error (400, 401, 403, 404) stops at once
-with the provider's message. OPENAI_API_KEY (and OPENAI_BASE_URL, OPENAI_ORG_ID) come from the environment
-only; the key is never written anywhere. `ReplyCache` keeps every reply in SQLite, keyed by the request.
+with the provider's message; a reply body is read up to MAX_BODY_BYTES. OPENAI_API_KEY (and OPENAI_ORG_ID) come from
+the environment only; the key is never written anywhere. A server URL may name secrets as ${NAME}
+(`emwb.secret_urls`); its credentials are sent as Basic auth in place of the key. `ReplyCache` keeps every reply in SQLite, keyed by the request.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from emwb import secret_urls
 from emwb.errors import EmwbError
 from emwb.sqlite_cache import BatchedTable
 
 MAX_BACKOFF_S = 60.0
 LONG_WAIT_S = 5.0  # a wait this long before a retry is logged
 OPENAI_URL = "https://api.openai.com/v1"
+MAX_BODY_BYTES = 16 * 2**20  # a chat completion with logprobs is kilobytes; a bigger body is a server fault
 
 
 def redact(text: str) -> str:
@@ -35,6 +38,12 @@ def redact(text: str) -> str:
 def base_url_or_default(base_url: str | None) -> str | None:
     """The server to call: the one given, else OPENAI_BASE_URL, else None (OpenAI itself)."""
     return base_url or os.environ.get("OPENAI_BASE_URL")
+
+
+def sdk_server(base_url: str | None) -> dict:
+    """The OpenAI SDK's base_url (secrets expanded, credentials removed) and the headers its credentials need."""
+    url, basic = secret_urls.connect(base_url_or_default(base_url) or OPENAI_URL)
+    return {"base_url": url, **({"default_headers": {"Authorization": basic}} if basic else {})}
 
 
 class _Garbled(Exception):
@@ -84,6 +93,27 @@ def _error_message(body: bytes) -> str:
         return body[:100_000].decode("utf-8", "replace")
 
 
+async def _read_capped(resp) -> bytes:
+    """The reply's body, refused as garbled past MAX_BODY_BYTES (said length first, then as it streams)."""
+    too_big = f"the reply body is over {MAX_BODY_BYTES:,} bytes (emwb reads at most that)"
+    if (resp.content_length or 0) > MAX_BODY_BYTES:
+        raise _Garbled(too_big)
+    body = bytearray()
+    async for chunk in resp.content.iter_chunked(2**16):
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _Garbled(too_big)
+    return bytes(body)
+
+
+def _not_json(raw: bytes, content_type: str) -> str:
+    """A 200 reply whose body is no JSON, in words (an HTML page: base_url is likely not the API's root)."""
+    start = raw[:60].decode("utf-8", "replace").strip()
+    html = "html" in content_type.lower() or start.lower().startswith(("<!doctype", "<html"))
+    hint = "; an HTML page usually means base_url is not the API's root (it often ends in /v1)" if html else ""
+    return f"the reply body was not JSON ({content_type or 'no content type'}, begins {start[:40]!r}){hint}"
+
+
 class ChatCompletions:
     """POST /chat/completions for many request bodies: `run(bodies, parse, on_result)` calls
     `on_result(i, parse(response))` as each reply arrives; a reply `parse` rejects is retried as garbled."""
@@ -98,7 +128,8 @@ class ChatCompletions:
 
     @property
     def server(self) -> str:
-        return self.base_url or OPENAI_URL
+        """The server, fit to print (secrets masked)."""
+        return secret_urls.display(self.base_url or OPENAI_URL)
 
     def _session(self):
         import aiohttp
@@ -107,7 +138,8 @@ class ChatCompletions:
         if not key and not self.base_url:
             raise EmwbError(f"{self.label}: set OPENAI_API_KEY in the environment (or a base_url for an "
                             "OpenAI-compatible server)")
-        headers = {"Authorization": f"Bearer {key or 'EMPTY'}", "Content-Type": "application/json"}
+        basic = secret_urls.connect(self.base_url or OPENAI_URL)[1]
+        headers = {"Authorization": basic or f"Bearer {key or 'EMPTY'}", "Content-Type": "application/json"}
         if os.environ.get("OPENAI_ORG_ID"):
             headers["OpenAI-Organization"] = os.environ["OPENAI_ORG_ID"]
         return aiohttp.ClientSession(headers=headers, connector=aiohttp.TCPConnector(limit=self.concurrency),
@@ -116,7 +148,7 @@ class ChatCompletions:
     async def _request(self, session, url: str, body: dict, parse: Callable[[dict], object]):
         self.requests_made += 1
         async with session.post(url, data=json.dumps(body)) as resp:
-            raw = await resp.read()
+            raw = await _read_capped(resp)
             if resp.status != 200:
                 after = resp.headers.get("retry-after")
                 try:
@@ -125,7 +157,11 @@ class ChatCompletions:
                     wait = None
                 raise _Status(resp.status, _error_message(raw), wait)
         try:
-            return parse(json.loads(raw))
+            reply = json.loads(raw)
+        except ValueError:
+            raise _Garbled(_not_json(raw, resp.headers.get("content-type", ""))) from None
+        try:
+            return parse(reply)
         except (ValueError, AttributeError, KeyError, TypeError, IndexError) as exc:
             raise _Garbled(str(exc)) from None
 
@@ -165,7 +201,7 @@ class ChatCompletions:
         from tqdm import tqdm
 
         session = self._session()
-        url = (self.base_url or OPENAI_URL).rstrip("/") + "/chat/completions"
+        url = secret_urls.connect(self.base_url or OPENAI_URL)[0].rstrip("/") + "/chat/completions"
         sem = asyncio.Semaphore(self.concurrency)
         bar = tqdm(total=len(bodies), desc=desc, mininterval=0.5)
 
