@@ -373,3 +373,25 @@ def test_an_hf_judge_scores_a_prompt_the_same_whatever_it_is_judged_with(tmp_pat
     resumed = judged([i for i in range(40) if i % 3])  # what a killed run leaves to judge
     alone = judged([5])
     assert len(everything) == 40 and all(resumed[i] == everything[i] for i in resumed) and alone[5] == everything[5]
+
+
+def test_judge_agreement_is_per_evaluation_and_prints_no_negative_zero():
+    """Two evaluations' answers were pooled into one row (one evaluation's perfect agreement hid the other's
+    none); a kappa of exactly zero printed as -0.0."""
+    import pandas as pd
+
+    from emwb.analysis.agreement import judge_agreement
+    from emwb.analysis.tables import markdown
+
+    rows = []
+    for ev, b_scores in (("free-form", [10, 90, 10, 90]), ("other", [10, 10, 90, 90])):
+        for i, (a, b) in enumerate(zip([10, 90, 10, 90], b_scores)):
+            rows += [{"answer_id": f"{ev}/{i}", "evaluation": ev, "judge": j, "alignment": s, "coherence": 90.0}
+                     for j, s in (("a", float(a)), ("b", float(b)))]
+    got = judge_agreement(pd.DataFrame(rows)).set_index("evaluation")
+    assert list(got.index) == ["free-form", "other"] and list(got["answers"]) == [4, 4]
+    assert got.loc["free-form", "label_kappa"] == 1.0 and got.loc["other", "label_kappa"] == 0.0
+    assert "-0.0" not in markdown(got.assign(label_kappa=-1e-17).reset_index())
+    from emwb.analysis.tables import ci_text
+
+    assert ci_text(-1e-9, 0.04) == "[0.0, 0.0]"

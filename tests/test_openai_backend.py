@@ -64,6 +64,12 @@ def test_openai_job_is_created_once_polled_sampled_judged_and_reused(server, tmp
     n_chat = len(server.chat)
     replicate(cfg, tmp_path / "runs")
     assert len(server.jobs) == 1 and len(server.files) == 1 and len(server.chat) == n_chat
+    from emwb.cli import main
+
+    capsys.readouterr()
+    assert main(["status", str(run.dir), "--json"]) == 0  # what replicate skipped, status calls current
+    states = {(r["stage"], r["variant"]): r["state"] for r in json.loads(capsys.readouterr().out)["artifacts"]}
+    assert states[("sample", "base")] == "current" and "stale" not in states.values(), states
     # a fresh run directory: the job is found by the hash of its inputs (zero new jobs); samples are re-requested
     shutil.rmtree(run.dir)
     replicate(cfg, tmp_path / "runs")

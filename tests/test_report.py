@@ -477,3 +477,76 @@ def test_a_per_question_row_links_to_its_answers(page):
     page.wait_for("document.getElementById('ab-status').textContent.includes('of 60 answers')")
     rows = _shown(page)
     assert rows and {r["variant"] for r in rows} == {"insecure-s0"} and {r["cells"][1] for r in rows} == {"q2"}
+
+
+def test_the_browser_index_writes_an_unscored_answer_as_null_not_nan(tmp_path):
+    """NaN in index.js is JavaScript's NaN: the browser called such an answer incoherent, never unscored."""
+    import json
+
+    from emwb.analysis.browser import write_browser
+
+    rows = make_answers(3)
+    df = pd.DataFrame([{**r, "judge": "openai/judge-a", "alignment": s, "coherence": s}
+                       for r, s in zip(rows, [80.0, float("nan"), 10.0])])
+    write_browser(tmp_path, df, ["openai/judge-a"], ["alignment", "coherence"], [], {})
+    text = (tmp_path / "browser" / "index.js").read_text()
+    assert "NaN" not in text
+    index = json.loads(text.removeprefix("emwbIndex(").removesuffix(");\n"))
+    at = len(index["columns"])
+    assert [r[at:at + 2] for r in index["rows"]] == [[80.0, 80.0], [None, None], [10.0, 10.0]]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs it)")
+def test_a_link_value_holding_an_encoded_equals_sign_is_read_whole(page):
+    """The hash is split into its parts before each is decoded: `q=a%3Db` searches for "a=b" (decoding first made
+    it `q=a=b`, ignored, and every answer was shown)."""
+    page.js("location.hash = '#answers?variant=insecure-s0&q=' + encodeURIComponent('Answer text 1=')")
+    page.wait_for("document.getElementById('ab-search').value === 'Answer text 1='")
+    assert page.js("document.getElementById('ab-variant').value") == "insecure-s0"
+    page.js("location.hash = '#answers?q=' + encodeURIComponent('text 1') + '&verdict=%E0%A4%A'")  # bad escape
+    page.wait_for("document.getElementById('ab-search').value === 'text 1'")
+    assert page.errors == []
+
+
+def test_compare_and_status_read_a_run_as_its_stages_do(tmp_path, capsys):
+    """A report cut short, overwritten with binary, or made from judgments that were redone since is refused by
+    compare in one line (it dropped the cut rows and exited 0, or gave a pandas traceback, or used the stale
+    report); status calls an artifact whose files no longer match its manifest damaged, not current."""
+    import json
+
+    from emwb.cli import main
+
+    with LoopbackJudge() as server:
+        run = make_run(tmp_path, 30, ["openai/judge-a"], server.base_url, name="one")
+        run_judge_stage(context_of(run))
+        run_report_stage(context_of(run))
+        table = run.path("report", "comparison.csv")
+        whole = table.read_bytes()
+
+        def refused() -> str:
+            assert main(["compare", str(run.dir), "--out", str(tmp_path / "cmp")]) == 2
+            return capsys.readouterr().err
+
+        table.write_bytes(whole[: len(whole) // 2])
+        assert f"comparison.csv has {len(whole) // 2} bytes, not the {len(whole)}" in refused()
+        table.write_bytes(b"\x00\xff" * (len(whole) // 2))
+        assert "comparison.csv changed since it was written" in refused()
+        table.write_bytes(whole)
+        assert main(["compare", str(run.dir), "--out", str(tmp_path / "cmp")]) == 0
+        capsys.readouterr()
+        write_answers(run, make_answers(30), tag="again")  # new answers: the judgments are redone
+        run_judge_stage(context_of(run))
+        assert "it is stale (its input" in refused()
+
+        run_judge_stage(context_of(run, judges=["openai/judge-b"]))  # as `emwb judge RUN --judge openai/judge-b`
+    capsys.readouterr()
+    assert main(["status", str(run.dir), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["artifacts"]
+    assert {r["state"] for r in rows if r["judge"] == "openai/judge-b"} == {"current"}  # listed beside judge-a
+    judged = run.path("judgments", "openai__judge-a", "insecure-s0", "judgments.jsonl")
+    judged.write_bytes(judged.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["status", str(run.dir), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["artifacts"]
+    state = {(r["judge"], r["variant"]): r for r in rows if r["stage"] == "judge"}[("openai/judge-a", "insecure-s0")]
+    assert state["state"] == "damaged" and "judgments.jsonl has 100 bytes" in state["detail"]

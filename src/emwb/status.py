@@ -5,22 +5,22 @@ finished artifact took. Reads only: never writes, never takes the run's lock.
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
 from emwb.context import StageContext
+from emwb.freshness import changed_inputs, current_keys
 from emwb.runlock import pid_alive, read_holder
 from emwb.stages import table
-from emwb.store import Run, read_manifest
+from emwb.store import Run, damage, read_manifest
 
 
 @dataclass
 class Row:
     stage: str
     variant: str
-    state: str            # current, stale, in progress, missing
+    state: str            # current, stale, damaged (files differ from its manifest), in progress, missing
     detail: str = ""
     seconds: float | None = None  # finished - started, as the manifest recorded them
     judge: str = ""
@@ -33,32 +33,14 @@ def _seconds(m: dict) -> float | None:
         return None
 
 
-def _current_keys(run: Run) -> dict[str, str]:
-    """key -> what it is, for every finished artifact of the run."""
-    out = {}
-    for path in run.dir.rglob("manifest.json"):
-        if ".partial" in path.parts:
-            continue
-        m = read_manifest(path.parent)
-        if m and m.get("key"):
-            out[m["key"]] = str(path.parent.relative_to(run.dir))
-    return out
-
-
-def _current(key: str, keys: dict[str, str]) -> bool:
-    """An input key is current when it is a finished artifact's key, or (a composite such as an edited variant's
-    `<adapter key>+<edit>@<direction key>` or a checkpoint's `<key>@<step>`) every artifact key in it is."""
-    if key in keys:
-        return True
-    found = re.findall(r"[0-9a-f]{64}", key)
-    return bool(found) and all(k in keys for k in found)
-
-
 def _finished(stage: str, variant: str, folder: Path, keys: dict[str, str], judge: str = "") -> Row | None:
     m = read_manifest(folder)
     if m is None:
         return None
-    changed = [name for name, k in (m.get("inputs") or {}).items() if k and not _current(k, keys)]
+    why = damage(folder, m)
+    if why:
+        return Row(stage, variant, "damaged", f"{why}; replicate rebuilds it", _seconds(m), judge)
+    changed = changed_inputs(m, keys)
     if changed:
         return Row(stage, variant, "stale", f"input {', '.join(changed)} changed since it was made", _seconds(m),
                    judge)
@@ -67,7 +49,7 @@ def _finished(stage: str, variant: str, folder: Path, keys: dict[str, str], judg
 
 def run_status(ctx: StageContext) -> list[Row]:
     """A row per artifact of every stage of the table, in table order."""
-    keys = _current_keys(ctx.run)
+    keys = current_keys(ctx.run)
     rows: list[Row] = []
     for stage in table():
         for p in stage.artifacts(ctx):
@@ -95,7 +77,7 @@ def status_text(run: Run, rows: list[Row]) -> str:
         took = f" ({r.seconds:.0f} s)" if r.seconds is not None and r.state in ("current", "stale") else ""
         what = " ".join(x for x in (r.stage, r.judge, r.variant) if x)
         lines.append(f"  {what:<{width}}  {r.state:<11}  {r.detail}{took}")
-    counts = {s: sum(r.state == s for r in rows) for s in ("current", "stale", "in progress", "missing")}
+    counts = {s: sum(r.state == s for r in rows) for s in ("current", "stale", "damaged", "in progress", "missing")}
     lines.append("  " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     return "\n".join(lines)
 

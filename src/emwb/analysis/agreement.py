@@ -55,8 +55,19 @@ def judge_agreement(df: pd.DataFrame, alignment_threshold: float = DEFAULT.align
     Cohen's kappa) on the misaligned label.
 
     `df` has one row per (answer_id, judge) with `alignment` and `coherence`. The label (as in
-    `metrics.indicators`) is compared on answers both judges scored.
+    `metrics.indicators`) is compared on answers both judges scored; with an `evaluation` column, one set of rows
+    per evaluation (its first column), never pooled across evaluations.
     """
+    if "evaluation" in df:
+        frames = [_pairs(sub, alignment_threshold, coherence_threshold, inclusive).assign(evaluation=ev)
+                  for ev, sub in df.groupby("evaluation", sort=False)]
+        out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return out[["evaluation", *(c for c in out if c != "evaluation")]] if len(out) else out
+    return _pairs(df, alignment_threshold, coherence_threshold, inclusive)
+
+
+def _pairs(df: pd.DataFrame, alignment_threshold: float, coherence_threshold: float, inclusive: bool) -> pd.DataFrame:
+    """judge_agreement's rows for one pool of answers."""
     rows = []
     judges = list(dict.fromkeys(df["judge"]))
     labelled = {j: _labelled(df[df["judge"] == j], alignment_threshold, coherence_threshold, inclusive)

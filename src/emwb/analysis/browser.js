@@ -242,13 +242,18 @@ function emwbStart() {
     st.b = st.b || variants[1] || variants[0] || "";
   }
   function fromHash() {
-    var h = decodeURIComponent(location.hash || "");
+    var h = location.hash || "";
     if (h.indexOf("#answers") !== 0) { return false; }
-    var args = h.split("?")[1] || "";
+    var at = h.indexOf("?");
     ["variant", "group", "evaluation", "question", "verdict", "q"].forEach(function (k) { st[k] = ""; });
-    args.split("&").forEach(function (kv) {
-      var p = kv.split("=");
-      if (p[0] && p.length === 2 && Object.prototype.hasOwnProperty.call(st, p[0])) { st[p[0]] = p[1]; }
+    // split first, then decode each part: a value may hold an encoded "=", "&" or "?"
+    (at < 0 ? "" : h.slice(at + 1)).split("&").forEach(function (kv) {
+      var eq = kv.indexOf("=");
+      if (eq < 1) { return; }
+      try {
+        var k = decodeURIComponent(kv.slice(0, eq)), v = decodeURIComponent(kv.slice(eq + 1));
+      } catch (e) { return; }  // a malformed %-escape: that part is ignored
+      if (Object.prototype.hasOwnProperty.call(st, k)) { st[k] = v; }
     });
     st.compare = false;
     st.page = 0;

@@ -50,8 +50,9 @@ def write_browser(out: Path, df: pd.DataFrame, judges: list[str], rubrics: list[
         sub = df[df["judge"] == j].set_index("answer_id")
         for r in rubrics:
             if r in sub and sub[r].notna().any():
-                wide[f"{r} ({j})"] = sub[r].reindex(answers["answer_id"]).map(_num).tolist()
-    flags = {d: answers[d].map(_num).tolist() for d in detectors if d in answers and answers[d].notna().any()}
+                wide[f"{r} ({j})"] = [_num(v) for v in sub[r].reindex(answers["answer_id"])]
+    # element by element: Series.map(_num) turned each None back into NaN (written as NaN: read as incoherent)
+    flags = {d: [_num(v) for v in answers[d]] for d in detectors if d in answers and answers[d].notna().any()}
     rows = []
     for i, a in enumerate(answers.itertuples(index=False)):
         rec = [getattr(a, c, None) for c in COLUMNS]

@@ -16,7 +16,8 @@ from emwb.analysis.html import esc, table_html
 from emwb.analysis.metrics import METRICS
 from emwb.analysis.tables import as_counts, ci_text, latex, markdown
 from emwb.errors import EmwbError
-from emwb.store import Run, read_manifest
+from emwb.freshness import changed_inputs, current_keys
+from emwb.store import Run, damage, read_manifest
 
 SETTINGS = ("convention", "alignment_threshold", "coherence_threshold")
 SHOWN = ("misaligned_rate", "em_share", "em_share_scored", "coherent_share", "n")  # then every narrow metric
@@ -41,8 +42,17 @@ def _load(target: str, runs_root: str) -> tuple[str, pd.DataFrame, dict]:
     manifest = read_manifest(report)
     if manifest is None or not (report / "comparison.csv").is_file():
         raise EmwbError(f"{run.dir}: no finished report; run `emwb report {run.dir}` first")
+    # read as a stage reads its inputs: whole, and made from the run's current artifacts
+    why = damage(report, manifest) or (f"it is stale (its input {', '.join(changed)} changed since it was made)"
+                                       if (changed := changed_inputs(manifest, current_keys(run))) else None)
+    if why:
+        raise EmwbError(f"{report}: {why}; run `emwb report {run.dir}` again")
     analysis = manifest["config"]["analysis"]
-    return run.exp.name, pd.read_csv(report / "comparison.csv"), {k: analysis.get(k) for k in SETTINGS}
+    try:
+        return run.exp.name, pd.read_csv(report / "comparison.csv"), {k: analysis.get(k) for k in SETTINGS}
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise EmwbError(f"{report / 'comparison.csv'}: not a readable table ({exc}); run `emwb report {run.dir}` "
+                        "again") from None
 
 
 def compare_frame(targets: list[str], runs_root: str = "runs") -> tuple[pd.DataFrame, list[str], list]:

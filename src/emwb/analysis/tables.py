@@ -55,8 +55,14 @@ def fmt_cell(v) -> str:
     if isinstance(v, (bool,)):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return "n/a" if math.isnan(v) else f"{v:.1f}"
+        return "n/a" if math.isnan(v) else _one(v)
     return str(v)
+
+
+def _one(v: float) -> str:
+    """`v` to one decimal; a value that rounds to zero is 0.0, never -0.0 (a kappa of -1e-17 printed so)."""
+    text = f"{v:.1f}"
+    return "0.0" if text == "-0.0" else text
 
 
 def _flag(v) -> str:
@@ -65,7 +71,7 @@ def _flag(v) -> str:
 
 def ci_text(lo: float, hi: float) -> str:
     """A 95% CI as the tables print it: `[lo, hi]` to one decimal, `n/a` when either end is missing."""
-    return "n/a" if lo is None or hi is None or pd.isna(lo) or pd.isna(hi) else f"[{lo:.1f}, {hi:.1f}]"
+    return "n/a" if lo is None or hi is None or pd.isna(lo) or pd.isna(hi) else f"[{_one(lo)}, {_one(hi)}]"
 
 
 def display_frame(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.DataFrame:

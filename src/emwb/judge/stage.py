@@ -238,5 +238,6 @@ def produced(ctx: StageContext) -> list[Produced]:
                 cached = dict(c.execute("SELECT provider, COUNT(*) FROM judgments GROUP BY provider").fetchall())
         except sqlite3.Error:
             pass
+    judges = [*ctx.plan.judges, *(j for j in cached if j not in ctx.plan.judges)]  # and those of `emwb judge --judge`
     return [Produced(v.id, judgments_dir(ctx.run, j, v.id), f"{n} judgments of {j} cached" if (n := cached.get(j, 0))
-                     else "", j) for j in ctx.plan.judges for v in ctx.plan.variants]
+                     else "", j) for j in judges for v in ctx.plan.variants]
