@@ -137,6 +137,20 @@ def data_file(run: Run, name: str) -> Path:
     return data_dir(run, name) / "rows.jsonl"
 
 
+def phase_of(exp: Experiment, v: Variant):
+    """The training phase whose output the variant is (None for the base model); resolved here only."""
+    if v.organism is None:
+        return None
+    return next(o for o in exp.organisms if o.name == v.organism).phases[v.phase_index]
+
+
+def full_weights(exp: Experiment, v: Variant) -> bool:
+    """Whether the variant is a whole model of its own (method full) rather than the base model's weights with an
+    adapter or none: the one rule for which variants share an engine."""
+    phase = phase_of(exp, v)
+    return phase is not None and exp.phase_args(phase).method == "full"
+
+
 def adapter_dir(run: Run, organism: str, phase_index: int, seed: int) -> Path:
     o = next(x for x in run.exp.organisms if x.name == organism)
     return run.path("adapters", organism, f"s{seed}", f"{phase_index}-{o.phases[phase_index].label}")
@@ -155,14 +169,22 @@ def variant_model_dir(run: Run, v: Variant) -> Path | None:
     return phase if v.step is None else checkpoint_dir(phase, v.step)
 
 
-def local_model_ref(run: Run, v: Variant):
-    """The local model of an unedited variant (base, base + adapter, or a full checkpoint) as a ModelRef."""
+def model_ref(run: Run, v: Variant):
+    """The model an unedited variant is, resolved here only: the base model (a local folder or a named remote
+    model), an OpenAI fine-tuning job's model, a full checkpoint, or the base model with an adapter."""
+    import json
+
     from emwb.models.ref import ModelRef
 
     path = variant_model_dir(run, v)
     if path is None:
-        return ModelRef.of_base(base_model_path(run))
-    if not (path / "adapter_config.json").is_file():
+        remote = remote_base(run.exp)
+        server = run.exp.sampling.base_url or run.exp.train.openai.base_url
+        return ModelRef.of_remote(remote, server) if remote else ModelRef.of_base(base_model_path(run))
+    if (path / REMOTE_MODEL_FILE).is_file():
+        job = json.loads((path / REMOTE_MODEL_FILE).read_text())
+        return ModelRef.of_remote(job["model_id"], run.exp.sampling.base_url or job.get("base_url"))
+    if not (path / "adapter_config.json").is_file():  # method: full wrote a whole checkpoint
         return ModelRef.of_full(path)
     return ModelRef.of_lora(base_model_path(run), path)
 

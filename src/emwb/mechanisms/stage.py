@@ -81,7 +81,7 @@ def run_projections_stage(ctx: StageContext) -> dict[str, str]:
     (mean, bootstrap CI, answers): does the direction appear after the documents, before any demonstration?"""
     import pandas as pd
 
-    from emwb.layout import answers_dir, answers_file, finished_key, local_model_ref, projections_dir
+    from emwb.layout import answers_dir, answers_file, finished_key, model_ref, projections_dir
     from emwb.models.interventions import read_direction
     from emwb.models.loading import load_ref, resolve_device
     from emwb.store import read_jsonl
@@ -103,7 +103,7 @@ def run_projections_stage(ctx: StageContext) -> dict[str, str]:
         rows = []
         for v in plain:
             answers = read_jsonl(answers_file(run, v.id))
-            model, _ = load_ref(local_model_ref(run, v), resolve_device(run.exp.exec.device))
+            model, _ = load_ref(model_ref(run, v), resolve_device(run.exp.exec.device))
             acts = collect_activations(base_model_path(run), [(a["question"], a["answer"]) for a in answers],
                                        d.layers, run.exp.exec.judge_batch_size, max_answer_tokens=d.max_answer_tokens,
                                        model=model, desc=f"projections/{d.name}/{v.id}", pooling=d.pooling)

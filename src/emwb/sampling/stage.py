@@ -25,7 +25,6 @@ from emwb.layout import (
     ANSWERS_FILE,
     ANSWERS_PARQUET,
     DIRECTIONS_FILE,
-    REMOTE_MODEL_FILE,
     Variant,
     adapter_dir,
     answers_dir,
@@ -36,9 +35,11 @@ from emwb.layout import (
     data_file,
     directions_dir,
     finished_key,
+    full_weights,
+    model_ref,
     partial_dir,
+    phase_of,
     remote_base,
-    variant_model_dir,
 )
 from emwb.models.loading import check_adapter
 from emwb.models.ref import ModelRef
@@ -93,21 +94,13 @@ def model_of(run: Run, plan: Plan, v: Variant) -> tuple[ModelRef, str]:
         edit = {"kind": v.edit.kind, "layers": list(v.edit.layers), "alpha": v.edit.alpha, "control": v.edit.control}
         return (dataclasses.replace(ref, edit=json.dumps({**edit, "file": str(folder / DIRECTIONS_FILE)})),
                 f"{key}+{json.dumps(edit, sort_keys=True)}@{dkey}")
-    base = base_model_path(run)
-    path = variant_model_dir(run, v)
-    remote = remote_base(run.exp)
-    if path is None:
-        server = run.exp.sampling.base_url or run.exp.train.openai.base_url
-        return ModelRef.of_remote(remote, server) if remote else ModelRef.of_base(base), base_key(run)
+    if v.organism is None:
+        return model_ref(run, v), base_key(run)
     key = finished_key(adapter_dir(run, v.organism, v.phase_index, v.seed), f"adapter of {v.id}", FINETUNE, run)
-    key += "" if v.step is None else f"@{v.step}"
-    if (path / REMOTE_MODEL_FILE).is_file():  # an OpenAI fine-tuning job's model
-        job = json.loads((path / REMOTE_MODEL_FILE).read_text())
-        return ModelRef.of_remote(job["model_id"], run.exp.sampling.base_url or job.get("base_url")), key
-    if not (path / "adapter_config.json").is_file():  # method: full wrote a whole checkpoint
-        return ModelRef.of_full(path), key
-    check_adapter(path)
-    return ModelRef.of_lora(base, path), key
+    ref = model_ref(run, v)
+    if ref.kind == "lora":
+        check_adapter(Path(ref.path))
+    return ref, key + ("" if v.step is None else f"@{v.step}")
 
 
 def render(run: Run, plan: list[PlanItem]) -> list[tuple[str, tuple[int, ...]]]:
@@ -127,12 +120,9 @@ def lora_shape(run: Run, plan: Plan) -> tuple[int, int] | None:
     trained); None without LoRA variants."""
     ranks = []
     for v in plan.variants:
-        if v.organism is None or remote_base(run.exp):
+        if v.organism is None or remote_base(run.exp) or full_weights(run.exp, v):
             continue
-        phase = next(o for o in run.exp.organisms if o.name == v.organism).phases[v.phase_index]
-        args = run.exp.phase_args(phase)
-        if args.method != "full":
-            ranks.append(args.lora.r)
+        ranks.append(run.exp.phase_args(phase_of(run.exp, v)).lora.r)
     return (max(ranks), len(ranks)) if ranks else None
 
 
@@ -261,9 +251,7 @@ def cells(ctx: StageContext) -> list[tuple[str, list[str]]]:
     alone."""
     shared, alone = [], []
     for v in ctx.plan.variants:
-        o = next((o for o in ctx.exp.organisms if o.name == v.organism), None)
-        full = o is not None and ctx.exp.phase_args(o.phases[v.phase_index]).method == "full"
-        (alone if full else shared).append(v.id)
+        (alone if full_weights(ctx.exp, v) else shared).append(v.id)
     return [("+".join(g), g) for g in [shared, *([v] for v in alone)] if g]
 
 
