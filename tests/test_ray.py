@@ -48,10 +48,11 @@ def _port() -> int:
 
 def _nodes(address: str) -> list[dict]:
     code = ("import json, ray; ray.init(address=%r, logging_level='ERROR'); "
-            "print(json.dumps([{'id': n['NodeID'], 'head': 'node:__internal_head__' in n['Resources']} "
+            "print('NODES', json.dumps([{'id': n['NodeID'], 'head': 'node:__internal_head__' in n['Resources']} "
             "for n in ray.nodes() if n['Alive']]))" % address)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    # Ray may print its own warnings after ours (seen: "raylet has lagging heartbeats"): take the marked line
+    return json.loads(next(x for x in out.stdout.splitlines() if x.startswith("NODES ")).removeprefix("NODES "))
 
 
 def _start_worker(address: str, prefix: list[str] = ()) -> subprocess.Popen:
