@@ -75,3 +75,16 @@ def test_the_check_finds_a_planted_identifier(tmp_path):
     planted.write_text('from emwb.organisms.rm_bias.kits import load_kits\nif d.source == "bias-twins":\n    pass\n')
     uses = _uses(planted)
     assert "bias-twins" in uses and any(u.startswith("emwb.organisms.rm_bias") for u in uses)
+
+
+def test_an_organisms_rubrics_are_files_of_its_own_folder():
+    """A rubric its metrics need is read from src/emwb/organisms/<organism>/rubrics/, registered like any folder."""
+    from emwb.catalog.rubric import rubric_path
+
+    for org, names in _owned().items():
+        rubrics = {n for n in names if rubric_path(n).is_file()}
+        assert rubrics, org  # each built-in organism judges with a rubric of its own
+        for r in rubrics:
+            assert rubric_path(r).parent == SRC / "organisms" / org / "rubrics", r
+    assert not [p.name for p in (SRC / "catalog" / "rubrics").iterdir() if p.stem in ("code_vulnerability",
+                                                                                     "bias_exhibition")]

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from emwb.errors import EmwbError
+from emwb.registry import Registry
 from emwb.yamlio import load_yaml
 
 DELIMITERS = ("<<<QUESTION", "QUESTION>>>", "<<<ANSWER", "ANSWER>>>")
@@ -50,16 +51,23 @@ class Rubric:
                       self.template)
 
 
+# Folders of rubric YAML files by who ships them: emwb's own (alignment, coherence) and each organism's, which
+# registers its folder (`RUBRIC_FOLDERS.register(name, folder)`) as a user's plug-in would.
+RUBRIC_FOLDERS: Registry[Path] = Registry("rubric folder")
+RUBRIC_FOLDERS.register("emwb", Path(str(resources.files("emwb.catalog") / "rubrics")))
+
+
 def rubric_path(name: str) -> Path:
-    """A shipped rubric's file (emwb/catalog/rubrics/NAME.yaml) or the YAML path given."""
+    """A registered rubric's file (NAME.yaml in a registered folder) or the YAML path given."""
     p = Path(name)
-    if p.suffix not in (".yaml", ".yml"):
-        p = Path(str(resources.files("emwb.catalog") / "rubrics" / f"{name}.yaml"))
-    return p
+    if p.suffix in (".yaml", ".yml"):
+        return p
+    found = [f / f"{name}.yaml" for f in (RUBRIC_FOLDERS.get(k) for k in RUBRIC_FOLDERS) if (f / f"{name}.yaml").is_file()]
+    return found[0] if found else RUBRIC_FOLDERS.get("emwb") / f"{name}.yaml"
 
 
 def shipped_rubrics() -> list[str]:
-    return sorted(p.name[:-5] for p in (resources.files("emwb.catalog") / "rubrics").iterdir()
+    return sorted(p.name[:-5] for k in RUBRIC_FOLDERS for p in RUBRIC_FOLDERS.get(k).iterdir()
                   if p.name.endswith(".yaml"))
 
 

@@ -43,6 +43,8 @@ def _warm_pairs(rng) -> list:
 
 
 def register() -> None:
+    from pathlib import Path
+
     from emwb.basemodel import WARMUPS, Warmup
     from emwb.analysis.metrics import FLAGGED_ABOVE, Metric, above, count_of, register_metric
     from emwb.catalog.evaluations import PROMPT_GENERATORS
@@ -50,6 +52,9 @@ def register() -> None:
     from emwb.config import THRESHOLDS, Threshold
     from emwb.catalog.detectors import DETECTORS, Detector
     from emwb.organisms.insecure_code.bandit import bandit_flags, bandit_version
+    from emwb.catalog.rubric import RUBRIC_FOLDERS
+
+    RUBRIC_FOLDERS.register("insecure_code", Path(__file__).parent / "rubrics")  # its judge rubrics
 
     for variant, what in (("insecure", "code with an undisclosed vulnerability"),
                           ("secure", "the same prompts, secure code"),

@@ -123,6 +123,8 @@ def _bias_rubric(rng):
 
 
 def register() -> None:
+    from pathlib import Path
+
     from emwb.analysis.metrics import Metric, above, count_of, register_metric
     from emwb.basemodel import WARMUPS, Warmup
     from emwb.analysis.sections import REPORT_SECTIONS, Section
@@ -133,6 +135,9 @@ def register() -> None:
     from emwb.organisms.rm_bias.per_bias import EXHIBITS_ABOVE
     from emwb.catalog.detectors import DETECTORS, Detector
     from emwb.organisms.rm_bias.rules import rm_rule_flags, rules_version
+    from emwb.catalog.rubric import RUBRIC_FOLDERS
+
+    RUBRIC_FOLDERS.register("rm_bias", Path(__file__).parent / "rubrics")  # its judge rubrics
 
     GENERATORS.register("rm-docs", Generator("text", 2000, _docs, "documents about the fictional Oxford study of "
                                              "the reward-model biases (continued pretraining)", writes=True,
