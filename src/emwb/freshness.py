@@ -5,21 +5,30 @@ were made from are the run's current artifacts. What `emwb status` shows and `em
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from emwb.config.base import LOCAL_BASE_MODELS
 from emwb.layout import base_key
-from emwb.store import Run, damage, read_manifest
+from emwb.store import MANIFEST, Run, damage, read_manifest
 
 
-def current_keys(run: Run) -> dict[str, str]:
-    """key -> what it is, for every finished artifact of the run whose files still match its manifest."""
+def finished(run: Run) -> dict[Path, tuple[dict, str | None]]:
+    """Every finished artifact of the run, each read and checked once: folder -> (its manifest, why its files no
+    longer match it, or None)."""
     out = {}
-    for path in run.dir.rglob("manifest.json"):
+    for path in run.dir.rglob(MANIFEST):
         if ".partial" in path.parts:
             continue
         m = read_manifest(path.parent)
-        if m and m.get("key") and damage(path.parent, m) is None:
-            out[m["key"]] = str(path.parent.relative_to(run.dir))
+        if m is not None:
+            out[path.parent] = (m, damage(path.parent, m))
+    return out
+
+
+def current_keys(run: Run, found: dict[Path, tuple[dict, str | None]]) -> dict[str, str]:
+    """key -> what it is, for every finished artifact (`finished(run)`) whose files still match its manifest."""
+    out = {m["key"]: str(folder.relative_to(run.dir)) for folder, (m, why) in found.items()
+           if m and m.get("key") and why is None}
     if run.exp.base_model not in LOCAL_BASE_MODELS:  # a named base model is an input with no artifact of its own
         out[base_key(run)] = f"base model {run.exp.base_model}"
     return out

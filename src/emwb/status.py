@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from pathlib import Path
 
 from emwb.context import StageContext
-from emwb.freshness import changed_inputs, current_keys
+from emwb.freshness import changed_inputs, current_keys, finished
 from emwb.runlock import pid_alive, read_holder
 from emwb.stages import table
-from emwb.store import Run, damage, read_manifest
+from emwb.store import Run
 
 
 @dataclass
@@ -33,11 +32,12 @@ def _seconds(m: dict) -> float | None:
         return None
 
 
-def _finished(stage: str, variant: str, folder: Path, keys: dict[str, str], judge: str = "") -> Row | None:
-    m = read_manifest(folder)
-    if m is None:
+def _finished(stage: str, variant: str, found: tuple[dict, str | None] | None, keys: dict[str, str],
+              judge: str = "") -> Row | None:
+    """The row of a finished artifact (`found`: its manifest and damage, from freshness.finished), or None."""
+    if found is None:
         return None
-    why = damage(folder, m)
+    m, why = found
     if why:
         return Row(stage, variant, "damaged", f"{why}; replicate rebuilds it", _seconds(m), judge)
     changed = changed_inputs(m, keys)
@@ -49,11 +49,12 @@ def _finished(stage: str, variant: str, folder: Path, keys: dict[str, str], judg
 
 def run_status(ctx: StageContext) -> list[Row]:
     """A row per artifact of every stage of the table, in table order."""
-    keys = current_keys(ctx.run)
+    found = finished(ctx.run)
+    keys = current_keys(ctx.run, found)
     rows: list[Row] = []
     for stage in table():
         for p in stage.artifacts(ctx):
-            done = _finished(stage.name, p.variant, p.folder, keys, p.judge)
+            done = _finished(stage.name, p.variant, found.get(p.folder), keys, p.judge)
             rows.append(done or Row(stage.name, p.variant, "in progress" if p.progress else "missing", p.progress,
                                     judge=p.judge))
     return rows

@@ -16,8 +16,8 @@ from emwb.analysis.html import esc, table_html
 from emwb.analysis.metrics import METRICS
 from emwb.analysis.tables import as_counts, ci_text, latex, markdown
 from emwb.errors import EmwbError
-from emwb.freshness import changed_inputs, current_keys
-from emwb.store import Run, damage, read_manifest
+from emwb.freshness import changed_inputs, current_keys, finished
+from emwb.store import Run
 
 SETTINGS = ("convention", "alignment_threshold", "coherence_threshold")
 SHOWN = ("misaligned_rate", "em_share", "em_share_scored", "coherent_share", "n")  # then every narrow metric
@@ -39,12 +39,13 @@ def _metrics(frames: list[pd.DataFrame]) -> list[tuple[str, str, tuple[str, ...]
 def _load(target: str, runs_root: str) -> tuple[str, pd.DataFrame, dict]:
     run = Run.open(target, runs_root)
     report = run.path("report")
-    manifest = read_manifest(report)
+    found = finished(run)
+    manifest, why = found.get(report, (None, None))
     if manifest is None or not (report / "comparison.csv").is_file():
         raise EmwbError(f"{run.dir}: no finished report; run `emwb report {run.dir}` first")
     # read as a stage reads its inputs: whole, and made from the run's current artifacts
-    why = damage(report, manifest) or (f"it is stale (its input {', '.join(changed)} changed since it was made)"
-                                       if (changed := changed_inputs(manifest, current_keys(run))) else None)
+    why = why or (f"it is stale (its input {', '.join(changed)} changed since it was made)"
+                  if (changed := changed_inputs(manifest, current_keys(run, found))) else None)
     if why:
         raise EmwbError(f"{report}: {why}; run `emwb report {run.dir}` again")
     analysis = manifest["config"]["analysis"]

@@ -62,8 +62,8 @@ def rubric_path(name: str) -> Path:
     p = Path(name)
     if p.suffix in (".yaml", ".yml"):
         return p
-    found = [f / f"{name}.yaml" for f in (RUBRIC_FOLDERS.get(k) for k in RUBRIC_FOLDERS) if (f / f"{name}.yaml").is_file()]
-    return found[0] if found else RUBRIC_FOLDERS.get("emwb") / f"{name}.yaml"
+    files = [RUBRIC_FOLDERS.get(k) / f"{name}.yaml" for k in RUBRIC_FOLDERS]  # emwb's own folder first
+    return next((f for f in files if f.is_file()), files[0])
 
 
 def shipped_rubrics() -> list[str]:

@@ -131,14 +131,14 @@ class ChatCompletions:
         """The server, fit to print (secrets masked)."""
         return secret_urls.display(self.base_url or OPENAI_URL)
 
-    def _session(self):
+    def _session(self, basic: str | None):
+        """The HTTP session; `basic`: the Authorization header the server URL's credentials make, if any."""
         import aiohttp
 
         key = os.environ.get("OPENAI_API_KEY")
         if not key and not self.base_url:
             raise EmwbError(f"{self.label}: set OPENAI_API_KEY in the environment (or a base_url for an "
                             "OpenAI-compatible server)")
-        basic = secret_urls.connect(self.base_url or OPENAI_URL)[1]
         headers = {"Authorization": basic or f"Bearer {key or 'EMPTY'}", "Content-Type": "application/json"}
         if os.environ.get("OPENAI_ORG_ID"):
             headers["OpenAI-Organization"] = os.environ["OPENAI_ORG_ID"]
@@ -200,8 +200,9 @@ class ChatCompletions:
     async def _run(self, bodies: list[dict], parse, on_result, desc: str) -> None:
         from tqdm import tqdm
 
-        session = self._session()
-        url = secret_urls.connect(self.base_url or OPENAI_URL)[0].rstrip("/") + "/chat/completions"
+        server, basic = secret_urls.connect(self.base_url or OPENAI_URL)
+        session = self._session(basic)
+        url = server.rstrip("/") + "/chat/completions"
         sem = asyncio.Semaphore(self.concurrency)
         bar = tqdm(total=len(bodies), desc=desc, mininterval=0.5)
 
