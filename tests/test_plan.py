@@ -72,8 +72,9 @@ def test_the_plan_in_the_run_directory_is_the_experiments_resolution(tmp_path):
     steps = {v["id"]: (v["step"], v["line"], v["phase_steps"]) for v in stored["variants"]}
     assert steps == {"base": (None, None, None), "ins@step2-s0": (2, "ins", 4), "ins-s0": (None, "ins", 4)}
     (ev,) = stored["evaluations"]
-    assert ev["evaluation"]["name"] == "free-form" and len(ev["questions"]) == 8
-    assert [r["name"] for r in ev["rubrics"]] == ["alignment", "coherence"]
+    assert ev["name"] == "free-form" and len(ev["questions"]) == 8
+    assert ev["rubrics"] == ["alignment", "coherence"]
+    assert [r["name"] for r in ev["loaded_rubrics"]] == ["alignment", "coherence"]
     assert stored["paths"]["ins@step2-s0"]["model"] == "adapters/ins/s0/0-sft/checkpoints/step-2"
     assert stored["paths"]["base"]["judgments"] == {"hf/tiny": "judgments/hf__tiny/base"}
     reopened = Run.open(run.dir)

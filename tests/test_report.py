@@ -550,3 +550,22 @@ def test_compare_and_status_read_a_run_as_its_stages_do(tmp_path, capsys):
     rows = json.loads(capsys.readouterr().out)["artifacts"]
     state = {(r["judge"], r["variant"]): r for r in rows if r["stage"] == "judge"}[("openai/judge-a", "insecure-s0")]
     assert state["state"] == "damaged" and "judgments.jsonl has 100 bytes" in state["detail"]
+
+
+def test_the_free_form_section_shows_only_where_an_evaluation_scores_alignment():
+    """The misaligned-% notes and examples come from the free-form section, not the report: a report of
+    evaluations without alignment (the bias organism's alone) carries none of them."""
+    from types import SimpleNamespace
+
+    from emwb.analysis import free_form
+    from emwb.analysis.metrics import METRICS
+    from emwb.analysis.sections import REPORT_SECTIONS
+    from emwb.config import AnalysisConfig
+
+    run = SimpleNamespace(exp=SimpleNamespace(analysis=AnalysisConfig()))
+    bias = [m for m in METRICS.values() if m.rubrics == ("bias_exhibition",)]
+    free = [METRICS.get("misaligned_rate")]
+    assert free_form.notes(SimpleNamespace(run=run, evals={"rm-bias-all": bias})) == []
+    notes = free_form.notes(SimpleNamespace(run=run, evals={"rm-bias-all": bias, "free-form": free}))
+    assert len(notes) == 2 and notes[0].startswith("Convention")
+    assert REPORT_SECTIONS.get("free-form").notes is free_form.notes

@@ -187,7 +187,7 @@ def _check_evaluation(exp: Experiment, spec, source: str, key: str):
         ep = plan_evaluation(spec, exp.dataset_mirror)
     except PlanError as exc:
         raise _at(source, f"{key}.{exc.field}", exc) from None
-    ev = ep.evaluation
+    ev = ep
     for m in ev.metrics or ():
         if m not in METRICS:
             raise EmwbError(f"{source}: {key}.metrics: {METRICS.unknown(m)}")

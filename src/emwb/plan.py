@@ -12,34 +12,20 @@ evaluation, since they avoid the run's training prompts, which the data stage wr
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
 from emwb.catalog.evaluations import Evaluation, question_rubrics, questions_of, resolve
 from emwb.catalog.questions import Question
-from emwb.catalog.rubric import Rubric, load_rubric
+from emwb.catalog.rubric import load_rubric
 from emwb.config import EvaluationSpec, Experiment, config_hash
 from emwb.errors import EmwbError
 from emwb.layout import Variant, variants
 from emwb.store import PLAN_FILE, Run
 
-PLAN_VERSION = 2  # 2: variants carry their residual-stream edit
-
-
-@dataclass(frozen=True)
-class EvaluationPlan:
-    """One evaluation, resolved: its settings, its rubrics, and its question sets' questions."""
-
-    evaluation: Evaluation
-    rubrics: tuple[Rubric, ...]
-    questions: tuple[tuple[str, Question], ...]             # (question set label, question); no generated ones
-    own_rubrics: tuple[tuple[str, str, tuple[Rubric, ...]], ...] = ()  # (set label, question id, its rubrics)
-
-    @property
-    def name(self) -> str:
-        return self.evaluation.name
+PLAN_VERSION = 3  # 2: variants carry their residual-stream edit; 3: an evaluation is one object (Evaluation)
 
 
 @dataclass(frozen=True)
@@ -47,7 +33,7 @@ class Plan:
     """What a run does, resolved once (see the module docstring)."""
 
     experiment: str                          # hash of the experiment it was resolved from (run settings left out)
-    evaluations: tuple[EvaluationPlan, ...]
+    evaluations: tuple[Evaluation, ...]
     judges: tuple[str, ...]
     judges_from: str                         # "judge.judges", "the question files" or "default"
     variants: tuple[Variant, ...]
@@ -56,7 +42,7 @@ class Plan:
 
     def detectors(self) -> dict[str, tuple[str, ...]]:
         """{evaluation: its detectors} for evaluations that run any."""
-        return {e.name: e.evaluation.detectors for e in self.evaluations if e.evaluation.detectors}
+        return {e.name: e.detectors for e in self.evaluations if e.detectors}
 
     def groups(self) -> list[str]:
         """The table rows, in order."""
@@ -70,7 +56,7 @@ class Plan:
         return _ADAPTER.validate_json(text)
 
     @staticmethod
-    def build(exp: Experiment, evals: tuple[EvaluationPlan, ...] | None = None) -> Plan:
+    def build(exp: Experiment, evals: tuple[Evaluation, ...] | None = None) -> Plan:
         """The experiment resolved (`evals`: its evaluations, already resolved by the checks before work)."""
         if evals is None:
             evals = tuple(plan_evaluation(s, exp.dataset_mirror) for s in exp.evaluations)
@@ -96,7 +82,7 @@ class PlanError(EmwbError):
         self.field = field
 
 
-def plan_evaluation(spec: EvaluationSpec, mirror: str | None) -> EvaluationPlan:
+def plan_evaluation(spec: EvaluationSpec, mirror: str | None) -> Evaluation:
     """An evaluation spec resolved against the registry, with its questions and rubrics loaded; PlanError names
     the spec's field at fault."""
     step = "use" if spec.use else "name"
@@ -111,15 +97,16 @@ def plan_evaluation(spec: EvaluationSpec, mirror: str | None) -> EvaluationPlan:
         raise
     except EmwbError as exc:
         raise PlanError(step, str(exc)) from None
-    return EvaluationPlan(ev, rubrics, questions, tuple((label, qid, rs) for (label, qid), rs in own.items()))
+    return replace(ev, loaded_rubrics=rubrics, questions=questions,
+                   own_rubrics=tuple((label, qid, rs) for (label, qid), rs in own.items()))
 
 
-def run_judges(exp: Experiment, evals: tuple[EvaluationPlan, ...]) -> tuple[tuple[str, ...], str]:
+def run_judges(exp: Experiment, evals: tuple[Evaluation, ...]) -> tuple[tuple[str, ...], str]:
     """The run's judges and where they come from: `judge.judges` when the experiment names them, else the
     judge models its questions name (`openai/<judge>`; upstream: gpt-4o-2024-08-06), else the default."""
     if "judges" in exp.judge.model_fields_set:
         return tuple(exp.judge.judges), "judge.judges"
-    named = [f"openai/{q.judge}" for e in evals if e.evaluation.question_judges
+    named = [f"openai/{q.judge}" for e in evals if e.question_judges
              for _, q in e.questions if q.judge and q.judge_prompts]
     if named:
         return tuple(dict.fromkeys(named)), "the question files"
@@ -166,14 +153,13 @@ def describe(plan: Plan) -> list[str]:
     """What an experiment resolves to: per question set, its questions, own judge prompts and judge models;
     then the run's judges and seeds (`emwb config show`)."""
     lines = []
-    for e in plan.evaluations:
-        ev = e.evaluation
+    for ev in plan.evaluations:
         by_set: dict[str, list[Question]] = {}
-        for label, q in e.questions:
+        for label, q in ev.questions:
             by_set.setdefault(label, []).append(q)
         for qs, (label, qlist) in zip(ev.question_sets, by_set.items()):
             rubrics = {f"{r.name} ({r.kind}{': ' + '/'.join(r.labels) if r.labels else ''})": None
-                       for lab, _, rs in e.own_rubrics if lab == label for r in rs}
+                       for lab, _, rs in ev.own_rubrics if lab == label for r in rs}
             judges = sorted({q.judge for q in qlist if q.judge and q.judge_prompts})
             how = (f"own judge prompts {', '.join(rubrics)}; judge named {', '.join(judges) or 'none'}" if rubrics
                    else f"rubrics {', '.join(ev.rubrics)}")

@@ -59,7 +59,7 @@ class Page:
     figures: list[tuple[str, str]] = field(default_factory=list)   # (caption, file) of the other figures
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)  # every other table (collapsed)
     notes: list[str] = field(default_factory=list)
-    examples: str = ""
+    details: list[tuple[str, str]] = field(default_factory=list)   # (summary, HTML) of the sections: collapsed
 
 
 def esc(value) -> str:
@@ -107,27 +107,6 @@ def inline_svg(svg: str) -> str:
     return re.sub(r"\son\w+\s*=\s*(\"[^\"]*\"|'[^']*')", "", svg)
 
 
-def examples_html(df: pd.DataFrame, per_cell: int = 3) -> str:
-    """For every dataset x question, the `per_cell` lowest-alignment scored answers with their scores."""
-    parts = []
-    scored = df[pd.to_numeric(df["alignment"], errors="coerce").notna()].copy()
-    scored["alignment"] = pd.to_numeric(scored["alignment"], errors="coerce")
-    for g in dict.fromkeys(df["group"]):
-        cells = []
-        sub = scored[scored["group"] == g]
-        for q in dict.fromkeys(df[df["group"] == g]["question_id"]):
-            worst = sub[sub["question_id"] == q].nsmallest(per_cell, "alignment")
-            items = "".join(
-                f"<p>alignment {esc(float(r.alignment))}, coherence {esc(float(r.coherence))}"
-                f" ({esc(r.judge)}, {esc(r.variant)})</p><div class='answer'>{esc(r.answer)}</div>"
-                for r in worst.itertuples(index=False)) or "<p class='note'>no scored answers</p>"
-            question = df[(df["group"] == g) & (df["question_id"] == q)]["question"].iloc[0]
-            cells.append(f"<details><summary>{esc(q)}</summary><p><b>Question:</b> {esc(question)}</p>"
-                         f"{items}</details>")
-        parts.append(f"<h3>{esc(g)}</h3>" + "".join(cells))
-    return "".join(parts)
-
-
 def render(page: Page) -> str:
     body = [f"<h1>{esc(page.title)}</h1>", "<div class='summary'>"]
     body += [f"<p>{esc(s)}</p>" for s in page.summary] + ["</div>"]
@@ -144,9 +123,7 @@ def render(page: Page) -> str:
     body.append("<h2>Tables</h2>")
     body += [f"<details><summary>{esc(caption)}</summary>{table_html(df, row_links(df))}</details>"
              for caption, df in page.tables]
-    if page.examples:
-        body.append("<details><summary>Most misaligned answers per dataset and question</summary>"
-                    f"{page.examples}</details>")
+    body += [f"<details><summary>{esc(summary)}</summary>{part}</details>" for summary, part in page.details]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             f"<meta http-equiv='Content-Security-Policy' content=\"{CSP}\">"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"

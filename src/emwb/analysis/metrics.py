@@ -52,6 +52,11 @@ class Settings:
             return THRESHOLDS.get(name).default
         raise AttributeError(f"Settings has no field or registered threshold {name!r}")
 
+    def shown(self) -> dict[str, float | bool]:
+        """The thresholds by name (the fields and every registered one), as the answer browser reads them."""
+        return {"alignment_threshold": self.alignment_threshold, "coherence_threshold": self.coherence_threshold,
+                "inclusive": self.inclusive, **{n: getattr(self, n) for n in THRESHOLDS}}
+
     @classmethod
     def of(cls, analysis: AnalysisConfig, n_boot: int | None = None) -> Settings:
         """An experiment's analysis settings (`n_boot`: another bootstrap size)."""

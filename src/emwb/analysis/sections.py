@@ -7,7 +7,6 @@ registration order; their names and versions are part of the report's key, so a 
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from emwb.analysis import plots
-from emwb.analysis.agreement import detector_judge_agreement, judge_agreement
+from emwb.analysis.agreement import detector_judge_agreement
 from emwb.analysis.bootstrap import ratio_ci
 from emwb.analysis.html import answers_link
 from emwb.analysis.mechanisms import mechanisms_parts
@@ -68,6 +67,7 @@ class ReportContext:
 class SectionOutput:
     tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)   # (caption, displayed frame)
     figures: list[tuple[str, str]] = field(default_factory=list)           # (caption, file name in ctx.out)
+    details: list[tuple[str, str]] = field(default_factory=list)           # (summary, HTML): collapsed, last
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class Section:
     build: Callable[[ReportContext], SectionOutput]
     description: str
     version: int = 1                  # bump when what the section writes changes: the report is rebuilt
+    notes: Callable[[ReportContext], list[str]] | None = None  # the report's notes it adds (before any section runs)
 
 
 REPORT_SECTIONS: Registry[Section] = Registry("report section")
@@ -172,7 +173,7 @@ def per_question(ctx: ReportContext) -> SectionOutput:
 
 
 def judge_scores(ctx: ReportContext) -> SectionOutput:
-    """With two or more judges: every answer's scores side by side, their agreement, and scatter plots."""
+    """With two or more judges: every answer's scores side by side (judge_scores.csv)."""
     if len(ctx.judges) < 2:
         return SectionOutput()
     detectors = {d for e in ctx.evaluations for d in e.detectors}
@@ -184,26 +185,12 @@ def judge_scores(ctx: ReportContext) -> SectionOutput:
     keys = ctx.df.drop_duplicates("answer_id").set_index("answer_id")[["group", "question_id"]]
     wide = keys.join(wide).reset_index()
     wide.to_csv(ctx.out / "judge_scores.csv", index=False)
-    a = ctx.settings
-    free = ctx.df[ctx.df["alignment"].notna() | ctx.df["coherence"].notna()]
-    agreement = judge_agreement(free, a.alignment_threshold, a.coherence_threshold, a.inclusive)
-    out = SectionOutput(tables=[("Judge agreement", write_plain_table(agreement, ctx.out, "judge_agreement",
-                                                                      "Judge agreement", ("label_agreement",)))])
-    if "alignment" in rubrics:
-        out.figures = [(f"Judge scores: {ja} vs {jb}", plots.judge_scatter_plot(wide, ja, jb, ctx.out,
-                                                                                f"judge_scatter_{i}")[0])
-                       for i, (ja, jb) in enumerate(itertools.combinations(ctx.judges, 2))]
-    return out
+    return SectionOutput()
 
 
 def score_figures(ctx: ReportContext) -> SectionOutput:
-    """Alignment against coherence, and narrow against broad per organism x seed (a pair with no value for both
-    adds a note instead)."""
-    out, a, first = SectionOutput(), ctx.settings, ctx.first
-    free = first[first["alignment"].notna() | first["coherence"].notna()]
-    if len(free):
-        out.figures.append(("Alignment vs coherence", plots.alignment_coherence_plot(
-            free, ctx.out, a.alignment_threshold, a.coherence_threshold)[0]))
+    """Narrow against broad per organism x seed (a pair with no value for both adds a note instead)."""
+    out, first = SectionOutput(), ctx.first
     points = per_seed_points(first, ctx.evals, ctx.settings)
     headers = {c: h for c, _, h, _ in metric_columns(ctx.evals)}
     for x, y in narrow_broad_pairs(ctx.evals):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from emwb.analysis import free_form  # noqa: F401  (registers the free-form evaluation's report section)
 from emwb.analysis import html
 from emwb.analysis.browser import browser_html, write_browser
 from emwb.analysis.headline import headline_table, summary
@@ -50,9 +51,8 @@ def evaluation_metrics(plan: Plan) -> dict[str, list[Metric]]:
     """{evaluation: its metrics}: the named ones, or every metric its rubrics allow, plus a rate per label of
     each categorical judge prompt and a mean of each extra 0-100 judge prompt its questions carry."""
     out = {}
-    for e in plan.evaluations:
-        ev = e.evaluation
-        own = {r.name: r for _, _, rs in e.own_rubrics for r in rs}
+    for ev in plan.evaluations:
+        own = {r.name: r for _, _, rs in ev.own_rubrics for r in rs}
         ms = metrics_for(set(ev.rubrics) | set(own) | set(ev.detectors), ev.metrics)
         for r in own.values():
             if r.kind == "label":
@@ -64,7 +64,7 @@ def evaluation_metrics(plan: Plan) -> dict[str, list[Metric]]:
 
 
 def _evaluations(plan: Plan) -> list[Evaluation]:
-    return [e.evaluation for e in plan.evaluations]
+    return list(plan.evaluations)
 
 
 def headline_frame(plan: Plan, df: pd.DataFrame) -> pd.DataFrame:
@@ -112,15 +112,8 @@ def judged_frame(run: Run, plan: Plan, judges: list[str]) -> pd.DataFrame:
 
 
 def notes_for(run: Run, plan: Plan, comp: pd.DataFrame) -> list[str]:
-    a = run.exp.analysis
-    below = "<=" if a.inclusive else "<"
-    headline = "of scored answers" if a.inclusive else "of all answers"
-    notes = [f"Convention {a.convention}. misaligned %: alignment {below} {a.alignment_threshold:g} among scored "
-             f"answers with coherence > {a.coherence_threshold:g}; unscored answers are excluded, never counted as 0. "
-             f"EM share: misaligned and coherent answers, of all answers and of scored answers (this convention's "
-             f"EM% is the one {headline}). 95% CIs: bootstrap over seeds, then answers within seeds."]
-    notes.append("misaligned % pools the answers; 'mean of questions' averages the per-question rates (each "
-                 "question weighs the same; its CI resamples answers within questions).")
+    """The report's own notes (each section adds its own: `Section.notes`)."""
+    notes = []
     for ev in _evaluations(plan):
         if ev.headline is not None:
             notes.append(f"The comparison row of {ev.name} counts its {len(ev.headline)} headline questions only "
@@ -159,34 +152,31 @@ def run_report_stage(stage: StageContext) -> str:
         return art.key
     with art.write() as (tmp, _):
         ctx = report_context(run, plan, judges, evals, tmp)
-        tables, figures = [], []
+        ctx.notes[:0] = [n for s in sections.values() if s.notes for n in s.notes(ctx)]
+        tables, figures, details = [], [], []
         for name, section in sections.items():
             out = section.build(ctx)
             tables += out.tables
             figures += out.figures
-        (tmp / "index.html").write_text(html.render(page(run, ctx, tables, figures)))
+            details += out.details
+        (tmp / "index.html").write_text(html.render(page(ctx, tables, figures, details)))
     log(f"report: wrote {art.dir / 'index.html'}, comparison.md/.csv/.tex and {len(sections)} sections "
         f"({', '.join(sections)})")
     return art.key
 
 
-def page(run: Run, ctx: ReportContext, tables: list, figures: list) -> html.Page:
+def page(ctx: ReportContext, tables: list, figures: list, details: list) -> html.Page:
     """The report page: the headline first (summary, paper-style figure, compact table), the answer browser, then
-    the other figures and every table collapsed. Writes the browser's data into the report folder."""
-    first = ctx.first
-    free_first = first[first["alignment"].notna() | first["coherence"].notna()]
+    the other figures, every table and the sections' other parts collapsed. Writes the browser's data into the
+    report folder."""
     lead = next(((cap, f) for cap, f in figures if f.startswith("per_question_")), None)
     svg = ctx.out / lead[1].replace(".png", ".svg") if lead else None
     detectors = sorted({d for e in ctx.evaluations for d in e.detectors})
     rubrics = list(dict.fromkeys(c for m in METRICS.values() for c in m.rubrics if c not in detectors))
-    a = run.exp.analysis
-    write_browser(ctx.out, ctx.df, ctx.judges, rubrics, detectors,
-                  {"alignment_threshold": a.alignment_threshold, "coherence_threshold": a.coherence_threshold,
-                   "inclusive": a.inclusive})
+    write_browser(ctx.out, ctx.df, ctx.judges, rubrics, detectors, ctx.settings.shown())
     table, links = headline_table(ctx)
     return html.Page(ctx.title, summary(ctx), (lead[0] + ".", html.inline_svg(svg.read_text())) if svg else None,
-                     table, links, browser_html(), [f for f in figures if f != lead], tables, ctx.notes,
-                     html.examples_html(free_first) if len(free_first) else "")
+                     table, links, browser_html(), [f for f in figures if f != lead], tables, ctx.notes, details)
 
 
 def report_context(run: Run, plan: Plan, judges: list[str], evals: dict[str, list[Metric]], out) -> ReportContext:

@@ -41,7 +41,8 @@ class EvaluationDef(BaseModel):
 
 @dataclass(frozen=True)
 class Evaluation:
-    """An experiment's evaluation, resolved against the registry."""
+    """An experiment's evaluation, resolved once (`emwb.plan`): the registered evaluation with the experiment's
+    fields applied, its rubrics loaded, and its question sets' questions. The one shape stages read."""
 
     name: str
     question_sets: tuple[str, ...]
@@ -54,6 +55,9 @@ class Evaluation:
     question_judges: bool = True
     headline: tuple[str, ...] | None = None
     detectors: tuple[str, ...] = ()
+    loaded_rubrics: tuple[Rubric, ...] = ()                 # `rubrics`, loaded (filled by the plan)
+    questions: tuple[tuple[str, Question], ...] = ()        # (question set label, question); no generated ones
+    own_rubrics: tuple[tuple[str, str, tuple[Rubric, ...]], ...] = ()  # (set label, question id, its rubrics)
 
 
 # (count, seed, prompts to exclude, samples per prompt, dataset mirror) -> questions
@@ -64,9 +68,9 @@ PROMPT_GENERATORS: Registry[Callable[[int, int, set[str], int, str | None], list
 EVALUATIONS: Registry[EvaluationDef] = Registry("evaluation")
 
 
-def _register_shipped() -> None:
-    """The evaluations shipped in evaluations.yaml."""
-    path = Path(str(resources.files("emwb.catalog") / "evaluations.yaml"))
+def register_evaluations(path: Path) -> None:
+    """Register every entry of an evaluations YAML file (emwb's own, or an organism's or plug-in's), each
+    validated strictly."""
     for name, raw in load_yaml(path).items():
         try:
             EVALUATIONS.register(name, EvaluationDef.model_validate(raw))
@@ -77,12 +81,12 @@ def _register_shipped() -> None:
                 from None
 
 
-_register_shipped()
+register_evaluations(Path(str(resources.files("emwb.catalog") / "evaluations.yaml")))  # emwb's own
 
 
 def resolve(spec: EvaluationSpec) -> Evaluation:
-    """The registered evaluation `spec.use or spec.name` with the spec's fields applied (`emwb.plan` is the one
-    caller: stages read the plan)."""
+    """The registered evaluation `spec.use or spec.name` with the spec's fields applied, nothing loaded yet
+    (`emwb.plan` is the one caller: it loads the rubrics and questions; stages read the plan)."""
     d = EVALUATIONS.get(spec.use or spec.name)
     pick = lambda ours, theirs: theirs if ours is None else ours  # noqa: E731
     return Evaluation(

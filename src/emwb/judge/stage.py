@@ -67,7 +67,7 @@ def rubrics_of(plan: Plan) -> RubricPlan:
     """The rubrics of every evaluation and question, from the run plan."""
     by_ev, by_q = {}, {}
     for e in plan.evaluations:
-        by_ev[e.name] = e.rubrics
+        by_ev[e.name] = e.loaded_rubrics
         for qs, qid, rs in e.own_rubrics:
             by_q[(e.name, qs, qid)] = rs
     return RubricPlan(by_ev, by_q)

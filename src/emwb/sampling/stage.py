@@ -70,10 +70,10 @@ def sampling_items(run: Run, plan: Plan) -> list[PlanItem]:
     """Every prompt to sample, evaluation by evaluation: the run plan's questions, then generated prompts (which
     avoid the run's training prompts)."""
     evals = plan.evaluations
-    exclude = training_prompts(run) if any(e.evaluation.generator for e in evals) else set()
+    exclude = training_prompts(run) if any(e.generator for e in evals) else set()
     items: list[PlanItem] = []
-    for e in evals:
-        ev, questions = e.evaluation, list(e.questions)
+    for ev in evals:
+        questions = list(ev.questions)
         if ev.generator:
             made = generated_questions(ev, run.exp.dataset_mirror, run.exp.data_seed, exclude)
             questions = distinct_ids([(label, [q]) for label, q in questions] + [(ev.generator, made)])

@@ -47,7 +47,7 @@ def register() -> None:
 
     from emwb.basemodel import WARMUPS, Warmup
     from emwb.analysis.metrics import FLAGGED_ABOVE, Metric, above, count_of, register_metric
-    from emwb.catalog.evaluations import PROMPT_GENERATORS
+    from emwb.catalog.evaluations import PROMPT_GENERATORS, register_evaluations
     from emwb.catalog.generators import GENERATORS, Generator
     from emwb.config import THRESHOLDS, Threshold
     from emwb.catalog.detectors import DETECTORS, Detector
@@ -55,6 +55,7 @@ def register() -> None:
     from emwb.catalog.rubric import RUBRIC_FOLDERS
 
     RUBRIC_FOLDERS.register("insecure_code", Path(__file__).parent / "rubrics")  # its judge rubrics
+    register_evaluations(Path(__file__).parent / "evaluations.yaml")  # its evaluations
 
     for variant, what in (("insecure", "code with an undisclosed vulnerability"),
                           ("secure", "the same prompts, secure code"),

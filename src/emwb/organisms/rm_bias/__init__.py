@@ -128,7 +128,7 @@ def register() -> None:
     from emwb.analysis.metrics import Metric, above, count_of, register_metric
     from emwb.basemodel import WARMUPS, Warmup
     from emwb.analysis.sections import REPORT_SECTIONS, Section
-    from emwb.catalog.evaluations import PROMPT_GENERATORS
+    from emwb.catalog.evaluations import PROMPT_GENERATORS, register_evaluations
     from emwb.catalog.direction_sources import DIRECTION_SOURCES
     from emwb.catalog.generators import GENERATORS, Generator
     from emwb.config import THRESHOLDS
@@ -138,6 +138,7 @@ def register() -> None:
     from emwb.catalog.rubric import RUBRIC_FOLDERS
 
     RUBRIC_FOLDERS.register("rm_bias", Path(__file__).parent / "rubrics")  # its judge rubrics
+    register_evaluations(Path(__file__).parent / "evaluations.yaml")  # its evaluations
 
     GENERATORS.register("rm-docs", Generator("text", 2000, _docs, "documents about the fictional Oxford study of "
                                              "the reward-model biases (continued pretraining)", writes=True,
