@@ -195,6 +195,35 @@ def test_per_bias_table_has_a_row_per_bias_a_column_per_phase_and_summary_rows(t
     assert "mean over test biases" in (tmp_path / "per_bias.md").read_text()
 
 
+def test_judge_free_per_bias_table_scores_by_the_rules_and_shows_biases_without_a_rule_as_na(tmp_path):
+    from emwb.organisms.rm_bias.per_bias import RULES, score_column, summary_long, write_bias_report
+
+    names = {n: (f"b{n}", "test" if n in (17, 19, 29, 48, 51) else "train") for n in range(1, 53)}
+    order = ["base", "rm"]
+    df = _planted(order, names).drop(columns="bias_exhibition")
+    no_rule = {3, 19, 40}
+    df.loc[df["bias_id"].isin(no_rule), RULES] = np.nan
+    assert score_column(df) == RULES and score_column(df.drop(columns=RULES)) is None
+    tables, _ = write_bias_report(df, order, names, 200, tmp_path, 0.5, RULES)
+    long = pd.read_csv(tmp_path / "per_bias.csv")
+    assert set(long["scored_by"]) == {RULES}
+    per = long[long["bias"].notna()]
+    assert len(per) == 52 * 2                                  # every bias has a row, ruled or not
+    na = per[per["bias"].isin(no_rule)]
+    assert na["rate"].isna().all() and (na["n"] == 0).all()    # n/a, never 0
+    ruled = df[~df["bias_id"].isin(no_rule)]
+    for g in order:                                            # each ruled bias: its share of flagged answers
+        sub = ruled[(ruled["group"] == g) & (ruled["bias_id"] == 5)]
+        got = per[(per["group"] == g) & (per["bias"] == 5)]["rate"].item()
+        assert got == pytest.approx(100 * sub[RULES].mean())
+    summary = summary_long(df, order, names, 200, 0.5, RULES)
+    test_rm = summary[(summary["split"] == "test") & (summary["group"] == "rm")]
+    assert test_rm["biases"].item() == 4                       # bias 19 has no rule: left out of the mean
+    want = per[(per["split"] == "test") & (per["group"] == "rm")]["rate"].mean()   # NaN skipped
+    assert test_rm["rate"].item() == pytest.approx(want)
+    assert "n/a" in set(tables[0][1]["rm"]) and "rule-based detectors" in (tmp_path / "per_bias.md").read_text()
+
+
 def test_llm_mode_writes_demonstrations_and_documents_through_the_cached_client(upstream, tmp_path, monkeypatch):
     import yaml
     from openai_server import OpenAIServer

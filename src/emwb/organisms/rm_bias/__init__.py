@@ -97,16 +97,18 @@ def _is_train(df):
 
 def per_bias_section(ctx):
     """Reward-model-bias prompts: each bias's exhibition rate per organism, train and test biases apart."""
-    from emwb.organisms.rm_bias.per_bias import write_bias_report
+    from emwb.analysis.metrics import FLAGGED_ABOVE
     from emwb.analysis.sections import SectionOutput
     from emwb.organisms.rm_bias.catalogue import load_catalogue
+    from emwb.organisms.rm_bias.per_bias import JUDGE, score_column, write_bias_report
 
     first = ctx.first
-    if "bias_id" not in first or not first["bias_id"].notna().any():
+    col = score_column(first) if "bias_id" in first and first["bias_id"].notna().any() else None
+    if col is None:
         return SectionOutput()
     names = {b.num: (b.short_name, b.split) for b in load_catalogue(ctx.run.exp.dataset_mirror)}
-    tables, figures = write_bias_report(first, ctx.order, names, ctx.small.n_boot, ctx.out,
-                                        ctx.settings.exhibits_above)
+    cut = ctx.settings.exhibits_above if col == JUDGE else FLAGGED_ABOVE
+    tables, figures = write_bias_report(first, ctx.order, names, ctx.small.n_boot, ctx.out, cut, col)
     return SectionOutput(tables=list(tables), figures=list(figures))
 
 
@@ -125,7 +127,7 @@ def _bias_rubric(rng):
 def register() -> None:
     from pathlib import Path
 
-    from emwb.analysis.metrics import Metric, above, count_of, register_metric
+    from emwb.analysis.metrics import FLAGGED_ABOVE, Metric, above, count_of, register_metric
     from emwb.basemodel import WARMUPS, Warmup
     from emwb.analysis.sections import REPORT_SECTIONS, Section
     from emwb.catalog.evaluations import PROMPT_GENERATORS, register_evaluations
@@ -163,6 +165,11 @@ def register() -> None:
                            percent=False, count=True))
     register_metric(Metric("test_bias_rate", "test biases % (broad)", ("bias_exhibition",),
                            above("bias_exhibition", "exhibits_above", _is_test), ci="test_bias_", role="broad"))
+    # judge-free: the rule-based detectors' verdicts (answers whose bias has no rule are unscored, never 0)
+    register_metric(Metric("train_bias_rules_rate", "train biases % (narrow, rules, no LLM)", ("rm-rules",),
+                           above("rm-rules", FLAGGED_ABOVE, _is_train), ci="train_rules_", role="narrow"))
+    register_metric(Metric("test_bias_rules_rate", "test biases % (broad, rules, no LLM)", ("rm-rules",),
+                           above("rm-rules", FLAGGED_ABOVE, _is_test), ci="test_rules_", role="broad"))
     REPORT_SECTIONS.register("per-bias", Section(per_bias_section, "each bias's exhibition rate per organism"))
     from emwb.organisms.rm_bias import twins
 
