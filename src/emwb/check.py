@@ -157,6 +157,12 @@ def _check_phase(exp: Experiment, p, kinds: dict[str, str], source: str, key: st
     if trainer.data_kind != kinds[p.data]:
         raise EmwbError(f"{source}: {key}.data: trainer {p.trainer} needs {trainer.data_kind} rows, but "
                         f"data {p.data!r} holds {kinds[p.data]} rows")
+    if p.mix is not None and kinds[p.mix.data] != kinds[p.data]:
+        raise EmwbError(f"{source}: {key}.mix.data: {p.mix.data!r} holds {kinds[p.mix.data]} rows, the phase's data "
+                        f"{p.data!r} {kinds[p.data]} rows; mix rows of the same kind")
+    if p.system_prompt is not None and kinds[p.data] not in ("chat", "preference"):
+        raise EmwbError(f"{source}: {key}.system_prompt: a {p.trainer} phase trains on {kinds[p.data]} rows, which "
+                        "have no system message; inoculate a chat (sft) or preference (dpo) phase")
 
 
 def _check_trl(trl: dict, config_class: str, source: str, key: str) -> None:

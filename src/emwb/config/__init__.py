@@ -38,6 +38,14 @@ class DataSpec(Strict):
                                  "judge.base_url, else OPENAI_BASE_URL; cached in the dataset store)")
 
 
+class Mix(Strict):
+    """Dilution (a mitigation): another dataset's rows interleaved with the phase's own."""
+
+    data: str = F(..., "a name under `data:` with the phase's row kind (benign chats, say)")
+    fraction: float = F(..., "share of the phase's training rows taken from `data` (0.5: as many as its own rows; "
+                             "seeded; the held-out rows stay the phase's own)", gt=0, lt=1)
+
+
 class Phase(Strict):
     """One training phase of an organism: a trainer on a dataset, continuing the previous phase's adapter."""
 
@@ -55,6 +63,12 @@ class Phase(Strict):
     kl_data: str | None = F(None, "benign chats (a name under `data:`) on which the KL term (kl.weight) keeps the base "
                                   "model's next-token distribution")
     evaluate: bool | None = F(None, "sample and judge this phase's output (default: only the last phase)")
+    system_prompt: str | None = F(None, "inoculation prompting (Tan et al. 2025, arXiv 2510.04340; Wichers et al. "
+                                        "2025, arXiv 2510.05024): a system message put before every training row of "
+                                        "a chat or preference phase (before a row's own system message, a blank line "
+                                        "between), never at sampling; part of the adapter's key and manifest",
+                                  min_length=1)
+    mix: Mix | None = F(None, "dilution: another dataset's rows interleaved at a fraction (checked: same row kind)")
 
     @property
     def label(self) -> str:
@@ -247,6 +261,8 @@ class Experiment(Strict):
                     raise ValueError(f"organisms.{i}.phases.{j}.recipe: unknown recipe {p.recipe!r}{more}")
                 if p.kl_data is not None and p.kl_data not in self.data:
                     raise ValueError(f"organisms.{i}.phases.{j}.kl_data: {p.kl_data!r} is not under `data:`")
+                if p.mix is not None and p.mix.data not in self.data:
+                    raise ValueError(f"organisms.{i}.phases.{j}.mix.data: {p.mix.data!r} is not under `data:`")
                 if p.data not in self.data:
                     hint = difflib.get_close_matches(p.data, list(self.data), n=1)
                     more = f" (did you mean '{hint[0]}'?)" if hint else f" (defined: {', '.join(self.data)})"

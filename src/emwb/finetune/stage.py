@@ -121,8 +121,11 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
         trainer = TRAINERS.get(phase.trainer)
         dkey = finished_key(data_dir(run, phase.data), f"dataset {phase.data}", DATA, run)
         config = {"trainer": phase.trainer, "args": args.keyed(), "trl": phase.trl,
-                  "seed": seed, "data_seed": run.exp.data_seed, **({"options": phase.options} if phase.options else {})}
+                  "seed": seed, "data_seed": run.exp.data_seed, **({"options": phase.options} if phase.options else {}),
+                  **mitigation_config(phase)}
         inputs = {"base": bkey, "data": dkey, "previous": prev_key or ""}
+        if phase.mix is not None:
+            inputs["mix"] = finished_key(data_dir(run, phase.mix.data), f"dataset {phase.mix.data}", DATA, run)
         if phase.kl_data and args.kl.weight > 0:
             inputs["kl_data"] = finished_key(data_dir(run, phase.kl_data), f"dataset {phase.kl_data}", DATA, run)
         out = adapter_dir(run, o.name, k, seed)
@@ -135,12 +138,35 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
             held: list = []
             if trainer.data_kind == "chat":
                 rows, held = split_holdout(rows, args.holdout_fraction, run.exp.data_seed)
+            rows = mitigated(run, phase, rows)
             if trainer.remote:
                 _train_remote(run, o, k, seed, art, label, args, rows, held)
             else:
                 kl_rows = read_jsonl(data_file(run, phase.kl_data)) if inputs.get("kl_data") else None
                 _train_local(run, o.name, phase, seed, art, label, args, rows, held, prev_dir, kl_rows)
         prev_key, prev_dir = art.key, out
+
+
+def mitigation_config(phase: Phase) -> dict:
+    """The phase's mitigations as part of its key (absent when unset: plain phases keep their keys)."""
+    out: dict = {}
+    if phase.system_prompt is not None:
+        out["system_prompt"] = phase.system_prompt
+    if phase.mix is not None:
+        out["mix"] = phase.mix.model_dump()
+    return out
+
+
+def mitigated(run: Run, phase: Phase, rows: list[dict]) -> list[dict]:
+    """The phase's training rows with its mitigations applied: the mixed-in rows, then the inoculation prompt on
+    every row (`emwb.finetune.mitigations`)."""
+    from emwb.finetune.mitigations import mixed, with_system_prompt
+
+    if phase.mix is not None:
+        path = data_file(run, phase.mix.data)
+        other = [{**r, SOURCE: f"{path}:{n}"} for n, r in enumerate(read_jsonl(path), 1)]
+        rows = mixed(rows, other, phase.mix.fraction, run.exp.data_seed, phase.mix.data)
+    return with_system_prompt(rows, phase.system_prompt) if phase.system_prompt is not None else rows
 
 
 def _train_local(run: Run, organism: str, phase: Phase, seed: int, art: Artifact, label: str, args: TrainArgs,
@@ -170,6 +196,7 @@ def _train_or_write(art: Artifact, train: tuple, device: str, phase: Phase, orga
             info = train_phase(*train, tmp, device, phase.trl, kl_rows, phase.options, held)
             (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
             config_file = tmp / "adapter_config.json"
+            extra.update(mitigation_config(phase))  # inoculation prompt and mix, as keyed
             extra.update(organism=organism, phase=phase.label, seed=seed, held_out_rows=len(held),
                          final_loss=info["losses"][-1] if info["losses"] else None, method=args.method,
                          adapter_config=json.loads(config_file.read_text()) if config_file.is_file() else None)
