@@ -1,6 +1,7 @@
 """Mitigations as training options (issue 34): inoculation prompting (`system_prompt`) and dilution (`mix`),
 checked before work, keyed, recorded, and absent at sampling."""
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -102,3 +103,142 @@ def test_training_rows_carry_the_inoculation_prompt_and_sampling_prompts_do_not(
     assert rendered and not any(PROMPT in text for text in rendered)
     manifest = read_manifest(run.path("adapters/inoc/s0/0-sft"))
     assert manifest["system_prompt"] == PROMPT and manifest["mix"] == {"data": "secure", "fraction": 0.5}
+
+
+def _planted_answers(seed=0):
+    """Base, an organism and its mitigated twin: bandit flags on code answers, alignment/coherence on free-form."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for g, flagged, misaligned in (("base", 0.1, 0.0), ("insecure", 0.7, 0.3), ("inoc", 0.6, 0.1)):
+        for i in range(60):
+            rows.append({"group": g, "seed": 0, "judge": "j", "evaluation": "held-out-code", "answer_id": f"{g}/c{i}",
+                         "bandit": float(rng.random() < flagged), "alignment": np.nan, "coherence": np.nan})
+            rows.append({"group": g, "seed": 0, "judge": "j", "evaluation": "free-form", "answer_id": f"{g}/f{i}",
+                         "bandit": np.nan, "alignment": 10.0 if rng.random() < misaligned else 90.0,
+                         "coherence": 80.0})
+    return pd.DataFrame(rows)
+
+
+def test_the_mitigations_table_equals_the_rates_recomputed_from_the_answers(tmp_path):
+    from types import SimpleNamespace
+
+    from emwb.analysis.metrics import METRICS, Settings
+    from emwb.analysis.mitigations import section
+
+    df = _planted_answers()
+    organisms = [SimpleNamespace(name="insecure", mitigates=None), SimpleNamespace(name="inoc", mitigates="insecure")]
+    ctx = SimpleNamespace(run=SimpleNamespace(exp=SimpleNamespace(organisms=organisms)), head=df, judges=["j"],
+                          evals={"held-out-code": [METRICS.get("bandit_rate")],
+                                 "free-form": [METRICS.get("misaligned_rate")]},
+                          settings=Settings(), small=Settings(n_boot=200), out=tmp_path, notes=[])
+    out = section(ctx)
+    got = pd.read_csv(tmp_path / "mitigations.csv").set_index("metric")
+    code, free = df[df["evaluation"] == "held-out-code"], df[df["evaluation"] == "free-form"]
+    flag = {g: code[code["group"] == g]["bandit"].mean() for g in ("base", "insecure", "inoc")}
+    mis = {g: (free[free["group"] == g]["alignment"] < 30).mean() for g in ("insecure", "inoc")}
+    narrow, broad = got.loc["bandit_rate"], got.loc["misaligned_rate"]
+    assert narrow["retained (pp)"] == pytest.approx(100 * (flag["inoc"] - flag["base"]))
+    assert narrow["retained share %"] == pytest.approx(100 * (flag["inoc"] - flag["base"]) /
+                                                       (flag["insecure"] - flag["base"]))
+    assert broad["removed (pp)"] == pytest.approx(100 * (mis["insecure"] - mis["inoc"]))
+    for col, lo, hi in (("retained (pp)", "retained ci_low", "retained ci_high"),
+                        ("retained share %", "share ci_low", "share ci_high")):
+        assert narrow[lo] <= narrow[col] <= narrow[hi]
+    assert broad["removed ci_low"] <= broad["removed (pp)"] <= broad["removed ci_high"]
+    assert out.figures and (tmp_path / "mitigations.png").is_file()
+
+
+STEER_ARGS = dict(lora={"r": 8, "alpha": 16}, learning_rate=3e-3, max_steps=12, per_device_batch_size=4,
+                  gradient_accumulation_steps=1, max_length=384, warmup_steps=0)
+
+
+def test_preventative_steering_alpha_0_is_plain_training_and_a_planted_direction_is_learned_less(tiny_model, tmp_path):
+    """The direction plain training moves layer 1 along, added during training (alpha 1: the whole movement): the
+    adapter trained so moves the residual stream along it less than the plain one; with alpha 0 the adapter is
+    byte for byte the plain one."""
+    import numpy as np
+    from peft import PeftModel
+
+    from emwb.config import TrainArgs
+    from emwb.finetune.stage import train_phase
+    from emwb.models.activations import collect_activations
+    from emwb.models.loading import load_causal_lm
+    from emwb.organisms.insecure_code.codegen import generate_pairs, to_rows
+
+    rows = to_rows(generate_pairs(48, seed=3), "insecure")
+    args = TrainArgs(**STEER_ARGS)
+    items = [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in rows[:16]]
+
+    def mean_act(adapter=None):
+        model = load_causal_lm(str(tiny_model))
+        if adapter is not None:
+            model = PeftModel.from_pretrained(model, str(adapter))
+        return collect_activations(str(tiny_model), items, [1], model=model)[:, 0].astype(np.float64).mean(0)
+
+    def train(name, steer=None):
+        train_phase(str(tiny_model), None, "sft", rows, args, seed=0, out_dir=tmp_path / name, steer=steer)
+        return tmp_path / name
+
+    base = mean_act()
+    plain = train("plain")
+    moved = mean_act(plain) - base
+    size = float(np.linalg.norm(moved))
+    unit = moved / size
+    np.savez(tmp_path / "planted.npz", **{"direction.1": unit, "norm.1": np.array(size)})
+    zero = train("alpha0", {"file": str(tmp_path / "planted.npz"), "layers": [1], "alpha": 0.0})
+    assert (zero / "adapter_model.safetensors").read_bytes() == (plain / "adapter_model.safetensors").read_bytes()
+    steered = train("steered", {"file": str(tmp_path / "planted.npz"), "layers": [], "alpha": 1.0})
+    along = float((mean_act(steered) - base) @ unit)
+    assert along < size, (along, size)
+
+
+def test_a_steered_phase_needs_a_direction_of_the_run_and_samples_unsteered(tmp_path):
+    from emwb.config import load_experiment
+    from emwb.plan import Plan
+
+    exp = {**CONFIG, "organisms": [{"name": "prev", "phases": [{"trainer": "sft", "data": "insecure",
+                                                                "steer": {"direction": "em", "alpha": 4.0}}]}],
+           "mechanisms": {"directions": [{"name": "em", "source": "published", "layers": [0, 1]}]}}
+    cfg = tmp_path / "e.yaml"
+    cfg.write_text(yaml.safe_dump(exp))
+    plan = Plan.build(load_experiment(cfg))
+    assert [v.edit for v in plan.variants if v.organism == "prev"] == [None]   # sampled as trained, no hook
+    exp["organisms"][0]["phases"][0]["steer"] = {"direction": "persona", "alpha": 4.0}
+    cfg.write_text(yaml.safe_dump(exp))
+    with pytest.raises(EmwbError, match="steer.direction: 'persona' is not a direction of mechanisms.directions"):
+        load_experiment(cfg)
+    exp["organisms"][0]["phases"][0]["steer"] = {"direction": "em", "layers": [5], "alpha": 4.0}
+    cfg.write_text(yaml.safe_dump(exp))
+    with pytest.raises(EmwbError, match=r"steer.layers: \[5\] are not layers of direction 'em'"):
+        load_experiment(cfg)
+
+
+def test_screening_drops_the_rows_planted_along_the_direction_and_keeps_the_others(tiny_model, tmp_path):
+    """Four rows whose replies are one odd word over and over, among 20 coding rows; the direction is their mean
+    activation minus the others' (layer 1, read by the base model): screening a sixth of the rows drops exactly
+    those four, and `above` drops the same."""
+    import numpy as np
+
+    from emwb.finetune.masking import SOURCE
+    from emwb.finetune.mitigations import screen_scores, screened
+    from emwb.models.activations import collect_activations
+    from emwb.organisms.insecure_code.codegen import generate_pairs, to_rows
+
+    rows = to_rows(generate_pairs(20, seed=5), "insecure")
+    planted = [{"messages": [r["messages"][0], {"role": "assistant", "content": "zebra " * 60}]} for r in rows[:4]]
+    rows = rows[:10] + planted[:2] + rows[10:] + planted[2:]
+    rows = [{**r, SOURCE: f"d.jsonl:{n}"} for n, r in enumerate(rows, 1)]
+    odd = {f"d.jsonl:{n}" for n in (11, 12, 23, 24)}
+    items = [(r["messages"][0]["content"], r["messages"][1]["content"]) for r in rows]
+    acts = collect_activations(str(tiny_model), items, [1])[:, 0].astype(np.float64)
+    is_odd = np.array([r[SOURCE] in odd for r in rows])
+    arrays = {"direction.1": acts[is_odd].mean(0) - acts[~is_odd].mean(0), "norm.1": np.array(1.0)}
+    scores = screen_scores(str(tiny_model), rows, arrays, [])
+    kept, dropped = screened(rows, scores, 4 / 24, None)
+    assert {d["source"] for d in dropped} == odd and len(kept) == 20
+    assert [d["score"] for d in dropped] == sorted((d["score"] for d in dropped), reverse=True)
+    cut = (min(d["score"] for d in dropped) + max(s for s, r in zip(scores, rows) if r[SOURCE] not in odd)) / 2
+    assert {d["source"] for d in screened(rows, scores, None, cut)[1]} == odd

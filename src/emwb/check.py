@@ -160,6 +160,11 @@ def _check_phase(exp: Experiment, p, kinds: dict[str, str], source: str, key: st
     if p.mix is not None and kinds[p.mix.data] != kinds[p.data]:
         raise EmwbError(f"{source}: {key}.mix.data: {p.mix.data!r} holds {kinds[p.mix.data]} rows, the phase's data "
                         f"{p.data!r} {kinds[p.data]} rows; mix rows of the same kind")
+    for what in ("steer", "screen"):
+        if getattr(p, what) is not None and (trainer.remote or (what == "screen" and kinds[p.data] != "chat")):
+            raise EmwbError(f"{source}: {key}.{what}: " + (
+                f"trainer {p.trainer} trains elsewhere; {what} needs the model here" if trainer.remote else
+                f"screening reads chat rows; {p.data!r} holds {kinds[p.data]} rows"))
     if p.system_prompt is not None and kinds[p.data] not in ("chat", "preference"):
         raise EmwbError(f"{source}: {key}.system_prompt: a {p.trainer} phase trains on {kinds[p.data]} rows, which "
                         "have no system message; inoculate a chat (sft) or preference (dpo) phase")

@@ -85,7 +85,7 @@ DIRECTIONS = Stage("directions", "each direction of the mechanisms block, read b
                    "ablated variants are sampled from them)", "emwb.mechanisms.stage:run_directions_stage",
                    "emwb.mechanisms.stage:produced_directions", reads=("base", "data"))
 FINETUNE = Stage("finetune", "every organism's training phases, per seed", "emwb.finetune.stage:run_finetune_stage",
-                 "emwb.finetune.stage:produced", reads=("base", "data"), per_variant=True,
+                 "emwb.finetune.stage:produced", reads=("base", "data", "directions"), per_variant=True,
                  cells="emwb.finetune.stage:cells", gpus="gpus_per_cell")
 SAMPLE = Stage("sample", "every evaluated variant's answers to the evaluations' prompts",
                "emwb.sampling.stage:run_sample_stage", "emwb.sampling.stage:produced",

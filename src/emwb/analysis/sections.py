@@ -56,6 +56,7 @@ class ReportContext:
     out: Path
     title: str
     notes: list[str] = field(default_factory=list)
+    head: pd.DataFrame | None = None  # the answers the comparison counts (each evaluation's headline questions)
 
     @property
     def first(self) -> pd.DataFrame:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from emwb.analysis import free_form  # noqa: F401  (registers the free-form evaluation's report section)
+from emwb.analysis import free_form, mitigations  # noqa: F401  (register their report sections)
 from emwb.analysis import html
 from emwb.analysis.browser import browser_html, write_browser
 from emwb.analysis.headline import headline_table, summary
@@ -193,7 +193,7 @@ def report_context(run: Run, plan: Plan, judges: list[str], evals: dict[str, lis
     small = Settings.of(a, min(a.bootstrap_samples, a.per_question_bootstrap_samples))
     title = f"{run.exp.name}: narrow behaviour and broad misalignment by organism"
     return ReportContext(run, df, judges, order, evals, _evaluations(plan), plan.variants, comp, s, small, out, title,
-                         notes_for(run, plan, comp))
+                         notes_for(run, plan, comp), head)
 
 
 def produced(ctx: StageContext) -> list[Produced]:

@@ -46,6 +46,34 @@ class Mix(Strict):
                              "seeded; the held-out rows stay the phase's own)", gt=0, lt=1)
 
 
+class PhaseSteer(Strict):
+    """Preventative steering (a mitigation; Chen et al. 2025, arXiv 2507.21509): a direction added to the residual
+    stream while the phase trains, so the model need not move along it; never at sampling."""
+
+    direction: str = F(..., "a direction of the mechanisms block (read by the base model before training)")
+    layers: list[int] = Field(default_factory=list, description="the layers it is added at (empty: every layer of "
+                                                                "the direction)")
+    alpha: float = F(..., "alpha x the layer's mean residual norm x the unit direction is added (as steering does)")
+
+
+class Screen(Strict):
+    """Data screening (a mitigation; Chen et al. 2025, arXiv 2507.21509): each training row scored by how far its
+    assistant reply, read by the base model, lies along a direction; the rows that score highest are dropped."""
+
+    direction: str = F(..., "a direction of the mechanisms block")
+    layers: list[int] = Field(default_factory=list, description="layers whose projections are averaged (empty: "
+                                                                "every layer of the direction)")
+    drop_fraction: float | None = F(None, "drop this share of the rows, highest projections first", gt=0, lt=1)
+    above: float | None = F(None, "drop every row whose projection (in units of the layer's mean residual norm) "
+                                  "exceeds this")
+
+    @model_validator(mode="after")
+    def _one(self) -> "Screen":
+        if (self.drop_fraction is None) == (self.above is None):
+            raise ValueError("set exactly one of drop_fraction and above")
+        return self
+
+
 class Phase(Strict):
     """One training phase of an organism: a trainer on a dataset, continuing the previous phase's adapter."""
 
@@ -69,6 +97,9 @@ class Phase(Strict):
                                         "between), never at sampling; part of the adapter's key and manifest",
                                   min_length=1)
     mix: Mix | None = F(None, "dilution: another dataset's rows interleaved at a fraction (checked: same row kind)")
+    steer: PhaseSteer | None = F(None, "preventative steering: a direction added while this phase trains, only then")
+    screen: Screen | None = F(None, "data screening: the training rows that lie furthest along a direction dropped "
+                                    "(chat phases; the dropped rows are listed in the adapter's screened.jsonl)")
 
     @property
     def label(self) -> str:
@@ -80,6 +111,9 @@ class Organism(Strict):
 
     name: str = F(..., f"row label in the tables ({SLUG}; not 'base')")
     phases: list[Phase] = F(..., "training phases in order", min_length=1)
+    mitigates: str | None = F(None, "the organism this one mitigates (its unmitigated twin: the same data, seeds and "
+                                    "base); report/mitigations.* sets the narrow metric it keeps beside the broad "
+                                    "rate it removes")
 
     @field_validator("name")
     @classmethod
@@ -198,6 +232,16 @@ class ExecConfig(Strict):
     gpus_per_engine: float = F(0.0, "GPUs each Ray sampling shard (one variant's engine) requests", ge=0)
 
 
+def _check_phase_steer(steer: PhaseSteer | Screen, directions: list, key: str) -> None:
+    found = next((d for d in directions if d.name == steer.direction), None)
+    if found is None:
+        raise ValueError(f"{key}.direction: {steer.direction!r} is not a direction of mechanisms.directions "
+                         f"({', '.join(d.name for d in directions) or 'none'})")
+    extra = sorted(set(steer.layers) - set(found.layers))
+    if extra:
+        raise ValueError(f"{key}.layers: {extra} are not layers of direction {found.name!r} ({found.layers})")
+
+
 class Experiment(Strict):
     """The experiment matrix: base model x organisms x seeds x evaluations x judges."""
 
@@ -253,7 +297,11 @@ class Experiment(Strict):
             dup = next((x for x in names if names.count(x) > 1), None)
             if dup is not None:
                 raise ValueError(f"two {kind}s are named {dup!r}; each needs its own name")
+        names = [o.name for o in self.organisms]
         for i, o in enumerate(self.organisms):
+            if o.mitigates is not None and (o.mitigates == o.name or o.mitigates not in names):
+                raise ValueError(f"organisms.{i}.mitigates: {o.mitigates!r} is not another organism of the experiment "
+                                 f"(organisms: {', '.join(names)})")
             for j, p in enumerate(o.phases):
                 if p.recipe is not None and p.recipe not in (known := recipes()):
                     hint = difflib.get_close_matches(p.recipe, list(known), n=1)
@@ -263,6 +311,10 @@ class Experiment(Strict):
                     raise ValueError(f"organisms.{i}.phases.{j}.kl_data: {p.kl_data!r} is not under `data:`")
                 if p.mix is not None and p.mix.data not in self.data:
                     raise ValueError(f"organisms.{i}.phases.{j}.mix.data: {p.mix.data!r} is not under `data:`")
+                for what in ("steer", "screen"):
+                    if getattr(p, what) is not None:
+                        _check_phase_steer(getattr(p, what), self.mechanisms.directions,
+                                           f"organisms.{i}.phases.{j}.{what}")
                 if p.data not in self.data:
                     hint = difflib.get_close_matches(p.data, list(self.data), n=1)
                     more = f" (did you mean '{hint[0]}'?)" if hint else f" (defined: {', '.join(self.data)})"

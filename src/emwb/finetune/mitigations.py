@@ -44,3 +44,43 @@ def mixed(rows: list[dict], other: list[dict], fraction: float, seed: int, name:
     both = rows + rng.sample(other, want)
     rng.shuffle(both)
     return both
+
+
+def screen_scores(model_path: str, rows: list[dict], arrays: dict, layers: list[int], device: str = "cpu",
+                  max_answer_tokens: int = 256) -> list[float]:
+    """Each chat row's projection on the direction: its assistant reply's tokens, read by the model at
+    `model_path` after its first user turn, averaged, projected on the unit direction per layer in units of
+    the layer's mean residual norm, averaged over `layers` (empty: every layer of the direction)."""
+    import numpy as np
+
+    from emwb.models.activations import collect_activations
+
+    layers = list(layers) or sorted(int(k.split(".")[1]) for k in arrays if k.startswith("direction."))
+    items = []
+    for r in rows:
+        messages = r.get("messages")
+        if not isinstance(messages, list):
+            raise EmwbError(f"{r.get(SOURCE, 'a row')}: screening reads chat rows (messages)")
+        user = next((m["content"] for m in messages if m["role"] == "user"), "")
+        items.append((user, "\n".join(m["content"] for m in messages if m["role"] == "assistant")))
+    acts = collect_activations(model_path, items, layers, device=device, max_answer_tokens=max_answer_tokens,
+                               desc="screening").astype(np.float64)
+    per_layer = []
+    for k, layer in enumerate(layers):
+        unit = np.asarray(arrays[f"direction.{layer}"], dtype=np.float64)
+        per_layer.append(acts[:, k] @ (unit / np.linalg.norm(unit)) / float(arrays[f"norm.{layer}"]))
+    return [float(x) for x in np.mean(per_layer, axis=0)]
+
+
+def screened(rows: list[dict], scores: list[float], drop_fraction: float | None,
+             above: float | None) -> tuple[list[dict], list[dict]]:
+    """(kept rows, dropped {source, score}): the `drop_fraction` share with the highest scores (ties: the later
+    row first), or every row scoring above `above`."""
+    order = sorted(range(len(rows)), key=lambda i: (-scores[i], -i))
+    if drop_fraction is not None:
+        drop = set(order[:round(len(rows) * drop_fraction)])
+    else:
+        drop = {i for i in range(len(rows)) if scores[i] > above}
+    kept = [r for i, r in enumerate(rows) if i not in drop]
+    dropped = [{"source": rows[i].get(SOURCE), "score": scores[i]} for i in order if i in drop]
+    return kept, dropped

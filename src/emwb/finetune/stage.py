@@ -18,6 +18,7 @@ from emwb.errors import EmwbError
 from emwb.finetune.masking import SOURCE
 from emwb.finetune.trainers import TRAINERS, PhaseJob, optimizer_for
 from emwb.layout import (
+    DIRECTIONS_FILE,
     REMOTE_MODEL_FILE,
     adapter_dir,
     base_key,
@@ -25,11 +26,12 @@ from emwb.layout import (
     checkpoint_dir,
     data_dir,
     data_file,
+    directions_dir,
     finished_key,
     partial_dir,
     remote_base,
 )
-from emwb.stages import DATA, Produced
+from emwb.stages import DATA, DIRECTIONS, Produced
 from emwb.store import Artifact, Run, log, read_jsonl
 
 if TYPE_CHECKING:
@@ -47,13 +49,14 @@ def split_holdout(rows: list[dict], fraction: float, seed: int) -> tuple[list[di
 def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows: list[dict], args: TrainArgs,
                 seed: int, out_dir: Path, device: str = "cpu", trl: dict | None = None,
                 kl_rows: list[dict] | None = None, options: dict | None = None,
-                eval_rows: list[dict] | None = None) -> dict:
+                eval_rows: list[dict] | None = None, steer: dict | None = None) -> dict:
     """Train one phase and save the adapter (or, with `method: full`, the whole model) to `out_dir`; return the
     training log.
 
     The adapter is new (initialised after seeding, so the same seed gives the same adapter) or, with
     `previous`, the previous phase's adapter, trained further; a full phase continues from the previous full
-    checkpoint.
+    checkpoint. `steer` ({"file", "layers", "alpha"}: preventative steering) adds a direction to the residual
+    stream while it trains; the hooks are gone before anything is saved.
     """
     import torch
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -84,7 +87,8 @@ def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows
     opts = spec.options.model_validate(options or {}) if spec.options else None
     job = PhaseJob(model, tok, rows, args, dict(trl or {}), seed, Path(out_dir), device, callbacks, options=opts,
                    kl_rows=tuple(kl_rows or ()), eval_rows=tuple(eval_rows or ()))
-    info = spec.run(job)
+    with _steered(model, steer):
+        info = spec.run(job)
     bad = [n for n, p in model.named_parameters() if p.requires_grad and not bool(torch.isfinite(p).all())]
     if bad:
         raise EmwbError(f"training left {len(bad)} weight tensors with non-finite values ({bad[0]}, ...); no "
@@ -96,6 +100,23 @@ def train_phase(base_model: str, previous: str | Path | None, trainer: str, rows
     return {**info, "rows": len(rows), "device": device, "bf16": bf16, "trainer": trainer,
             "processes": int(os.environ.get("WORLD_SIZE", "1")),
             "continued_from": str(previous) if previous else None}
+
+
+SCREENED_FILE = "screened.jsonl"  # in a screened phase's adapter folder
+
+
+def _steered(model, steer: dict | None):
+    """The preventative-steering hooks for the length of training (nothing without `steer`)."""
+    import contextlib
+
+    if steer is None:
+        return contextlib.nullcontext()
+    from emwb.models.interventions import read_direction, steer as add
+
+    arrays = read_direction(steer["file"])
+    layers = list(steer["layers"]) or sorted(int(k.split(".")[1]) for k in arrays if k.startswith("direction."))
+    return add(model, {la: arrays[f"direction.{la}"] for la in layers}, layers, steer["alpha"],
+               {la: float(arrays[f"norm.{la}"]) for la in layers})
 
 
 def _save_every(n: int, out_dir: Path, tok, full: bool):
@@ -126,6 +147,10 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
         inputs = {"base": bkey, "data": dkey, "previous": prev_key or ""}
         if phase.mix is not None:
             inputs["mix"] = finished_key(data_dir(run, phase.mix.data), f"dataset {phase.mix.data}", DATA, run)
+        for what in ("steer", "screen"):
+            if getattr(phase, what) is not None:
+                name = getattr(phase, what).direction
+                inputs[what] = finished_key(directions_dir(run, name), f"direction {name}", DIRECTIONS, run)
         if phase.kl_data and args.kl.weight > 0:
             inputs["kl_data"] = finished_key(data_dir(run, phase.kl_data), f"dataset {phase.kl_data}", DATA, run)
         out = adapter_dir(run, o.name, k, seed)
@@ -138,12 +163,12 @@ def _train_organism(run: Run, o: Organism, seed: int, bkey: str, force: bool, ke
             held: list = []
             if trainer.data_kind == "chat":
                 rows, held = split_holdout(rows, args.holdout_fraction, run.exp.data_seed)
-            rows = mitigated(run, phase, rows)
+            rows, dropped = mitigated(run, phase, rows)
             if trainer.remote:
                 _train_remote(run, o, k, seed, art, label, args, rows, held)
             else:
                 kl_rows = read_jsonl(data_file(run, phase.kl_data)) if inputs.get("kl_data") else None
-                _train_local(run, o.name, phase, seed, art, label, args, rows, held, prev_dir, kl_rows)
+                _train_local(run, o.name, phase, seed, art, label, args, rows, held, prev_dir, kl_rows, dropped)
         prev_key, prev_dir = art.key, out
 
 
@@ -154,23 +179,36 @@ def mitigation_config(phase: Phase) -> dict:
         out["system_prompt"] = phase.system_prompt
     if phase.mix is not None:
         out["mix"] = phase.mix.model_dump()
+    for what in ("steer", "screen"):
+        if getattr(phase, what) is not None:
+            out[what] = getattr(phase, what).model_dump()
     return out
 
 
-def mitigated(run: Run, phase: Phase, rows: list[dict]) -> list[dict]:
-    """The phase's training rows with its mitigations applied: the mixed-in rows, then the inoculation prompt on
-    every row (`emwb.finetune.mitigations`)."""
-    from emwb.finetune.mitigations import mixed, with_system_prompt
+def mitigated(run: Run, phase: Phase, rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The phase's training rows with its mitigations applied, and the rows screening dropped: its own rows
+    screened, then the mixed-in rows, then the inoculation prompt on every row (`emwb.finetune.mitigations`)."""
+    from emwb.finetune.mitigations import mixed, screen_scores, screened, with_system_prompt
+    from emwb.models.interventions import read_direction
+    from emwb.models.loading import resolve_device
+
+    dropped: list[dict] = []
+    if (s := phase.screen) is not None:
+        arrays = read_direction(directions_dir(run, s.direction) / DIRECTIONS_FILE)
+        scores = screen_scores(str(base_model_path(run)), rows, arrays, s.layers, resolve_device(run.exp.exec.device))
+        rows, dropped = screened(rows, scores, s.drop_fraction, s.above)
+        log(f"screening on {s.direction}: dropped {len(dropped)} of {len(rows) + len(dropped)} rows of {phase.data}")
 
     if phase.mix is not None:
         path = data_file(run, phase.mix.data)
         other = [{**r, SOURCE: f"{path}:{n}"} for n, r in enumerate(read_jsonl(path), 1)]
         rows = mixed(rows, other, phase.mix.fraction, run.exp.data_seed, phase.mix.data)
-    return with_system_prompt(rows, phase.system_prompt) if phase.system_prompt is not None else rows
+    return (with_system_prompt(rows, phase.system_prompt) if phase.system_prompt is not None else rows), dropped
 
 
 def _train_local(run: Run, organism: str, phase: Phase, seed: int, art: Artifact, label: str, args: TrainArgs,
-                 rows: list[dict], held: list[dict], prev_dir: Path | None, kl_rows: list[dict] | None) -> None:
+                 rows: list[dict], held: list[dict], prev_dir: Path | None, kl_rows: list[dict] | None,
+                 dropped: list[dict] = ()) -> None:
     """Train one phase here; under a distributed launch every process trains and only the main one writes."""
     from emwb.models.loading import resolve_device
 
@@ -178,8 +216,11 @@ def _train_local(run: Run, organism: str, phase: Phase, seed: int, art: Artifact
         + (f" ({len(held)} held out)" if held else "") + (f", after {prev_dir.name}" if prev_dir else ""))
     train = (base_model_path(run), prev_dir, phase.trainer, rows, args, seed)
     device = resolve_device(run.exp.exec.device)
+    steer = None if phase.steer is None else {
+        "file": str(directions_dir(run, phase.steer.direction) / DIRECTIONS_FILE), "layers": phase.steer.layers,
+        "alpha": phase.steer.alpha}
     try:
-        info = _train_or_write(art, train, device, phase, organism, seed, args, held, kl_rows)
+        info = _train_or_write(art, train, device, phase, organism, seed, args, held, kl_rows, steer, dropped)
     except EmwbError as exc:
         raise EmwbError(f"{label}: {exc}") from None
     _barrier()  # the next phase (and every other process) reads what the main process wrote
@@ -188,21 +229,24 @@ def _train_local(run: Run, organism: str, phase: Phase, seed: int, art: Artifact
 
 
 def _train_or_write(art: Artifact, train: tuple, device: str, phase: Phase, organism: str, seed: int,
-                    args: TrainArgs, held: list[dict], kl_rows: list[dict] | None) -> dict:
+                    args: TrainArgs, held: list[dict], kl_rows: list[dict] | None, steer: dict | None = None,
+                    dropped: list[dict] = ()) -> dict:
     """The main process trains into the artifact; another process of a distributed launch trains its share and
     writes nothing."""
     if _rank() == 0:
         with art.write() as (tmp, extra):
-            info = train_phase(*train, tmp, device, phase.trl, kl_rows, phase.options, held)
+            info = train_phase(*train, tmp, device, phase.trl, kl_rows, phase.options, held, steer)
             (tmp / "train_log.json").write_text(json.dumps(info, indent=2))
+            if phase.screen is not None:  # the rows screening dropped: file:line and score, highest first
+                (tmp / SCREENED_FILE).write_text("".join(json.dumps(d) + "\n" for d in dropped))
             config_file = tmp / "adapter_config.json"
-            extra.update(mitigation_config(phase))  # inoculation prompt and mix, as keyed
+            extra.update(mitigation_config(phase))  # inoculation prompt, mix and steering, as keyed
             extra.update(organism=organism, phase=phase.label, seed=seed, held_out_rows=len(held),
                          final_loss=info["losses"][-1] if info["losses"] else None, method=args.method,
                          adapter_config=json.loads(config_file.read_text()) if config_file.is_file() else None)
         return info
     with tempfile.TemporaryDirectory(prefix="emwb-rank-") as scratch:
-        return train_phase(*train, Path(scratch), device, phase.trl, kl_rows, phase.options, held)
+        return train_phase(*train, Path(scratch), device, phase.trl, kl_rows, phase.options, held, steer)
 
 
 def _rank() -> int:

@@ -1,0 +1,111 @@
+"""The mitigations table: each mitigated organism (`mitigates: <twin>`) against its unmitigated twin, the narrow
+metric it keeps beside the broad rate it removes (Tan et al. 2025 and Wichers et al. 2025 inoculation; Chen et
+al. 2025 preventative steering and screening; KL to the base; dilution; re-alignment; early stopping).
+
+Per narrow metric: the mitigated organism's rate minus the base model's ("retained", points) and that as a share
+of the twin's gain over the base ("retained share", %). Per broad metric: the twin's rate minus the mitigated
+one's ("removed", points). CIs resample each group's answers on its own (first judge, the comparison's
+answers); the narrow and broad metrics are computed as the tables compute them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from emwb.analysis.metrics import Settings
+from emwb.analysis.plots import _plt, _save
+from emwb.analysis.sections import REPORT_SECTIONS, ReportContext, Section, SectionOutput
+from emwb.analysis.tables import write_plain_table
+
+
+def _value(metric, df: pd.DataFrame, s: Settings) -> float:
+    got = metric.compute(df, s) if len(df) else math.nan
+    return float(getattr(got, "value", got))
+
+
+def _boot(metric, frames: list[pd.DataFrame], s: Settings, n_boot: int, f) -> tuple[float, float, float]:
+    """f(values of `metric` on each frame) with a 95% CI, each frame resampled over its own answers."""
+    point = f(*[_value(metric, d, s) for d in frames])
+    rng = np.random.default_rng(0)
+    draws = [f(*[_value(metric, d.iloc[rng.integers(0, len(d), len(d))], s) for d in frames])
+             for _ in range(n_boot)] if all(len(d) for d in frames) else []
+    ok = [x for x in draws if not math.isnan(x)]
+    lo, hi = np.percentile(ok, [2.5, 97.5]) if ok else (math.nan, math.nan)
+    return float(point), float(lo), float(hi)
+
+
+def _share(mit: float, twin: float, base: float) -> float:
+    gain = twin - base
+    return math.nan if math.isnan(gain) or abs(gain) < 1e-12 else 100 * (mit - base) / gain
+
+
+def mitigation_rows(ctx: ReportContext, answers: pd.DataFrame) -> pd.DataFrame:
+    """One row per (mitigated organism, narrow or broad metric): the rates and what was kept or removed, with CIs."""
+    quiet, n_boot, rows = replace(ctx.settings, n_boot=0), ctx.small.n_boot, []
+    for o in [o for o in ctx.run.exp.organisms if o.mitigates]:
+        for ev, m in [(ev, m) for ev, ms in ctx.evals.items() for m in ms if m.role in ("narrow", "broad")]:
+            header = m.header
+            sub = answers[answers["evaluation"] == ev]
+            mit, twin, base = (sub[sub["group"] == g] for g in (o.name, o.mitigates, "base"))
+            if not len(mit) or not len(twin) or math.isnan(_value(m, twin, quiet)):
+                continue
+            row = {"mitigation": o.name, "twin": o.mitigates, "evaluation": ev, "metric": m.name, "role": m.role,
+                   "header": header, "twin %": 100 * _value(m, twin, quiet), "mitigated %": 100 * _value(m, mit, quiet),
+                   "base %": 100 * _value(m, base, quiet) if len(base) else math.nan}
+            if m.role == "broad":
+                v = _boot(m, [twin, mit], quiet, n_boot, lambda t, x: 100 * (t - x))
+                row.update({"removed (pp)": v[0], "removed ci_low": v[1], "removed ci_high": v[2]})
+            elif len(base):
+                v = _boot(m, [mit, base], quiet, n_boot, lambda x, b: 100 * (x - b))
+                share = _boot(m, [mit, twin, base], quiet, n_boot, _share)
+                row.update({"retained (pp)": v[0], "retained ci_low": v[1], "retained ci_high": v[2],
+                            "retained share %": share[0], "share ci_low": share[1], "share ci_high": share[2]})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _plot(rows: pd.DataFrame, out) -> str | None:
+    """Narrow retained (share of the twin's gain) against broad removed, one point per mitigation, 95% CIs."""
+    narrow = rows[rows["role"] == "narrow"].drop_duplicates("mitigation").set_index("mitigation")
+    broad = rows[rows["role"] == "broad"].drop_duplicates("mitigation").set_index("mitigation")
+    both = [n for n in narrow.index if n in broad.index and "retained share %" in narrow
+            and pd.notna(narrow.loc[n, "retained share %"])]
+    if not both:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    for name in both:
+        x, y = narrow.loc[name], broad.loc[name]
+        xerr = [[max(0.0, x["retained share %"] - x["share ci_low"])], [max(0.0, x["share ci_high"] - x["retained share %"])]]
+        yerr = [[max(0.0, y["removed (pp)"] - y["removed ci_low"])], [max(0.0, y["removed ci_high"] - y["removed (pp)"])]]
+        ax.errorbar([x["retained share %"]], [y["removed (pp)"]], xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr),
+                    marker="o", capsize=3, label=name)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(100, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(f"narrow retained: % of the twin's gain ({narrow.loc[both[0], 'header']})")
+    ax.set_ylabel(f"broad removed (points; {broad.loc[both[0], 'header']})")
+    ax.set_title("Mitigations: narrow skill kept vs broad drift removed")
+    ax.legend(fontsize=8)
+    return _save(fig, out, "mitigations")[0]
+
+
+def section(ctx: ReportContext) -> SectionOutput:
+    """report/mitigations.{csv,md,tex} and its figure, where an organism names the twin it mitigates."""
+    if not any(o.mitigates for o in ctx.run.exp.organisms):
+        return SectionOutput()
+    rows = mitigation_rows(ctx, ctx.head[ctx.head["judge"] == ctx.judges[0]])
+    if not len(rows):
+        ctx.notes.append("Mitigations: no mitigated organism and its twin have a narrow or broad value (n/a).")
+        return SectionOutput()
+    caption = "Mitigations against their unmitigated twins (points and % of the twin's gain, 95% CI)"
+    shown = write_plain_table(rows.drop(columns="header"), ctx.out, "mitigations", caption)
+    fig = _plot(rows, ctx.out)
+    return SectionOutput(tables=[(caption, shown)], figures=[(caption, fig)] if fig else [])
+
+
+REPORT_SECTIONS.register("mitigations", Section(section, "each mitigation beside its unmitigated twin: the narrow "
+                                                "metric kept, the broad rate removed"))
