@@ -131,6 +131,7 @@ def test_the_mitigations_table_equals_the_rates_recomputed_from_the_answers(tmp_
     df = _planted_answers()
     organisms = [SimpleNamespace(name="insecure", mitigates=None), SimpleNamespace(name="inoc", mitigates="insecure")]
     ctx = SimpleNamespace(run=SimpleNamespace(exp=SimpleNamespace(organisms=organisms)), head=df, judges=["j"],
+                          variants=(),
                           evals={"held-out-code": [METRICS.get("bandit_rate")],
                                  "free-form": [METRICS.get("misaligned_rate")]},
                           settings=Settings(), small=Settings(n_boot=200), out=tmp_path, notes=[])
@@ -149,6 +150,21 @@ def test_the_mitigations_table_equals_the_rates_recomputed_from_the_answers(tmp_
         assert narrow[lo] <= narrow[col] <= narrow[hi]
     assert broad["removed ci_low"] <= broad["removed (pp)"] <= broad["removed ci_high"]
     assert out.figures and (tmp_path / "mitigations.png").is_file()
+
+
+def test_kept_checkpoints_are_early_stopping_rows_against_their_phases_end():
+    from types import SimpleNamespace
+
+    from emwb.analysis.mitigations import pairs_of
+    from emwb.layout import Variant
+
+    variants = (Variant("base", "base"), Variant("ins@step10-s0", "ins@step10", "ins", step=10, line="ins"),
+                Variant("ins-s0", "ins", "ins", line="ins"))
+    ctx = SimpleNamespace(run=SimpleNamespace(exp=SimpleNamespace(organisms=[SimpleNamespace(name="ins", mitigates=None),
+                                                                             SimpleNamespace(name="inoc",
+                                                                                             mitigates="ins")])),
+                          variants=variants)
+    assert pairs_of(ctx) == [("inoc", "ins"), ("ins@step10", "ins")]
 
 
 STEER_ARGS = dict(lora={"r": 8, "alpha": 16}, learning_rate=3e-3, max_steps=12, per_device_batch_size=4,

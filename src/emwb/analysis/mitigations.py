@@ -1,6 +1,7 @@
 """The mitigations table: each mitigated organism (`mitigates: <twin>`) against its unmitigated twin, the narrow
 metric it keeps beside the broad rate it removes (Tan et al. 2025 and Wichers et al. 2025 inoculation; Chen et
-al. 2025 preventative steering and screening; KL to the base; dilution; re-alignment; early stopping).
+al. 2025 preventative steering and screening; KL to the base; dilution; re-alignment), and each checkpoint
+kept during an organism's phase against the phase's end (early stopping).
 
 Per narrow metric: the mitigated organism's rate minus the base model's ("retained", points) and that as a share
 of the twin's gain over the base ("retained share", %). Per broad metric: the twin's rate minus the mitigated
@@ -43,17 +44,26 @@ def _share(mit: float, twin: float, base: float) -> float:
     return math.nan if math.isnan(gain) or abs(gain) < 1e-12 else 100 * (mit - base) / gain
 
 
+def pairs_of(ctx: ReportContext) -> list[tuple[str, str]]:
+    """(mitigated group, its twin's group): each organism that names the one it mitigates, and early stopping:
+    each checkpoint kept during an organism's last phase against that phase's end (`save_every`)."""
+    out = [(o.name, o.mitigates) for o in ctx.run.exp.organisms if o.mitigates]
+    out += list(dict.fromkeys((v.group, v.line) for v in ctx.variants if v.step is not None and v.edit is None
+                              and v.line and v.line in {x.group for x in ctx.variants}))
+    return out
+
+
 def mitigation_rows(ctx: ReportContext, answers: pd.DataFrame) -> pd.DataFrame:
-    """One row per (mitigated organism, narrow or broad metric): the rates and what was kept or removed, with CIs."""
+    """One row per (mitigated group, narrow or broad metric): the rates and what was kept or removed, with CIs."""
     quiet, n_boot, rows = replace(ctx.settings, n_boot=0), ctx.small.n_boot, []
-    for o in [o for o in ctx.run.exp.organisms if o.mitigates]:
+    for name, twin_name in pairs_of(ctx):
         for ev, m in [(ev, m) for ev, ms in ctx.evals.items() for m in ms if m.role in ("narrow", "broad")]:
             header = m.header
             sub = answers[answers["evaluation"] == ev]
-            mit, twin, base = (sub[sub["group"] == g] for g in (o.name, o.mitigates, "base"))
+            mit, twin, base = (sub[sub["group"] == g] for g in (name, twin_name, "base"))
             if not len(mit) or not len(twin) or math.isnan(_value(m, twin, quiet)):
                 continue
-            row = {"mitigation": o.name, "twin": o.mitigates, "evaluation": ev, "metric": m.name, "role": m.role,
+            row = {"mitigation": name, "twin": twin_name, "evaluation": ev, "metric": m.name, "role": m.role,
                    "header": header, "twin %": 100 * _value(m, twin, quiet), "mitigated %": 100 * _value(m, mit, quiet),
                    "base %": 100 * _value(m, base, quiet) if len(base) else math.nan}
             if m.role == "broad":
@@ -94,8 +104,9 @@ def _plot(rows: pd.DataFrame, out) -> str | None:
 
 
 def section(ctx: ReportContext) -> SectionOutput:
-    """report/mitigations.{csv,md,tex} and its figure, where an organism names the twin it mitigates."""
-    if not any(o.mitigates for o in ctx.run.exp.organisms):
+    """report/mitigations.{csv,md,tex} and its figure, where an organism names the twin it mitigates or a phase
+    kept checkpoints (early stopping)."""
+    if not pairs_of(ctx):
         return SectionOutput()
     rows = mitigation_rows(ctx, ctx.head[ctx.head["judge"] == ctx.judges[0]])
     if not len(rows):
