@@ -85,6 +85,9 @@ def test_steered_and_ablated_variants_are_sampled_judged_and_reported(tmp_path, 
     assert (proj["ci_low"] <= proj["mean_projection"]).all() and (proj["mean_projection"] <= proj["ci_high"]).all()
     page = run.path("report", "index.html").read_text()
     assert all(f in page for f in ("projections.png", "steering.png", "ablation.png", "directions_cosine.png"))
+    report = json.loads(run.path("report", "manifest.json").read_text())
+    for key in ("directions:em", "projections:em"):  # a recomputed direction makes the report stale
+        assert report["inputs"][key] == json.loads(run.path(*key.split(":"), "manifest.json").read_text())["key"]
 
 
 def test_the_bias_twins_direction_is_the_mean_of_the_train_biases_own_directions(tmp_path, tiny_model, upstream,

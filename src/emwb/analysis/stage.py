@@ -32,12 +32,14 @@ from emwb.layout import (
     calibration_dir,
     detections_dir,
     detections_file,
+    directions_dir,
     finished_key,
     judgments_dir,
     judgments_file,
+    projections_dir,
     report_dir,
 )
-from emwb.stages import DETECT, JUDGE, Produced
+from emwb.stages import DETECT, DIRECTIONS, JUDGE, PROJECTIONS, Produced
 from emwb.store import Artifact, Run, log, read_jsonl, read_manifest
 
 if TYPE_CHECKING:
@@ -142,6 +144,11 @@ def run_report_stage(stage: StageContext) -> str:
     if plan.detectors():
         inputs.update({f"detect:{d.name}": finished_key(d, "detections", DETECT, run)
                        for d in [*(detections_dir(run, v.id) for v in plan.variants), calibration_dir(run)]})
+    for d in run.exp.mechanisms.directions:  # the mechanisms sections read the directions and their projections
+        inputs[f"directions:{d.name}"] = finished_key(directions_dir(run, d.name), f"direction {d.name}", DIRECTIONS,
+                                                      run)
+        inputs[f"projections:{d.name}"] = finished_key(projections_dir(run, d.name), f"projections on {d.name}",
+                                                       PROJECTIONS, run)
     a = run.exp.analysis
     evals = evaluation_metrics(plan)
     sections = {name: REPORT_SECTIONS.get(name) for name in REPORT_SECTIONS}
