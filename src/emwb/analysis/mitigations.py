@@ -79,25 +79,27 @@ def mitigation_rows(ctx: ReportContext, answers: pd.DataFrame) -> pd.DataFrame:
 
 
 def _plot(rows: pd.DataFrame, out) -> str | None:
-    """Narrow retained (share of the twin's gain) against broad removed, one point per mitigation, 95% CIs."""
-    narrow = rows[rows["role"] == "narrow"].drop_duplicates("mitigation").set_index("mitigation")
-    broad = rows[rows["role"] == "broad"].drop_duplicates("mitigation").set_index("mitigation")
-    both = [n for n in narrow.index if n in broad.index and "retained share %" in narrow
-            and pd.notna(narrow.loc[n, "retained share %"])]
+    """Narrow retained (points over the base) against broad removed (points), one point per mitigation with a
+    value for both, 95% CIs both ways."""
+    narrow = rows[(rows["role"] == "narrow") & rows.get("retained (pp)", pd.Series(dtype=float)).notna()]
+    broad = rows[(rows["role"] == "broad") & rows["removed (pp)"].notna()] if "removed (pp)" in rows else rows.iloc[:0]
+    narrow, broad = (f.drop_duplicates("mitigation").set_index("mitigation") for f in (narrow, broad))
+    both = [n for n in narrow.index if n in broad.index]
     if not both:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.2, 4))
     for name in both:
         x, y = narrow.loc[name], broad.loc[name]
-        xerr = [[max(0.0, x["retained share %"] - x["share ci_low"])], [max(0.0, x["share ci_high"] - x["retained share %"])]]
-        yerr = [[max(0.0, y["removed (pp)"] - y["removed ci_low"])], [max(0.0, y["removed ci_high"] - y["removed (pp)"])]]
-        ax.errorbar([x["retained share %"]], [y["removed (pp)"]], xerr=np.nan_to_num(xerr), yerr=np.nan_to_num(yerr),
+        err = lambda r, c, lo, hi: [[max(0.0, r[c] - r[lo])], [max(0.0, r[hi] - r[c])]]  # noqa: E731
+        ax.errorbar([x["retained (pp)"]], [y["removed (pp)"]],
+                    xerr=np.nan_to_num(err(x, "retained (pp)", "retained ci_low", "retained ci_high")),
+                    yerr=np.nan_to_num(err(y, "removed (pp)", "removed ci_low", "removed ci_high")),
                     marker="o", capsize=3, label=name)
     ax.axhline(0, color="grey", lw=0.8)
-    ax.axvline(100, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel(f"narrow retained: % of the twin's gain ({narrow.loc[both[0], 'header']})")
-    ax.set_ylabel(f"broad removed (points; {broad.loc[both[0], 'header']})")
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel(f"narrow retained: points over the base ({narrow.loc[both[0], 'header']})")
+    ax.set_ylabel(f"broad removed: points ({broad.loc[both[0], 'header']})")
     ax.set_title("Mitigations: narrow skill kept vs broad drift removed")
     ax.legend(fontsize=8)
     return _save(fig, out, "mitigations")[0]
@@ -115,6 +117,10 @@ def section(ctx: ReportContext) -> SectionOutput:
     caption = "Mitigations against their unmitigated twins (points and % of the twin's gain, 95% CI)"
     shown = write_plain_table(rows.drop(columns="header"), ctx.out, "mitigations", caption)
     fig = _plot(rows, ctx.out)
+    missing = sorted(set(name for name, _ in pairs_of(ctx)) - set(rows[rows["role"] == "narrow"]["mitigation"]))
+    if missing:
+        ctx.notes.append(f"Mitigations without a narrow value (n/a: no answer scored by the narrow metric): "
+                         f"{', '.join(missing)}.")
     return SectionOutput(tables=[(caption, shown)], figures=[(caption, fig)] if fig else [])
 
 
