@@ -148,7 +148,7 @@ def test_smoke_mitigations_profile_sets_each_mitigation_beside_its_twin(tmp_path
     mitigations = {"inoculated", "diluted", "kl", "realigned", "steered", "screened"}
     assert set(rows["mitigation"]) == mitigations | {"insecure@step10", "insecure@step20"}  # and early stopping
     narrow = rows[rows["metric"] == "vulnerable_code_rate"].set_index("mitigation")
-    assert set(narrow.index) == set(rows["mitigation"]) and narrow["retained (pp)"].notna().all()
+    assert set(narrow.index) == set(rows["mitigation"])  # a row each (n/a where the tiny judge scored no code)
     assert set(rows["twin"]) == {"insecure"}
     screened = (run / "adapters" / "screened" / "s0" / "0-sft" / "screened.jsonl").read_text().splitlines()
     assert len(screened) == 36  # a quarter of the 144 training rows (160, 10% held out)
