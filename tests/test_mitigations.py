@@ -210,6 +210,23 @@ def test_preventative_steering_alpha_0_is_plain_training_and_a_planted_direction
     along = float((mean_act(steered) - base) @ unit)
     assert along < size, (along, size)
 
+    # at sampling the hook is gone: the sampler's load of the adapter gives the unhooked model's next-token
+    # log-probabilities, which the training hook would have moved
+    from emwb.models.interventions import steer
+    from emwb.models.loading import load_tokenizer
+    from emwb.models.ref import ModelRef
+    from emwb.sampling.samplers import full_next_token_logprobs, next_token_logprobs_hf, render_prompt
+
+    prompts = [render_prompt(load_tokenizer(str(tiny_model)), [{"role": "user", "content": q}])[1] for q, _ in items[:2]]
+    sampled = next_token_logprobs_hf(ModelRef.of_lora(str(tiny_model), str(steered)), prompts)
+    model = PeftModel.from_pretrained(load_causal_lm(str(tiny_model)), str(steered))
+    unhooked = full_next_token_logprobs(model, prompts, "cpu")
+    with steer(model, {1: unit}, [1], 1.0, {1: size}):
+        hooked = full_next_token_logprobs(model, prompts, "cpu")
+    for s, u, h in zip(sampled, unhooked, hooked):
+        assert float(abs(np.asarray(s) - np.asarray(u)).max()) < 1e-5
+        assert float(abs(np.asarray(h) - np.asarray(u)).max()) > 1e-3
+
 
 def test_a_steered_phase_needs_a_direction_of_the_run_and_samples_unsteered(tmp_path):
     from emwb.config import load_experiment
