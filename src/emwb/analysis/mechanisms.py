@@ -4,6 +4,7 @@ cosines between directions (`report/steering.*`, `report/ablation.*`, `report/di
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -45,25 +46,29 @@ def steering_rows(ctx) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _value(metric, df: pd.DataFrame, settings) -> float:
-    got = metric.compute(df, settings)
+def metric_value(metric, df: pd.DataFrame, settings) -> float:
+    """The metric on `df` as the tables compute it, as a float (NaN on no answers)."""
+    got = metric.compute(df, settings) if len(df) else math.nan
     return float(getattr(got, "value", got))
+
+
+def resampled_ci(metric, frames: list[pd.DataFrame], settings, n_boot: int, f, seed: int = 0
+                 ) -> tuple[float, float, float]:
+    """(f of the metric on each frame, its 95% CI): each frame resampled over its own answers (the metric computed
+    as the tables compute it, without its own CI); no CI when a frame is empty."""
+    point = f(*[metric_value(metric, d, settings) for d in frames])
+    rng = np.random.default_rng(seed)
+    draws = [f(*[metric_value(metric, d.iloc[rng.integers(0, len(d), len(d))], settings) for d in frames])
+             for _ in range(n_boot)] if all(len(d) for d in frames) else []
+    ok = [d for d in draws if not np.isnan(d)]
+    lo, hi = np.percentile(ok, [2.5, 97.5]) if ok else (np.nan, np.nan)
+    return float(point), float(lo), float(hi)
 
 
 def reduction_ci(metric, base: pd.DataFrame, edited: pd.DataFrame, settings, n_boot: int,
                  seed: int = 0) -> tuple[float, float, float]:
-    """(reduction, 95% CI) in points: the metric on the unedited variant's answers minus on the edited one's, each
-    resampled over its own answers (the metric computed as the tables compute it, without its own CI)."""
-    point = 100 * (_value(metric, base, settings) - _value(metric, edited, settings))
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n_boot):
-        a = base.iloc[rng.integers(0, len(base), len(base))]
-        b = edited.iloc[rng.integers(0, len(edited), len(edited))]
-        draws.append(100 * (_value(metric, a, settings) - _value(metric, b, settings)))
-    ok = [d for d in draws if not np.isnan(d)]
-    lo, hi = np.percentile(ok, [2.5, 97.5]) if ok else (np.nan, np.nan)
-    return float(point), float(lo), float(hi)
+    """(reduction, 95% CI) in points: the metric on the unedited variant's answers minus on the edited one's."""
+    return resampled_ci(metric, [base, edited], settings, n_boot, lambda b, e: 100 * (b - e), seed)
 
 
 def ablation_rows(ctx) -> pd.DataFrame:

@@ -17,26 +17,10 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from emwb.analysis.metrics import Settings
+from emwb.analysis.mechanisms import metric_value, reduction_ci, resampled_ci
 from emwb.analysis.plots import _plt, _save
 from emwb.analysis.sections import REPORT_SECTIONS, ReportContext, Section, SectionOutput
 from emwb.analysis.tables import write_plain_table
-
-
-def _value(metric, df: pd.DataFrame, s: Settings) -> float:
-    got = metric.compute(df, s) if len(df) else math.nan
-    return float(getattr(got, "value", got))
-
-
-def _boot(metric, frames: list[pd.DataFrame], s: Settings, n_boot: int, f) -> tuple[float, float, float]:
-    """f(values of `metric` on each frame) with a 95% CI, each frame resampled over its own answers."""
-    point = f(*[_value(metric, d, s) for d in frames])
-    rng = np.random.default_rng(0)
-    draws = [f(*[_value(metric, d.iloc[rng.integers(0, len(d), len(d))], s) for d in frames])
-             for _ in range(n_boot)] if all(len(d) for d in frames) else []
-    ok = [x for x in draws if not math.isnan(x)]
-    lo, hi = np.percentile(ok, [2.5, 97.5]) if ok else (math.nan, math.nan)
-    return float(point), float(lo), float(hi)
 
 
 def _share(mit: float, twin: float, base: float) -> float:
@@ -53,25 +37,27 @@ def pairs_of(ctx: ReportContext) -> list[tuple[str, str]]:
     return out
 
 
-def mitigation_rows(ctx: ReportContext, answers: pd.DataFrame) -> pd.DataFrame:
-    """One row per (mitigated group, narrow or broad metric): the rates and what was kept or removed, with CIs."""
+def mitigation_rows(ctx: ReportContext, answers: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
+    """One row per (mitigated group of `pairs`, narrow or broad metric): the rates and what was kept or removed,
+    with CIs."""
     quiet, n_boot, rows = replace(ctx.settings, n_boot=0), ctx.small.n_boot, []
-    for name, twin_name in pairs_of(ctx):
+    for name, twin_name in pairs:
         for ev, m in [(ev, m) for ev, ms in ctx.evals.items() for m in ms if m.role in ("narrow", "broad")]:
             header = m.header
             sub = answers[answers["evaluation"] == ev]
             mit, twin, base = (sub[sub["group"] == g] for g in (name, twin_name, "base"))
-            if not len(mit) or not len(twin) or math.isnan(_value(m, twin, quiet)):
+            twin_rate = metric_value(m, twin, quiet)
+            if not len(mit) or math.isnan(twin_rate):
                 continue
             row = {"mitigation": name, "twin": twin_name, "evaluation": ev, "metric": m.name, "role": m.role,
-                   "header": header, "twin %": 100 * _value(m, twin, quiet), "mitigated %": 100 * _value(m, mit, quiet),
-                   "base %": 100 * _value(m, base, quiet) if len(base) else math.nan}
+                   "header": header, "twin %": 100 * twin_rate, "mitigated %": 100 * metric_value(m, mit, quiet),
+                   "base %": 100 * metric_value(m, base, quiet)}
             if m.role == "broad":
-                v = _boot(m, [twin, mit], quiet, n_boot, lambda t, x: 100 * (t - x))
+                v = reduction_ci(m, twin, mit, quiet, n_boot)
                 row.update({"removed (pp)": v[0], "removed ci_low": v[1], "removed ci_high": v[2]})
             elif len(base):
-                v = _boot(m, [mit, base], quiet, n_boot, lambda x, b: 100 * (x - b))
-                share = _boot(m, [mit, twin, base], quiet, n_boot, _share)
+                v = reduction_ci(m, mit, base, quiet, n_boot)
+                share = resampled_ci(m, [mit, twin, base], quiet, n_boot, _share)
                 row.update({"retained (pp)": v[0], "retained ci_low": v[1], "retained ci_high": v[2],
                             "retained share %": share[0], "share ci_low": share[1], "share ci_high": share[2]})
             rows.append(row)
@@ -108,16 +94,17 @@ def _plot(rows: pd.DataFrame, out) -> str | None:
 def section(ctx: ReportContext) -> SectionOutput:
     """report/mitigations.{csv,md,tex} and its figure, where an organism names the twin it mitigates or a phase
     kept checkpoints (early stopping)."""
-    if not pairs_of(ctx):
+    pairs = pairs_of(ctx)
+    if not pairs:
         return SectionOutput()
-    rows = mitigation_rows(ctx, ctx.head[ctx.head["judge"] == ctx.judges[0]])
+    rows = mitigation_rows(ctx, ctx.head[ctx.head["judge"] == ctx.judges[0]], pairs)
     if not len(rows):
         ctx.notes.append("Mitigations: no mitigated organism and its twin have a narrow or broad value (n/a).")
         return SectionOutput()
     caption = "Mitigations against their unmitigated twins (points and % of the twin's gain, 95% CI)"
     shown = write_plain_table(rows.drop(columns="header"), ctx.out, "mitigations", caption)
     fig = _plot(rows, ctx.out)
-    missing = sorted(set(name for name, _ in pairs_of(ctx)) - set(rows[rows["role"] == "narrow"]["mitigation"]))
+    missing = sorted(set(name for name, _ in pairs) - set(rows[rows["role"] == "narrow"]["mitigation"]))
     if missing:
         ctx.notes.append(f"Mitigations without a narrow value (n/a: no answer scored by the narrow metric): "
                          f"{', '.join(missing)}.")

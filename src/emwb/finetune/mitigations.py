@@ -54,8 +54,9 @@ def screen_scores(model_path: str, rows: list[dict], arrays: dict, layers: list[
     import numpy as np
 
     from emwb.models.activations import collect_activations
+    from emwb.models.interventions import direction_layers
 
-    layers = list(layers) or sorted(int(k.split(".")[1]) for k in arrays if k.startswith("direction."))
+    layers = list(layers) or direction_layers(arrays)
     items = []
     for r in rows:
         messages = r.get("messages")

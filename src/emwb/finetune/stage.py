@@ -109,14 +109,9 @@ def _steered(model, steer: dict | None):
     """The preventative-steering hooks for the length of training (nothing without `steer`)."""
     import contextlib
 
-    if steer is None:
-        return contextlib.nullcontext()
-    from emwb.models.interventions import read_direction, steer as add
+    from emwb.models.interventions import edit_hooks
 
-    arrays = read_direction(steer["file"])
-    layers = list(steer["layers"]) or sorted(int(k.split(".")[1]) for k in arrays if k.startswith("direction."))
-    return add(model, {la: arrays[f"direction.{la}"] for la in layers}, layers, steer["alpha"],
-               {la: float(arrays[f"norm.{la}"]) for la in layers})
+    return contextlib.nullcontext() if steer is None else edit_hooks(model, {"kind": "steer", **steer})
 
 
 def _save_every(n: int, out_dir: Path, tok, full: bool):

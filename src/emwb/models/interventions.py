@@ -95,17 +95,25 @@ def read_direction(path) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-def apply_edit(model, edit: dict) -> None:
-    """Apply a sampled variant's edit for the model's lifetime: {"kind": "steer", "file", "layers", "alpha"} or
+def direction_layers(arrays: dict[str, np.ndarray]) -> list[int]:
+    """The layers a direction file holds a direction for."""
+    return sorted(int(k.split(".")[1]) for k in arrays if k.startswith("direction."))
+
+
+def edit_hooks(model, edit: dict):
+    """The hooks of an edit, as a context manager: {"kind": "steer", "file", "layers" (empty: all), "alpha"} or
     {"kind": "ablate", "file", "layers" (empty: all), "control" (k > 0: the k-th random direction)}."""
     arrays = read_direction(edit["file"])
-    have = sorted(int(k.split(".")[1]) for k in arrays if k.startswith("direction."))
-    layers = list(edit["layers"]) or have
-    stack = contextlib.ExitStack()
+    layers = list(edit["layers"]) or direction_layers(arrays)
     if edit["kind"] == "steer":
-        stack.enter_context(steer(model, {la: arrays[f"direction.{la}"] for la in layers}, layers, edit["alpha"],
-                                  {la: float(arrays[f"norm.{la}"]) for la in layers}))
-    else:
-        name = f"random{edit['control']}" if edit.get("control") else "direction"
-        stack.enter_context(ablate(model, {la: arrays[f"{name}.{la}"] for la in layers}, layers))
+        return steer(model, {la: arrays[f"direction.{la}"] for la in layers}, layers, edit["alpha"],
+                     {la: float(arrays[f"norm.{la}"]) for la in layers})
+    name = f"random{edit['control']}" if edit.get("control") else "direction"
+    return ablate(model, {la: arrays[f"{name}.{la}"] for la in layers}, layers)
+
+
+def apply_edit(model, edit: dict) -> None:
+    """Apply a sampled variant's edit (`edit_hooks`) for the model's lifetime."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(edit_hooks(model, edit))
     model._emwb_edit = stack  # kept with the model; its hooks go when the model does
