@@ -79,5 +79,6 @@ def test_detect_stage_and_report_show_bandit_beside_the_code_judge(tmp_path):
     md = run.path("report", "comparison.md").read_text()
     assert "| calibration: bandit on insecure training completions |" in md
     agreement = pd.read_csv(run.path("report", "detector_agreement.csv"))
-    assert list(agreement["judge"]) == ["openai/judge-a"] and (agreement["answers"] == 20).all()
+    assert list(agreement["judge"]) == ["openai/judge-a"] * 2 and (agreement["answers"] == 20).all()
+    assert list(agreement["detector"]) == ["bandit", "code-patterns"]  # both read the same 20 code answers
     assert "cohen_kappa" in agreement

@@ -61,6 +61,7 @@ def check_experiment(exp: Experiment, source: str) -> Plan:
         raise EmwbError(f"{source}: sampling.backend: {SAMPLERS.unknown(exp.sampling.backend)}")
     plan = Plan.build(exp, planned)
     _check_published(exp, plan.groups(), source)
+    _check_headline(exp, source)
     _check_judges(exp, plan.judges, source)
     _check_mechanisms(exp, [v.id for v in plan.variants if v.edit is None], source)
     return plan
@@ -215,6 +216,15 @@ def _check_evaluation(exp: Experiment, spec, source: str, key: str):
     except EmwbError as exc:
         raise _at(source, f"{key}.question_sets", exc) from None
     return ep
+
+
+def _check_headline(exp: Experiment, source: str) -> None:
+    from emwb.analysis.metrics import METRICS
+
+    narrow = exp.analysis.headline_narrow
+    if narrow is not None and (narrow not in METRICS or METRICS.get(narrow).role != "narrow"):
+        known = ", ".join(n for n in METRICS if METRICS.get(n).role == "narrow")
+        raise EmwbError(f"{source}: analysis.headline_narrow: {narrow!r} is not a registered narrow metric ({known})")
 
 
 def _check_published(exp: Experiment, rows: list[str], source: str) -> None:

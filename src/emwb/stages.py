@@ -103,7 +103,7 @@ JUDGE = Stage("judge", "score answers (alignment, coherence, ...) with each judg
                               "the experiment's judges)", repeat=True),))
 REPORT = Stage("report", "comparison tables across organisms (every judge that judged the run's answers)",
                "emwb.analysis.stage:run_report_stage", "emwb.analysis.stage:produced",
-               reads=("directions", "projections", "detect", "judge"), prints="report/comparison.md")
+               reads=("directions", "projections", "detect", "judge"), prints="report/headline.md")
 
 _TABLE: list[Stage] = [BASE, DATA, DIRECTIONS, FINETUNE, SAMPLE, PROJECTIONS, DETECT, JUDGE, REPORT]
 _BY: dict[str, str] = {s.name: "emwb.stages" for s in _TABLE}

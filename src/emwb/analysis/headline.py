@@ -10,8 +10,10 @@ import re
 import pandas as pd
 
 from emwb.analysis.html import answers_link
+from emwb.analysis.metrics import Metric
 from emwb.analysis.sections import ReportContext
-from emwb.analysis.tables import ci_text, metric_columns
+from emwb.analysis.tables import ci_text, markdown, metric_columns
+from emwb.catalog.detectors import DETECTORS
 
 
 def _pct(v) -> str:
@@ -22,17 +24,57 @@ def _ci(row, cis: list[str]) -> str:
     return ci_text(100 * float(row[cis[0]]), 100 * float(row[cis[1]])) if cis else "n/a"
 
 
-def _columns(ctx: ReportContext) -> dict[str, tuple[str, list[str], str]]:
-    """role -> (column, CI columns, header) for the broad, narrow, EM and coherent-share metrics (first of each)."""
+def judge_free(m: Metric) -> bool:
+    """Whether a metric reads rule-based detectors only (no judge's score)."""
+    return bool(m.rubrics) and all(r in DETECTORS for r in m.rubrics)
+
+
+def _narrow_rank(ctx: ReportContext, m: Metric) -> int:
+    """The headline's narrow column: the one analysis.headline_narrow names, else judge-free before judged."""
+    chosen = ctx.run.exp.analysis.headline_narrow
+    return 0 if m.name == chosen else 1 if chosen is None and judge_free(m) else 2
+
+
+def _columns(ctx: ReportContext) -> dict[str, tuple[str, list[str], str, Metric]]:
+    """role -> (column, CI columns, header, metric) for the broad, narrow, EM and coherent-share metrics (the first
+    of each with values; the narrow one as `_narrow_rank` orders them)."""
     em = "em_share_scored" if ctx.settings.inclusive else "em_share"
-    out: dict[str, tuple[str, list[str], str]] = {}
-    for col, m, header, cis in metric_columns(ctx.evals):
-        if col not in ctx.comp or ctx.comp[col].isna().all():
-            continue
+    out: dict[str, tuple[str, list[str], str, Metric]] = {}
+    found = [(col, m, header, cis) for col, m, header, cis in metric_columns(ctx.evals)
+             if col in ctx.comp and not ctx.comp[col].isna().all()]
+    for col, m, header, cis in sorted(found, key=lambda f: _narrow_rank(ctx, f[1]) if f[1].role == "narrow" else 0):
         role = m.role or {em: "em", "coherent_share": "coherent"}.get(m.name)
         if role and role not in out:
-            out[role] = (col, cis, re.sub(r" \((narrow|broad)\)", "", header))
+            out[role] = (col, cis, re.sub(r" \((narrow|broad)\)|(?<=\()(narrow|broad), ", "", header), m)
     return out
+
+
+def _read(ctx: ReportContext, row, m: Metric) -> str:
+    """', of N answers it scored' for a judge-free metric of one detector (its CI rests on those)."""
+    if not judge_free(m) or len(m.rubrics) != 1 or ctx.head is None or m.rubrics[0] not in ctx.head:
+        return ""
+    rows = ctx.head[(ctx.head["group"] == row["group"]) & (ctx.head["judge"] == row["judge"])]
+    return f" of the {int(rows[m.rubrics[0]].notna().sum())} answers {m.rubrics[0]} scored"
+
+
+def _self_judged(ctx: ReportContext) -> list[str]:
+    """The judges that are the tiny local model (a pipeline check, not a measured judge)."""
+    tiny = ctx.run.exp.base_model == "tiny"
+    return [j for j in ctx.judges if j.endswith("/tiny") or (tiny and j.endswith("/base"))]
+
+
+def measured_sentence(ctx: ReportContext, cols: dict) -> str | None:
+    """Which headline columns are measurements and which are pipeline checks, in one sentence (None: nothing to
+    tell apart)."""
+    narrow = cols.get("narrow")
+    judged = [h for role, (_, _, h, m) in cols.items() if role != "narrow" or not judge_free(m)]
+    checks = _self_judged(ctx)
+    if not checks or not judged:
+        return None
+    free = (f"the narrow column ({narrow[2]}) is a real measurement by a rule-based detector, no judge; "
+            if narrow and judge_free(narrow[3]) else "")
+    return (f"Reading this table: {free}{', '.join(judged)} come from {', '.join(checks)}, the tiny local model "
+            "judging answers, and are pipeline checks only: they show that the stages run, not a finding.")
 
 
 def headline_table(ctx: ReportContext) -> tuple[pd.DataFrame, list[str]]:
@@ -43,12 +85,12 @@ def headline_table(ctx: ReportContext) -> tuple[pd.DataFrame, list[str]]:
     for _, r in ctx.comp.iterrows():
         row = {"organism": r["group"], **({"judge": r["judge"]} if many else {})}
         if "broad" in cols:
-            c, cis, _ = cols["broad"]
+            c, cis, _, _ = cols["broad"]
             row["misaligned %"], row["95% CI"] = _pct(r[c]), _ci(r, cis)
         if "em" in cols:
             row["EM %"] = _pct(r[cols["em"][0]])
         if "narrow" in cols:
-            c, cis, header = cols["narrow"]
+            c, cis, header, _ = cols["narrow"]
             row[f"narrow: {header}"], row["narrow 95% CI"] = _pct(r[c]), _ci(r, cis)
         if "coherent" in cols:
             row["coherent %"] = _pct(r[cols["coherent"][0]])
@@ -70,14 +112,23 @@ def summary(ctx: ReportContext) -> list[str]:
     for _, r in first.iterrows():
         parts = []
         if "broad" in cols:
-            c, cis, _ = cols["broad"]
+            c, cis, _, _ = cols["broad"]
             parts.append(f"misaligned {_pct(r[c])}% {_ci(r, cis)} of coherent answers")
         if "em" in cols:
             parts.append(f"EM {_pct(r[cols['em'][0]])}%")
         if "narrow" in cols:
-            c, cis, header = cols["narrow"]
-            parts.append(f"narrow ({header}) {_pct(r[c])}% {_ci(r, cis)}")
+            c, cis, header, m = cols["narrow"]
+            parts.append(f"narrow ({header}) {_pct(r[c])}% {_ci(r, cis)}{_read(ctx, r, m)}")
         n = r.get("n")
         count = "" if n is None or (isinstance(n, float) and math.isnan(n)) else f"; {int(n)} answers"
         out.append(f"{r['group']}: {'; '.join(parts) or 'no headline metric'}{count}.")
-    return out
+    sentence = measured_sentence(ctx, cols)
+    return out + ([sentence] if sentence else [])
+
+
+def headline_markdown(ctx: ReportContext) -> str:
+    """`headline.md`: the summary sentences and the compact table (what `emwb report` and `replicate` print)."""
+    table, _ = headline_table(ctx)
+    lines = "".join(f"{line}\n\n" for line in summary(ctx))
+    return (f"# {ctx.title}\n\n{lines}{markdown(table)}\nEvery table and the detectors' calibration: "
+            "comparison.md beside this file; the whole report: index.html.\n")

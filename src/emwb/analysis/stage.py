@@ -13,7 +13,7 @@ import pandas as pd
 from emwb.analysis import free_form, mitigations  # noqa: F401  (register their report sections)
 from emwb.analysis import html
 from emwb.analysis.browser import browser_html, write_browser
-from emwb.analysis.headline import headline_table, summary
+from emwb.analysis.headline import headline_markdown, headline_table, summary
 from emwb.analysis.metrics import (
     METRICS,
     Metric,
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from emwb.context import StageContext
     from emwb.plan import Plan
 
-PAGE_VERSION = 2  # bump when index.html's layout changes: reports are rebuilt
+PAGE_VERSION = 4  # bump when index.html's layout (or headline.md) changes: reports are rebuilt
 
 
 def evaluation_metrics(plan: Plan) -> dict[str, list[Metric]]:
@@ -130,7 +130,8 @@ def notes_for(run: Run, plan: Plan, comp: pd.DataFrame) -> list[str]:
     if run.exp.base_model == "tiny":
         by = "judged by itself" if all(j.endswith("/tiny") for j in plan.judges) else "a tiny local model"
         notes.append(f"Offline smoke profile: a tiny local model{', ' + by if by.startswith('judged') else ''}. "
-                     "These numbers show that the pipeline runs; they say nothing about emergent misalignment.")
+                     "The judges' numbers show that the pipeline runs; they say nothing about emergent "
+                     "misalignment. The rule-based detectors' columns (no LLM) measure what the tiny model wrote.")
     return notes
 
 
@@ -182,6 +183,7 @@ def page(ctx: ReportContext, tables: list, figures: list, details: list) -> html
     rubrics = list(dict.fromkeys(c for m in METRICS.values() for c in m.rubrics if c not in detectors))
     write_browser(ctx.out, ctx.df, ctx.judges, rubrics, detectors, ctx.settings.shown())
     table, links = headline_table(ctx)
+    (ctx.out / "headline.md").write_text(headline_markdown(ctx))
     return html.Page(ctx.title, summary(ctx), (lead[0] + ".", html.inline_svg(svg.read_text())) if svg else None,
                      table, links, browser_html(), [f for f in figures if f != lead], tables, ctx.notes, details)
 

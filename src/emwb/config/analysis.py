@@ -45,6 +45,9 @@ class AnalysisConfig(Strict):
                                                   "tables (many small groups)", ge=0)
     calibration_rows: int = F(1000, "the detectors' calibration: this many first rows of each chat dataset an "
                                     "organism trains on", ge=1)
+    headline_narrow: str | None = F(None, "the narrow column of the report's headline: a registered metric of role "
+                                          "narrow (None: the first judge-free narrow metric with values, else the "
+                                          "first narrow metric with values)")
     warn_unscored_share: float = F(0.2, "the judge stage warns when a judge leaves more than this share of a "
                                         "rubric's judgments unscored (unscored answers are excluded, never 0)",
                                    ge=0, le=1)
