@@ -151,8 +151,8 @@ def test_config_show_doc_documents_every_field(capsys):
     assert set(Experiment.model_fields) <= printed
 
 
-def test_the_readme_example_experiment_validates(tmp_path):
-    text = (ROOT / "README.md").read_text()
+def test_the_docs_example_experiment_validates(tmp_path):
+    text = (ROOT / "docs" / "experiments.md").read_text()
     start = text.index("```yaml\nname: my-exp") + len("```yaml\n")
     exp = load_experiment(_write(tmp_path, text[start:text.index("```", start)]))
     assert [o.name for o in exp.organisms] == ["insecure", "secure", "bias"] and exp.exec.judge_concurrency == 32
