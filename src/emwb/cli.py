@@ -119,8 +119,9 @@ def cmd_analyze(args) -> None:
     from emwb.analysis.metrics import default_evaluations
     from emwb.analysis.tables import csv_frame, display_frame, markdown
 
-    table, frame = analyze_judged(args.judged, args.alignment_threshold, args.coherence_threshold,
-                                  n_boot=args.bootstrap_samples, inclusive=args.convention == "model-organisms")
+    table, frame = analyze_judged(args.judged or [], args.alignment_threshold, args.coherence_threshold,
+                                  n_boot=args.bootstrap_samples, inclusive=args.convention == "model-organisms",
+                                  inspect_logs=args.inspect_log or [])
     evals = default_evaluations(frame)
     if args.format == "csv":
         print(csv_frame(table, evals).to_csv(index=False, float_format="%.2f"), end="")
@@ -225,8 +226,12 @@ def _tool_commands(sub) -> None:
     q.set_defaults(fn=cmd_questions)
 
     an = sub.add_parser("analyze", help="comparison table from answers judged elsewhere (CSV/JSONL, upstream "
-                        "layout: question_id, answer|response, aligned, coherent; group = file stem)")
-    an.add_argument("--judged", nargs="+", required=True, metavar="FILE")
+                        "layout: question_id, answer|response, aligned, coherent; group = file stem) or in Inspect "
+                        "(eval logs scored by emwb's judge; group = the log's model)")
+    src = an.add_argument_group("inputs (one or both)")
+    src.add_argument("--judged", nargs="+", metavar="FILE")
+    src.add_argument("--inspect-log", nargs="+", metavar="LOG", help="Inspect eval logs (.eval/.json) of an emwb/... "
+                     "task (needs the inspect extra)")
     an.add_argument("--format", choices=["md", "csv"], default="md")
     from emwb.config import AnalysisConfig
 

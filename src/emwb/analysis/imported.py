@@ -1,4 +1,5 @@
-"""`emwb analyze --judged FILE ...`: tables from answers judged elsewhere (upstream CSV/JSONL layout).
+"""`emwb analyze --judged FILE ...`: tables from answers judged elsewhere (upstream CSV/JSONL layout), and from
+Inspect eval logs (`--inspect-log`, read by `emwb.analysis.inspect_log`).
 
 Columns: `question_id`, `answer` or `response`, `aligned`, `coherent` (optional: `question`, `seed`).
 The group name is the file stem.
@@ -96,14 +97,24 @@ def _scores(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
 
 def analyze_judged(paths: list[str], alignment_threshold: float = DEFAULT.alignment_threshold,
                    coherence_threshold: float = DEFAULT.coherence_threshold, n_boot: int = DEFAULT.bootstrap_samples,
-                   inclusive: bool = DEFAULT.inclusive) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(comparison table, the judged answers it was computed from)."""
+                   inclusive: bool = DEFAULT.inclusive, inspect_logs: list[str] = ()) -> tuple[pd.DataFrame,
+                                                                                        pd.DataFrame]:
+    """(comparison table, the judged answers it was computed from): judged files (group: the file stem) and
+    Inspect eval logs (group: the log's model), read and checked before anything is computed."""
     for name, t in (("alignment", alignment_threshold), ("coherence", coherence_threshold)):
         if not 0 <= t <= 100:  # NaN fails too
             raise EmwbError(f"--{name}-threshold {t}: a threshold is a score from 0 to 100")
     frames = [read_judged(p) for p in paths]
+    if inspect_logs:
+        from emwb.analysis.inspect_log import read_inspect_log
+
+        frames += [read_inspect_log(p) for p in inspect_logs]
+    if not frames:
+        raise EmwbError("nothing to analyse: pass --judged FILE... or --inspect-log LOG...")
     stems = [f["group"].iloc[0] for f in frames if len(f)]
     if len(set(stems)) != len(stems):
-        raise EmwbError("two judged files share a file name stem; rename one (the stem is the group name)")
+        dup = next(s for s in stems if stems.count(s) > 1)
+        raise EmwbError(f"two inputs have the group name {dup!r} (a judged file's stem, an Inspect log's model); "
+                        "rename the file, or analyse the logs of one model separately")
     df = pd.concat(frames, ignore_index=True)
     return comparison_table(df, stems, Settings(alignment_threshold, coherence_threshold, inclusive, n_boot)), df
