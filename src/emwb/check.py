@@ -249,7 +249,9 @@ def _check_judges(exp: Experiment, judges: tuple[str, ...], source: str) -> None
         except EmwbError as exc:
             raise _at(source, f"judge.judges.{i}", exc) from None
         if kind != "openai" and name not in ("tiny", "base") and _path_like(name) and not Path(name).is_dir():
-            raise EmwbError(f"{source}: judge.judges.{i}: local judge model {name} not found")
+            make = f" (make it: emwb judges train-probe --out {name}, minutes on a CPU)" if kind == "probe" else ""
+            raise EmwbError(f"{source}: judge.judges.{i}: local judge {'probe' if make else 'model'} {name} not "
+                            f"found{make}")
         if name == "tiny" and exp.base_model != "tiny":
             raise EmwbError(f"{source}: judge.judges.{i}: {judge} means the run's tiny model, but base_model is "
                             f"{exp.base_model!r}")

@@ -1,5 +1,5 @@
-"""`emwb status`, `emwb compare` and `emwb em-direction`: thin wrappers over emwb.status, emwb.analysis.compare
-and emwb.judgebench.directions."""
+"""`emwb status`, `emwb compare`, `emwb em-direction` and `emwb em-features`: thin wrappers over emwb.status,
+emwb.analysis.compare, emwb.judgebench.directions and emwb.judgebench.em_features."""
 
 from __future__ import annotations
 
@@ -37,9 +37,21 @@ def cmd_em_direction(args) -> None:
     print((s.out / "README.md").read_text(), end="")
 
 
+def cmd_em_features(args) -> None:
+    from dataclasses import replace
+
+    from emwb.judgebench.em_features import FeatureSettings, em_features
+
+    d = FeatureSettings()
+    s = FeatureSettings(args.reader, Path(args.out), tuple(args.held_out or d.held_out), args.per_file or None,
+                        args.layer, replace(d.dictionary, architecture=args.architecture, width=args.width, k=args.k,
+                                            tokens=args.tokens), mirror=args.mirror)
+    em_features(s)
+    print((s.out / "README.md").read_text(), end="")
+
 
 def add_run_tools(sub) -> None:
-    """status, compare, em-direction."""
+    """status, compare, em-direction, em-features."""
     st = sub.add_parser("status", help="per stage and variant: current, stale (which input changed), missing or in "
                         "progress (chunks saved, judgments cached, training step), and the time each took")
     st.add_argument("run", help="a run directory (runs/<experiment>) or its experiment YAML")
@@ -64,3 +76,23 @@ def add_run_tools(sub) -> None:
     dr.add_argument("--store", help="an activations folder to reuse (a probe's: probes/<name>/activations)")
     dr.add_argument("--mirror")
     dr.set_defaults(fn=cmd_em_direction)
+    _add_em_features(sub)
+
+
+def _add_em_features(sub) -> None:
+    from emwb.judgebench.em_features import FeatureSettings
+
+    d = FeatureSettings()
+    fe = sub.add_parser("em-features", help="a sparse dictionary (SAELens) on a local model's residual stream over "
+                        "the published judged answers; its best latent's held-out AUC beside the direction's")
+    fe.add_argument("--reader", default=d.reader, help="a local model folder, or tiny / smollm2-135m")
+    fe.add_argument("--out", default=str(d.out))
+    fe.add_argument("--held-out", nargs="+", metavar="FILE", help="published files not fit on (default: the probe's)")
+    fe.add_argument("--per-file", type=int, default=0, help="fit answers per fit file (0: all)")
+    fe.add_argument("--layer", type=int, default=d.layer)
+    fe.add_argument("--architecture", choices=["topk", "jumprelu"], default=d.dictionary.architecture)
+    fe.add_argument("--width", type=int, default=d.dictionary.width, help="latents")
+    fe.add_argument("--k", type=int, default=d.dictionary.k, help="topk: latents active per token")
+    fe.add_argument("--tokens", type=int, default=d.dictionary.tokens, help="training tokens")
+    fe.add_argument("--mirror")
+    fe.set_defaults(fn=cmd_em_features)

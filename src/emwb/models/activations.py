@@ -101,6 +101,19 @@ def collect_activations(model_path: str, items: Sequence[tuple[str, str]], layer
     return out if out is not None else np.zeros((0, len(layers), 0), np.float32)
 
 
+def padded_batch(batch: list[tuple[list[int], int]], pad_id: int):
+    """(input ids, attention mask) of conversations right-padded to the longest one."""
+    import torch
+
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for j, (x, _) in enumerate(batch):
+        ids[j, : len(x)] = torch.tensor(x)
+        mask[j, : len(x)] = 1
+    return ids, mask
+
+
 def _forward_chunk(base, encoded: list[tuple[list[int], int]], layers: Sequence[int], batch_size: int, device: str,
                    pad_id: int, pooling: str = "answer_mean") -> np.ndarray:
     import torch
@@ -113,13 +126,9 @@ def _forward_chunk(base, encoded: list[tuple[list[int], int]], layers: Sequence[
     try:
         for s in range(0, len(encoded), batch_size):
             batch = encoded[s:s + batch_size]
-            width = max(len(ids) for ids, _ in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            pool = torch.zeros((len(batch), width), dtype=torch.float32)
+            ids, mask = padded_batch(batch, pad_id)
+            pool = torch.zeros(ids.shape, dtype=torch.float32)
             for j, (x, start) in enumerate(batch):
-                ids[j, : len(x)] = torch.tensor(x)
-                mask[j, : len(x)] = 1
                 if pooling == "last_prompt_token":
                     pool[j, start - 1] = 1.0
                 else:
