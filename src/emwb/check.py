@@ -248,10 +248,11 @@ def _check_judges(exp: Experiment, judges: tuple[str, ...], source: str) -> None
             kind, name = parse_spec(judge)
         except EmwbError as exc:
             raise _at(source, f"judge.judges.{i}", exc) from None
+        if kind == "probe" and not Path(name).is_dir():  # a probe is always a local folder, never a hub id
+            raise EmwbError(f"{source}: judge.judges.{i}: probe judge {name} not found (make it: emwb judges "
+                            f"train-probe --out {name}, minutes on a CPU)")
         if kind != "openai" and name not in ("tiny", "base") and _path_like(name) and not Path(name).is_dir():
-            make = f" (make it: emwb judges train-probe --out {name}, minutes on a CPU)" if kind == "probe" else ""
-            raise EmwbError(f"{source}: judge.judges.{i}: local judge {'probe' if make else 'model'} {name} not "
-                            f"found{make}")
+            raise EmwbError(f"{source}: judge.judges.{i}: local judge model {name} not found")
         if name == "tiny" and exp.base_model != "tiny":
             raise EmwbError(f"{source}: judge.judges.{i}: {judge} means the run's tiny model, but base_model is "
                             f"{exp.base_model!r}")
