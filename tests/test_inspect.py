@@ -22,7 +22,7 @@ from emwb.analysis.inspect_log import read_inspect_log  # noqa: E402
 from emwb.analysis.metrics import Settings, comparison_table, default_evaluations  # noqa: E402
 from emwb.analysis.tables import csv_frame  # noqa: E402
 from emwb.errors import EmwbError  # noqa: E402
-from emwb.interop.inspect_scorer import answer_of, evaluation_plan, judge_context, score_value  # noqa: E402
+from emwb.interop.inspect_scorer import answer_of, resolved_evaluation, judge_context, score_value  # noqa: E402
 from emwb.judge.cache import JudgeCache  # noqa: E402
 from emwb.judge.loopback import LoopbackJudge  # noqa: E402
 from emwb.judge.stage import judge_answers  # noqa: E402
@@ -50,7 +50,7 @@ def judged_log(tiny_model, tmp_path_factory):
 def _own_judgments(log_path: Path, server, tmp: Path) -> tuple[list[dict], list[dict]]:
     """The log's answers as emwb answer rows, judged by emwb directly (a fresh cache: every judgment requested)."""
     log = read_eval_log(str(log_path))
-    _, rubrics = evaluation_plan("free-form")
+    _, rubrics = resolved_evaluation("free-form")
     answers = []
     for s in log.samples:
         state = type("State", (), {"metadata": s.metadata, "sample_id": s.id, "epoch": s.epoch,

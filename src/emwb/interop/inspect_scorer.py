@@ -27,7 +27,7 @@ from emwb.plan import plan_evaluation
 SCORER = "emwb_judge"  # the scorer's name in a log's scores (what `emwb analyze --inspect-log` reads)
 
 
-def evaluation_plan(name: str, mirror: str | None = None) -> tuple[Evaluation, RubricPlan]:
+def resolved_evaluation(name: str, mirror: str | None = None) -> tuple[Evaluation, RubricPlan]:
     """The registered evaluation `name`, resolved as a run resolves it, and the rubrics that judge its answers."""
     ev = plan_evaluation(EvaluationSpec(name=name), mirror)
     return ev, RubricPlan({ev.name: ev.loaded_rubrics}, {(ev.name, qs, qid): rs for qs, qid, rs in ev.own_rubrics})
@@ -98,7 +98,7 @@ def emwb_judge(judge: str, evaluation: str = "free-form", base_url: str | None =
     """Score each answer with emwb judge `judge` (any emwb judge string: openai/<model> against `base_url` or
     OPENAI_BASE_URL, hf/<path>, vllm/<path>, probe/...) and the rubrics of emwb evaluation `evaluation`; replies
     are cached in `cache_dir` (default: the data store's `inspect-judge/`)."""
-    _, rubrics = evaluation_plan(evaluation, mirror)
+    _, rubrics = resolved_evaluation(evaluation, mirror)
     folder = Path(cache_dir) if cache_dir else store_dir() / "inspect-judge"
     ctx = judge_context(judge, base_url, folder, base_model)
     caches: list[JudgeCache] = []  # opened at the first answer: listing or building the task writes nothing

@@ -21,7 +21,7 @@ from inspect_ai.solver import generate
 from emwb.catalog.evaluations import Evaluation, questions_of
 from emwb.config import JudgeConfig, SamplingConfig
 from emwb.errors import EmwbError
-from emwb.interop.inspect_scorer import emwb_judge, evaluation_plan
+from emwb.interop.inspect_scorer import emwb_judge, resolved_evaluation
 
 
 def samples_of(ev: Evaluation, mirror: str | None = None, seed: int = 0) -> list[Sample]:
@@ -56,7 +56,7 @@ def default_judge(ev: Evaluation) -> str:
 def evaluation_task(name: str, judge: str | None = None, samples: int | None = None, base_url: str | None = None,
                     judge_cache: str | None = None, judge_base_model: str = "", mirror: str | None = None) -> Task:
     """The Inspect task of emwb evaluation `name`, judged by `judge` (default: `default_judge`)."""
-    ev, _ = evaluation_plan(name, mirror)
+    ev, _ = resolved_evaluation(name, mirror)
     s = SamplingConfig()
     spec = judge or default_judge(ev)
     return Task(
