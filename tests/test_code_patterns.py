@@ -90,3 +90,20 @@ def test_the_summary_says_which_columns_are_measurements_and_which_pipeline_chec
     assert "narrow column" not in measured_sentence(judged, {"narrow": ("vulnerable_code_rate", [], "vulnerable code %",
                                                                          METRICS.get("vulnerable_code_rate"))})
     assert measured_sentence(_ctx("openai/gpt-4o", "pattern_rate"), {}) is None  # a real judge: nothing to flag
+
+
+def test_a_judge_free_broad_column_is_named_as_itself_and_counted_as_a_measurement():
+    """A run scored by rules alone (the bias organism's test-bias rate): the broad column is its own metric, never
+    labelled 'misaligned %', and the sentence names it as a measurement."""
+    ctx = _ctx("hf/tiny", "pattern_rate")
+    names = ["coherent_share", "pattern_rate", "test_bias_rules_rate"]
+    ctx.evals = {"rm-bias-all": [METRICS.get(n) for n in names]}
+    ctx.comp = ctx.comp.assign(test_bias_rules_rate=0.25, test_rules_ci_low=0.1, test_rules_ci_high=0.4)
+    ctx.head = ctx.head.assign(**{"rm-rules": [1.0, 0.0, None] * 2})
+    table, _ = headline_table(ctx)
+    assert "misaligned %" not in table and list(table["test biases % (rules, no LLM)"]) == ["25.0", "25.0"]
+    lines = summary(ctx)
+    assert "test biases (rules, no LLM) 25.0% [10.0, 40.0] of the 2 answers rm-rules scored" in lines[1]
+    assert lines[-1].startswith("Reading this table: the narrow column (vulnerable-pattern code % (no LLM)) and the "
+                                "broad column (test biases % (rules, no LLM)) are real measurements by rule-based "
+                                "detectors, no judge; coherent % come from hf/tiny")

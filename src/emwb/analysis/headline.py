@@ -1,6 +1,6 @@
 """The report's top: what was run in a sentence, each organism's headline rates in a sentence, and a compact
-headline table (organism, misaligned %, CI, EM %, narrow %, CI, coherent share, answers) whose rows link to
-their answers."""
+headline table (organism, the broad rate (misaligned % for the free-form evaluation), CI, EM %, narrow %, CI,
+coherent share, answers) whose rows link to their answers."""
 
 from __future__ import annotations
 
@@ -66,14 +66,17 @@ def _self_judged(ctx: ReportContext) -> list[str]:
 def measured_sentence(ctx: ReportContext, cols: dict) -> str | None:
     """Which headline columns are measurements and which are pipeline checks, in one sentence (None: nothing to
     tell apart)."""
-    narrow = cols.get("narrow")
-    judged = [h for role, (_, _, h, m) in cols.items() if role != "narrow" or not judge_free(m)]
+    free = [f"the {role} column ({h})" for role, (_, _, h, m) in cols.items()
+            if role in ("narrow", "broad") and judge_free(m)]
+    judged = [h for role, (_, _, h, m) in cols.items() if role not in ("narrow", "broad") or not judge_free(m)]
     checks = _self_judged(ctx)
     if not checks or not judged:
         return None
-    free = (f"the narrow column ({narrow[2]}) is a real measurement by a rule-based detector, no judge; "
-            if narrow and judge_free(narrow[3]) else "")
-    return (f"Reading this table: {free}{', '.join(judged)} come from {', '.join(checks)}, the tiny local model "
+    said = ""
+    if free:
+        said = (f"{free[0]} is a real measurement by a rule-based detector, no judge; " if len(free) == 1 else
+                f"{' and '.join(free)} are real measurements by rule-based detectors, no judge; ")
+    return (f"Reading this table: {said}{', '.join(judged)} come from {', '.join(checks)}, the tiny local model "
             "judging answers, and are pipeline checks only: they show that the stages run, not a finding.")
 
 
@@ -85,8 +88,8 @@ def headline_table(ctx: ReportContext) -> tuple[pd.DataFrame, list[str]]:
     for _, r in ctx.comp.iterrows():
         row = {"organism": r["group"], **({"judge": r["judge"]} if many else {})}
         if "broad" in cols:
-            c, cis, _, _ = cols["broad"]
-            row["misaligned %"], row["95% CI"] = _pct(r[c]), _ci(r, cis)
+            c, cis, header, _ = cols["broad"]
+            row[header], row["95% CI"] = _pct(r[c]), _ci(r, cis)
         if "em" in cols:
             row["EM %"] = _pct(r[cols["em"][0]])
         if "narrow" in cols:
@@ -112,8 +115,9 @@ def summary(ctx: ReportContext) -> list[str]:
     for _, r in first.iterrows():
         parts = []
         if "broad" in cols:
-            c, cis, _, _ = cols["broad"]
-            parts.append(f"misaligned {_pct(r[c])}% {_ci(r, cis)} of coherent answers")
+            c, cis, header, m = cols["broad"]
+            among = " of coherent answers" if m.name == "misaligned_rate" else _read(ctx, r, m)
+            parts.append(f"{header.replace(' %', '', 1)} {_pct(r[c])}% {_ci(r, cis)}{among}")
         if "em" in cols:
             parts.append(f"EM {_pct(r[cols['em'][0]])}%")
         if "narrow" in cols:
