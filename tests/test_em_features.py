@@ -11,7 +11,7 @@ pytest.importorskip("sae_lens")
 
 import torch  # noqa: E402
 
-from emwb.features.dictionary import DictionarySettings  # noqa: E402
+from emwb.models.dictionary import DictionarySettings  # noqa: E402
 from emwb.models.activations import ActivationStore, conversation_ids  # noqa: E402
 from emwb.models.token_activations import stream_token_activations  # noqa: E402
 
@@ -53,3 +53,25 @@ def test_em_features_end_to_end_on_the_tiny_model(tiny_model, upstream, tmp_path
     assert json.loads((s.out / "em_features.json").read_text())["best_latent"] == got["best_latent"]
     assert "best single latent" in (s.out / "README.md").read_text()
     assert em_features(s)["best_latent"] == got["best_latent"]  # a re-run reads the chunks and the dictionary back
+
+
+def test_the_command_passes_each_option_to_its_setting(monkeypatch, tmp_path):
+    """`emwb em-features` maps its options by name (it once passed --layer as the held-out answers per file)."""
+    import emwb.judgebench.em_features as em
+    from emwb.cli import main
+
+    got = {}
+
+    def fake(s):
+        got["s"] = s
+        s.out.mkdir(parents=True, exist_ok=True)
+        (s.out / "README.md").write_text("done\n")
+
+    monkeypatch.setattr(em, "em_features", fake)
+    assert main(["em-features", "--reader", "tiny", "--out", str(tmp_path / "o"), "--layer", "3", "--per-file", "7",
+                 "--width", "64", "--k", "4", "--tokens", "5000", "--architecture", "jumprelu", "--lr", "0.002",
+                 "--batch-tokens", "512"]) in (0, None)
+    s = got["s"]
+    assert (s.reader, s.layer, s.per_file, s.test_per_file) == ("tiny", 3, 7, None)
+    d = s.dictionary
+    assert (d.width, d.k, d.tokens, d.architecture, d.lr, d.batch_tokens) == (64, 4, 5000, "jumprelu", 0.002, 512)

@@ -43,9 +43,10 @@ def cmd_em_features(args) -> None:
     from emwb.judgebench.em_features import FeatureSettings, em_features
 
     d = FeatureSettings()
-    s = FeatureSettings(args.reader, Path(args.out), tuple(args.held_out or d.held_out), args.per_file or None,
-                        args.layer, replace(d.dictionary, architecture=args.architecture, width=args.width, k=args.k,
-                                            tokens=args.tokens), mirror=args.mirror)
+    s = FeatureSettings(args.reader, Path(args.out), tuple(args.held_out or d.held_out), per_file=args.per_file or None,
+                        layer=args.layer, mirror=args.mirror,
+                        dictionary=replace(d.dictionary, architecture=args.architecture, width=args.width, k=args.k,
+                                           tokens=args.tokens, lr=args.lr, batch_tokens=args.batch_tokens))
     em_features(s)
     print((s.out / "README.md").read_text(), end="")
 
@@ -94,5 +95,7 @@ def _add_em_features(sub) -> None:
     fe.add_argument("--width", type=int, default=d.dictionary.width, help="latents")
     fe.add_argument("--k", type=int, default=d.dictionary.k, help="topk: latents active per token")
     fe.add_argument("--tokens", type=int, default=d.dictionary.tokens, help="training tokens")
+    fe.add_argument("--lr", type=float, default=d.dictionary.lr, help="learning rate")
+    fe.add_argument("--batch-tokens", type=int, default=d.dictionary.batch_tokens, help="tokens per training step")
     fe.add_argument("--mirror")
     fe.set_defaults(fn=cmd_em_features)
