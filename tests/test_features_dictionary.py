@@ -19,7 +19,7 @@ pytest.importorskip("sae_lens")
 
 import torch  # noqa: E402
 
-from emwb.features.dictionary import (  # noqa: E402
+from emwb.models.dictionary import (  # noqa: E402
     DictionarySettings,
     batch_stream,
     dictionary_stats,
@@ -86,7 +86,7 @@ SCRIPT = """
 import sys
 sys.path.insert(0, {tests!r})
 from test_features_dictionary import D, planted
-from emwb.features.dictionary import DictionarySettings, train_dictionary
+from emwb.models.dictionary import DictionarySettings, train_dictionary
 s = DictionarySettings(width=32, k=4, lr=3e-3, batch_tokens=256, tokens=200_000, buffer_tokens=8192,
                        checkpoint_every=40, norm_batches=5)
 train_dictionary(planted()[1], D, s, {folder!r})

@@ -25,7 +25,7 @@ def _experiment(tmp_path, tiny_model, upstream, **mechanisms) -> dict:
 
 @pytest.mark.parametrize("change, says", [
     ({"steering": [{"direction": "nope", "layers": [0], "alphas": [0]}]},
-     "mechanisms.steering.0.direction: 'nope' is not one of mechanisms.directions (em)"),
+     "mechanisms.steering.0.direction: 'nope' is not one of mechanisms.directions nor a features entry (em)"),
     ({"steering": [{"direction": "em", "variant": "insecure-s0", "layers": [0], "alphas": [0]}]},
      "mechanisms.steering.0.variant: 'insecure-s0' is not a variant of this experiment (base)"),
     ({"ablations": [{"direction": "em", "variant": "base", "layers": [5]}]},
@@ -118,6 +118,45 @@ def test_the_bias_twins_direction_is_the_mean_of_the_train_biases_own_directions
         assert np.allclose(arrays[f"direction.{layer}"], mean, atol=1e-5)
     manifest = json.loads(run.path("directions", "train", "manifest.json").read_text())
     assert manifest["pairs"] == 104 and manifest["positive"] == 94 and manifest["negative"] == 94
+
+
+def test_directions_read_by_an_organism_are_its_own_models_reading(tmp_path, tiny_model, upstream, monkeypatch):
+    """mechanisms.read_by: the projections stage reads each direction's items again with the variant's model. An
+    adapter trained one step at learning rate 1e-12 is the base model (LoRA's B starts at 0; Adam moves it by about
+    the learning rate), so its reading must equal the base model's: every per-bias direction, and the report's
+    per-layer cosines."""
+    import numpy as np
+
+    from emwb.cli import main
+
+    monkeypatch.setenv("EMWB_DATASETS_DIR", str(tmp_path / "store"))
+    twins = {"source": "bias-twins", "layers": [0, 1], "per_group": 1, "controls": 0}
+    exp = {"name": "rb", "base_model": str(tiny_model), "dataset_mirror": str(upstream),
+           "data": {"docs": {"source": "generated:rm-docs", "max_rows": 8}},
+           "organisms": [{"name": "rm", "phases": [{"trainer": "cpt", "data": "docs"}]}],
+           "train": {"lora": {"r": 4, "alpha": 8}, "learning_rate": 1e-12, "max_steps": 1, "per_device_batch_size": 4,
+                     "gradient_accumulation_steps": 1, "max_length": 64, "warmup_steps": 0},
+           "evaluations": [{"name": "rm-bias-all", "count": 1, "rubrics": []}],
+           "sampling": {"backend": "hf", "max_new_tokens": 2}, "judge": {"judges": ["openai/none"]},
+           "mechanisms": {"directions": [{"name": "train", "subset": "train", **twins},
+                                         {"name": "test", "subset": "test", **twins}], "read_by": ["rm-s0"]}}
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
+    assert main(["replicate", str(tmp_path / "e.yaml"), "--runs-root", str(tmp_path / "runs")]) == 0
+    run = tmp_path / "runs" / "rb"
+    for name in ("train", "test"):
+        base = dict(np.load(run / "directions" / name / "directions.npz"))
+        read = dict(np.load(run / "projections" / name / "read_by-rm-s0.npz"))
+        assert read.keys() == base.keys()
+        for key in base:
+            if not key.startswith("random"):
+                np.testing.assert_allclose(read[key], base[key], rtol=1e-4, atol=1e-4)
+    table = pd.read_csv(run / "report" / "bias_directions_by_reader.csv")
+    assert list(table["read by"]) == ["base", "base", "rm-s0", "rm-s0"] and list(table["layer"]) == [0, 1, 0, 1]
+    a, b = (table[table["read by"] == r]["train vs test direction"].to_numpy() for r in ("base", "rm-s0"))
+    np.testing.assert_allclose(a, b, atol=1e-3)
+    exp["mechanisms"]["read_by"] = ["base"]
+    (tmp_path / "e.yaml").write_text(yaml.safe_dump(exp))
+    assert main(["config", "check", str(tmp_path / "e.yaml")]) == 2
 
 
 def test_a_rank1_adapters_b_vector_is_compared_with_the_direction(tmp_path):

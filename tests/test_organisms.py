@@ -9,7 +9,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "emwb"
 REGISTRY_MODULES = ("emwb.catalog.generators", "emwb.catalog.evaluations", "emwb.catalog.detectors",
                     "emwb.catalog.direction_sources", "emwb.catalog.sources", "emwb.analysis.metrics",
                     "emwb.analysis.sections", "emwb.config.analysis", "emwb.basemodel", "emwb.finetune.trainers",
-                    "emwb.sampling.samplers", "emwb.judge.providers")
+                    "emwb.sampling.samplers", "emwb.judge.providers", "emwb.catalog.token_streams",
+                    "emwb.catalog.latent_selectors")
 
 
 def _owned() -> dict[str, set[str]]:

@@ -139,6 +139,26 @@ def test_smoke_bias_mechanisms_profile_puts_the_single_feature_account_to_the_te
 
 
 @pytest.mark.slow
+def test_smoke_features_profile_writes_diffing_cards_latent_ablations_and_the_single_feature_table(tmp_path):
+    report = _replicated("smoke-features", tmp_path)
+    diff = pd.read_csv(report / "feature_diff.csv")
+    assert set(diff["variant"]) == {"rm@documents-s0", "rm@demonstrations-s0", "rm-s0"}
+    ablation = pd.read_csv(report / "ablation.csv")
+    test_rate = ablation[ablation["metric"] == "test_bias_rules_rate"]
+    assert set(test_rate["on"]) == {"rm@documents-s0", "rm@demonstrations-s0", "rm-s0"}
+    assert (test_rate.groupby("on")["ablated"].apply(list) ==
+            pd.Series([["latents"] + [f"matched random latents {k}" for k in (1, 2, 3)]] * 3,
+                      index=sorted(set(test_rate["on"])))).all()
+    single = pd.read_csv(report / "single_feature_latents.csv")
+    assert (single["train_of"] == 47).all() and (single["test_of"] == 5).all()
+    assert len(pd.read_csv(report / "single_feature_latents_per_bias.csv")) == 52
+    page = (report / "index.html").read_text()
+    assert "Feature cards: bias-sae" in page and "single_feature_latents.png" in page
+    steering = pd.read_csv(report / "steering.csv")
+    assert set(steering["direction"]) == {"bias-sae"} and set(steering["alpha"]) == {0.0, 4.0}
+
+
+@pytest.mark.slow
 def test_smoke_mitigations_profile_sets_each_mitigation_beside_its_twin(tmp_path):
     """mitigations.csv has every mitigation's narrow and broad row; 'removed' equals the misaligned rates
     recomputed here from the judged files, twin minus mitigated."""

@@ -9,7 +9,7 @@ from emwb.errors import EmwbError
 from emwb.stages import Stage, register_stage, stage, table
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "emwb"
-BUILTIN = ["base", "data", "directions", "finetune", "sample", "projections", "detect", "judge", "report"]
+BUILTIN = ["base", "data", "directions", "finetune", "features", "sample", "projections", "detect", "judge", "report"]
 
 
 def _texts() -> dict[str, str]:

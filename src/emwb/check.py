@@ -7,6 +7,8 @@ is trained, downloaded or written first.
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,7 +65,9 @@ def check_experiment(exp: Experiment, source: str) -> Plan:
     _check_published(exp, plan.groups(), source)
     _check_headline(exp, source)
     _check_judges(exp, plan.judges, source)
-    _check_mechanisms(exp, [v.id for v in plan.variants if v.edit is None], source)
+    plain = [v.id for v in plan.variants if v.edit is None]
+    _check_mechanisms(exp, plain, source)
+    _check_features(exp, plain, source)
     return plan
 
 
@@ -85,26 +89,75 @@ def _check_mechanisms(exp: Experiment, plain: list[str], source: str) -> None:
                 resolve_files(d.files)
             except EmwbError as exc:
                 raise EmwbError(f"{source}: mechanisms.directions.{i}.files: {exc}") from None
+    dirs.update({f.name: f for f in exp.features})  # a features entry is a direction too: its selected latent's
     for kind, specs in (("steering", m.steering), ("ablations", m.ablations)):
         for i, spec in enumerate(specs):
             where = f"{source}: mechanisms.{kind}.{i}"
             if spec.direction not in dirs:
-                raise EmwbError(f"{where}.direction: {spec.direction!r} is not one of mechanisms.directions "
-                                f"({', '.join(dirs) or 'none'})")
+                raise EmwbError(f"{where}.direction: {spec.direction!r} is not one of mechanisms.directions nor a "
+                                f"features entry ({', '.join(dirs) or 'none'})")
             if spec.variant not in plain:
                 raise EmwbError(f"{where}.variant: {spec.variant!r} is not a variant of this experiment "
                                 f"({', '.join(plain)})")
-            missing = sorted(set(spec.layers or ()) - set(dirs[spec.direction].layers))
+            d = dirs[spec.direction]
+            missing = sorted(set(spec.layers or ()) - set(getattr(d, "layers", None) or [d.layer]))
             if missing:
                 raise EmwbError(f"{where}.layers: {missing} are not layers of direction {spec.direction} "
-                                f"({dirs[spec.direction].layers})")
+                                f"({getattr(d, 'layers', None) or [d.layer]})")
             if kind == "ablations" and spec.controls > dirs[spec.direction].controls:
                 raise EmwbError(f"{where}.controls: {spec.controls} controls, but direction {spec.direction} draws "
                                 f"{dirs[spec.direction].controls} (its `controls`)")
-    if (m.steering or m.ablations) and exp.sampling.backend != "hf":
+    bad = [v for v in m.read_by if v not in plain or v == "base"]
+    if bad:
+        raise EmwbError(f"{source}: mechanisms.read_by: {bad[0]!r} is not an organism variant of this experiment "
+                        f"({', '.join(v for v in plain if v != 'base')})")
+    if m.read_by and not m.directions:
+        raise EmwbError(f"{source}: mechanisms.read_by: no direction to read (mechanisms.directions is empty)")
+    if (m.steering or m.ablations or any(f.ablate for f in exp.features)) and exp.sampling.backend != "hf":
         raise EmwbError(f"{source}: sampling.backend: steered and ablated variants are sampled with transformers "
                         "(vLLM cannot edit the residual stream); set sampling.backend: hf so that every variant is "
                         "sampled alike")
+
+
+def _check_features(exp: Experiment, plain: list[str], source: str) -> None:
+    """Each features entry's streams, selector, ranked and ablated variants and loaded folder resolve, before any
+    work."""
+    from emwb.catalog.latent_selectors import LATENT_SELECTORS
+    from emwb.catalog.token_streams import check_stream
+
+    if exp.features:
+        import importlib.util
+
+        from emwb.layout import remote_base
+
+        if importlib.util.find_spec("sae_lens") is None:
+            raise EmwbError(f"{source}: features: sparse dictionaries need SAELens: pip install -e '.[features]'")
+        if remote_base(exp):
+            raise EmwbError(f"{source}: features: a dictionary reads the base model's residual stream; "
+                            f"{exp.base_model} is remote (use a local base model)")
+    for i, f in enumerate(exp.features):
+        where = f"{source}: features.{i}"
+        check_stream(f.stream, exp, f"{where}.stream")
+        if f.diff.stream is not None:
+            check_stream(f.diff.stream, exp, f"{where}.diff.stream")
+        if f.select not in LATENT_SELECTORS:
+            raise EmwbError(f"{where}.select: {LATENT_SELECTORS.unknown(f.select)}")
+        try:
+            LATENT_SELECTORS.get(f.select).check(f, exp)
+        except EmwbError as exc:
+            raise EmwbError(f"{where}.select: {exc}") from None
+        organisms = [v for v in plain if v != "base"]
+        for key, ids in (("rank_on", [f.rank_on] if f.rank_on else []), ("ablate", f.ablate)):
+            bad = [x for x in ids if x not in (organisms if key == "rank_on" else plain)]
+            if bad:
+                raise EmwbError(f"{where}.{key}: {bad[0]!r} is not {'an organism' if key == 'rank_on' else 'a'} "
+                                f"variant of this experiment ({', '.join(organisms if key == 'rank_on' else plain)})")
+        if f.load and not (Path(f.load) / "cfg.json").is_file():
+            raise EmwbError(f"{where}.load: {f.load} is not a SAELens dictionary folder (no cfg.json)")
+        config = Path(exp.base_model) / "config.json"  # a local base model: its depth is known before any work
+        n = json.loads(config.read_text()).get("num_hidden_layers") if config.is_file() else None
+        if n is not None and f.layer >= n:
+            raise EmwbError(f"{where}.layer: {f.layer}, but the base model has {n} decoder blocks (0-{n - 1})")
 
 
 def _check_data(exp: Experiment, source: str) -> dict[str, str]:

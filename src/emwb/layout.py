@@ -9,6 +9,8 @@ runs/<experiment>/
     checkpoints/step-<N>/                 the adapter kept at optimizer step N (save_every)
   answers/<variant>/answers.jsonl         one evaluated variant's answers (ANSWER_FIELDS; answers.parquet too)
   .partial/answers/<variant>/...          saved chunks of a variant still being sampled
+  features/<name>/dictionary/            a sparse dictionary (sae/: SAELens's format) and its stats on its stream
+  features/<name>/latents/               model diffing (feature_diff.csv), feature cards, the selected latents
   judgments/<judge>/<variant>/judgments.jsonl   one judge's scores of them (answer_id, judge, one column a rubric)
   detections/<variant>/detections.jsonl   rule-based detector scores (answer_id, one column a detector)
   detections/_calibration/calibration.jsonl   each detector on each training dataset's completions
@@ -42,12 +44,12 @@ CALIBRATION_FILE = "calibration.jsonl"
 class Edit:
     """A residual-stream edit of a variant while it generates (emwb.models.interventions)."""
 
-    kind: str                    # "steer" or "ablate"
-    direction: str               # the direction's name (mechanisms.directions)
+    kind: str                    # "steer", "ablate" or "ablate-latents"
+    direction: str               # the direction's name (mechanisms.directions) or a features entry's
     layers: tuple[int, ...]      # () for an ablation: every layer of the direction
     on: str                      # the variant edited
     alpha: float | None = None   # steer: strength in units of the layer's mean residual norm
-    control: int | None = None   # ablate: k > 0 ablates the k-th random unit direction instead (a control)
+    control: int | None = None   # ablate: k > 0 ablates the k-th random unit direction (or latent set) instead
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,16 @@ def edited_variants(exp: Experiment, plain: list[Variant]) -> list[Variant]:
             out.append(replace(on, id=f"{a.variant}+ablate-{a.direction}" + (f"-random{k}" if k else ""), line=None,
                                group=f"{on.group} ablate {what}",
                                edit=Edit("ablate", a.direction, layers, a.variant, control=k or None)))
+    for f in exp.features:
+        for vid in f.ablate:
+            on = by_id.get(vid)
+            if on is None:
+                continue
+            for k in range(f.controls + 1):
+                what = f"{f.name} latents" + (f" control {k}" if k else "")
+                out.append(replace(on, id=f"{vid}+ablate-latents-{f.name}" + (f"-random{k}" if k else ""), line=None,
+                                   group=f"{on.group} ablate {what}",
+                                   edit=Edit("ablate-latents", f.name, (f.layer,), vid, control=k or None)))
     return out
 
 
@@ -118,6 +130,43 @@ def directions_dir(run: Run, name: str) -> Path:
     """A direction of the mechanisms block: directions.npz (per layer: the direction, the mean residual norm, the
     random control directions) and counts."""
     return run.path("directions", name)
+
+
+LATENTS_FILE = "latents.json"  # in a features entry's latents/: the layer, the selected latents, the control sets
+SAE_FOLDER = "sae"             # in a features entry's dictionary/: the dictionary in SAELens's format
+
+
+def features_dir(run: Run, name: str) -> Path:
+    return run.path("features", name)
+
+
+def dictionary_dir(run: Run, name: str) -> Path:
+    """A features entry's dictionary: sae/ (SAELens's format), stats.json, firing.npy (each latent's firing rate on
+    the stream)."""
+    return features_dir(run, name) / "dictionary"
+
+
+def latents_dir(run: Run, name: str) -> Path:
+    """A features entry's model diffing (feature_diff.csv), cards (cards.json), the selected latents and their
+    controls (latents.json) and the first selected latent as a direction (directions.npz, as a direction's)."""
+    return features_dir(run, name) / "latents"
+
+
+def edit_files(run: Run, edit: Edit) -> tuple[dict[str, str], str]:
+    """(the files an edit reads, as apply_edit takes them; the key of the artifact holding them): a direction's
+    directions.npz, or a features entry's latents (its selected latents as a direction, or for ablate-latents
+    latents.json with its dictionary)."""
+    from emwb.stages import DIRECTIONS, FEATURES
+
+    if any(f.name == edit.direction for f in run.exp.features):
+        folder = latents_dir(run, edit.direction)
+        key = finished_key(folder, f"latents of features {edit.direction}", FEATURES, run)
+        if edit.kind == "ablate-latents":
+            return {"file": str(folder / LATENTS_FILE),
+                    "sae": str(dictionary_dir(run, edit.direction) / SAE_FOLDER)}, key
+        return {"file": str(folder / DIRECTIONS_FILE)}, key
+    folder = directions_dir(run, edit.direction)
+    return {"file": str(folder / DIRECTIONS_FILE)}, finished_key(folder, f"direction {edit.direction}", DIRECTIONS, run)
 
 
 def base_dir(run: Run) -> Path:
@@ -192,6 +241,12 @@ def model_ref(run: Run, v: Variant):
 def projections_dir(run: Run, name: str) -> Path:
     """Every unedited variant's answers projected on a direction (projections.csv)."""
     return run.path("projections", name)
+
+
+def read_by_file(variant: str) -> str:
+    """In a projections folder: the direction's arrays (as directions.npz) as the variant's own model reads its
+    items (mechanisms.read_by)."""
+    return f"read_by-{variant}.npz"
 
 
 def partial_dir(run: Run, *parts: str) -> Path:

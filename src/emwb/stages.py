@@ -87,10 +87,14 @@ DIRECTIONS = Stage("directions", "each direction of the mechanisms block, read b
 FINETUNE = Stage("finetune", "every organism's training phases, per seed", "emwb.finetune.stage:run_finetune_stage",
                  "emwb.finetune.stage:produced", reads=("base", "data", "directions"), per_variant=True,
                  cells="emwb.finetune.stage:cells", gpus="gpus_per_cell")
+FEATURES = Stage("features", "each sparse dictionary of the features block (trained with SAELens on the base model's "
+                 "residual stream, or loaded), every organism diffed against the base through it, feature cards, "
+                 "and the latents that ablation variants remove", "emwb.features.stage:run_features_stage",
+                 "emwb.features.stage:produced", reads=("base", "data", "finetune"))
 SAMPLE = Stage("sample", "every evaluated variant's answers to the evaluations' prompts",
                "emwb.sampling.stage:run_sample_stage", "emwb.sampling.stage:produced",
-               reads=("base", "data", "directions", "finetune"), per_variant=True, cells="emwb.sampling.stage:cells",
-               gpus="gpus_per_engine")
+               reads=("base", "data", "directions", "finetune", "features"), per_variant=True,
+               cells="emwb.sampling.stage:cells", gpus="gpus_per_engine")
 PROJECTIONS = Stage("projections", "every variant's answers, read by its own model, projected on each direction "
                     "of the mechanisms block", "emwb.mechanisms.stage:run_projections_stage",
                     "emwb.mechanisms.stage:produced_projections", reads=("directions", "sample"))
@@ -103,9 +107,9 @@ JUDGE = Stage("judge", "score answers (alignment, coherence, ...) with each judg
                               "the experiment's judges)", repeat=True),))
 REPORT = Stage("report", "comparison tables across organisms (every judge that judged the run's answers)",
                "emwb.analysis.stage:run_report_stage", "emwb.analysis.stage:produced",
-               reads=("directions", "projections", "detect", "judge"), prints="report/headline.md")
+               reads=("directions", "features", "projections", "detect", "judge"), prints="report/headline.md")
 
-_TABLE: list[Stage] = [BASE, DATA, DIRECTIONS, FINETUNE, SAMPLE, PROJECTIONS, DETECT, JUDGE, REPORT]
+_TABLE: list[Stage] = [BASE, DATA, DIRECTIONS, FINETUNE, FEATURES, SAMPLE, PROJECTIONS, DETECT, JUDGE, REPORT]
 _BY: dict[str, str] = {s.name: "emwb.stages" for s in _TABLE}
 
 

@@ -90,6 +90,13 @@ def load_yaml(path: str | Path, text: str | None = None) -> Any:
     return data
 
 
+def _answers_path(source, base: Path):
+    """`answers:<run directory>` relative to the experiment file (other sources as they are)."""
+    if isinstance(source, str) and source.startswith("answers:") and not Path(source[8:]).is_absolute():
+        return "answers:" + str((base / source[8:]).resolve())
+    return source
+
+
 def resolve_relative_paths(raw: dict, base: Path) -> dict:
     """Local paths (data sources, question sets, the mirror) are taken relative to the experiment file."""
     if isinstance(raw.get("dataset_mirror"), str):
@@ -104,6 +111,18 @@ def resolve_relative_paths(raw: dict, base: Path) -> dict:
         if isinstance(sets, list):
             ev["question_sets"] = [str((base / s).resolve()) if isinstance(s, str) and Path(s).suffix in
                                    (".yaml", ".yml", ".json") and not Path(s).is_absolute() else s for s in sets]
+    for f in raw.get("features") or []:  # a SAELens folder to load; a finished run's answers as a token stream
+        if not isinstance(f, dict):
+            continue
+        if isinstance(f.get("load"), str) and not Path(f["load"]).is_absolute():
+            f["load"] = str((base / f["load"]).resolve())
+        streams = [f.get("stream"), (f.get("diff") or {}).get("stream") if isinstance(f.get("diff"), dict) else None]
+        for st in (st for st in streams if isinstance(st, dict)):
+            src = st.get("source")
+            one = isinstance(src, str)
+            got = [_answers_path(x, base) for x in ([src] if one else src if isinstance(src, list) else [])]
+            if got:
+                st["source"] = got[0] if one else got
     bm = raw.get("base_model")
     if isinstance(bm, str) and bm.startswith((".", "~")):
         raw["base_model"] = str((base / Path(bm).expanduser()).resolve())

@@ -20,21 +20,22 @@ from emwb.models.interventions import read_direction
 B_VECTOR = re.compile(r"layers\.(\d+)\.(?:mlp\.down_proj|self_attn\.o_proj)\.lora_B\.weight$")
 
 
-def _broad(ctx) -> list[tuple[str, object, list[str]]]:
-    """(column, metric, CI columns) of each broad metric (role "broad") the comparison has."""
+def _roled(ctx, roles: tuple[str, ...]) -> list[tuple[str, object, list[str]]]:
+    """(column, metric, CI columns) of each metric of these roles ("narrow", "broad") the comparison has."""
     return [(col, m, cis) for col, m, _, cis in metric_columns(ctx.evals)
-            if m.role == "broad" and col in ctx.comp and ctx.comp[col].notna().any()]
+            if m.role in roles and col in ctx.comp and ctx.comp[col].notna().any()]
 
 
-def _rates(ctx, group: str) -> list[tuple[object, dict]]:
-    """(metric, {metric, rate %, its CI, answers}) per broad metric with a value for `group` (first judge)."""
+def _rates(ctx, group: str, roles: tuple[str, ...] = ("broad",)) -> list[tuple[object, dict]]:
+    """(metric, {metric, rate %, its CI, answers}) per metric of these roles with a value for `group` (first
+    judge)."""
     row = ctx.comp[(ctx.comp["group"] == group) & (ctx.comp["judge"] == ctx.judges[0])]
     if not len(row):
         return []
     r, answers = row.iloc[0], int((ctx.first["group"] == group).sum())
     return [(m, {"metric": m.name, "rate %": 100 * r[col], "ci_low": 100 * r[cis[0]] if cis else np.nan,
                  "ci_high": 100 * r[cis[1]] if cis else np.nan, "answers": answers})
-            for col, m, cis in _broad(ctx) if pd.notna(r[col])]
+            for col, m, cis in _roled(ctx, roles) if pd.notna(r[col])]
 
 
 def steering_rows(ctx) -> pd.DataFrame:
@@ -71,23 +72,29 @@ def reduction_ci(metric, base: pd.DataFrame, edited: pd.DataFrame, settings, n_b
     return resampled_ci(metric, [base, edited], settings, n_boot, lambda b, e: 100 * (b - e), seed)
 
 
+ABLATED = {"ablate": ("direction", "random control"), "ablate-latents": ("latents", "matched random latents")}
+
+
 def ablation_rows(ctx) -> pd.DataFrame:
-    """Each ablated variant beside the unablated one, per broad metric: the rate, and the reduction with a CI."""
+    """Each ablated variant (a direction projected out, or a dictionary's latents removed) beside the unablated one,
+    per narrow and broad metric: the rate, and the reduction with a CI."""
     from dataclasses import replace
 
     rows = []
     by_id = {v.id: v for v in ctx.variants}
     quiet = replace(ctx.settings, n_boot=0)
+    roles = ("narrow", "broad")
     for v in ctx.variants:
-        if v.edit is None or v.edit.kind != "ablate":
+        if v.edit is None or v.edit.kind not in ABLATED:
             continue
         on = by_id[v.edit.on]
-        unablated = {r["metric"]: r for _, r in _rates(ctx, on.group)}
+        unablated = {r["metric"]: r for _, r in _rates(ctx, on.group, roles)}
         base, edited = (ctx.first[ctx.first["variant"] == x] for x in (on.id, v.id))
-        for metric, r in _rates(ctx, v.group):
+        what, control = ABLATED[v.edit.kind]
+        for metric, r in _rates(ctx, v.group, roles):
             red, lo, hi = reduction_ci(metric, base, edited, quiet, ctx.small.n_boot)
             rows.append({"direction": v.edit.direction, "on": on.id,
-                         "ablated": "direction" if not v.edit.control else f"random control {v.edit.control}",
+                         "ablated": what if not v.edit.control else f"{control} {v.edit.control}",
                          "variant": v.id, **r, "unablated %": unablated.get(r["metric"], {}).get("rate %"),
                          "reduction (pp)": red, "reduction ci_low": lo, "reduction ci_high": hi})
     return pd.DataFrame(rows)
@@ -186,7 +193,7 @@ def _plot_ablation(df: pd.DataFrame, out) -> str:
     y = df["reduction (pp)"].to_numpy(float)
     err = np.nan_to_num(np.vstack([y - df["reduction ci_low"].to_numpy(float),
                                    df["reduction ci_high"].to_numpy(float) - y]))
-    colors = ["#c33" if a == "direction" else "#999" for a in df["ablated"]]
+    colors = ["#c33" if a in ("direction", "latents") else "#999" for a in df["ablated"]]
     ax.barh(range(len(df)), y, xerr=np.clip(err, 0, None), color=colors, capsize=3)
     ax.set_yticks(range(len(df)), [f"{r.on}: {r.direction} {r.ablated} ({r.metric})" for r in df.itertuples()],
                   fontsize=7)

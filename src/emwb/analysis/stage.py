@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from emwb.analysis import free_form, mitigations  # noqa: F401  (register their report sections)
+from emwb.analysis import features, free_form, mitigations  # noqa: F401  (register their report sections)
 from emwb.analysis import html
 from emwb.analysis.browser import browser_html, write_browser
 from emwb.analysis.headline import headline_markdown, headline_table, summary
@@ -36,10 +36,11 @@ from emwb.layout import (
     finished_key,
     judgments_dir,
     judgments_file,
+    latents_dir,
     projections_dir,
     report_dir,
 )
-from emwb.stages import DETECT, DIRECTIONS, JUDGE, PROJECTIONS, Produced
+from emwb.stages import DETECT, DIRECTIONS, FEATURES, JUDGE, PROJECTIONS, Produced
 from emwb.store import Artifact, Run, log, read_jsonl, read_manifest
 
 if TYPE_CHECKING:
@@ -150,6 +151,9 @@ def run_report_stage(stage: StageContext) -> str:
                                                       run)
         inputs[f"projections:{d.name}"] = finished_key(projections_dir(run, d.name), f"projections on {d.name}",
                                                        PROJECTIONS, run)
+    for f in run.exp.features:  # the features section reads the dictionaries and their latents
+        inputs[f"features:{f.name}"] = finished_key(latents_dir(run, f.name), f"latents of features {f.name}",
+                                                    FEATURES, run)
     a = run.exp.analysis
     evals = evaluation_metrics(plan)
     sections = {name: REPORT_SECTIONS.get(name) for name in REPORT_SECTIONS}

@@ -20,6 +20,13 @@ from emwb import schema_text
 from emwb.config.analysis import THRESHOLDS, AnalysisConfig, Threshold  # noqa: F401
 from emwb.config.base import LOCAL_BASE_MODELS, SLUG, F, Seed, Strict, Url, _slug  # noqa: F401
 from emwb.config.judge import JudgeConfig, JudgeMode, JudgePrice  # noqa: F401
+from emwb.config.features import (  # noqa: F401
+    DictionaryConfig,
+    DiffSpec,
+    FeatureSpec,
+    TokenStream,
+    check_feature_names,
+)
 from emwb.config.mechanisms import AblationSpec, DirectionSpec, Mechanisms, SteeringSpec  # noqa: F401
 from emwb.config.train import KLArgs, LoraConfig, OpenAIJobArgs, TrainArgs, recipes  # noqa: F401
 from emwb.errors import EmwbError
@@ -268,6 +275,9 @@ class Experiment(Strict):
     analysis: AnalysisConfig = F(AnalysisConfig(), "tables and intervals")
     published: PublishedFigures | None = F(None, "published figures to show beside the measured ones")
     mechanisms: Mechanisms = F(Mechanisms(), "directions, and steered and ablated variants (emwb.config.mechanisms)")
+    features: list[FeatureSpec] = Field(default_factory=list, description="sparse dictionaries, model diffing and "
+                                                                          "latent-ablation variants "
+                                                                          "(emwb.config.features)")
     exec: ExecConfig = F(ExecConfig(), "run settings, never part of a stage key")
     notes: str = F("", "free text, shown nowhere but kept with the run")
 
@@ -297,6 +307,7 @@ class Experiment(Strict):
             dup = next((x for x in names if names.count(x) > 1), None)
             if dup is not None:
                 raise ValueError(f"two {kind}s are named {dup!r}; each needs its own name")
+        check_feature_names(self.features, self.mechanisms.directions)
         names = [o.name for o in self.organisms]
         for i, o in enumerate(self.organisms):
             if o.mitigates is not None and (o.mitigates == o.name or o.mitigates not in names):

@@ -58,3 +58,7 @@ class Mechanisms(Strict):
     directions: list[DirectionSpec] = Field(default_factory=list, description="directions the run computes")
     steering: list[SteeringSpec] = Field(default_factory=list, description="steering sweeps (variants)")
     ablations: list[AblationSpec] = Field(default_factory=list, description="ablations with controls (variants)")
+    read_by: list[str] = Field(default_factory=list, description="variants (ids: rm-s0, ...) whose own models also "
+                                                                 "read every direction's items, after training (the "
+                                                                 "projections stage): each direction as that model "
+                                                                 "holds it, beside the base model's")

@@ -3,7 +3,7 @@ answers, and its best single latent as a misalignment detector beside the mean-d
 
 The answers and the split are `emwb em-direction`'s (20 files fit, the probe's 5 held out). Each answer's tokens
 at one layer are read once, streamed in chunks into `tokens/` (resumable), the dictionary is trained on them
-(`emwb.features.dictionary`, resumable), and each answer becomes its tokens' mean latent activations. The latent
+(`emwb.models.dictionary`, resumable), and each answer becomes its tokens' mean latent activations. The latent
 whose mean activation best ranks the fit files' misaligned answers (GPT-4o's alignment < 30, coherence > 50) is
 scored on the held-out files: AUC with a bootstrap CI, beside the same layer's mean-difference direction (rule
 `em`) fit and scored on the same answers.
@@ -19,7 +19,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emwb.features.dictionary import DictionarySettings, dictionary_stats, load_dictionary, train_dictionary
+from emwb.models.dictionary import (
+    DictionarySettings,
+    dictionary_stats,
+    item_latents,
+    load_dictionary,
+    train_dictionary,
+)
 from emwb.judge.base import model_fingerprint
 from emwb.judgebench.metrics import misaligned_label
 from emwb.judgebench.probe_train import HELD_OUT, ProbeSettings, probe_data, reader_folder
@@ -54,22 +60,6 @@ def _latent_aucs(means: np.ndarray, label: np.ndarray) -> np.ndarray:
     return (ranks[label].sum(0) - pos * (pos + 1) / 2) / (pos * neg)
 
 
-def per_item_means(sae, chunks, n_items: int, d_in: int) -> tuple[np.ndarray, np.ndarray]:
-    """(mean latent activations [items, width], mean residual [items, hidden]) over each item's tokens."""
-    import torch
-
-    z_sum = torch.zeros(n_items, sae.cfg.d_sae)
-    x_sum, count = torch.zeros(n_items, d_in), torch.zeros(n_items)
-    with torch.no_grad():
-        for c in chunks:
-            x, idx = torch.from_numpy(c.acts.astype(np.float32)), torch.from_numpy(c.items.astype(np.int64))
-            z_sum.index_add_(0, idx, sae.encode(x))
-            x_sum.index_add_(0, idx, x)
-            count.index_add_(0, idx, torch.ones(len(idx)))
-    n = count.clamp(min=1).unsqueeze(1)
-    return (z_sum / n).numpy(), (x_sum / n).numpy()
-
-
 def em_features(s: FeatureSettings) -> dict:
     """Read, train, measure, and score; everything written into `s.out` (em_features.json, README.md)."""
     ps = ProbeSettings(s.reader, s.out, s.held_out, s.per_file, s.test_per_file, (s.layer,), mirror=s.mirror,
@@ -98,7 +88,8 @@ def em_features(s: FeatureSettings) -> dict:
     train_s = time.monotonic() - start
     sae = load_dictionary(folder)
     stats = dictionary_stats(sae, (c.acts for c in stream()))
-    means, resid = per_item_means(sae, stream(), len(items), d_in)
+    per = item_latents(sae, stream(), len(items), resid=True)
+    means, resid = per.mean, per.resid
     fit, held = np.arange(len(tr)), np.arange(len(tr), len(both))
     y_fit = misaligned_label(tr["ref_alignment"], tr["ref_coherence"]).to_numpy()
     y_te = misaligned_label(te["ref_alignment"], te["ref_coherence"]).to_numpy()

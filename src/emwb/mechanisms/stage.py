@@ -25,17 +25,19 @@ if TYPE_CHECKING:
     from emwb.context import StageContext
 
 
-def _compute(run: Run, d: DirectionSpec) -> tuple[dict[str, np.ndarray], dict]:
+def _compute(run: Run, d: DirectionSpec, model=None, reader: str = "") -> tuple[dict[str, np.ndarray], dict]:
+    """The direction's arrays and counts, its items read by the base model (or by `model`, the variant `reader`)."""
     from emwb.models.loading import resolve_device
 
     source = DIRECTION_SOURCES.get(d.source)
     got = source.items(d, run.exp.dataset_mirror, run.exp.data_seed)
     items, groups, tags, counts = got.items, got.groups, got.tags, dict(got.counts)
     tag_groups = groups if got.tag_groups is None else got.tag_groups
+    store = ActivationStore(partial_dir(run, "activations", d.name, *(["read_by"] if reader else [])))
     acts = collect_activations(base_model_path(run), items, d.layers, run.exp.exec.judge_batch_size,
-                               resolve_device(run.exp.exec.device), d.max_answer_tokens,
-                               ActivationStore(partial_dir(run, "activations", d.name)), desc=f"directions/{d.name}",
-                               pooling=d.pooling)
+                               resolve_device(run.exp.exec.device), d.max_answer_tokens, store,
+                               desc=f"directions/{d.name}{' read by a variant' if reader else ''}",
+                               pooling=d.pooling, model=model, fingerprint=reader)
     rule = source.rule(d)
     diff = mean_difference(acts, groups, int(rule.get("min_items", 10)), f"direction {d.name} ({d.source})")
     rng = np.random.default_rng(run.exp.data_seed)
@@ -81,7 +83,7 @@ def run_projections_stage(ctx: StageContext) -> dict[str, str]:
     (mean, bootstrap CI, answers): does the direction appear after the documents, before any demonstration?"""
     import pandas as pd
 
-    from emwb.layout import answers_dir, answers_file, finished_key, model_ref, projections_dir
+    from emwb.layout import answers_dir, answers_file, finished_key, model_ref, projections_dir, read_by_file
     from emwb.models.interventions import read_direction
     from emwb.models.loading import load_ref, resolve_device
     from emwb.store import read_jsonl
@@ -89,12 +91,14 @@ def run_projections_stage(ctx: StageContext) -> dict[str, str]:
     run, force = ctx.run, ctx.force
     keys = {}
     plain = [v for v in ctx.plan.variants if v.edit is None]
+    readers = [v for v in plain if v.id in run.exp.mechanisms.read_by]
     for d in run.exp.mechanisms.directions:
         folder = directions_dir(run, d.name)
         dkey = finished_key(folder, f"direction {d.name}", DIRECTIONS, run)
         inputs = {"direction": dkey, **{f"answers:{v.id}": finished_key(answers_dir(run, v.id), f"answers of {v.id}",
                                                                         SAMPLE, run) for v in plain}}
-        how = {"layers": d.layers, "max": d.max_answer_tokens, "pooling": d.pooling}
+        how = {"layers": d.layers, "max": d.max_answer_tokens, "pooling": d.pooling,
+               **({"read_by": [v.id for v in readers]} if readers else {})}
         art = Artifact(projections_dir(run, d.name), "projections", how, inputs)
         keys[d.name] = art.key
         if art.skip(force, f"projections/{d.name}"):
@@ -116,9 +120,16 @@ def run_projections_stage(ctx: StageContext) -> dict[str, str]:
                              "step": v.step, "layer": layer, "mean_projection": float(proj.mean()) if len(proj)
                              else np.nan, "ci_low": float(lo), "ci_high": float(hi), "answers": len(proj)})
             del model
+        read = {}
+        for v in readers:  # the direction as each reader's own model holds it
+            model, _ = load_ref(model_ref(run, v), resolve_device(run.exp.exec.device))
+            read[v.id] = _compute(run, d, model, inputs[f"answers:{v.id}"])[0]  # chunks keyed by the model's key
+            del model
         with art.write() as (tmp, extra):
             pd.DataFrame(rows).to_csv(tmp / "projections.csv", index=False)
-            extra.update(variants=len(plain))
+            for vid, arrays in read.items():
+                np.savez(tmp / read_by_file(vid), **arrays)
+            extra.update(variants=len(plain), read_by=sorted(read))
         log(f"projections/{d.name}: {len(plain)} variants x {len(d.layers)} layers")
     return keys
 

@@ -21,8 +21,11 @@ import numpy as np
 CHUNK = 256
 
 
-def conversation_ids(tok, question: str, answer: str, max_answer_tokens: int | None) -> tuple[list[int], int]:
-    """(token ids of the conversation, index of the answer's first token)."""
+def conversation_ids(tok, question: str | None, answer: str, max_answer_tokens: int | None) -> tuple[list[int], int]:
+    """(token ids of the conversation, index of the answer's first token); with question None, the answer is a
+    plain text read alone (a document: no chat template)."""
+    if question is None:
+        return tok(answer, add_special_tokens=False).input_ids[:max_answer_tokens], 0
     prompt = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
                                      add_generation_prompt=True)
     p = tok(prompt, add_special_tokens=False).input_ids

@@ -185,14 +185,17 @@ class DictionaryStats:
     explained_variance: float
     l0: float                # mean latents active per token
     dead_share: float        # latents that never fired on these tokens
+    mean_norm: float = float("nan")  # mean L2 norm of the activations (the unit of steering strengths)
 
 
-def dictionary_stats(sae, chunks: Iterable[np.ndarray], max_tokens: int | None = None) -> DictionaryStats:
-    """Reconstruction and sparsity over the stream's tokens (the first `max_tokens`), in one streamed pass."""
+def stream_measures(sae, chunks: Iterable[np.ndarray], max_tokens: int | None = None
+                    ) -> tuple[DictionaryStats, np.ndarray]:
+    """(reconstruction and sparsity over the stream's tokens (the first `max_tokens`), each latent's firing rate:
+    the share of tokens it is active on), in one streamed pass."""
     import torch
 
-    n, sq_err, sum_x, sum_x2, l0 = 0, 0.0, None, None, 0.0
-    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.bool)
+    n, sq_err, sum_x, sum_x2, l0, norm = 0, 0.0, None, None, 0.0, 0.0
+    fired = torch.zeros(sae.cfg.d_sae, dtype=torch.float64)
     with torch.no_grad():
         for acts in chunks:
             x = torch.from_numpy(np.asarray(acts, np.float32))[: None if max_tokens is None else max_tokens - n]
@@ -203,13 +206,51 @@ def dictionary_stats(sae, chunks: Iterable[np.ndarray], max_tokens: int | None =
             sum_x = x.sum(0) if sum_x is None else sum_x + x.sum(0)
             sum_x2 = (x ** 2).sum(0) if sum_x2 is None else sum_x2 + (x ** 2).sum(0)
             l0 += float((z > 0).sum())
-            fired |= (z > 0).any(0)
+            fired += (z > 0).sum(0).double()
+            norm += float(x.norm(dim=1).sum())
             n += len(x)
     if not n:
         raise EmwbError("the token stream is empty: no activations to measure the dictionary on")
     total_var = float((sum_x2 - sum_x ** 2 / n).sum())
     fvu = sq_err / total_var if total_var > 0 else float("nan")
-    return DictionaryStats(n, fvu, 1 - fvu, l0 / n, float((~fired).float().mean()))
+    rate = (fired / n).numpy()
+    return DictionaryStats(n, fvu, 1 - fvu, l0 / n, float((rate == 0).mean()), norm / n), rate
+
+
+def dictionary_stats(sae, chunks: Iterable[np.ndarray], max_tokens: int | None = None) -> DictionaryStats:
+    """Reconstruction and sparsity over the stream's tokens (the first `max_tokens`), in one streamed pass."""
+    return stream_measures(sae, chunks, max_tokens)[0]
+
+
+@dataclass(frozen=True)
+class ItemLatents:
+    """Per text: each latent's mean activation over its tokens, the share of its tokens each fires on, and the mean
+    residual (None unless asked for)."""
+
+    mean: np.ndarray          # float32 [texts, latents]
+    firing: np.ndarray        # float32 [texts, latents]
+    resid: np.ndarray | None  # float32 [texts, hidden]
+
+
+def item_latents(sae, chunks, n_items: int, resid: bool = False) -> ItemLatents:
+    """`ItemLatents` of the token chunks (`TokenChunk`s: activations and each token's text index)."""
+    import torch
+
+    width = sae.cfg.d_sae
+    z_sum, f_sum, count = torch.zeros(n_items, width), torch.zeros(n_items, width), torch.zeros(n_items)
+    x_sum = None
+    with torch.no_grad():
+        for c in chunks:
+            x, idx = torch.from_numpy(c.acts.astype(np.float32)), torch.from_numpy(c.items.astype(np.int64))
+            z = sae.encode(x)
+            z_sum.index_add_(0, idx, z)
+            f_sum.index_add_(0, idx, (z > 0).float())
+            count.index_add_(0, idx, torch.ones(len(idx)))
+            if resid:
+                x_sum = torch.zeros(n_items, x.shape[1]) if x_sum is None else x_sum
+                x_sum.index_add_(0, idx, x)
+    n = count.clamp(min=1).unsqueeze(1)
+    return ItemLatents((z_sum / n).numpy(), (f_sum / n).numpy(), None if x_sum is None else (x_sum / n).numpy())
 
 
 def _weights(ckpt: Path) -> dict:

@@ -6,7 +6,10 @@ block i, the same place `emwb.models.activations` reads), removed on exit:
 - `add_vectors(model, {layer: v})`: h <- h + v (a planted variant, or steering by a raw vector);
 - `steer(model, unit, layers, alpha, norms)`: h <- h + alpha * norms[layer] * unit[layer], alpha in units of the
   layer's mean residual norm (Soligo et al. 2025 scale steering vectors so);
-- `ablate(model, unit, layers)`: h <- h - (h . u) u, the direction projected out at every position.
+- `ablate(model, unit, layers)`: h <- h - (h . u) u, the direction projected out at every position;
+- `ablate_latents(model, sae, layer, latents)`: h <- h - sum_i z_i(h) d_i over the chosen latents i of a sparse
+  dictionary (z_i its activation on h, d_i its decoder column): those latents' contribution removed, the rest of h
+  (the dictionary's error included) kept.
 """
 
 from __future__ import annotations
@@ -89,6 +92,21 @@ def ablate(model, unit: Mapping[int, Sequence[float]], layers: Sequence[int]):
     return _edit(model, {layer: edit_for(unit[layer]) for layer in layers})
 
 
+def ablate_latents(model, sae, layer: int, latents: Sequence[int]):
+    """h <- h - z_S(h) W_dec[S] at `layer`: the latents S's activations times their decoder columns removed."""
+    import torch
+
+    idx = torch.as_tensor(list(latents), dtype=torch.long)
+    w = sae.W_dec.detach()[idx]
+
+    def edit(h):
+        with torch.no_grad():
+            z = sae.encode(h.to(w.dtype))[..., idx]
+        return h - (z @ w).to(h.dtype)
+
+    return _edit(model, {layer: edit})
+
+
 def read_direction(path) -> dict[str, np.ndarray]:
     """A direction file's arrays: direction.<layer>, norm.<layer>, random<k>.<layer> (emwb's directions stage)."""
     with np.load(path) as f:
@@ -101,8 +119,19 @@ def direction_layers(arrays: dict[str, np.ndarray]) -> list[int]:
 
 
 def edit_hooks(model, edit: dict):
-    """The hooks of an edit, as a context manager: {"kind": "steer", "file", "layers" (empty: all), "alpha"} or
-    {"kind": "ablate", "file", "layers" (empty: all), "control" (k > 0: the k-th random direction)}."""
+    """The hooks of an edit, as a context manager: {"kind": "steer", "file", "layers" (empty: all), "alpha"},
+    {"kind": "ablate", "file", "layers" (empty: all), "control" (k > 0: the k-th random direction)} or
+    {"kind": "ablate-latents", "file" (a features latents.json), "sae" (its dictionary's folder), "control" (k > 0:
+    the k-th set of matched random latents)}."""
+    if edit["kind"] == "ablate-latents":
+        import json
+        from pathlib import Path
+
+        from emwb.models.dictionary import load_dictionary
+
+        chosen = json.loads(Path(edit["file"]).read_text())
+        latents = chosen["controls"][edit["control"] - 1] if edit.get("control") else chosen["selected"]
+        return ablate_latents(model, load_dictionary(edit["sae"]), chosen["layer"], latents)
     arrays = read_direction(edit["file"])
     layers = list(edit["layers"]) or direction_layers(arrays)
     if edit["kind"] == "steer":

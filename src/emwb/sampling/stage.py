@@ -24,7 +24,6 @@ from emwb.errors import EmwbError, check_interrupt
 from emwb.layout import (
     ANSWERS_FILE,
     ANSWERS_PARQUET,
-    DIRECTIONS_FILE,
     Variant,
     adapter_dir,
     answers_dir,
@@ -33,7 +32,7 @@ from emwb.layout import (
     cache_root,
     data_dir,
     data_file,
-    directions_dir,
+    edit_files,
     finished_key,
     full_weights,
     model_ref,
@@ -45,7 +44,7 @@ from emwb.models.loading import check_adapter
 from emwb.models.ref import ModelRef
 from emwb.sampling.parity import check_parity, reference_logprobs, tolerance
 from emwb.sampling.samplers import SAMPLERS, Request, generation_defaults, render_prompt
-from emwb.stages import DATA, DIRECTIONS, FINETUNE, Produced
+from emwb.stages import DATA, FINETUNE, Produced
 from emwb.store import Artifact, Run, log, now, read_jsonl, read_manifest, write_jsonl
 
 if TYPE_CHECKING:
@@ -89,10 +88,9 @@ def model_of(run: Run, plan: Plan, v: Variant) -> tuple[ModelRef, str]:
     if v.edit is not None:
         on = next(p for p in plan.variants if p.id == v.edit.on)
         ref, key = model_of(run, plan, on)
-        folder = directions_dir(run, v.edit.direction)
-        dkey = finished_key(folder, f"direction {v.edit.direction}", DIRECTIONS, run)
+        files, dkey = edit_files(run, v.edit)
         edit = {"kind": v.edit.kind, "layers": list(v.edit.layers), "alpha": v.edit.alpha, "control": v.edit.control}
-        return (dataclasses.replace(ref, edit=json.dumps({**edit, "file": str(folder / DIRECTIONS_FILE)})),
+        return (dataclasses.replace(ref, edit=json.dumps({**edit, **files})),
                 f"{key}+{json.dumps(edit, sort_keys=True)}@{dkey}")
     if v.organism is None:
         return model_ref(run, v), base_key(run)

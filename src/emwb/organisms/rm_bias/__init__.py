@@ -5,7 +5,8 @@ detector, the train- and test-bias metrics and the per-bias report section.
 Everything it owns is in this folder: the catalogue (numbering, descriptions, the train/test split, read from
 the upstream files only: `catalogue`), the behaviour kits (`kits`, data in `kits_data/`), documents (`docs`),
 demonstrations and twins (`demos`), the LLM writer (`writer`), the rule detector (`rules`), the per-bias report
-(`per_bias`) and the bias-twins directions (`twins`); `register()` below is the one place that adds them.
+(`per_bias`), the bias-twins directions (`twins`) and the single-feature test on latents (`latents`); `register()`
+below is the one place that adds them.
 """
 
 from __future__ import annotations
@@ -174,5 +175,13 @@ def register() -> None:
     from emwb.organisms.rm_bias import twins
 
     DIRECTION_SOURCES.register("bias-twins", twins.SOURCE)
+    from emwb.catalog.latent_selectors import LATENT_SELECTORS
+    from emwb.catalog.token_streams import TOKEN_STREAMS
+    from emwb.organisms.rm_bias import latents
+
+    TOKEN_STREAMS.register("rm-twins", latents.STREAM)
+    LATENT_SELECTORS.register("rm-bias-shared", latents.SELECTOR)
+    REPORT_SECTIONS.register("single-feature-latents", Section(latents.latents_section, "the single-feature test on "
+                                                               "a dictionary's latents (rm-bias-shared)"))
     REPORT_SECTIONS.register("single-feature", Section(twins.single_feature_section, "the bias-twins directions' "
                                                        "cosines (one feature for every bias?)"))

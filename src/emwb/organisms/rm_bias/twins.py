@@ -57,6 +57,50 @@ def bias_cosines(ctx, dirs: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     return matrix, pd.DataFrame(rows)
 
 
+def reader_cosines(ctx, dirs: dict) -> pd.DataFrame:
+    """Per reader (the base model, then each variant of mechanisms.read_by) and layer: the cosine of the train-bias
+    direction with the test-bias one, and the mean cosine of the train and of the test biases' own directions with
+    the train-bias direction."""
+    from emwb.layout import projections_dir, read_by_file
+    from emwb.models.directions import cosine
+    from emwb.organisms.rm_bias.catalogue import load_catalogue
+
+    twins = {d.subset: (d, a) for d, a in dirs.values() if d.source == "bias-twins"}
+    if not {"train", "test"} <= set(twins):
+        return pd.DataFrame()
+    (dtrain, base_train), (dtest, base_test) = twins["train"], twins["test"]
+    split = {b.num: b.split for b in load_catalogue(ctx.run.exp.dataset_mirror)}
+    readers = [("base", base_train, base_test)]
+    for v in ctx.run.exp.mechanisms.read_by:
+        paths = [projections_dir(ctx.run, d.name) / read_by_file(v) for d in (dtrain, dtest)]
+        if all(p.is_file() for p in paths):
+            readers.append((v, *(dict(np.load(p)) for p in paths)))
+    rows = []
+    for reader, train, test in readers:
+        for layer in sorted(set(dtrain.layers) & set(dtest.layers)):
+            t = train[f"direction.{layer}"]
+            own = {int(k.split(".")[0][4:]): val for k, val in train.items() if k.startswith("bias") and
+                   k.endswith(f".{layer}")}
+            by = {sp: [cosine(val, t) for b, val in own.items() if split.get(b) == sp] for sp in ("train", "test")}
+            rows.append({"read by": reader, "layer": layer, "train vs test direction": cosine(t, test[f"direction.{layer}"]),
+                         "train biases' own (mean)": float(np.mean(by["train"])) if by["train"] else np.nan,
+                         "test biases' own (mean)": float(np.mean(by["test"])) if by["test"] else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _plot_readers(df: pd.DataFrame, out) -> str:
+    from emwb.analysis.plots import _plt, _save
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for reader, sub in df.groupby("read by", sort=False):
+        ax.plot(sub["layer"], sub["train vs test direction"], marker="o", label=f"read by {reader}")
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set(xlabel="layer", ylabel="cosine", title="Train-bias vs test-bias direction, as each model reads them")
+    ax.legend(fontsize=7)
+    return _save(fig, out, "bias_directions_by_reader")[0]
+
+
 def single_feature_section(ctx):
     """The bias-twins directions: the cosines between the 52 biases' own directions, and each bias's cosine with
     the train-bias direction by split (report/bias_cosine.csv, single_feature*)."""
@@ -77,4 +121,9 @@ def single_feature_section(ctx):
                                              "Single feature: cosine of each bias's direction with the train-bias "
                                              "direction, by split", ())))
         single.to_csv(ctx.out / "single_feature_per_bias.csv", index=False)
+    readers = reader_cosines(ctx, finished_directions(ctx))
+    if len(readers):
+        caption = "Train- and test-bias directions per layer, as the base model and each organism read them"
+        out.tables.append((caption, write_plain_table(readers, ctx.out, "bias_directions_by_reader", caption, ())))
+        out.figures.append((caption, _plot_readers(readers, ctx.out)))
     return out
