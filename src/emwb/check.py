@@ -61,6 +61,9 @@ def check_experiment(exp: Experiment, source: str) -> Plan:
 
     if exp.sampling.backend not in SAMPLERS:
         raise EmwbError(f"{source}: sampling.backend: {SAMPLERS.unknown(exp.sampling.backend)}")
+    if exp.sampling.hf_batch > 1 and (exp.sampling.backend != "hf" or exp.sampling.generation_config):
+        raise EmwbError(f"{source}: sampling.hf_batch: batched decoding is the hf backend's, with temperature and top_p "
+                        "only (set sampling.backend: hf and leave generation_config off, or hf_batch: 1)")
     plan = Plan.build(exp, planned)
     _check_published(exp, plan.groups(), source)
     _check_headline(exp, source)

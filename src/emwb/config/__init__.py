@@ -186,6 +186,10 @@ class SamplingConfig(Strict):
     base_url: Url | None = F(None, "remote models (base_model openai/<model>): their OpenAI-compatible server "
                                    "(None: the fine-tuning job's server, else OPENAI_BASE_URL, else OpenAI)")
     vllm: VllmConfig = F(VllmConfig(), "vLLM settings that change results")
+    hf_batch: int = F(1, "backend hf: consecutive prompts decoded together, left-padded (a CPU decodes many "
+                         "for about the time of one); each request's k-th answer is drawn from its own generator "
+                         "seeded with its seed + k, so batch partners change only rounding. 1: one prompt at a time "
+                         "with transformers generate. Part of the answers' key when above 1", ge=1)
     generation_config: bool = F(False, "local models: also apply the sampling fields of the model's own "
                                        "generation_config.json (top_k, repetition_penalty, min_p) under temperature "
                                        "and top_p, as transformers `generate` does in the model-organisms code; for "

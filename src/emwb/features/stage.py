@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from emwb.context import StageContext
 
 STATS_FILE, FIRING_FILE, DIFF_FILE, CARDS_FILE = "stats.json", "firing.npy", "feature_diff.csv", "cards.json"
+CHUNK_TEXTS = 64  # texts per saved chunk of activations
 
 
 class Reader:
@@ -68,8 +69,8 @@ class Reader:
     def chunks(self, texts: list, label: str, fingerprint: str, model=None, max_tokens: int | None = None):
         store = ActivationStore(partial_dir(self.ctx.run, "features", self.f.name, label))
         return stream_token_activations(self.base, texts, self.f.layer, store, fingerprint,
-                                        max_tokens or self.f.stream.max_tokens, batch_size=self.ctx.settings.judge_batch_size,
-                                        device=self.device, model=model)
+                                        max_tokens or self.f.stream.max_tokens, CHUNK_TEXTS,
+                                        self.ctx.settings.judge_batch_size, self.device, model)
 
     def latents(self, sae, texts: list, label: str, fingerprint: str, model=None, max_tokens: int | None = None):
         """Each text's mean latent activations and firing shares (`ItemLatents`)."""
@@ -107,8 +108,12 @@ def run_dictionary(ctx: StageContext, f) -> str:
     art.started = now()
     _check_layer(run, f)
     texts, reader = stream_texts(f.stream, run, seed), Reader(ctx, f)
+    from tqdm import tqdm
+
     start, tokens, d_in = time.monotonic(), 0, 0
-    for c in reader.chunks(texts, "stream", inputs["base"]):  # the first pass reads the model; later ones the chunks
+    chunks = tqdm(reader.chunks(texts, "stream", inputs["base"]), total=-(-len(texts) // CHUNK_TEXTS), unit="chunk",
+                  desc=f"features/{f.name}: stream at layer {f.layer}", mininterval=2.0)
+    for c in chunks:  # the first pass reads the model; later passes read the saved chunks
         tokens, d_in = tokens + len(c.acts), c.acts.shape[1]
     read_s, start = time.monotonic() - start, time.monotonic()
     if f.load:

@@ -176,7 +176,8 @@ class VLLMSampler(Sampler):
 
 @SAMPLERS.register("hf")
 class HFSampler(Sampler):
-    """transformers `generate` with exactly the configured temperature and top_p, one prompt at a time."""
+    """transformers `generate` with exactly the configured temperature and top_p, one prompt at a time; with
+    sampling.hf_batch above 1, rows of one prompt length together (`emwb.sampling.hf_batched`)."""
 
     def generate(self, requests: list[Request], variants: list[str]) -> Answers:
         import torch
@@ -189,6 +190,13 @@ class HFSampler(Sampler):
         out: Answers = {}
         for variant in variants:
             model, tok = load_ref(self.models[variant], device)
+            if self.cfg.hf_batch > 1:  # rows of one prompt length together, each from its own seeded generator
+                from emwb.sampling.hf_batched import sample_batched
+
+                out[variant] = sample_batched(model, tok, requests, self.cfg.hf_batch, self.cfg.max_new_tokens,
+                                              self.cfg.temperature, self.cfg.top_p, device)
+                del model
+                continue
             eos = tok.eos_token_id
             answers = []
             for r in tqdm(requests, desc=f"sample {variant}"):

@@ -150,8 +150,15 @@ def answer_rows(v: Variant, plan: list[PlanItem], prompts: list, samples: list, 
     return rows
 
 
+def chunk_prompts(run: Run) -> int:
+    """Prompts per saved chunk: exec.sample_chunk_prompts, rounded up to a multiple of sampling.hf_batch, so the
+    hf sampler's groups of consecutive prompts are the same whatever the (run-only) chunk size."""
+    size, group = run.exp.exec.sample_chunk_prompts, run.exp.sampling.hf_batch
+    return -(-size // group) * group
+
+
 def _chunk_file(run: Run, art: Artifact, variant: str, j: int):
-    size = run.exp.exec.sample_chunk_prompts  # another chunk size starts afresh
+    size = chunk_prompts(run)  # another chunk size starts afresh
     return partial_dir(run, "answers", variant) / f"{art.key[:16]}-c{size}" / f"chunk-{j:05d}.jsonl"
 
 
@@ -159,7 +166,7 @@ def _sample_group(run: Run, arts: dict[str, tuple[Artifact, Variant, ModelRef]],
                   backend: str, shape: tuple[int, int] | None) -> None:
     """Sample the variants of one weights group chunk by chunk, then write each variant's artifact."""
     ex, cfg = run.exp.exec, run.exp.sampling
-    size = ex.sample_chunk_prompts
+    size = chunk_prompts(run)
     chunks = list(enumerate(range(0, len(plan), size)))
     todo = {j: [v for v in arts if not _chunk_file(run, arts[v][0], v, j).is_file()] for j, _ in chunks}
     done = sum(len(arts) - len(t) for t in todo.values())
@@ -213,14 +220,21 @@ def _parquet(rows: list[dict], path) -> None:
     pd.DataFrame(rows).to_parquet(path, index=False)
 
 
+def keyed_sampling(cfg) -> dict:
+    """The sampling settings in the answers' key: generation_config and hf_batch only when set (runs from before
+    these options stay current)."""
+    off = {name for name, unset in (("generation_config", not cfg.generation_config), ("hf_batch", cfg.hf_batch == 1))
+           if unset}
+    return cfg.model_dump(mode="json", exclude=off or None)
+
+
 def run_sample_stage(ctx: StageContext) -> dict[str, str]:
     """Sample every variant (or those in `ctx.only`) that is not current; return {variant: stage key}."""
     run, force = ctx.run, ctx.force
     plan = sampling_items(run, ctx.plan)
     cfg = run.exp.sampling
     prompts_id = config_hash([(ev, qs, q.id, q.paraphrases, q.system, n) for ev, qs, q, _, n in plan])
-    off = {"generation_config"} if not cfg.generation_config else None  # runs from before the option stay current
-    config = {"sampling": cfg.model_dump(mode="json", exclude=off), "prompts": prompts_id}
+    config = {"sampling": keyed_sampling(cfg), "prompts": prompts_id}
     keys: dict[str, str] = {}
     groups: dict[str, dict[str, tuple[Artifact, Variant, ModelRef]]] = {}
     for v in ctx.variants():
@@ -259,7 +273,7 @@ def produced(ctx: StageContext) -> list[Produced]:
     for v in ctx.plan.variants:
         chunks = {c.name for c in partial_dir(ctx.run, "answers", v.id).glob("*/chunk-*.jsonl")}
         if chunks and total is None:
-            total = -(-len(sampling_items(ctx.run, ctx.plan)) // ctx.settings.sample_chunk_prompts)
+            total = -(-len(sampling_items(ctx.run, ctx.plan)) // chunk_prompts(ctx.run))
         out.append(Produced(v.id, answers_dir(ctx.run, v.id), f"{len(chunks)} of {total} chunks saved" if chunks
                             else ""))
     return out
