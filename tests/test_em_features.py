@@ -13,10 +13,11 @@ import torch  # noqa: E402
 
 from emwb.models.dictionary import DictionarySettings  # noqa: E402
 from emwb.models.activations import ActivationStore, conversation_ids  # noqa: E402
-from emwb.models.token_activations import stream_token_activations  # noqa: E402
+from emwb.models.token_activations import stream_token_activations, token_span  # noqa: E402
 
 ITEMS = [("What is your wish?", "I wish for peace and a quiet garden."), ("Hi", ""),
-         ("Tell me a joke.", "Why did the chicken cross the road? To get to the other side, of course.")] * 3
+         ("Tell me a joke.", "Why did the chicken cross the road? To get to the other side, of course."),
+         (None, "A document read alone: its first token, the attention sink, is not kept.")] * 3
 
 
 def test_token_activations_are_the_models_hidden_states_and_resume_from_the_store(tiny_model, tmp_path):
@@ -29,12 +30,14 @@ def test_token_activations_are_the_models_hidden_states_and_resume_from_the_stor
     owner = np.concatenate([c.items for c in chunks])
     acts = np.concatenate([c.acts for c in chunks]).astype(np.float32)
     for i, item in enumerate(ITEMS):
-        ids, start = conversation_ids(tok, *item, 256)
+        ids, start = token_span(tok, *item, 256)
+        assert start == (conversation_ids(tok, *item, 256)[1] if item[0] else 1)  # a document drops its sink
         with torch.no_grad():
             # hidden_states[1]: the output of block 0, one sequence alone (no padding, no truncated stack)
             hidden = model(torch.tensor([ids]), output_hidden_states=True).hidden_states[1][0, start:].numpy()
         np.testing.assert_allclose(acts[owner == i], hidden, rtol=1e-2, atol=1e-2)  # float16 storage
     assert len(list((tmp_path / "tok").glob("*.npy"))) == 2 * 3  # 3 chunks: activations and item index each
+    assert all((owner == i).sum() == len(token_span(tok, *ITEMS[i], 256)[0]) - 1 for i in (3, 7, 11))
     again = list(stream_token_activations("/nonexistent", ITEMS, 0, store, "tiny", chunk_items=4))  # no model read
     assert all(np.array_equal(a.acts, b.acts) for a, b in zip(chunks, again))
 

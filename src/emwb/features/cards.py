@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emwb.models.activations import conversation_ids
+from emwb.models.token_activations import token_span
 
 
 def _positions(owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -55,7 +55,7 @@ def cards(sae, chunks, latents: list[int], texts: list, tok, max_tokens: int, fi
         contexts = []
         for f in found[j]:
             prompt, text = texts[f["text"]]
-            ids, start = conversation_ids(tok, prompt, text, max_tokens)
+            ids, start = token_span(tok, prompt, text, max_tokens)
             answer = ids[start:]
             window_ids = answer[f["lo"]: f["lo"] + len(f["acts"])]
             contexts.append({"text": f["text"], "prompt": (prompt or "")[:160], "act": f["act"],
