@@ -52,9 +52,9 @@ def test_answers_come_back_per_request_with_their_n_samples_and_finish_reasons(t
     out = sample_batched(model, tok, requests, 2, 6, 1.0, 1.0)
     assert [len(a) for a in out] == [1, 2, 1, 3, 1]
     for answers in out:
-        for a in answers:
-            assert a.finish_reason in ("stop", "length") and 0 <= a.tokens <= 6
-            assert a.finish_reason == "stop" or a.tokens == 6
+        for _text, finish, tokens in answers:
+            assert finish in ("stop", "length") and 0 <= tokens <= 6
+            assert finish == "stop" or tokens == 6
     logits = torch.tensor([0.1, 2.0, -1.0, 1.9])
     assert {next_token(logits, torch.Generator().manual_seed(s), 0.0, 1.0) for s in range(20)} == {1}  # greedy
     drawn = {next_token(logits, torch.Generator().manual_seed(s), 1.0, 0.5) for s in range(50)}

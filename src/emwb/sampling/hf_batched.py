@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from emwb.sampling.samplers import Request, Sample
-
 
 def next_token(logits, generator, temperature: float, top_p: float) -> int:
     """One token from a row's logits: greedy at temperature 0, else temperature, then top_p (the smallest set
@@ -79,13 +77,14 @@ def sample_rows(model, eos: int, pad: int, prompts: Sequence[Sequence[int]], see
     return out
 
 
-def sample_batched(model, tok, requests: Sequence[Request], batch: int, max_new_tokens: int, temperature: float,
-                   top_p: float, device: str = "cpu") -> list[list[Sample]]:
-    """Every request's `n` samples, `batch` consecutive requests at a time."""
+def sample_batched(model, tok, requests: Sequence, batch: int, max_new_tokens: int, temperature: float,
+                   top_p: float, device: str = "cpu") -> list[list[tuple[str, str, int]]]:
+    """Every request's `n` samples as (text, finish reason, answer tokens), `batch` consecutive requests (objects
+    with `token_ids`, `n` and `seed`, as the samplers' `Request`) at a time."""
     from tqdm import tqdm
 
     eos, pad = tok.eos_token_id, tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    out: list[list[Sample]] = []
+    out: list[list[tuple[str, str, int]]] = []
     with tqdm(total=len(requests), desc=f"sample (groups of {batch} prompts)", unit="prompt", mininterval=2.0) as bar:
         for s in range(0, len(requests), batch):
             group = requests[s:s + batch]
@@ -96,8 +95,7 @@ def sample_batched(model, tok, requests: Sequence[Request], batch: int, max_new_
             for toks in got:
                 done = bool(toks) and toks[-1] == eos
                 toks = toks[:-1] if done else toks
-                samples.append(Sample(tok.decode(toks, skip_special_tokens=True), "stop" if done else "length",
-                                      len(toks)))
+                samples.append((tok.decode(toks, skip_special_tokens=True), "stop" if done else "length", len(toks)))
             for r in group:
                 out.append(samples[:r.n])
                 samples = samples[r.n:]

@@ -193,8 +193,9 @@ class HFSampler(Sampler):
             if self.cfg.hf_batch > 1:  # rows of one prompt length together, each from its own seeded generator
                 from emwb.sampling.hf_batched import sample_batched
 
-                out[variant] = sample_batched(model, tok, requests, self.cfg.hf_batch, self.cfg.max_new_tokens,
-                                              self.cfg.temperature, self.cfg.top_p, device)
+                got = sample_batched(model, tok, requests, self.cfg.hf_batch, self.cfg.max_new_tokens,
+                                     self.cfg.temperature, self.cfg.top_p, device)
+                out[variant] = [[Sample(*a) for a in answers] for answers in got]
                 del model
                 continue
             eos = tok.eos_token_id
