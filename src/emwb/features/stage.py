@@ -46,7 +46,7 @@ from emwb.layout import (
 )
 from emwb.models.activations import ActivationStore
 from emwb.models.dictionary import item_latents, load_dictionary, stream_measures, train_dictionary
-from emwb.models.token_activations import stream_token_activations
+from emwb.models.token_activations import CHUNK_ITEMS, stream_token_activations
 from emwb.stages import FINETUNE, Produced
 from emwb.store import Artifact, file_sha256, log, now
 
@@ -54,7 +54,6 @@ if TYPE_CHECKING:
     from emwb.context import StageContext
 
 STATS_FILE, FIRING_FILE, DIFF_FILE, CARDS_FILE = "stats.json", "firing.npy", "feature_diff.csv", "cards.json"
-CHUNK_TEXTS = 64  # texts per saved chunk of activations
 
 
 class Reader:
@@ -69,7 +68,7 @@ class Reader:
     def chunks(self, texts: list, label: str, fingerprint: str, model=None, max_tokens: int | None = None):
         store = ActivationStore(partial_dir(self.ctx.run, "features", self.f.name, label))
         return stream_token_activations(self.base, texts, self.f.layer, store, fingerprint,
-                                        max_tokens or self.f.stream.max_tokens, CHUNK_TEXTS,
+                                        max_tokens or self.f.stream.max_tokens, CHUNK_ITEMS,
                                         self.ctx.settings.judge_batch_size, self.device, model)
 
     def latents(self, sae, texts: list, label: str, fingerprint: str, model=None, max_tokens: int | None = None):
@@ -111,7 +110,7 @@ def run_dictionary(ctx: StageContext, f) -> str:
     from tqdm import tqdm
 
     start, tokens, d_in = time.monotonic(), 0, 0
-    chunks = tqdm(reader.chunks(texts, "stream", inputs["base"]), total=-(-len(texts) // CHUNK_TEXTS), unit="chunk",
+    chunks = tqdm(reader.chunks(texts, "stream", inputs["base"]), total=-(-len(texts) // CHUNK_ITEMS), unit="chunk",
                   desc=f"features/{f.name}: stream at layer {f.layer}", mininterval=2.0)
     for c in chunks:  # the first pass reads the model; later passes read the saved chunks
         tokens, d_in = tokens + len(c.acts), c.acts.shape[1]

@@ -21,6 +21,9 @@ import numpy as np
 from emwb.models.activations import ActivationStore, conversation_ids, padded_batch
 
 
+CHUNK_ITEMS = 64  # items per saved chunk, unless a caller sets another
+
+
 @dataclass(frozen=True)
 class TokenChunk:
     """One chunk: `acts` float16 [tokens, hidden], `items` int32 [tokens] (the item each token belongs to)."""
@@ -52,7 +55,7 @@ def token_span(tok, question: str | None, answer: str, max_answer_tokens: int | 
 
 
 def stream_token_activations(model_path: str, items: Sequence[tuple[str, str]], layer: int, store: ActivationStore,
-                             fingerprint: str = "", max_answer_tokens: int = 256, chunk_items: int = 64,
+                             fingerprint: str = "", max_answer_tokens: int = 256, chunk_items: int = CHUNK_ITEMS,
                              batch_size: int = 8, device: str = "cpu", model=None) -> Iterator[TokenChunk]:
     """Each chunk's per-token activations at `layer`, computed (and saved) where the store lacks them."""
     import torch
