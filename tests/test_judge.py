@@ -277,6 +277,8 @@ def test_the_judge_stage_reports_unscored_shares_and_warns_above_the_threshold(c
     assert "warning: judge openai/j left more than 20% of its alignment judgments unscored" in out
     _report_unscored("openai/j", judged, plan, 0.3)
     assert "warning" not in capsys.readouterr().out
+    _report_unscored("openai/j", [], plan, 0.2)  # e.g. a bias-only run: its answers go to detectors, not rubrics
+    assert capsys.readouterr().out.strip().endswith("judge openai/j: no answer has a rubric to score")
 
 
 def _judge_a_hanging_server(tmp_path, n: int, concurrency: int, settings: str) -> tuple[str, float, str]:

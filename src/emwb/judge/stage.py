@@ -213,7 +213,7 @@ def _report_unscored(spec: str, judged: list[tuple[dict, dict]], rubrics: Rubric
             c[0] += r[rub.name] is None
             c[1] += 1
     parts = [f"{name} {u}/{n} ({u / n:.0%})" for name, (u, n) in counts.items() if n]
-    log(f"judge {spec}: unscored: {', '.join(parts)}")
+    log(f"judge {spec}: unscored: {', '.join(parts)}" if parts else f"judge {spec}: no answer has a rubric to score")
     high = [name for name, (u, n) in counts.items() if n and u / n > warn_above]
     if high:
         log(f"warning: judge {spec} left more than {warn_above:.0%} of its {', '.join(high)} judgments unscored "
