@@ -139,6 +139,32 @@ def test_ray_cluster_run_equals_the_local_run(cluster, local_run, tmp_path):
         + [f"judge:{v}" for v in ("base", "insecure-s0", "insecure-s1")])
 
 
+# A features dictionary: a driver stage between training and sampling (it reads every adapter; sampling reads it
+# for the variants with its latent ablated).
+FEATURES_CONFIG = {**CONFIG, "name": "rayfeatures", "features": [{
+    "name": "sae", "layer": 1, "stream": {"source": "data:insecure"},
+    "dictionary": {"width": 64, "k": 4, "batch_tokens": 256, "tokens": 4096, "buffer_tokens": 1024,
+                   "checkpoint_every": 50, "norm_batches": 2},
+    "diff": {"max_items": 8, "n_boot": 20}, "controls": 1, "ablate": ["insecure-s0"], "cards": 2}]}
+
+
+@pytest.mark.slow
+def test_a_features_stage_under_ray_is_a_barrier_not_the_end_of_the_cells(cluster, tmp_path):
+    from emwb.pipeline import replicate
+
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "rayfeatures.yaml").write_text(yaml.safe_dump(FEATURES_CONFIG))
+    local = replicate(tmp_path / "local" / "rayfeatures.yaml", tmp_path / "local" / "runs")
+    (tmp_path / "ray").mkdir()
+    proc = _ray_replicate(tmp_path / "ray", cluster["address"], config=FEATURES_CONFIG)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "ray" / "runs" / "rayfeatures"
+    _same_results(local.dir, run_dir)
+    cells = [r["cell"] for r in _records(run_dir)]
+    assert any(c.startswith("sample:") for c in cells) and "judge:base" in cells, cells  # cells after the barrier
+    assert sum(c.startswith("finetune:") for c in cells) == 2, cells
+
+
 # vLLM with checkpoints and fewer adapter slots than adapters: the base model, two seeds and their step-3
 # checkpoints share one engine on a Ray node as they do locally.
 VLLM_CONFIG = {**CONFIG, "name": "rayvllm", "train": {**CONFIG["train"], "save_every": 3},

@@ -8,8 +8,11 @@ batches them; detection, judging and a plug-in's stage: one variant), each start
 (the same variants' cells of the stages in its `reads`) are finished, with the resources `exec:` asks for.
 Every cell is the ordinary stage code on a subset, so its artifacts are keyed and atomic: a task lost with its
 worker is retried by Ray, a half-written artifact is never taken as finished, and a finished one is skipped.
-The driver then walks the whole table itself: what the cells finished is a no-op, the rest (projections,
-calibration, the report, a per-variant stage that reads one of them) runs there. Nothing here is imported with
+A driver stage that a later per-variant stage reads (the features dictionary: it reads every trained adapter,
+and sampling reads it) is a barrier: the cells submitted so far finish, it runs on the driver, then the cells
+after it are submitted; one with nothing to do in the experiment is passed over. The driver then walks the whole
+table itself: what the cells finished is a no-op, the rest (projections, calibration, the report, a per-variant
+stage that reads one of them) runs there. Nothing here is imported with
 `executor: local`.
 """
 
@@ -122,8 +125,17 @@ def run_on_ray(ctx: StageContext, ray) -> None:
     ready = {s.name for s in stages[:first]}
     cells: dict[str, list[tuple[frozenset[str], object]]] = {}  # stage -> (its variants, task) per cell
     refs: dict[str, object] = {}
-    for s in stages[first:]:
-        if not s.per_variant or not set(s.reads) <= ready | set(cells) or not s.artifacts(ctx):
+    for i, s in enumerate(stages[first:], first):
+        if not s.per_variant:
+            if not s.artifacts(ctx):
+                ready.add(s.name)  # nothing to do in this experiment (e.g. no features: block)
+            elif any(s.name in later.reads for later in stages[i + 1:] if later.per_variant):
+                _wait(ray, refs, tqdm)  # a barrier: the cells it reads, then it, on the driver
+                refs.clear()
+                run_stages(ctx, [s])
+                ready.add(s.name)
+            continue  # otherwise the driver runs it after the cells
+        if not set(s.reads) <= ready | set(cells) or not s.artifacts(ctx):
             continue  # the driver runs it after the cells
         gpus = getattr(ex, s.gpus) if s.gpus else 0
         cells[s.name] = []
