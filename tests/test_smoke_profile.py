@@ -40,11 +40,14 @@ def test_smoke_profile_runs_then_skips(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     report = tmp_path / "runs" / "smoke" / "report"
     table = pd.read_csv(report / "comparison.csv")
-    assert list(table["group"]) == ["base", "insecure", "secure"] and (table["code_n"] == 8).all()
+    smoke = yaml.safe_load(cfg.read_text())  # the expectations follow the profile's own sizes
+    code = next(e["count"] for e in smoke["evaluations"] if e["name"] == "held-out-code")
+    steps, every = smoke["train"]["max_steps"], smoke["train"]["eval_steps"]
+    assert list(table["group"]) == ["base", "insecure", "secure"] and (table["code_n"] == code).all()
     assert f"{report / 'index.html'}" in first.stdout and "| insecure |" in first.stdout
     _the_report_leads_with_a_figure_and_lists_answers(report / "index.html")
     curves = pd.read_csv(report / "training_curves.csv")
-    assert curves["loss"].notna().sum() == 2 * 30 and curves["eval_loss"].notna().sum() == 2 * 3  # eval_steps 10
+    assert curves["loss"].notna().sum() == 2 * steps and curves["eval_loss"].notna().sum() == 2 * (steps // every)
     t0 = time.time()
     second = subprocess.run(cmd, capture_output=True, text=True)
     assert second.returncode == 0 and time.time() - t0 < 60
