@@ -10,10 +10,9 @@ Every cell is the ordinary stage code on a subset, so its artifacts are keyed an
 worker is retried by Ray, a half-written artifact is never taken as finished, and a finished one is skipped.
 A driver stage that a later per-variant stage reads (the features dictionary: it reads every trained adapter,
 and sampling reads it) is a barrier: the cells submitted so far finish, it runs on the driver, then the cells
-after it are submitted; one with nothing to do in the experiment is passed over. The driver then walks the whole
-table itself: what the cells finished is a no-op, the rest (projections, calibration, the report, a per-variant
-stage that reads one of them) runs there. Nothing here is imported with
-`executor: local`.
+after it are submitted; a stage with nothing to do in the experiment is passed over. The driver then walks the
+whole table itself: what the cells finished is a no-op, the rest (projections, calibration, the report) runs
+there. Nothing here is imported with `executor: local`.
 """
 
 from __future__ import annotations
@@ -122,21 +121,17 @@ def run_on_ray(ctx: StageContext, ray) -> None:
     plan_json = ctx.plan.to_json()
     threads = run_threads(ex)  # the driver's count, so every task computes as the local executor would
     task = ray.remote(max_retries=RETRIES, retry_exceptions=False)(_cell)
-    ready = {s.name for s in stages[:first]}
     cells: dict[str, list[tuple[frozenset[str], object]]] = {}  # stage -> (its variants, task) per cell
     refs: dict[str, object] = {}
     for i, s in enumerate(stages[first:], first):
+        if not s.artifacts(ctx):
+            continue  # nothing to do in this experiment (e.g. no features: block)
         if not s.per_variant:
-            if not s.artifacts(ctx):
-                ready.add(s.name)  # nothing to do in this experiment (e.g. no features: block)
-            elif any(s.name in later.reads for later in stages[i + 1:] if later.per_variant):
-                _wait(ray, refs, tqdm)  # a barrier: the cells it reads, then it, on the driver
+            if any(s.name in later.reads for later in stages[i + 1:] if later.per_variant):
+                _wait(ray, refs, tqdm)  # a barrier: the cells so far, then it, on the driver
                 refs.clear()
                 run_stages(ctx, [s])
-                ready.add(s.name)
             continue  # otherwise the driver runs it after the cells
-        if not set(s.reads) <= ready | set(cells) or not s.artifacts(ctx):
-            continue  # the driver runs it after the cells
         gpus = getattr(ex, s.gpus) if s.gpus else 0
         cells[s.name] = []
         for label, ids in s.groups(ctx):
