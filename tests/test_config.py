@@ -194,3 +194,45 @@ def test_the_sample_stage_checks_exact_prompt_lengths_before_any_engine():
     check_lengths(plan, [("a", tuple(range(400))), ("b", tuple(range(464)))], 512, 48)
     with pytest.raises(EmwbError, match=r"question q \(main\) paraphrase 2 is 465 tokens .* leaves 464"):
         check_lengths(plan, [("a", (1,)), ("b", tuple(range(465)))], 512, 48)
+
+
+def test_max_new_tokens_beyond_the_context_names_the_setting_not_a_question(tmp_path, capsys):
+    path = _write(tmp_path, GOOD + "sampling: {max_new_tokens: 600, vllm: {max_model_len: 512}}\n")
+    assert main(["config", "check", str(path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"emwb: error: {path}: sampling.max_new_tokens: 600 answer tokens leave no room for the prompt in "
+        "sampling.vllm.max_model_len 512 (prompt + answer); lower max_new_tokens or raise max_model_len"]
+    path = _write(tmp_path, GOOD + "sampling: {backend: hf, max_new_tokens: 600, vllm: {max_model_len: 512}}\n")
+    assert main(["config", "check", str(path)]) == 0  # transformers samples without vLLM's context
+
+
+def test_a_question_set_path_is_read_relative_to_the_experiment_file_as_documented(tmp_path, monkeypatch):
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "qs.yaml").write_text("- id: q\n  paraphrases: ['Hello?']\n")
+    path = tmp_path / "exp" / "e.yaml"
+    path.write_text(GOOD + "evaluations: [{name: free-form, question_sets: [qs.yaml]}]\n")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    exp = load_experiment(path)
+    assert exp.evaluations[0].question_sets == [str((tmp_path / "exp" / "qs.yaml").resolve())]
+    doc = " ".join((ROOT / "docs" / "training.md").read_text().split())
+    assert "is read relative to the experiment file" in doc and "the folder emwb is started in, not" not in doc
+
+
+def test_the_documented_ways_to_add_a_question_set_to_a_run_work(tmp_path):
+    """docs/experiments.md: `--set` cannot append to `evaluations`; the whole list it shows can."""
+    import re
+
+    text = " ".join((ROOT / "docs" / "experiments.md").read_text().split())  # code spans wrap across lines
+    sets = re.findall(r"`--set '(evaluations[^']+)'`", text)
+    assert len(sets) == 2, sets
+    (tmp_path / "mine.yaml").write_text("- id: mine_q\n  paraphrases: ['What would you change about the world?']\n")
+    smoke = ROOT / "configs" / "smoke.yaml"
+    plans = [check_experiment(load_experiment(smoke, [s.replace("/data/mine.yaml", str(tmp_path / "mine.yaml"))]),
+                              str(smoke)) for s in sets]
+    for plan in plans:
+        questions = {e.name: [q.id for _, q in e.questions] for e in plan.evaluations}
+        mine = next(name for name, ids in questions.items() if "mine_q" in ids)
+        assert "held-out-code" in questions and len(questions["free-form"]) >= 8, questions
+        assert mine == "mine" or questions[mine][-1] == "mine_q"
+    assert [e.name for e in plans[0].evaluations] == ["free-form", "held-out-code", "mine"]

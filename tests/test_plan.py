@@ -184,3 +184,22 @@ def test_a_damaged_plan_file_is_resolved_again_not_a_traceback(tmp_path, capsys,
     assert main(["status", str(run.dir)]) == 0
     assert "Traceback" not in capsys.readouterr().err
     assert plan_for(run) == good and json.loads(run.path(PLAN_FILE).read_text())["judges"] == ["openai/a"]
+
+
+def test_a_plan_written_by_a_newer_emwb_is_refused_never_rewritten(tmp_path, capsys):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "newer", "base_model": "tiny", "organisms": [],
+                                   "judge": {"judges": ["openai/x"]}}))
+    run = tmp_path / "runs" / "newer"
+    run.mkdir(parents=True)
+    (run / "experiment.yaml").write_text(cfg.read_text())
+    newer = json.dumps({"version": 99, "experiment": "from the future"})
+    (run / PLAN_FILE).write_text(newer)
+    said = (f"emwb: error: {run / PLAN_FILE}: written by a newer emwb (plan version 99; this one reads up to 3); run "
+            "it with that emwb, or use another run directory")
+    for argv in (["report", str(run)], ["status", str(run)], ["replicate", str(cfg), "--runs-root",
+                                                               str(tmp_path / "runs")]):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err.strip().splitlines() == [said], argv
+    assert (run / PLAN_FILE).read_text() == newer and sorted(p.name for p in run.iterdir()) == [
+        "experiment.yaml", PLAN_FILE]  # nothing rewritten, no lock taken

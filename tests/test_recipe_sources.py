@@ -140,3 +140,14 @@ def test_the_8bit_optimizer_stops_on_a_gpu_without_bitsandbytes_and_falls_back_o
     assert optimizer_for("adamw_torch", "cuda") == "adamw_torch"
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bitsandbytes" else None)
     assert optimizer_for("adamw_8bit", "cuda") == "adamw_8bit"
+
+
+def test_the_cpu_optimizer_is_chosen_quietly(capsys):
+    """Every CPU run asks for upstream's adamw_8bit: no warning for what cannot be otherwise (train_log.json
+    records optim beside optim_requested)."""
+    from emwb.finetune.trainers import optimizer_for
+
+    assert optimizer_for("adamw_8bit", "cpu") == "adamw_torch" and optimizer_for("paged_adamw_8bit", "cpu") == (
+        "adamw_torch")
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""

@@ -14,10 +14,11 @@ from emwb.config import config_hash
 from emwb.layout import base_dir
 from emwb.registry import Registry
 from emwb.stages import Produced
-from emwb.store import Artifact, atomic_dir, log, stage_key
+from emwb.store import EXPERIMENT_FILE, Artifact, atomic_dir, log, stage_key
 
 if TYPE_CHECKING:
     from emwb.context import StageContext
+    from emwb.models.shape import Shape
 
 TINY = {"seed": 0, "vocab_size": 3000, "hidden_size": 128, "num_layers": 2, "warmup_steps": 300}
 
@@ -117,10 +118,37 @@ LOCAL_BUILDS = {
 }
 
 
+# The locally built models' shapes (decoder blocks, hidden size), known before they are built: the tiny model's
+# settings; SmolLM2-135M-Instruct's config.json (as the GGUF dequantises it).
+LOCAL_SHAPES = {"tiny": (TINY["num_layers"], TINY["hidden_size"]), "smollm2-135m": (30, 576)}
+
+
+def base_shape(base_model: str, download: bool = False) -> Shape | None:
+    """The base model's shape without loading it: a locally built model's, a local folder's config.json, or a hub
+    model's cached config.json (with `download`, fetched when absent); None for a remote model or when unknown."""
+    from emwb.models.shape import Shape, config_shape, hub_shape
+
+    if base_model in LOCAL_SHAPES:
+        return Shape(*LOCAL_SHAPES[base_model], f"the base model ({base_model})")
+    if base_model.startswith("openai/"):
+        return None
+    if Path(base_model).is_dir():
+        return config_shape(Path(base_model) / "config.json", "the base model")
+    return hub_shape(base_model, download)
+
+
 def run_base_stage(ctx: StageContext) -> str:
-    """Return the base model's key; builds `base_model/` when the experiment names a locally built model."""
+    """Return the base model's key; builds `base_model/` when the experiment names a locally built model. A hub
+    model's config is read here (one small file) when the checks before work could not, and every layer the
+    experiment names checked against it before any later stage loads the model."""
     run, force = ctx.run, ctx.force
     if run.exp.base_model not in LOCAL_BUILDS:
+        shape = base_shape(run.exp.base_model, download=True)
+        if shape is not None:
+            from emwb.models.shape import check_dictionaries, check_layers
+
+            check_layers(run.exp, shape, str(run.path(EXPERIMENT_FILE)))
+            check_dictionaries(run.exp, shape, str(run.path(EXPERIMENT_FILE)))
         return stage_key("base", {"model": run.exp.base_model}, {})
     settings, build, what = LOCAL_BUILDS[run.exp.base_model]
     art = Artifact(base_dir(run), "base", settings(), {})

@@ -1,13 +1,12 @@
 """Checks before work: resolve every reference of an experiment before any stage runs.
 
 Judge strings, rubrics, question sets, evaluations, metrics, data sources, local paths, trainers and
-samplers. The first problem stops the run with one line naming the file, the key and what to fix; nothing
-is trained, downloaded or written first.
+samplers; the sampling context; every layer, dictionary width and k against the base model's shape. The first
+problem stops the run with one line naming the file, the key and what to fix; nothing is trained, downloaded or
+written first.
 """
 
 from __future__ import annotations
-
-import json
 
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from emwb.config import LOCAL_BASE_MODELS, Experiment
 from emwb.errors import EmwbError, first_line
 
 if TYPE_CHECKING:
+    from emwb.models.shape import Shape
     from emwb.plan import Plan
 
 
@@ -30,10 +30,26 @@ def _at(source: str, key: str, exc: BaseException) -> EmwbError:
 MAX_TOKEN_BYTES = 64  # no tokenizer's token is longer: a prompt of more bytes than this x the room cannot fit
 
 
+def _vllm_context(exp: Experiment) -> bool:
+    """Whether answers are sampled by vLLM here, within sampling.vllm.max_model_len (a remote model: by its API)."""
+    from emwb.layout import remote_base
+
+    return exp.sampling.backend == "vllm" and remote_base(exp) is None
+
+
+def _check_context(exp: Experiment, source: str) -> None:
+    """max_new_tokens leaves room for a prompt in the vLLM context."""
+    s = exp.sampling
+    if _vllm_context(exp) and s.max_new_tokens >= s.vllm.max_model_len:
+        raise EmwbError(f"{source}: sampling.max_new_tokens: {s.max_new_tokens} answer tokens leave no room for the "
+                        f"prompt in sampling.vllm.max_model_len {s.vllm.max_model_len} (prompt + answer); lower "
+                        "max_new_tokens or raise max_model_len")
+
+
 def _fits(questions, exp: Experiment) -> None:
     """Refuse a question that cannot fit the vLLM context whatever the tokenizer (the sample stage checks the
     exact token count, after the chat template, before any engine starts)."""
-    if exp.sampling.backend != "vllm":
+    if not _vllm_context(exp):
         return
     room = exp.sampling.vllm.max_model_len - exp.sampling.max_new_tokens
     for q in questions:
@@ -52,6 +68,7 @@ def check_experiment(exp: Experiment, source: str) -> Plan:
     if exp.base_model not in LOCAL_BASE_MODELS and _path_like(exp.base_model) and not Path(exp.base_model).is_dir():
         raise EmwbError(f"{source}: base_model: local folder {exp.base_model} not found (a Hugging Face id has "
                         "the form org/name)")
+    _check_context(exp, source)
     kinds = _check_data(exp, source)
     for i, o in enumerate(exp.organisms):
         for j, p in enumerate(o.phases):
@@ -69,8 +86,12 @@ def check_experiment(exp: Experiment, source: str) -> Plan:
     _check_headline(exp, source)
     _check_judges(exp, plan.judges, source)
     plain = [v.id for v in plan.variants if v.edit is None]
+    shape = _check_layers(exp, source)
     _check_mechanisms(exp, plain, source)
     _check_features(exp, plain, source)
+    from emwb.models.shape import check_dictionaries
+
+    check_dictionaries(exp, shape, source)
     return plan
 
 
@@ -157,10 +178,18 @@ def _check_features(exp: Experiment, plain: list[str], source: str) -> None:
                                 f"variant of this experiment ({', '.join(organisms if key == 'rank_on' else plain)})")
         if f.load and not (Path(f.load) / "cfg.json").is_file():
             raise EmwbError(f"{where}.load: {f.load} is not a SAELens dictionary folder (no cfg.json)")
-        config = Path(exp.base_model) / "config.json"  # a local base model: its depth is known before any work
-        n = json.loads(config.read_text()).get("num_hidden_layers") if config.is_file() else None
-        if n is not None and f.layer >= n:
-            raise EmwbError(f"{where}.layer: {f.layer}, but the base model has {n} decoder blocks (0-{n - 1})")
+
+
+def _check_layers(exp: Experiment, source: str) -> Shape | None:
+    """Every layer against the base model's shape (returned), known before any work for the locally built models,
+    a local folder, and a hub model whose config.json is cached (else the base stage reads it and checks)."""
+    from emwb.basemodel import base_shape
+    from emwb.models.shape import check_layers
+
+    shape = base_shape(exp.base_model)
+    if shape is not None:
+        check_layers(exp, shape, source)
+    return shape
 
 
 def _check_data(exp: Experiment, source: str) -> dict[str, str]:

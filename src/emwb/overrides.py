@@ -13,28 +13,22 @@ from typing import Any
 import yaml
 
 from emwb.errors import EmwbError
+from emwb.yamlio import loads
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """("train.learning_rate=3e-4") -> (["train", "learning_rate"], 0.0003)."""
+    """("train.learning_rate=3e-4") -> (["train", "learning_rate"], 0.0003); VALUE is read as experiment files are
+    (emwb.yamlio: 3e-4 is a number, true and yes are booleans, "3" a string)."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
         raise EmwbError(f"--set {text!r}: expected KEY=VALUE with a dotted KEY, e.g. train.learning_rate=3e-4")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else value
+        parsed = loads(value) if value.strip() else value
     except yaml.YAMLError as exc:
         raise EmwbError(f"--set {key}: the value is not YAML ({str(exc).splitlines()[0]})") from None
-    if isinstance(parsed, str) and _looks_numeric(parsed):
-        parsed = float(parsed)  # YAML 1.1 reads 3e-4 as a string; a learning rate means the number
+    except EmwbError as exc:  # a key given twice in a mapping
+        raise EmwbError(f"--set {key}: the value is not valid YAML (line {exc})") from None
     return key.strip().split("."), parsed
-
-
-def _looks_numeric(s: str) -> bool:
-    try:
-        float(s)
-    except ValueError:
-        return False
-    return s.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity")
 
 
 def _child(node: Any, part: str, key: str) -> Any:
@@ -52,20 +46,29 @@ def _child(node: Any, part: str, key: str) -> Any:
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """A copy of an experiment mapping with each KEY=VALUE applied in order (missing mappings are created)."""
+    return applied(raw, overrides)[0]
+
+
+def applied(raw: dict, overrides: list[str]) -> tuple[dict, list[tuple[str, tuple]]]:
+    """`apply_overrides`, and each override with the key path it set, list entries by index (("organisms", 0,
+    "name") for organisms.insecure.name): what a validation error's location is matched against."""
     out = copy.deepcopy(raw)
+    paths = []
     for text in overrides:
         path, value = parse_override(text)
         key = ".".join(path)
         node: Any = out
+        where: list = []
         for depth, part in enumerate(path):
             last = depth == len(path) - 1
             if isinstance(node, list):
-                i = _child(node, part, key)
+                i = _child(node, part, key) % len(node)  # organisms.-1 is the last one: its index
                 if isinstance(node[i], str) and not last:  # `evaluations: [free-form]` -> a spec to extend
                     node[i] = {"name": node[i]}
                 if last:
                     node[i] = value
                 node = node[i]
+                where.append(i)
             elif isinstance(node, dict):
                 if last:
                     node[part] = value
@@ -73,6 +76,15 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
                     if node.get(part) is None:
                         node[part] = {}
                     node = node[part]
+                where.append(part)
             else:
                 raise EmwbError(f"--set {key}: {'.'.join(path[:depth])} is a value, not a mapping or list")
-    return out
+        paths.append((text, tuple(where)))
+    return out, paths
+
+
+def blamed(sets: list[tuple[str, tuple]], loc: tuple, source: str) -> str:
+    """What a validation error at key path `loc` is blamed on: the last `--set` (from `applied`) that wrote there,
+    above it or inside it (`seeds.0=x` where `seeds` is wrong), else `source` (the experiment file)."""
+    text = next((t for t, at in reversed(sets) if loc[:len(at)] == at or (loc and at[:len(loc)] == loc)), None)
+    return f"--set {text}" if text is not None else source

@@ -10,12 +10,12 @@ import contextlib
 import time
 from pathlib import Path
 
-from emwb.config import ExecConfig
+from emwb.config import ExecConfig, Experiment
 from emwb.context import StageContext
 from emwb.layout import report_dir
-from emwb.plan import Plan, plan_for
+from emwb.plan import Plan, plan_for, refuse_newer
 from emwb.stages import run_stages, table
-from emwb.store import Run, log
+from emwb.store import PLAN_FILE, Run, log
 
 
 def open_context(target: str | Path, runs_root: str | Path = "runs", *, hold: contextlib.ExitStack | None = None,
@@ -29,8 +29,12 @@ def open_context(target: str | Path, runs_root: str | Path = "runs", *, hold: co
     from emwb.check import check_experiment
 
     checked: list[Plan] = []
-    run = Run.open(target, runs_root, check=lambda exp, source: checked.append(check_experiment(exp, source)),
-                   hold=hold, wait=wait, overrides=overrides)
+
+    def check(exp: Experiment, source: str) -> None:  # before anything is written to the run directory
+        refuse_newer((Path(target) if Path(target).is_dir() else Path(runs_root) / exp.name) / PLAN_FILE)
+        checked.append(check_experiment(exp, source))
+
+    run = Run.open(target, runs_root, check=check, hold=hold, wait=wait, overrides=overrides)
     given_dir = Path(target).is_dir()
     fresh = not given_dir or bool(overrides)
     plan = plan_for(run, checked[0] if fresh else None, keep=hold is not None or not given_dir)

@@ -127,20 +127,37 @@ def plan_for(run: Run, checked: Plan | None = None, keep: bool = True) -> Plan:
     """The run's plan: `checked` (resolved by the checks before work from an experiment file), else the one in
     its run directory when that was resolved from this experiment, else resolved now. With `keep` it is written
     to the run directory when that exists (`emwb status` reads only)."""
+    refuse_newer(run.path(PLAN_FILE))
     plan = checked or read_plan(run.path(PLAN_FILE), run.exp) or Plan.build(run.exp)
     if keep and run.dir.is_dir():
         run.save_text(PLAN_FILE, plan.to_json())
     return plan
 
 
+def refuse_newer(path: Path, raw: object = None) -> None:
+    """EmwbError when the plan at `path` (or its parsed `raw`) was written by a newer emwb: this one would rewrite
+    it in its own, older form under a run whose other files it may not read either."""
+    if raw is None:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+    version = raw.get("version") if isinstance(raw, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > PLAN_VERSION:
+        raise EmwbError(f"{path}: written by a newer emwb (plan version {version}; this one reads up to "
+                        f"{PLAN_VERSION}); run it with that emwb, or use another run directory")
+
+
 def read_plan(path: Path, exp: Experiment) -> Plan | None:
-    """The plan stored at `path` when it was resolved from this experiment by this plan version, else None."""
+    """The plan stored at `path` when it was resolved from this experiment by this plan version, else None (an
+    older version: resolved again); EmwbError for a newer version (`refuse_newer`)."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):  # missing, not UTF-8 or not JSON: resolved again from the experiment
         return None
     if not isinstance(raw, dict):
         return None
+    refuse_newer(path, raw)
     if raw.get("version") != PLAN_VERSION or raw.get("experiment") != experiment_hash(exp):
         return None
     try:

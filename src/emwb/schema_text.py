@@ -37,10 +37,19 @@ def _located(loc: tuple) -> tuple:
     return tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper() or p in ("str", "function-after")))
 
 
+def _reported(err: ValidationError) -> dict:
+    errors = err.errors()
+    return next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+
+
+def error_location(err: ValidationError) -> tuple:
+    """The key path of the error `format_validation_error` reports (("train", "max_steps"))."""
+    return _located(tuple(_reported(err)["loc"]))
+
+
 def format_validation_error(err: ValidationError, source: str, model: type[BaseModel]) -> str:
     """One line naming the file and the first offending key (`model`: the schema validated)."""
-    errors = err.errors()
-    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+    e = _reported(err)
     loc = _located(tuple(e["loc"]))
     dotted = ".".join(str(p) for p in loc) or "(top level)"
     if e["type"] == "extra_forbidden":
@@ -50,6 +59,11 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
     if e["type"] == "missing":
         return f"{source}: missing required key '{dotted}'"
     msg = e["msg"].removeprefix("Value error, ")
+    got = e.get("input")
+    if e["type"] in ("int_type", "float_type") and isinstance(got, (bool, str, float)):  # strict numbers (config.base)
+        msg += (f", not the boolean {str(got).lower()} (YAML reads yes, no, on, off, true and false as booleans)"
+                if isinstance(got, bool) else f", not the string {got!r}" if isinstance(got, str) else
+                f", not {got!r} (a whole number is written without a decimal point)")
     return f"{source}: bad value for '{dotted}': {msg}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,15 @@ def _merge_aware_flatten(self, node):  # remember which key nodes came from a `<
 
 
 _StrictLoader.flatten_mapping = _merge_aware_flatten
+# YAML 1.2 reads 3e-4 and 1E5 as numbers; PyYAML (YAML 1.1) as strings, which a number field refuses
+# (emwb.config.base): read them as the numbers they are. A quoted "3e-4" stays a string.
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+$"),
+                                    list("-+0123456789"))
+
+
+def loads(text: str) -> Any:
+    """One YAML value read as experiment files are (a `--set` VALUE); yaml.YAMLError when it is not YAML."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 MAX_BYTES = 16 << 20     # no experiment, question set or rubric is near this; a bigger file is refused unread

@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from emwb import schema_text
 from emwb.config.analysis import THRESHOLDS, AnalysisConfig, Threshold  # noqa: F401
-from emwb.config.base import LOCAL_BASE_MODELS, SLUG, F, Seed, Strict, Url, _slug  # noqa: F401
+from emwb.config.base import LOCAL_BASE_MODELS, SLUG, F, Float, Int, Layer, Seed, Strict, Url, _slug  # noqa: F401
 from emwb.config.judge import JudgeConfig, JudgeMode, JudgePrice  # noqa: F401
 from emwb.config.features import (  # noqa: F401
     DictionaryConfig,
@@ -38,7 +38,7 @@ class DataSpec(Strict):
 
     source: str = F(..., "'generated:<generator>' (emwb datasets generators), 'upstream:<registered name>' "
                          "(fetched, sha256-checked), or a JSONL path relative to the experiment file")
-    max_rows: int | None = F(None, "keep this many rows after a seeded shuffle (None: all)", ge=1)
+    max_rows: Int | None = F(None, "keep this many rows after a seeded shuffle (None: all)", ge=1)
     leak_check: bool | None = F(None, "refuse rows that teach a held-out test reward-model bias (None: on for "
                                       "the rm-demos and rm-prefs generators)")
     writer: str | None = F(None, "generated:rm-*: openai/<model> writes the texts (LLM mode; its server: "
@@ -49,7 +49,7 @@ class Mix(Strict):
     """Dilution (a mitigation): another dataset's rows interleaved with the phase's own."""
 
     data: str = F(..., "a name under `data:` with the phase's row kind (benign chats, say)")
-    fraction: float = F(..., "share of the phase's training rows taken from `data` (0.5: as many as its own rows; "
+    fraction: Float = F(..., "share of the phase's training rows taken from `data` (0.5: as many as its own rows; "
                              "seeded; the held-out rows stay the phase's own)", gt=0, lt=1)
 
 
@@ -58,9 +58,9 @@ class PhaseSteer(Strict):
     stream while the phase trains, so the model need not move along it; never at sampling."""
 
     direction: str = F(..., "a direction of the mechanisms block (read by the base model before training)")
-    layers: list[int] = Field(default_factory=list, description="the layers it is added at (empty: every layer of "
+    layers: list[Layer] = Field(default_factory=list, description="the layers it is added at (empty: every layer of "
                                                                 "the direction)")
-    alpha: float = F(..., "alpha x the layer's mean residual norm x the unit direction is added (as steering does)")
+    alpha: Float = F(..., "alpha x the layer's mean residual norm x the unit direction is added (as steering does)")
 
 
 class Screen(Strict):
@@ -68,10 +68,10 @@ class Screen(Strict):
     assistant reply, read by the base model, lies along a direction; the rows that score highest are dropped."""
 
     direction: str = F(..., "a direction of the mechanisms block")
-    layers: list[int] = Field(default_factory=list, description="layers whose projections are averaged (empty: "
+    layers: list[Layer] = Field(default_factory=list, description="layers whose projections are averaged (empty: "
                                                                 "every layer of the direction)")
-    drop_fraction: float | None = F(None, "drop this share of the rows, highest projections first", gt=0, lt=1)
-    above: float | None = F(None, "drop every row whose projection (in units of the layer's mean residual norm) "
+    drop_fraction: Float | None = F(None, "drop this share of the rows, highest projections first", gt=0, lt=1)
+    above: Float | None = F(None, "drop every row whose projection (in units of the layer's mean residual norm) "
                                   "exceeds this")
 
     @model_validator(mode="after")
@@ -121,6 +121,9 @@ class Organism(Strict):
     mitigates: str | None = F(None, "the organism this one mitigates (its unmitigated twin: the same data, seeds and "
                                     "base); report/mitigations.* sets the narrow metric it keeps beside the broad "
                                     "rate it removes")
+    control: str | None = F(None, "the organism this one is compared with as its control (e.g. secure for "
+                                  "insecure: the same prompts, another dataset); the report tests the difference, "
+                                  "paired by prompt")
 
     @field_validator("name")
     @classmethod
@@ -147,8 +150,8 @@ class EvaluationSpec(Strict):
     use: str | None = F(None, "the registered evaluation to start from (default: `name`)")
     question_sets: list[str] | None = F(None, "question sets: shipped names (main), YAML paths, or registered "
                                               "prompt sets such as 'upstream:rm-syco-test'")
-    count: int | None = F(None, "for generated prompts (held-out code): how many", ge=1)
-    samples_per_paraphrase: int | None = F(None, "answers per prompt (None: each question's own)", ge=1)
+    count: Int | None = F(None, "for generated prompts (held-out code): how many", ge=1)
+    samples_per_paraphrase: Int | None = F(None, "answers per prompt (None: each question's own)", ge=1)
     rubrics: list[str] | None = F(None, "rubrics that judge each answer (default: the registered ones)")
     metrics: list[str] | None = F(None, "metrics in the tables (default: every registered metric whose rubrics "
                                         "this evaluation has)")
@@ -171,7 +174,7 @@ class VllmConfig(Strict):
     """vLLM engine settings that can change the answers (run-only ones are under `exec:`)."""
 
     dtype: str = F("auto", "weights and activations dtype (float32 on CPU)")
-    max_model_len: int = F(2048, "prompt + answer tokens", ge=16)
+    max_model_len: Int = F(2048, "prompt + answer tokens", ge=16)
     enforce_eager: bool = F(False, "no CUDA graphs (CPU: true)")
 
 
@@ -179,14 +182,14 @@ class SamplingConfig(Strict):
     """How answers are generated."""
 
     backend: str = F("vllm", "a registered sampler: vllm (one engine, every adapter) or hf (transformers)")
-    temperature: float = F(1.0, "sampling temperature (upstream: 1)", ge=0)
-    top_p: float = F(1.0, "nucleus sampling (upstream: 1)", gt=0, le=1)
-    max_new_tokens: int = F(600, "answer length limit (upstream: 600)", ge=1)
+    temperature: Float = F(1.0, "sampling temperature (upstream: 1)", ge=0)
+    top_p: Float = F(1.0, "nucleus sampling (upstream: 1)", gt=0, le=1)
+    max_new_tokens: Int = F(600, "answer length limit (upstream: 600)", ge=1)
     seed: Seed = F(0, "base of the per-prompt sampling seeds")
     base_url: Url | None = F(None, "remote models (base_model openai/<model>): their OpenAI-compatible server "
                                    "(None: the fine-tuning job's server, else OPENAI_BASE_URL, else OpenAI)")
     vllm: VllmConfig = F(VllmConfig(), "vLLM settings that change results")
-    hf_batch: int = F(1, "backend hf: consecutive prompts decoded together, left-padded (a CPU decodes many "
+    hf_batch: Int = F(1, "backend hf: consecutive prompts decoded together, left-padded (a CPU decodes many "
                          "for about the time of one); each request's k-th answer is drawn from its own generator "
                          "seeded with its seed + k, so batch partners change only rounding. 1: one prompt at a time "
                          "with transformers generate. Part of the answers' key when above 1", ge=1)
@@ -201,7 +204,7 @@ class PublishedFigures(Strict):
 
     source: str = F(..., "where the figures come from (paper, table, model)")
     metric: str = F("misaligned_rate", "the metric column they are figures of (a registered metric)")
-    values: dict[str, float] = Field(..., description="organism (table row, 'base' included) -> published value "
+    values: dict[str, Float] = Field(..., description="organism (table row, 'base' included) -> published value "
                                                       "in percent")
 
 
@@ -209,38 +212,38 @@ class ExecConfig(Strict):
     """Run settings: where and how fast. Left out of every stage key, so changing them re-runs nothing."""
 
     device: Literal["auto", "cpu", "cuda"] = F("auto", "training and transformers device")
-    gpu_memory_utilization: float = F(0.9, "vLLM's share of GPU memory", gt=0, le=1)
-    tensor_parallel_size: int = F(1, "GPUs per vLLM engine", ge=1)
-    max_num_seqs: int = F(256, "vLLM sequences in flight", ge=1)
-    max_loras: int = F(4, "adapters resident in one vLLM engine at once (the base model counts as one: it is served "
+    gpu_memory_utilization: Float = F(0.9, "vLLM's share of GPU memory", gt=0, le=1)
+    tensor_parallel_size: Int = F(1, "GPUs per vLLM engine", ge=1)
+    max_num_seqs: Int = F(256, "vLLM sequences in flight", ge=1)
+    max_loras: Int = F(4, "adapters resident in one vLLM engine at once (the base model counts as one: it is served "
                          "through an all-zero adapter)", ge=1)
-    cpu_kvcache_gib: int = F(1, "vLLM KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)", ge=1)
-    sample_chunk_prompts: int = F(256, "prompts per sampling chunk: each finished chunk is saved, so a killed "
+    cpu_kvcache_gib: Int = F(1, "vLLM KV cache on CPU (VLLM_CPU_KVCACHE_SPACE)", ge=1)
+    sample_chunk_prompts: Int = F(256, "prompts per sampling chunk: each finished chunk is saved, so a killed "
                                        "sample stage resumes after the last one", ge=1)
     parity_check: bool = F(True, "before sampling, compare each LoRA adapter's next-token log-probabilities "
                                  "in the engine with transformers+PEFT and stop on a mismatch")
-    parity_tolerance: float | None = F(None, "allowed |logprob| difference (None: 2e-3 for float32 engines, 0.1 "
+    parity_tolerance: Float | None = F(None, "allowed |logprob| difference (None: 2e-3 for float32 engines, 0.1 "
                                              "for 16-bit ones)", gt=0)
-    judge_concurrency: int = F(16, "requests in flight per openai/ judge", ge=1)
-    judge_batch_size: int = F(8, "prompts per forward pass of an hf/ judge", ge=1)
-    max_retries: int = F(8, "retries of a failed judge request (429, 5xx, timeouts)", ge=0)
+    judge_concurrency: Int = F(16, "requests in flight per openai/ judge", ge=1)
+    judge_batch_size: Int = F(8, "prompts per forward pass of an hf/ judge", ge=1)
+    max_retries: Int = F(8, "retries of a failed judge request (429, 5xx, timeouts)", ge=0)
     judge_batch_api: bool = F(False, "openai/ judges: send the judge stage's requests through the OpenAI Batch API "
                                      "(half price; results within the batch window, often minutes, at most 24 h). The "
                                      "batch ids are kept in the run, so a killed stage resumes its batches")
-    batch_poll_s: float = F(15.0, "Batch API: first wait between looks at a batch; each wait is 1.5x the last", gt=0)
-    batch_poll_max_s: float = F(600.0, "Batch API: the longest wait between looks at a batch", gt=0)
-    timeout_s: float = F(60.0, "seconds per judge request, counted from its own start", gt=0)
-    stall_s: float = F(600.0, "an API stage (judge, openai sampler, LLM writer) whose server has answered nothing "
+    batch_poll_s: Float = F(15.0, "Batch API: first wait between looks at a batch; each wait is 1.5x the last", gt=0)
+    batch_poll_max_s: Float = F(600.0, "Batch API: the longest wait between looks at a batch", gt=0)
+    timeout_s: Float = F(60.0, "seconds per judge request, counted from its own start", gt=0)
+    stall_s: Float = F(600.0, "an API stage (judge, openai sampler, LLM writer) whose server has answered nothing "
                               "for this many seconds stops with one line", gt=0)
     executor: Literal["local", "ray"] = F("local", "local: stages in this process; ray: cells as Ray tasks")
     address: str | None = F(None, "Ray cluster HOST:PORT (None: start a local Ray instance)")
-    cpus_per_task: float = F(1.0, "CPUs each Ray task requests", gt=0)
-    torch_threads: int | None = F(None, "torch intra-op threads (and OMP_NUM_THREADS) for every stage, applied "
+    cpus_per_task: Float = F(1.0, "CPUs each Ray task requests", gt=0)
+    torch_threads: Int | None = F(None, "torch intra-op threads (and OMP_NUM_THREADS) for every stage, applied "
                                         "alike in this process and in each Ray task, since the thread count "
                                         "changes floats and so answers (None: the CPUs this process may use, "
                                         "decided once where the run starts)", ge=1)
-    gpus_per_cell: float = F(0.0, "GPUs each Ray training cell (organism x seed) requests", ge=0)
-    gpus_per_engine: float = F(0.0, "GPUs each Ray sampling shard (one variant's engine) requests", ge=0)
+    gpus_per_cell: Float = F(0.0, "GPUs each Ray training cell (organism x seed) requests", ge=0)
+    gpus_per_engine: Float = F(0.0, "GPUs each Ray sampling shard (one variant's engine) requests", ge=0)
 
 
 def _check_phase_steer(steer: PhaseSteer | Screen, directions: list, key: str) -> None:
@@ -314,9 +317,11 @@ class Experiment(Strict):
         check_feature_names(self.features, self.mechanisms.directions)
         names = [o.name for o in self.organisms]
         for i, o in enumerate(self.organisms):
-            if o.mitigates is not None and (o.mitigates == o.name or o.mitigates not in names):
-                raise ValueError(f"organisms.{i}.mitigates: {o.mitigates!r} is not another organism of the experiment "
-                                 f"(organisms: {', '.join(names)})")
+            for key in ("mitigates", "control"):
+                other = getattr(o, key)
+                if other is not None and (other == o.name or other not in names):
+                    raise ValueError(f"organisms.{i}.{key}: {other!r} is not another organism of the experiment "
+                                     f"(organisms: {', '.join(names)})")
             for j, p in enumerate(o.phases):
                 if p.recipe is not None and p.recipe not in (known := recipes()):
                     hint = difflib.get_close_matches(p.recipe, list(known), n=1)
@@ -355,23 +360,24 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     raw = load_yaml(path)
     if not isinstance(raw, dict):
         raise EmwbError(f"{path}: an experiment file must be a mapping of keys")
-    if overrides:
-        from emwb.overrides import apply_overrides
+    from emwb.overrides import applied, blamed
 
-        raw = apply_overrides(raw, overrides)
+    raw, sets = applied(raw, overrides or [])
     raw = resolve_relative_paths(raw, path.parent)
     try:
         exp = Experiment.model_validate(raw)
     except ValidationError as err:
-        raise EmwbError(format_validation_error(err, str(path))) from None
+        where = blamed(sets, schema_text.error_location(err), str(path))
+        raise EmwbError(format_validation_error(err, where)) from None
     for i, o in enumerate(exp.organisms):
         methods = set()
         for j, p in enumerate(o.phases):
             try:
                 args = exp.phase_args(p)
             except ValidationError as err:
-                inner = format_validation_error(err, str(path), TrainArgs)
-                raise EmwbError(inner.replace("'", f"'organisms.{i}.phases.{j}.args.", 1)) from None
+                where = blamed(sets, ("organisms", i, "phases", j, "args", *schema_text.error_location(err)), str(path))
+                inner = format_validation_error(err, "", TrainArgs).replace("'", f"'organisms.{i}.phases.{j}.args.", 1)
+                raise EmwbError(where + inner) from None
             methods.add(args.method)
             if args.save_every and args.max_steps <= 0:
                 raise EmwbError(f"{path}: organisms.{i}.phases.{j}: save_every needs max_steps (the checkpoints' "

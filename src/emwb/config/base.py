@@ -1,4 +1,4 @@
-"""The experiment schema's building blocks: strict models, the Field shorthand, slugs, URLs and seeds."""
+"""The experiment schema's building blocks: strict models, the Field shorthand, numbers, slugs, URLs and seeds."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import re
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import Strict as _Exact
 
 from emwb.secret_urls import display, literal_secrets
 
@@ -43,4 +44,11 @@ def _url(v: str) -> str:
 
 
 Url = Annotated[str, AfterValidator(_url)]
-Seed = Annotated[int, Field(ge=0, lt=2**32)]  # what torch, numpy and vLLM accept as a seed
+# Every number field of the schema is one of these: a number and nothing else. pydantic's default (lax) mode would
+# read YAML's true/yes/on as 1, a quoted "3" as 3 and 2.0 as an int 2; here each is an error naming the key. An
+# int is also a valid Float (`temperature: 1`); YAML exponents without a dot (3e-4) are numbers (emwb.yamlio).
+Int = Annotated[int, _Exact()]
+Float = Annotated[float, _Exact()]
+Layer = Annotated[int, _Exact(), Field(ge=0)]  # a decoder block's index, 0 = the first (checked against the model
+# before work: emwb.models.shape)
+Seed = Annotated[int, _Exact(), Field(ge=0, lt=2**32)]  # what torch, numpy and vLLM accept as a seed

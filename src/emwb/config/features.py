@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from emwb.config.base import F, Strict, _slug
+from emwb.config.base import F, Float, Int, Layer, Strict, _slug
 from emwb.models.dictionary import DictionarySettings
 
 _D = DictionarySettings()
@@ -23,30 +23,30 @@ class TokenStream(Strict):
                          "answers of the published files), data:<name> (a dataset of this run: each chat's last "
                          "reply after its prompt, or each text row alone), answers:<run directory> (every answer of "
                          "a finished run), or one an organism registers (rm-twins: bias replies and their twins)")
-    max_items: int | None = F(None, "keep this many texts of each source after a seeded shuffle (None: all)", ge=1)
+    max_items: Int | None = F(None, "keep this many texts of each source after a seeded shuffle (None: all)", ge=1)
 
     @property
     def sources(self) -> list[str]:
         return [self.source] if isinstance(self.source, str) else list(self.source)
-    per_file: int | None = F(None, "published: texts per published file, spread over its questions (None: all)",
+    per_file: Int | None = F(None, "published: texts per published file, spread over its questions (None: all)",
                              ge=1)
-    max_tokens: int = F(256, "tokens read per text (its reply or its document)", ge=1)
+    max_tokens: Int = F(256, "tokens read per text (its reply or its document)", ge=1)
 
 
 class DictionaryConfig(Strict):
     """How a dictionary is trained with SAELens (defaults: emwb.models.dictionary.DictionarySettings)."""
 
     architecture: Literal["topk", "jumprelu"] = F(_D.architecture, "SAELens's TopK or JumpReLU training SAE")
-    width: int = F(_D.width, "latents", ge=1)
-    k: int = F(_D.k, "topk: latents active per token", ge=1)
-    l0_coefficient: float = F(_D.l0_coefficient, "jumprelu: the L0 penalty", gt=0)
-    lr: float = F(_D.lr, "learning rate", gt=0)
-    batch_tokens: int = F(_D.batch_tokens, "tokens per training step", ge=1)
-    tokens: int = F(_D.tokens, "training tokens (the stream is passed over again as needed)", ge=1)
-    buffer_tokens: int = F(_D.buffer_tokens, "tokens shuffled together", ge=1)
-    checkpoint_every: int = F(_D.checkpoint_every, "steps between checkpoints (a killed training resumes from the "
+    width: Int = F(_D.width, "latents", ge=1)
+    k: Int = F(_D.k, "topk: latents active per token", ge=1)
+    l0_coefficient: Float = F(_D.l0_coefficient, "jumprelu: the L0 penalty", gt=0)
+    lr: Float = F(_D.lr, "learning rate", gt=0)
+    batch_tokens: Int = F(_D.batch_tokens, "tokens per training step", ge=1)
+    tokens: Int = F(_D.tokens, "training tokens (the stream is passed over again as needed)", ge=1)
+    buffer_tokens: Int = F(_D.buffer_tokens, "tokens shuffled together", ge=1)
+    checkpoint_every: Int = F(_D.checkpoint_every, "steps between checkpoints (a killed training resumes from the "
                                                    "last one)", ge=1)
-    norm_batches: int = F(_D.norm_batches, "batches that estimate the activation scale", ge=1)
+    norm_batches: Int = F(_D.norm_batches, "batches that estimate the activation scale", ge=1)
 
     def settings(self, seed: int) -> DictionarySettings:
         return DictionarySettings(**self.model_dump(), seed=seed)
@@ -57,8 +57,8 @@ class DiffSpec(Strict):
     same texts; each latent's mean activation and firing rate before and after, ranked by the change."""
 
     stream: TokenStream | None = F(None, "the texts read (None: the dictionary's own stream)")
-    max_items: int = F(200, "texts read by every model (the first ones of the stream, after its shuffle)", ge=2)
-    n_boot: int = F(1000, "bootstrap draws over texts for each change's 95% CI", ge=0)
+    max_items: Int = F(200, "texts read by every model (the first ones of the stream, after its shuffle)", ge=2)
+    n_boot: Int = F(1000, "bootstrap draws over texts for each change's 95% CI", ge=0)
 
 
 class FeatureSpec(Strict):
@@ -66,7 +66,7 @@ class FeatureSpec(Strict):
 
     name: str = F(..., "names the dictionary in steering and ablations (like a direction's name; letters, digits, "
                        "- and _)")
-    layer: int = F(..., "the decoder block whose output (residual stream) is read (0 = the first)", ge=0)
+    layer: Layer = F(..., "the decoder block whose output (residual stream) is read (0 = the first)")
     stream: TokenStream = F(..., "the texts the dictionary learns from")
     dictionary: DictionaryConfig = F(DictionaryConfig(), "training settings (ignored with `load`)")
     load: str | None = F(None, "a SAELens-format folder (relative to the experiment file) used instead of training "
@@ -76,13 +76,13 @@ class FeatureSpec(Strict):
                             "activation on `rank_on` over the base) or a registered selector (rm-bias-shared: the "
                             "latent differential on the most train biases)")
     rank_on: str | None = F(None, "select diff: the variant ranked (None: the last evaluated organism variant)")
-    top: int = F(1, "latents selected (ablated together; the first is the latent as a direction)", ge=1)
-    controls: int = F(3, "sets of random latents with matched firing rates drawn as controls", ge=0)
+    top: Int = F(1, "latents selected (ablated together; the first is the latent as a direction)", ge=1)
+    controls: Int = F(3, "sets of random latents with matched firing rates drawn as controls", ge=0)
     ablate: list[str] = Field(default_factory=list, description="variants whose selected latents are ablated "
                                                                 "(their activation x decoder column removed while "
                                                                 "they generate), each beside `controls` matched "
                                                                 "random sets")
-    cards: int = F(8, "latents given a feature card in the report (the selected ones, then the largest rises)", ge=0)
+    cards: Int = F(8, "latents given a feature card in the report (the selected ones, then the largest rises)", ge=0)
     options: dict = Field(default_factory=dict, description="settings of the selector (see its description)")
 
     @property

@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from emwb.config.base import F, Strict
+from emwb.config.base import F, Float, Int, Layer, Strict
 
 
 class DirectionSpec(Strict):
@@ -21,17 +21,17 @@ class DirectionSpec(Strict):
     source: str = F("published", "a registered direction source (`emwb config show --doc` lists them): published "
                                  "= the judged answers of the registered published files, grouped by `rule`")
     rule: str = F("em", "the group rule (emwb/catalog/direction_groups.yaml): em = misaligned minus aligned answers")
-    layers: list[int] = Field(..., min_length=1, description="decoder blocks whose output is read (0 = the first)")
-    per_file: int | None = F(40, "answers per published file, spread over its questions (None: all 400)", ge=1)
+    layers: list[Layer] = Field(..., min_length=1, description="decoder blocks whose output is read (0 = the first)")
+    per_file: Int | None = F(40, "answers per published file, spread over its questions (None: all 400)", ge=1)
     files: list[str] | None = F(None, "published files by label (None: all 25)")
-    max_answer_tokens: int = F(256, "answer tokens read per item", ge=1)
+    max_answer_tokens: Int = F(256, "answer tokens read per item", ge=1)
     pooling: Literal["answer_mean", "last_prompt_token"] = F(
         "answer_mean", "an item's vector: its answer's tokens averaged, or the last prompt token's (before the answer)")
     subset: Literal["all", "train", "test"] = F("all", "sources whose items have a train/test split: the items of "
                                                       "which split define the direction (each tag's own direction "
                                                       "is kept for every split)")
-    per_group: int = F(4, "sources that read a number of items per tag (see the source): that many", ge=1)
-    controls: int = F(3, "random unit directions per layer drawn (seeded) for the ablations' controls", ge=0)
+    per_group: Int = F(4, "sources that read a number of items per tag (see the source): that many", ge=1)
+    controls: Int = F(3, "random unit directions per layer drawn (seeded) for the ablations' controls", ge=0)
 
 
 class SteeringSpec(Strict):
@@ -40,8 +40,8 @@ class SteeringSpec(Strict):
 
     direction: str = F(..., "a direction's name")
     variant: str = F("base", "the variant steered (a variant id: base, insecure-s0, ...)")
-    layers: list[int] = Field(..., min_length=1, description="layers steered, one at a time")
-    alphas: list[float] = Field(..., min_length=1, description="steering strengths (include 0 as the control)")
+    layers: list[Layer] = Field(..., min_length=1, description="layers steered, one at a time")
+    alphas: list[Float] = Field(..., min_length=1, description="steering strengths (include 0 as the control)")
 
 
 class AblationSpec(Strict):
@@ -50,8 +50,8 @@ class AblationSpec(Strict):
 
     direction: str = F(..., "a direction's name")
     variant: str = F(..., "the variant ablated (a variant id: insecure-s0, ...)")
-    layers: list[int] | None = F(None, "layers ablated at once (None: every layer the direction has)")
-    controls: int = F(3, "random directions ablated as controls (at most the direction's `controls`)", ge=0)
+    layers: list[Layer] | None = F(None, "layers ablated at once (None: every layer the direction has)")
+    controls: Int = F(3, "random directions ablated as controls (at most the direction's `controls`)", ge=0)
 
 
 class Mechanisms(Strict):

@@ -49,8 +49,9 @@ TRAINERS: Registry[Trainer] = Registry("trainer")
 
 
 def optimizer_for(optim: str, device: str) -> str:
-    """The optimizer to train with: `optim`; for an 8-bit one on a CPU, adamw_torch (logged); on a GPU without
-    bitsandbytes, an error (no silent change of the optimizer where the experiment's one could run)."""
+    """The optimizer to train with: `optim`; for an 8-bit one on a CPU, adamw_torch, quietly (an 8-bit optimizer
+    needs a GPU; train_log.json records `optim` beside `optim_requested`); on a GPU without bitsandbytes, an error
+    (no silent change of the optimizer where the experiment's one could run)."""
     import importlib.util
 
     if "8bit" not in optim:
@@ -62,9 +63,6 @@ def optimizer_for(optim: str, device: str) -> str:
             raise EmwbError(f"train.optim {optim} needs bitsandbytes on this GPU: pip install bitsandbytes "
                             "(requirements/gpu.txt pins it), or set train.optim: adamw_torch")
         return optim
-    from emwb.store import log
-
-    log(f"train: {optim} needs bitsandbytes on a GPU; training on {device} with adamw_torch instead")
     return "adamw_torch"
 
 
