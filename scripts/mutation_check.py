@@ -40,7 +40,7 @@ MUTATIONS = [
              "coherent = scored & (c > coherence_threshold)", "coherent = scored & (c >= coherence_threshold)",
              ("tests/test_report.py", "-k", "boundaries")),
     Mutation("minimum probability mass 0.25 becomes 0.05", "config/judge.py",
-             "min_mass: float = F(0.25,", "min_mass: float = F(0.05,",
+             "min_mass: Float = F(0.25,", "min_mass: Float = F(0.05,",
              ("tests/test_scoring.py", "tests/test_config.py")),
     Mutation("unscored judged as 0 (below the minimum mass)", "judge/scoring.py",
              "    if total <= 0 or total < min_mass:\n        return None\n    return weighted / total",
