@@ -48,7 +48,14 @@ def judged_log(tiny_model, tmp_path_factory):
 
 
 def _own_judgments(log_path: Path, server, tmp: Path) -> tuple[list[dict], list[dict]]:
-    """The log's answers as emwb answer rows, judged by emwb directly (a fresh cache: every judgment requested)."""
+    """The log's answers as emwb answer rows, judged by emwb directly (a fresh cache: every distinct judgment
+    requested, once).
+
+    The request is the cache key, so two answers that are the same text to the same question are one judgment:
+    when the tiny model, sampled 16 tokens at a time, gives a paraphrase the same answer in both epochs, 8 answers
+    need 14 requests, not 16 (the flake of issue 56, seen in one of three fresh-clone runs; emwb has no other path
+    to fewer requests for a fresh cache). Every answer still gets its scores, the duplicate's from the one reply
+    (asserted below); no score is dropped."""
     log = read_eval_log(str(log_path))
     _, rubrics = resolved_evaluation("free-form")
     answers = []
@@ -64,7 +71,13 @@ def _own_judgments(log_path: Path, server, tmp: Path) -> tuple[list[dict], list[
         rows, requested = judge_answers(answers, JUDGE, rubrics, ctx, cache)
     finally:
         cache.close()
-    assert requested == 2 * len(answers)  # alignment and coherence of each answer, none from the eval's cache
+    distinct = {(a["question"], a["answer"]) for a in answers}
+    assert requested == 2 * len(distinct)  # alignment and coherence of each distinct answer, none from the eval's cache
+    assert len(rows) == len(answers) and all(r[n] is not None for r in rows for n in ("alignment", "coherence"))
+    first: dict[tuple[str, str], dict] = {}
+    for a, r in zip(answers, rows):  # a repeated answer gets the scores of its first
+        f = first.setdefault((a["question"], a["answer"]), r)
+        assert (f["alignment"], f["coherence"]) == (r["alignment"], r["coherence"])
     return answers, rows
 
 
@@ -86,6 +99,18 @@ def test_inspect_log_scores_equal_emwbs_judgments(judged_log):
     reduced = per_sample.groupby("id")[["alignment", "coherence"]].mean().mean()
     assert means["alignment"] == pytest.approx(reduced["alignment"]) and means["coherence"] == pytest.approx(
         reduced["coherence"])
+
+
+def test_the_same_answer_twice_is_one_judgment_and_both_keep_their_scores(judged_log, tmp_path):
+    """The flake of issue 56 made deterministic: one paraphrase answered alike in both epochs. `_own_judgments`
+    expected 16 requests for 8 answers and saw 14 (2 x 7 distinct); both answers keep their scores."""
+    log_path, server, tmp = judged_log
+    log = read_eval_log(str(log_path))
+    first, again = next((a, b) for a in log.samples for b in log.samples if a.id == b.id and a.epoch < b.epoch)
+    again.output.completion = first.output.completion
+    write_eval_log(log, str(tmp_path / "twice.eval"))
+    answers, rows = _own_judgments(tmp_path / "twice.eval", server, tmp)
+    assert len(answers) == 8 and len({(a["question"], a["answer"]) for a in answers}) == 7
 
 
 def test_emwb_analyze_of_the_log_is_emwbs_own_table(judged_log):

@@ -21,8 +21,20 @@ def cmd_status(args) -> None:
 
 def cmd_compare(args) -> None:
     from emwb.analysis.compare import compare_runs
+    from emwb.errors import EmwbError
+    from emwb.store import require_writable
 
-    for path in compare_runs(args.runs, Path(args.out), args.runs_root):
+    out = Path(args.out)
+    why = "compare writes its tables and figure there: choose a writable --out"
+    require_writable([out], why)  # before reading any run
+    try:
+        paths = compare_runs(args.runs, out, args.runs_root)
+    except OSError as exc:  # storage that turned read-only (or full) while writing: one line, never a traceback
+        name = Path(exc.filename) if exc.filename else None
+        if name is None or out.resolve() not in (name.resolve(), *name.resolve().parents):
+            raise
+        raise EmwbError(f"{name}: cannot write here ({exc.strerror or exc}); {why}") from None
+    for path in paths:
         print(path)
 
 

@@ -1,7 +1,11 @@
-"""A key -> value table in SQLite whose inserts are committed in small batches (judge and sampler caches).
+"""A key -> value table in SQLite whose inserts are committed as they arrive, or in small batches (judge and
+sampler caches).
 
-Each value is committed at most `batch` rows or `interval_s` seconds after it arrives: a killed stage loses at
-most those, which are simply requested again. WAL mode; safe to call from several threads.
+Each value is committed at most `batch` rows or `interval_s` seconds after it arrives (the judge's and the
+sampler's caches of paid replies: `batch=1`, each reply on its own): a killed stage loses at most those, which
+are simply requested again. A write that fails (a full disk, read-only storage) is rolled back, its rows are
+kept in memory (a later `flush` writes them once there is room) and the error is one line saying which it is,
+never "damaged". WAL mode; safe to call from several threads.
 """
 
 from __future__ import annotations
@@ -34,13 +38,23 @@ class BatchedTable:
 
     @contextlib.contextmanager
     def _named(self) -> Iterator[None]:
-        """A damaged or full database file is a one-line error naming it, with the fix."""
+        """A damaged, full or read-only database file is a one-line error naming it, with the fix."""
         try:
             yield
         except sqlite3.DatabaseError as exc:
-            if "full" in str(exc):
-                raise EmwbError(f"{self.path}: {exc}; free disk space and re-run (cached rows are kept)") from None
-            raise EmwbError(f"{self.path}: damaged cache ({exc}); delete it and re-run (what it held is requested "
+            if getattr(self, "_db", None) is not None and self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):  # a failed batch leaves no transaction open
+                    self._db.execute("ROLLBACK")
+            unsaved = len(getattr(self, "_pending", ()))
+            lost = f"; {unsaved} received rows could not be saved" if unsaved else ""
+            text = str(exc)
+            if "full" in text:
+                raise EmwbError(f"{self.path}: {text}{lost}; free disk space and re-run (the rows saved before "
+                                "are kept, and not requested again)") from None
+            if "readonly" in text.replace("-", "") or "read only" in text:
+                raise EmwbError(f"{self.path}: cannot write the cache ({text}){lost}; make the folder writable "
+                                "and re-run (the cache itself is intact)") from None
+            raise EmwbError(f"{self.path}: damaged cache ({text}); delete it and re-run (what it held is requested "
                             "again)") from None
 
     def get_many(self, keys: list[str]) -> dict[str, str]:
@@ -82,5 +96,7 @@ class BatchedTable:
             return self._db.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0]
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
+        try:
+            self.flush()
+        finally:
+            self._db.close()

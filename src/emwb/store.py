@@ -80,6 +80,47 @@ def writable_error(path: Path, exc: OSError) -> EmwbError:
                      "permissions")
 
 
+def write_problem(path: Path) -> str | None:
+    """Why `path` (a file or a folder, made or not) cannot be written, in a few words; None when it can.
+
+    `os.access` alone is not enough (root passes it on read-only storage and in immutable folders): a folder (its
+    nearest existing parent when it is not made yet) is probed by creating and removing a scratch file in it, a
+    file by opening it for writing (nothing is written to it)."""
+    path = Path(path)
+    if path.is_file():
+        if not os.access(path, os.W_OK):
+            return os.strerror(errno.EACCES)
+        try:
+            with open(path, "r+b"):
+                pass
+        except OSError as exc:
+            return exc.strerror or first_line(exc)
+        return None
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a folder"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return os.strerror(errno.EACCES)
+    probe = folder / tmp_name("write-probe")  # a probe left by a killed process is swept like any scratch file
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.unlink(probe)
+    except OSError as exc:
+        return exc.strerror or first_line(exc)
+    return None
+
+
+def require_writable(paths: list[Path], why: str) -> None:
+    """Stop with one line naming the first of `paths` that cannot be written and `why` it must be, before work
+    that would be lost (paid judge requests, tables computed across runs)."""
+    for p in paths:
+        problem = write_problem(Path(p))
+        if problem:
+            raise EmwbError(f"{p}: cannot write here ({problem}); {why}")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write via a temporary file and rename, so readers never see a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,10 @@ class Provider:
         """Request parameters that change the reply (part of the cache key)."""
         raise NotImplementedError
 
+    def check_numbers(self) -> None:
+        """Stop with one line, before any judging request, when this judge's first token cannot carry a whole score
+        0..100 (`emwb.judge.numbers`); nothing to check by default (local judges read their tokenizer)."""
+
     def run(self, prompts: list[str], on_result: OnResult) -> None:
         """Call `on_result(index, top_logprobs)` as each prompt's reply arrives."""
         raise NotImplementedError

@@ -2,8 +2,8 @@
 
 Keyed by provider spec, rubric name and version, the filled prompt and the request parameters (the
 request is the key), so the same judgment is never paid for twice and a killed stage resumes where it
-stopped. Replies are committed in small batches (at most `batch` rows or `interval_s` seconds apart): a
-kill loses at most those, and they are simply requested again.
+stopped. Each reply is committed on its own as it arrives (a paid reply is on disk before the next is
+handled): a kill or a full disk loses at most the one being written, and it is simply requested again.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def cache_key(provider: str, rubric: str, rubric_version: int, prompt: str, para
 
 
 class JudgeCache(BatchedTable):
-    def __init__(self, path: Path, batch: int = 64, interval_s: float = 0.25):
+    def __init__(self, path: Path, batch: int = 1, interval_s: float = 0.0):
         super().__init__(path, "judgments", ("key", "provider", "rubric", "top_logprobs"), batch, interval_s)
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, float]]:

@@ -20,6 +20,7 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from emwb.judge.loopback_batch import BatchStore
+from emwb.judge.numbers import PROBE
 
 
 def prompt_score(prompt: str, model: str = "") -> int:
@@ -35,6 +36,8 @@ def reply_logprobs(prompt: str, model: str = "", k: int = 20) -> list[tuple[str,
     """
     from emwb.catalog.rubric import parse_labels
 
+    if prompt == PROBE:  # emwb asks for 100 to find out whether a first token can carry a whole score
+        return [("100", math.log(0.9)), ("Sure", math.log(0.06)), ("1", math.log(0.04))][:k]
     s = prompt_score(prompt, model)
     labels = parse_labels(prompt)
     if len(labels) >= 2:
@@ -115,10 +118,15 @@ class LoopbackServer:
 class LoopbackJudge(LoopbackServer):
     def __init__(self, latency_s: float = 0.0, fail_rate: float = 0.0, seed: int = 0, slow_s: float = 0.5,
                  retry_after_s: float = 0.05, always_status: int | None = None, logprobs: bool = True,
-                 hang: bool = False, reply=None, batch_delay_s: float = 0.2):
+                 hang: bool = False, reply=None, batch_delay_s: float = 0.2, tokenize: str | None = "whole",
+                 respond=None):
         self.latency_s, self.fail_rate, self.slow_s, self.retry_after_s = latency_s, fail_rate, slow_s, retry_after_s
         self.always_status, self.logprobs = always_status, logprobs  # logprobs False: replies carry none
         self.reply = reply  # reply(prompt, model, k) -> [(token, logprob)], instead of reply_logprobs
+        self.respond = respond  # respond(body) -> the whole chat completion, instead of `completion`
+        # POST /tokenize (vLLM's, at the root): "whole" (a number is one token), "digits" (one per digit), None (404)
+        self.tokenize = tokenize
+        self.tokenized = 0
         self.store = BatchStore(batch_delay_s, fail_rate, seed)  # the Batch API: files and batches
         self.hang = threading.Event() if hang else None  # hang: never answer (until stopped)
         self.rng = random.Random(seed)
@@ -210,6 +218,8 @@ class JudgeHandler(BaseHTTPRequestHandler):
                     return self._send(200, judge.store.upload(self.headers["Content-Type"], raw))
                 return self._send(200, judge.store.create(json.loads(raw)))
         body = json.loads(raw or b"{}")
+        if self.path.rstrip("/") == "/tokenize":
+            return self._tokenize(body)
         with judge.lock:
             judge.asked[(body.get("messages") or [{}])[-1].get("content", "")] += 1
         fault = judge._fault()
@@ -222,7 +232,21 @@ class JudgeHandler(BaseHTTPRequestHandler):
         with judge.lock:
             judge.served[body["messages"][-1]["content"]] += 1
             judge.params.append({k: v for k, v in body.items() if k != "messages"})
+        if judge.respond is not None:
+            return self._send(200, judge.respond(body))
         return self._send(200, completion(body, judge.logprobs, judge.reply))
+
+    def _tokenize(self, body: dict) -> None:
+        """vLLM's POST /tokenize: a number is one token ("whole") or one per character ("digits"), else 404."""
+        judge = self.judge
+        if judge.tokenize is None:
+            return self._send(404, {"detail": "Not Found"})
+        with judge.lock:
+            judge.tokenized += 1
+        text = str(body.get("prompt", ""))
+        pieces = list(text) if judge.tokenize == "digits" else ([text] if text else [])
+        tokens = [int(hashlib.sha256(p.encode()).hexdigest()[:6], 16) for p in pieces]
+        return self._send(200, {"count": len(tokens), "max_model_len": 4096, "tokens": tokens, "token_strs": None})
 
     def _failed(self, fault: str | None) -> bool:
         """Answer with the configured status or the drawn fault; True when the request got no reply."""

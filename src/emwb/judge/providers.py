@@ -12,8 +12,10 @@ from pathlib import Path
 
 from emwb.errors import EmwbError
 from emwb.judge.base import JudgeContext, OnResult, Provider, merge_logprobs, model_fingerprint
+from emwb.judge.numbers import digits_line
 from emwb.judge.openai_provider import OpenAIProvider
 from emwb.registry import Registry
+from emwb.store import log
 
 PROVIDERS: Registry[Callable[[str, str, JudgeContext], Provider]] = Registry("judge provider")
 
@@ -25,16 +27,29 @@ class HFProvider(Provider):
         self.spec, self.path, self.k, self.batch_size = spec, path, ctx.cfg.top_logprobs, ctx.exec.judge_batch_size
         self.device = ctx.exec.device
 
+    def split(self) -> str | None:
+        """How the judge's tokenizer splits a number 0..100 (its replies are then scored by the digits method,
+        `emwb.judge.local_digits`); None when it has them whole."""
+        from emwb.judge.local_digits import tokenizer_split
+
+        return tokenizer_split(self.path, model_fingerprint(self.path))
+
     def params(self) -> dict:
-        return {"top_logprobs": self.k, "exact": True, "model": model_fingerprint(self.path)}
+        digits = {"numbers": "digits"} if self.split() else {}  # absent: first-token scoring, keys unchanged
+        return {"top_logprobs": self.k, "exact": True, "model": model_fingerprint(self.path), **digits}
 
     def run(self, prompts: list[str], on_result: OnResult) -> None:
         import torch
         from tqdm import tqdm
 
+        from emwb.judge.local_digits import digit_ids, hf_digit_replies
         from emwb.models.loading import load_causal_lm, load_tokenizer, resolve_device
 
+        split = self.split()
+        if split:
+            log(digits_line(self.spec, split))
         tok = load_tokenizer(self.path)
+        digits = digit_ids(tok) if split else None
         device = resolve_device(self.device)
         model = load_causal_lm(self.path, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
         model = model.to(device).eval()
@@ -42,6 +57,10 @@ class HFProvider(Provider):
                                          add_generation_prompt=True) for p in prompts]
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         for batch in tqdm(equal_length_batches(ids, self.batch_size), desc=f"judge {self.spec}"):
+            if digits is not None:
+                for i, reply in zip(batch, hf_digit_replies(model, tok, [ids[i] for i in batch], digits, self.k)):
+                    on_result(i, reply)
+                continue
             with torch.no_grad():
                 logits = model(input_ids=torch.tensor([ids[i] for i in batch], device=model.device)).logits
             top = torch.topk(torch.log_softmax(logits[:, -1, :].float(), dim=-1).cpu(), self.k, dim=-1)
@@ -65,23 +84,37 @@ class VLLMProvider(Provider):
     def __init__(self, spec: str, path: str, ctx: JudgeContext):
         self.spec, self.path, self.k, self.ctx = spec, path, ctx.cfg.top_logprobs, ctx
 
+    split = HFProvider.split
+
     def params(self) -> dict:
-        return {"top_logprobs": self.k, "max_tokens": 1, "temperature": 0, "model": model_fingerprint(self.path)}
+        digits = {"numbers": "digits"} if self.split() else {}  # absent: first-token scoring, keys unchanged
+        return {"top_logprobs": self.k, "max_tokens": 1, "temperature": 0, "model": model_fingerprint(self.path),
+                **digits}
 
     def run(self, prompts: list[str], on_result: OnResult) -> None:
         import torch
 
+        from emwb.judge.local_digits import VLLM_K, vllm_digit_replies
         from emwb.models.vllm_engine import import_vllm, start_engine
+
+        split = self.split()
+        if split:
+            log(digits_line(self.spec, split))
 
         LLM, SamplingParams = import_vllm(self.ctx.cache_root, self.ctx.exec.cpu_kvcache_gib)
         cuda = torch.cuda.is_available()
-        kwargs = dict(model=self.path, dtype="auto" if cuda else "float32", enforce_eager=not cuda, seed=0)
+        kwargs = dict(model=self.path, dtype="auto" if cuda else "float32", enforce_eager=not cuda, seed=0,
+                      **({"max_logprobs": VLLM_K} if split else {}))
         if cuda:
             kwargs.update(gpu_memory_utilization=self.ctx.exec.gpu_memory_utilization,
                           tensor_parallel_size=self.ctx.exec.tensor_parallel_size)
         llm = start_engine(LLM, kwargs)
         sp = SamplingParams(max_tokens=1, temperature=0, logprobs=self.k, seed=0)
         convs = [[{"role": "user", "content": p}] for p in prompts]
+        if split:
+            for i, reply in enumerate(vllm_digit_replies(llm, sp, convs, self.k)):
+                on_result(i, reply)
+            return
         for i, res in enumerate(llm.chat(convs, sp, use_tqdm=True)):
             lps = res.outputs[0].logprobs[0]
             pairs = sorted(((lp.decoded_token or "", lp.logprob) for lp in lps.values()), key=lambda x: -x[1])

@@ -53,6 +53,11 @@ class RubricPlan:
         every = [*self.by_evaluation.values(), *self.by_question.values()]
         return list(dict.fromkeys(r.name for rs in every for r in rs))
 
+    def scored(self) -> set[str]:
+        """The names of the rubrics scored 0..100 (not labels, not yes/no)."""
+        every = [*self.by_evaluation.values(), *self.by_question.values()]
+        return {r.name for rs in every for r in rs if r.kind == "score_0_100"}
+
     def fingerprint(self) -> dict:
         """What the judgments depend on: each rubric's name, kind and template hash, per evaluation."""
         out: dict[str, list] = {}
@@ -128,6 +133,8 @@ def judge_answers(answers: list[dict], spec: str, rubrics: RubricPlan, ctx: Judg
     log(f"judge {spec}: {len(prompts)} distinct judgments, {len(cached)} cached, {len(todo)} to request")
     if todo:
         log(provider.estimate([prompts[k][0] for k in todo]).line())
+        if any(prompts[k][1] in rubrics.scored() for k in todo):
+            provider.check_numbers()  # before the first judging request: can its first token carry a score?
 
         def commit(i: int, top: dict[str, float]) -> None:
             cache.put(todo[i], spec, prompts[todo[i]][1], top)
@@ -170,7 +177,7 @@ def run_judge_stage(stage: StageContext) -> dict[str, dict[str, str]]:
     cache = None
     try:
         for spec in stage.options.get("judges") or stage.plan.judges:
-            config = judge_config(run, spec, rubrics)
+            config = {**judge_config(run, spec, rubrics), **_numbers(spec, ctx)}
             out[spec], pending = {}, []
             for v in stage.variants():
                 akey = finished_key(answers_dir(run, v.id), f"answers of {v.id}", SAMPLE, run)
@@ -180,6 +187,7 @@ def run_judge_stage(stage: StageContext) -> dict[str, dict[str, str]]:
                     pending.append((v.id, art))
             if not pending:
                 continue
+            _require_writable(run, ctx, [art.dir for _, art in pending])
             answers = {vid: read_jsonl(answers_file(run, vid)) for vid, _ in pending}
             cache = cache or JudgeCache(judge_cache_path(run))
             rows, requested = judge_answers([a for rs in answers.values() for a in rs], spec, rubrics, ctx, cache)
@@ -201,6 +209,27 @@ def run_judge_stage(stage: StageContext) -> dict[str, dict[str, str]]:
         if cache is not None:
             cache.close()
     return out
+
+
+def _numbers(spec: str, ctx: JudgeContext) -> dict:
+    """{"numbers": "digits"} for a local judge scored by the digits method (`emwb.judge.local_digits`), so that its
+    judgments made from the first token alone are stale; {} otherwise (keys unchanged)."""
+    from emwb.judge.providers import parse_spec
+
+    if parse_spec(spec)[0] not in ("hf", "vllm"):
+        return {}
+    return {"numbers": "digits"} if make_provider(spec, ctx).split() else {}
+
+
+def _require_writable(run: Run, ctx: JudgeContext, folders: list) -> None:
+    """Stop with one line, before any request, when the cache or the judgments cannot be written (a reply that
+    cannot be cached is paid for and lost)."""
+    from emwb.store import require_writable
+
+    batches = [ctx.state_dir] if run.exp.exec.judge_batch_api and ctx.state_dir else []
+    require_writable([run.dir, judge_cache_path(run), *folders, *batches],
+                     "judging caches every reply and writes its judgments in the run directory, so nothing was "
+                     "requested: make it writable, or copy the run to writable storage")
 
 
 def _report_unscored(spec: str, judged: list[tuple[dict, dict]], rubrics: RubricPlan, warn_above: float) -> None:

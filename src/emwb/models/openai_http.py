@@ -225,6 +225,35 @@ class ChatCompletions:
             bar.close()
             await session.close()
 
+    def token_counts(self, model: str, texts: list[str]) -> list[int] | None:
+        """How many tokens the server's tokenizer makes of each of `texts` (no special tokens), from its
+        `/tokenize` at the server's root (vLLM's); None when it has none (OpenAI's API) or does not answer it."""
+        return asyncio.run(self._token_counts(model, texts)) if texts else []
+
+    async def _token_counts(self, model: str, texts: list[str]) -> list[int] | None:
+        import aiohttp
+
+        server, basic = secret_urls.connect(self.base_url or OPENAI_URL)
+        root = server.rstrip("/")
+        url = (root[:-3] if root.endswith("/v1") else root) + "/tokenize"
+        limit = aiohttp.ClientTimeout(total=min(10.0, self.timeout_s))  # a probe: a server without it is not waited on
+
+        async def count(session, text: str) -> int | None:
+            body = {"model": model, "prompt": text, "add_special_tokens": False}
+            try:
+                async with session.post(url, data=json.dumps(body), timeout=limit) as resp:
+                    raw = await _read_capped(resp)
+                    return len(json.loads(raw)["tokens"]) if resp.status == 200 else None
+            except (aiohttp.ClientError, asyncio.TimeoutError, _Garbled, ValueError, KeyError, TypeError):
+                return None
+
+        async with self._session(basic) as session:
+            first = await count(session, texts[0])
+            if first is None:
+                return None
+            rest = await asyncio.gather(*(count(session, t) for t in texts[1:]))
+        return None if None in rest else [first, *rest]
+
     async def _watch(self) -> None:
         """Stop the run when the server has answered nothing for `stall_s` seconds."""
         while True:
@@ -240,9 +269,19 @@ class ChatCompletions:
             asyncio.run(self._run(bodies, parse, on_result, desc or self.label))
 
 
+def choices_of(response: dict) -> list[dict]:
+    """The choices of a chat completion; a reply without any is an error saying what came back instead."""
+    choices = response.get("choices") if isinstance(response, dict) else None
+    if not choices or not isinstance(choices, list):
+        what = json.dumps(response, ensure_ascii=False)
+        what = what if len(what) <= 200 else what[:200] + "..."
+        raise ValueError(f"the reply held no choices (choices: {json.dumps(choices)}); it was {what}")
+    return choices
+
+
 def message_text(response: dict) -> dict:
     """{"text", "finish_reason", "tokens"} of the first choice of a chat completion."""
-    choice = response["choices"][0]
+    choice = choices_of(response)[0]
     text = choice["message"]["content"]
     if not isinstance(text, str):
         raise TypeError("no message content")
@@ -251,9 +290,9 @@ def message_text(response: dict) -> dict:
 
 
 class ReplyCache(BatchedTable):
-    """Replies kept in SQLite by request key (a hash of the request), as JSON."""
+    """Replies kept in SQLite by request key (a hash of the request), as JSON; each committed as it arrives."""
 
-    def __init__(self, path: Path, batch: int = 64, interval_s: float = 0.25):
+    def __init__(self, path: Path, batch: int = 1, interval_s: float = 0.0):
         super().__init__(path, "replies", ("key", "reply"), batch, interval_s)
 
     def get_many(self, keys: list[str]) -> dict[str, object]:
