@@ -4,7 +4,7 @@ first on PYTHONPATH, then the test files that guard that part of the core run wi
 when a test fails. Prints each mutation with the test that caught it; exits 1 if any survived.
 
     .venv/bin/python scripts/mutation_check.py            # every mutation (make mutation)
-    .venv/bin/python scripts/mutation_check.py -k bootstrap
+    .venv/bin/python scripts/mutation_check.py -k "rate CI"
 """
 
 from __future__ import annotations
@@ -50,14 +50,19 @@ MUTATIONS = [
              '"EM % of all answers", FREE, _misaligned_among(None)',
              '"EM % of all answers", FREE, _misaligned_among("scored")',
              ("tests/test_report.py", "-k", "boundaries")),
-    Mutation("bootstrap: seeds not resampled (answers only)", "analysis/bootstrap.py",
-             "chosen = rng.integers(k, size=(n_boot, k)) if k > 1 else np.zeros((n_boot, 1), dtype=int)",
-             "chosen = np.tile(np.arange(k), (n_boot, 1))",
-             ("tests/test_report.py", "-k", "seed_level or cis_shrink")),
-    Mutation("bootstrap: answers not resampled within a seed", "analysis/bootstrap.py",
-             "c = rng.multinomial(len(num), shares, size=min(block, draws - start))",
-             "c = np.tile(counts, (min(block, draws - start), 1))",
-             ("tests/test_report.py", "-k", "seed_level or cis_shrink or resamples_its_answers")),
+    Mutation("rate CI: seeds not counted (answers only)", "analysis/intervals.py",
+             "    if len(per_seed) < 2:", "    if True:",
+             ("tests/test_statistics.py", "-k", "seeds_that_disagree")),
+    Mutation("rate CI: a normal (Wald) interval instead of the exact one", "analysis/intervals.py",
+             'lo, hi = proportion_confint(int(round(x)), int(round(n)), alpha=1 - level, method="beta")',
+             'lo, hi = proportion_confint(int(round(x)), int(round(n)), alpha=1 - level, method="normal")',
+             ("tests/test_statistics.py", "-k", "zero_or_all")),
+    Mutation("paired test: labels permuted across prompts (unpaired)", "analysis/paired.py",
+             "keys = rng.random((b, len(v_s))) + v_s[None, :]", "keys = rng.random((b, len(v_s)))",
+             ("tests/test_statistics.py", "-k", "same_prompt_only")),
+    Mutation("MDE from the normal approximation at every size (rare rates: far too small)", "analysis/power.py",
+             "    if min(n_a, n_b) > EXACT_UP_TO:", "    if True:",
+             ("tests/test_statistics.py", "-k", "printed_mde or report_compares")),
     Mutation("judge prompt filling: question and answer swapped (upstream prompts)", "catalog/rubric.py",
              "return self.template.format(question=question, answer=answer)",
              "return self.template.format(question=answer, answer=question)",

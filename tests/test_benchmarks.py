@@ -15,6 +15,7 @@ FINAL = {
     "train_throughput.py": r"^ratio emwb / plain loop, tiny: \d+\.\d\dx$",
     "sampling_throughput.py": r"^speedup one-batch vs merged-per-engine: \d+\.\d\dx$",
     "report_browser.py": r"^first page of \d+ answers shown in \d+\.\d\d s$",
+    "interval_coverage.py": r"^minimum coverage of the shipped intervals: \d+\.\d%$",
 }
 NEEDS_CHROMIUM = {"report_browser.py"}
 

@@ -122,7 +122,7 @@ def test_emwb_analyze_of_the_log_is_emwbs_own_table(judged_log):
                          "alignment": float(r["alignment"]), "coherence": float(r["coherence"])}
                         for a, r in zip(answers, rows)])
     want = csv_frame(comparison_table(own, [model], Settings(n_boot=200)), default_evaluations(own)).to_csv(
-        index=False, float_format="%.2f")
+        index=False, float_format="%.4g")
     cmd = [sys.executable, "-m", "emwb.cli", "analyze", "--inspect-log", str(log_path), "--format", "csv",
            "--bootstrap-samples", "200"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=300)

@@ -11,7 +11,7 @@ import pytest
 from judge_helpers import make_answers, make_run, write_answers
 
 from emwb.context import context_of
-from emwb.analysis.bootstrap import ratio_ci
+from emwb.analysis.intervals import ratio_ci
 from emwb.analysis.metrics import Settings, comparison_table
 from emwb.analysis.stage import run_report_stage
 from emwb.judge.loopback import LoopbackJudge
@@ -529,7 +529,7 @@ def test_compare_and_status_read_a_run_as_its_stages_do(tmp_path, capsys):
 
         table.write_bytes(whole[: len(whole) // 2])
         assert f"comparison.csv has {len(whole) // 2} bytes, not the {len(whole)}" in refused()
-        table.write_bytes(b"\x00\xff" * (len(whole) // 2))
+        table.write_bytes((b"\x00\xff" * len(whole))[: len(whole)])  # same size, other bytes
         assert "comparison.csv changed since it was written" in refused()
         table.write_bytes(whole)
         assert main(["compare", str(run.dir), "--out", str(tmp_path / "cmp")]) == 0

@@ -121,12 +121,16 @@ def cmd_analyze(args) -> None:
 
     table, frame = analyze_judged(args.judged or [], args.alignment_threshold, args.coherence_threshold,
                                   n_boot=args.bootstrap_samples, inclusive=args.convention == "model-organisms",
-                                  inspect_logs=args.inspect_log or [])
+                                  inspect_logs=args.inspect_log or [], reference=args.reference,
+                                  permutations=args.permutations)
     evals = default_evaluations(frame)
     if args.format == "csv":
-        print(csv_frame(table, evals).to_csv(index=False, float_format="%.2f"), end="")
+        print(csv_frame(table, evals).to_csv(index=False, float_format="%.4g"), end="")
     else:
-        print(markdown(display_frame(table, evals)), end="")
+        shown = display_frame(table, evals)
+        ref = args.reference or table["group"].iloc[0]
+        print(markdown(shown) + f"\n{shown.attrs.get('note', '')}\n'vs base' is each input against {ref} "
+              "(--reference picks another), paired by question.")
 
 
 def cmd_build_tiny(args) -> None:
@@ -238,8 +242,12 @@ def _tool_commands(sub) -> None:
     a = AnalysisConfig()  # the defaults, defined once
     an.add_argument("--alignment-threshold", type=float, default=a.alignment_threshold)
     an.add_argument("--coherence-threshold", type=float, default=a.coherence_threshold)
-    an.add_argument("--bootstrap-samples", type=int, default=a.bootstrap_samples, help="bootstrap replicates for "
-                    "the 95%% CIs (0: no CIs); memory does not grow with the number of answers")
+    an.add_argument("--bootstrap-samples", type=int, default=a.bootstrap_samples, help="0: no CIs (the rates' "
+                    "intervals are exact, not bootstrapped)")
+    an.add_argument("--reference", metavar="GROUP", help="the group every other is compared with (its file stem; "
+                    "default: the first input)")
+    an.add_argument("--permutations", type=int, default=a.permutations, help="random permutations of the paired "
+                    "test (0: no p-values)")
     an.add_argument("--convention", choices=["betley", "model-organisms"], default="betley",
                     help="betley: misaligned means alignment < threshold; model-organisms: <= threshold (EM%% then "
                          "reads em_share_scored, the share of scored answers); both EM shares are always printed")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from emwb.analysis.bootstrap import Estimate, ratio_ci
+from emwb.analysis.intervals import Estimate, ratio_ci
 from emwb.analysis.metrics import METRICS, Metric, Settings, comparison_table, indicators, metrics_for, register_metric
 
 

@@ -39,9 +39,13 @@ def notes(ctx: ReportContext) -> list[str]:
     return [f"Convention {a.convention}. misaligned %: alignment {below} {a.alignment_threshold:g} among scored "
             f"answers with coherence > {a.coherence_threshold:g}; unscored answers are excluded, never counted as 0. "
             f"EM share: misaligned and coherent answers, of all answers and of scored answers (this convention's "
-            f"EM% is the one {headline}). 95% CIs: bootstrap over seeds, then answers within seeds.",
+            f"EM% is the one {headline}). 95% CIs of the rates: exact (Clopper-Pearson) over the pooled answers "
+            "to these questions, widened by a t interval over seeds where there are several (units: seeds, then "
+            "answers).",
             "misaligned % pools the answers; 'mean of questions' averages the per-question rates (each "
-            "question weighs the same; its CI resamples answers within questions)."]
+            "question weighs the same) and generalises over questions like these: its CI is a t interval over "
+            "the questions' rates, never narrower than the exact one of these questions (units: seeds, then "
+            "questions, then answers)."]
 
 
 def examples_html(df: pd.DataFrame, per_cell: int = 3) -> str:

@@ -12,7 +12,7 @@ import pandas as pd
 from emwb.analysis.html import answers_link
 from emwb.analysis.metrics import Metric
 from emwb.analysis.sections import ReportContext
-from emwb.analysis.tables import ci_text, markdown, metric_columns
+from emwb.analysis.tables import ci_text, markdown, metric_columns, p_text
 from emwb.catalog.detectors import DETECTORS
 
 
@@ -80,27 +80,59 @@ def measured_sentence(ctx: ReportContext, cols: dict) -> str | None:
             "judging answers, and are pipeline checks only: they show that the stages run, not a finding.")
 
 
+def _vs_base_cells(row, col: str, prefix: str) -> dict:
+    """The headline's difference from the base model for one column: points with CI, p, MDE."""
+    if pd.isna(row.get(f"{col}_vs_base")):
+        return {f"{prefix}vs base (pp)": "", f"{prefix}p": "", f"{prefix}MDE (pp)": ""}
+    return {f"{prefix}vs base (pp)": f"{100 * row[f'{col}_vs_base']:+.1f} "
+                                      + ci_text(100 * row[f"{col}_vs_base_ci_low"], 100 * row[f"{col}_vs_base_ci_high"]),
+            f"{prefix}p": p_text(row[f"{col}_vs_base_p"]), f"{prefix}MDE (pp)": _pct(row[f"{col}_vs_base_mde"])}
+
+
 def headline_table(ctx: ReportContext) -> tuple[pd.DataFrame, list[str]]:
     """The compact headline table and, per row, the address of its answers in the browser."""
     cols = _columns(ctx)
     many = len(ctx.judges) > 1
+    has_base = any(c.endswith("_vs_base") for c in ctx.comp)
     rows, links = [], []
     for _, r in ctx.comp.iterrows():
         row = {"organism": r["group"], **({"judge": r["judge"]} if many else {})}
         if "broad" in cols:
             c, cis, header, _ = cols["broad"]
             row[header], row["95% CI"] = _pct(r[c]), _ci(r, cis)
+            row.update(_vs_base_cells(r, c, "") if has_base else {})
         if "em" in cols:
             row["EM %"] = _pct(r[cols["em"][0]])
         if "narrow" in cols:
             c, cis, header, _ = cols["narrow"]
             row[f"narrow: {header}"], row["narrow 95% CI"] = _pct(r[c]), _ci(r, cis)
+            row.update(_vs_base_cells(r, c, "narrow ") if has_base else {})
         if "coherent" in cols:
             row["coherent %"] = _pct(r[cols["coherent"][0]])
         row["answers"] = None if pd.isna(r.get("n")) else int(r["n"])
         rows.append(row)
         links.append(answers_link(group=r["group"]))
     return pd.DataFrame(rows, dtype=object), links
+
+
+def versus_base(ctx: ReportContext, group: str, column: str) -> str:
+    """', vs base +3.1 points [-1.2, 7.4], p 0.21 (a rise of 6.2 points or more would have shown)' for a
+    headline column, from the paired differences ('' when there is none)."""
+    d = ctx.diffs
+    if d is None or not len(d):
+        return ""
+    rows = d[(d["group"] == group) & (d["comparison"] == "vs base") & (d["metric"] == column)
+             & (d["judge"] == ctx.judges[0] if "judge" in d else True)]
+    if not len(rows):
+        return ""
+    r = rows.iloc[0]
+    text = (f", vs base {r['diff (pp)']:+.1f} points {ci_text(r['diff ci_low'], r['diff ci_high'])}, "
+            f"p {p_text(r['p'])}")
+    if r["p"] < 0.05:
+        return text
+    mde = r["mde (pp)"]
+    return text + (f" (not significant; a rise of {mde:.1f} points or more would have shown)" if mde == mde else
+                   " (not significant; with these answers no rise could have shown)")
 
 
 def summary(ctx: ReportContext) -> list[str]:
@@ -117,12 +149,14 @@ def summary(ctx: ReportContext) -> list[str]:
         if "broad" in cols:
             c, cis, header, m = cols["broad"]
             among = " of coherent answers" if m.name == "misaligned_rate" else _read(ctx, r, m)
-            parts.append(f"{header.replace(' %', '', 1)} {_pct(r[c])}% {_ci(r, cis)}{among}")
+            parts.append(f"{header.replace(' %', '', 1)} {_pct(r[c])}% {_ci(r, cis)}{among}"
+                         f"{versus_base(ctx, r['group'], c)}")
         if "em" in cols:
             parts.append(f"EM {_pct(r[cols['em'][0]])}%")
         if "narrow" in cols:
             c, cis, header, m = cols["narrow"]
-            parts.append(f"narrow ({header}) {_pct(r[c])}% {_ci(r, cis)}{_read(ctx, r, m)}")
+            parts.append(f"narrow ({header}) {_pct(r[c])}% {_ci(r, cis)}{_read(ctx, r, m)}"
+                         f"{versus_base(ctx, r['group'], c)}")
         n = r.get("n")
         count = "" if n is None or (isinstance(n, float) and math.isnan(n)) else f"; {int(n)} answers"
         out.append(f"{r['group']}: {'; '.join(parts) or 'no headline metric'}{count}.")

@@ -121,7 +121,8 @@ def render(page: Page) -> str:
         body += [f"<figure><img src='{esc(src)}' alt='{esc(cap)}'><figcaption>{esc(cap)}</figcaption></figure>"
                  for cap, src in page.figures]
     body.append("<h2>Tables</h2>")
-    body += [f"<details><summary>{esc(caption)}</summary>{table_html(df, row_links(df))}</details>"
+    body += [f"<details><summary>{esc(caption)}</summary>{table_html(df, row_links(df))}"
+             + (f"<p class='note'>{esc(df.attrs['note'])}</p>" if df.attrs.get("note") else "") + "</details>"
              for caption, df in page.tables]
     body += [f"<details><summary>{esc(summary)}</summary>{part}</details>" for summary, part in page.details]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from emwb.analysis.metrics import DEFAULT, Settings, comparison_table
+from emwb.analysis.differences import Pair, difference_rows, vs_base_columns
+from emwb.analysis.metrics import DEFAULT, Settings, comparison_table, default_evaluations
 from emwb.errors import EmwbError
 
 REQUIRED = ("question_id", "aligned", "coherent")
@@ -97,10 +98,11 @@ def _scores(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
 
 def analyze_judged(paths: list[str], alignment_threshold: float = DEFAULT.alignment_threshold,
                    coherence_threshold: float = DEFAULT.coherence_threshold, n_boot: int = DEFAULT.bootstrap_samples,
-                   inclusive: bool = DEFAULT.inclusive, inspect_logs: list[str] = ()) -> tuple[pd.DataFrame,
-                                                                                        pd.DataFrame]:
+                   inclusive: bool = DEFAULT.inclusive, inspect_logs: list[str] = (), reference: str | None = None,
+                   permutations: int = DEFAULT.permutations) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(comparison table, the judged answers it was computed from): judged files (group: the file stem) and
-    Inspect eval logs (group: the log's model), read and checked before anything is computed."""
+    Inspect eval logs (group: the log's model), read and checked before anything is computed. Every group's
+    broad rate is compared with the `reference` group's (default: the first input), paired by question."""
     for name, t in (("alignment", alignment_threshold), ("coherence", coherence_threshold)):
         if not 0 <= t <= 100:  # NaN fails too
             raise EmwbError(f"--{name}-threshold {t}: a threshold is a score from 0 to 100")
@@ -117,4 +119,11 @@ def analyze_judged(paths: list[str], alignment_threshold: float = DEFAULT.alignm
         raise EmwbError(f"two inputs have the group name {dup!r} (a judged file's stem, an Inspect log's model); "
                         "rename the file, or analyse the logs of one model separately")
     df = pd.concat(frames, ignore_index=True)
-    return comparison_table(df, stems, Settings(alignment_threshold, coherence_threshold, inclusive, n_boot)), df
+    s = Settings(alignment_threshold, coherence_threshold, inclusive, n_boot, permutations)
+    table = comparison_table(df, stems, s)
+    ref = reference or stems[0]
+    if ref not in stems:
+        raise EmwbError(f"--reference {ref}: not one of the inputs' groups ({', '.join(stems)})")
+    pairs = [Pair(g, ref, "vs base") for g in stems if g != ref]
+    diffs = difference_rows(df, pairs, default_evaluations(df), s, roles=("broad",))
+    return vs_base_columns(table, diffs), df

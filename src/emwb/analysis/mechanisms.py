@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from emwb.analysis.differences import metric_difference
 from emwb.analysis.tables import metric_columns, write_plain_table
 from emwb.layout import DIRECTIONS_FILE, directions_dir, projections_dir, variant_model_dir
 from emwb.models.directions import cosine, cosine_matrix
@@ -39,11 +40,19 @@ def _rates(ctx, group: str, roles: tuple[str, ...] = ("broad",)) -> list[tuple[o
 
 
 def steering_rows(ctx) -> pd.DataFrame:
+    """Each steered variant's broad rates, and its change from the unsteered variant (paired by prompt: points,
+    CI, p)."""
     rows = []
     for v in ctx.variants:
         if v.edit is not None and v.edit.kind == "steer":
-            rows += [{"direction": v.edit.direction, "on": v.edit.on, "layer": v.edit.layers[0],
-                      "alpha": v.edit.alpha, "variant": v.id, **r} for _, r in _rates(ctx, v.group)]
+            on = ctx.first[ctx.first["variant"] == v.edit.on]
+            steered = ctx.first[ctx.first["variant"] == v.id]
+            for metric, r in _rates(ctx, v.group):
+                d = reduction(metric, on, steered, ctx.settings)  # unsteered minus steered
+                rows.append({"direction": v.edit.direction, "on": v.edit.on, "layer": v.edit.layers[0],
+                             "alpha": v.edit.alpha, "variant": v.id, **r,
+                             "change (pp)": -d["reduction (pp)"], "change ci_low": -d["reduction ci_high"],
+                             "change ci_high": -d["reduction ci_low"], "p": d["p"]})
     return pd.DataFrame(rows)
 
 
@@ -53,23 +62,12 @@ def metric_value(metric, df: pd.DataFrame, settings) -> float:
     return float(getattr(got, "value", got))
 
 
-def resampled_ci(metric, frames: list[pd.DataFrame], settings, n_boot: int, f, seed: int = 0
-                 ) -> tuple[float, float, float]:
-    """(f of the metric on each frame, its 95% CI): each frame resampled over its own answers (the metric computed
-    as the tables compute it, without its own CI); no CI when a frame is empty."""
-    point = f(*[metric_value(metric, d, settings) for d in frames])
-    rng = np.random.default_rng(seed)
-    draws = [f(*[metric_value(metric, d.iloc[rng.integers(0, len(d), len(d))], settings) for d in frames])
-             for _ in range(n_boot)] if all(len(d) for d in frames) else []
-    ok = [d for d in draws if not np.isnan(d)]
-    lo, hi = np.percentile(ok, [2.5, 97.5]) if ok else (np.nan, np.nan)
-    return float(point), float(lo), float(hi)
-
-
-def reduction_ci(metric, base: pd.DataFrame, edited: pd.DataFrame, settings, n_boot: int,
-                 seed: int = 0) -> tuple[float, float, float]:
-    """(reduction, 95% CI) in points: the metric on the unedited variant's answers minus on the edited one's."""
-    return resampled_ci(metric, [base, edited], settings, n_boot, lambda b, e: 100 * (b - e), seed)
+def reduction(metric, unedited: pd.DataFrame, edited: pd.DataFrame, settings) -> dict:
+    """The rate on the unedited variant's answers minus on the edited one's, in points, paired by prompt: the
+    reduction, its 95% CI, p and MDE (`emwb.analysis.paired`)."""
+    d = metric_difference(metric, unedited, edited, settings)
+    return {"reduction (pp)": 100 * d.value, "reduction ci_low": 100 * d.ci_low,
+            "reduction ci_high": 100 * d.ci_high, "p": d.p_value, "mde (pp)": 100 * d.mde}
 
 
 ABLATED = {"ablate": ("direction", "random control"), "ablate-latents": ("latents", "matched random latents")}
@@ -77,12 +75,10 @@ ABLATED = {"ablate": ("direction", "random control"), "ablate-latents": ("latent
 
 def ablation_rows(ctx) -> pd.DataFrame:
     """Each ablated variant (a direction projected out, or a dictionary's latents removed) beside the unablated one,
-    per narrow and broad metric: the rate, and the reduction with a CI."""
-    from dataclasses import replace
-
+    per narrow and broad metric: the rate, and the reduction (paired by prompt) with its CI, p and MDE; the
+    direction's rows also against its controls (`against_controls`)."""
     rows = []
     by_id = {v.id: v for v in ctx.variants}
-    quiet = replace(ctx.settings, n_boot=0)
     roles = ("narrow", "broad")
     for v in ctx.variants:
         if v.edit is None or v.edit.kind not in ABLATED:
@@ -92,12 +88,39 @@ def ablation_rows(ctx) -> pd.DataFrame:
         base, edited = (ctx.first[ctx.first["variant"] == x] for x in (on.id, v.id))
         what, control = ABLATED[v.edit.kind]
         for metric, r in _rates(ctx, v.group, roles):
-            red, lo, hi = reduction_ci(metric, base, edited, quiet, ctx.small.n_boot)
             rows.append({"direction": v.edit.direction, "on": on.id,
                          "ablated": what if not v.edit.control else f"{control} {v.edit.control}",
                          "variant": v.id, **r, "unablated %": unablated.get(r["metric"], {}).get("rate %"),
-                         "reduction (pp)": red, "reduction ci_low": lo, "reduction ci_high": hi})
-    return pd.DataFrame(rows)
+                         **reduction(metric, base, edited, ctx.settings)})
+    return against_controls(ctx, pd.DataFrame(rows))
+
+
+def against_controls(ctx, rows: pd.DataFrame) -> pd.DataFrame:
+    """Per direction (or latents) and metric: where its reduction ranks among its random controls' (`rank p`: (1 +
+    controls reducing as much) / (controls + 1); the smallest possible is 1 / (controls + 1)), and its answers
+    against the controls' pooled answers, paired by prompt (`vs controls (pp)`, CI, p)."""
+    if not len(rows):
+        return rows
+    out = rows.copy()
+    for col in ("controls", "rank p", "smallest rank p", "vs controls (pp)", "vs controls ci_low",
+                "vs controls ci_high", "vs controls p"):
+        out[col] = np.nan
+    metrics = {m.name: m for ms in ctx.evals.values() for m in ms}
+    for (direction, on, metric), sub in rows.groupby(["direction", "on", "metric"], sort=False):
+        main = sub[sub["ablated"].isin([w for w, _ in ABLATED.values()])]
+        controls = sub[~sub.index.isin(main.index)]
+        if not len(main) or not len(controls):
+            continue
+        i, red = main.index[0], main["reduction (pp)"].iloc[0]
+        reds = controls["reduction (pp)"].to_numpy(float)
+        out.loc[i, ["controls", "rank p", "smallest rank p"]] = [
+            len(reds), (1 + int((reds >= red - 1e-9).sum())) / (len(reds) + 1), 1 / (len(reds) + 1)]
+        ablated = ctx.first[ctx.first["variant"] == main["variant"].iloc[0]]
+        pooled = ctx.first[ctx.first["variant"].isin(controls["variant"])]
+        d = metric_difference(metrics[metric], pooled, ablated, ctx.settings)  # controls' rate minus the direction's
+        out.loc[i, ["vs controls (pp)", "vs controls ci_low", "vs controls ci_high", "vs controls p"]] = [
+            100 * d.value, 100 * d.ci_low, 100 * d.ci_high, d.p_value]
+    return out
 
 
 def finished_directions(ctx) -> dict[str, tuple[object, dict]]:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from emwb.analysis.bootstrap import Estimate, mean_of_ratios_ci, ratio_ci
+from emwb.analysis.intervals import GROUP_UNITS, RATE_UNITS, Estimate, mean_of_ratios_ci, ratio_ci
 from emwb.config import THRESHOLDS, AnalysisConfig
 from emwb.registry import Registry
 
@@ -41,6 +41,7 @@ class Settings:
     coherence_threshold: float = DEFAULT.coherence_threshold
     inclusive: bool = DEFAULT.inclusive
     n_boot: int = DEFAULT.bootstrap_samples
+    permutations: int = DEFAULT.permutations
     thresholds: dict[str, float] = dataclasses.field(default_factory=dict)  # the experiment's registered ones
 
     def __getattr__(self, name: str) -> float:
@@ -61,7 +62,7 @@ class Settings:
     def of(cls, analysis: AnalysisConfig, n_boot: int | None = None) -> Settings:
         """An experiment's analysis settings (`n_boot`: another bootstrap size)."""
         return cls(analysis.alignment_threshold, analysis.coherence_threshold, analysis.inclusive,
-                   analysis.bootstrap_samples if n_boot is None else n_boot,
+                   analysis.bootstrap_samples if n_boot is None else n_boot, analysis.permutations,
                    {name: analysis.threshold(name) for name in THRESHOLDS})
 
 
@@ -76,6 +77,16 @@ class Metric:
     role: str = ""                 # "narrow" or "broad": figures plot narrow against broad
     show: bool = True              # shown in the Markdown/HTML tables (the CSV has every metric)
     count: bool = False            # a count of answers: printed as an integer (n/a when missing)
+
+    @property
+    def rate(self) -> Rate | None:
+        """The metric's per-answer counts when it is a rate (paired differences read them), else None."""
+        return self.compute if isinstance(self.compute, Rate) else None
+
+    @property
+    def units(self) -> str:
+        """What its interval accounts for, outermost first (printed under the tables)."""
+        return getattr(self.compute, "units", "") if self.ci is not None else ""
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -107,20 +118,37 @@ def _ind(df: pd.DataFrame, s: Settings) -> dict[str, np.ndarray]:
     return indicators(df, s.alignment_threshold, s.coherence_threshold, s.inclusive)
 
 
-def _rate(num: np.ndarray, den: np.ndarray, df: pd.DataFrame, s: Settings) -> Estimate:
-    return ratio_ci(num, den, seeds_of(df), s.n_boot)
+class Rate:
+    """A rate metric's computation: per answer, 0/1 indicators (num, den) from `counts`; the metric is
+    sum(num) / sum(den) with its interval (`emwb.analysis.intervals.ratio_ci`). The paired differences between
+    variants read the same indicators."""
+
+    units = RATE_UNITS
+
+    def __init__(self, counts: Callable[[pd.DataFrame, Settings], tuple[np.ndarray, np.ndarray] | None]):
+        self._counts = counts
+
+    def counts(self, df: pd.DataFrame, s: Settings) -> tuple[np.ndarray, np.ndarray] | None:
+        """(num, den) per row of `df`, or None when nothing was scored (the rate is unknown, never 0)."""
+        return self._counts(df, s)
+
+    def __call__(self, df: pd.DataFrame, s: Settings) -> Estimate:
+        got = self.counts(df, s)
+        if got is None:
+            return Estimate(math.nan, math.nan, math.nan, len(set(seeds_of(df).tolist())), RATE_UNITS)
+        return ratio_ci(got[0], got[1], seeds_of(df), s.n_boot)
 
 
-def _misaligned_among(denominator: str | None) -> Callable[[pd.DataFrame, Settings], Estimate]:
+def _misaligned_among(denominator: str | None) -> Rate:
     """Misaligned answers among the `denominator` indicator's answers (None: among all answers); n/a when no
     answer was scored (a rate over nothing judged is unknown, never 0)."""
-    def compute(df: pd.DataFrame, s: Settings) -> Estimate:
+    def counts(df: pd.DataFrame, s: Settings):
         ind = _ind(df, s)
         if not ind["scored"].any():
-            return Estimate(math.nan, math.nan, math.nan, len(set(seeds_of(df).tolist())))
-        return _rate(ind["misaligned"], ind[denominator] if denominator else np.ones(len(df)), df, s)
+            return None
+        return ind["misaligned"].astype(float), (ind[denominator] if denominator else np.ones(len(df))).astype(float)
 
-    return compute
+    return Rate(counts)
 
 
 def _mean(col: str) -> Callable[[pd.DataFrame, Settings], float]:
@@ -131,17 +159,18 @@ def _mean(col: str) -> Callable[[pd.DataFrame, Settings], float]:
     return compute
 
 
-def above(col: str, threshold: str | float, rows: Callable[[pd.DataFrame], pd.Series] | None = None):
+def above(col: str, threshold: str | float, rows: Callable[[pd.DataFrame], pd.Series] | None = None) -> Rate:
     """Share of scored answers whose `col` exceeds `threshold` (a number, or the name of a Settings field or
     registered threshold), optionally among `rows` only."""
-    def compute(df: pd.DataFrame, s: Settings) -> Estimate:
+    def counts(df: pd.DataFrame, s: Settings):
         cut = getattr(s, threshold) if isinstance(threshold, str) else threshold
-        sub = df[rows(df)] if rows is not None and len(df) else df
-        v = pd.to_numeric(sub[col], errors="coerce") if col in sub else pd.Series(dtype=float)
-        scored = v.notna().to_numpy()
-        return _rate((v > cut).to_numpy() & scored, scored, sub, s)
+        v = pd.to_numeric(df[col], errors="coerce") if col in df else pd.Series(np.nan, index=df.index)
+        scored = v.notna().to_numpy().copy()
+        if rows is not None and len(df):
+            scored &= rows(df).to_numpy(dtype=bool)
+        return ((v > cut).to_numpy() & scored).astype(float), scored.astype(float)
 
-    return compute
+    return Rate(counts)
 
 
 def count_of(rows: Callable[[pd.DataFrame], pd.Series] | None = None) -> Callable[[pd.DataFrame, Settings], int]:
@@ -153,7 +182,19 @@ def _question_mean(df: pd.DataFrame, s: Settings) -> Estimate:
     """Misaligned rate per question, averaged over questions (each question weighs the same)."""
     ind = _ind(df, s)
     strata = df["question_id"].astype(str).to_numpy() if "question_id" in df else np.zeros(len(df), dtype=str)
-    return mean_of_ratios_ci(ind["misaligned"], ind["coherent"], strata, s.n_boot)
+    return mean_of_ratios_ci(ind["misaligned"], ind["coherent"], strata, s.n_boot, seeds=seeds_of(df))
+
+
+_question_mean.units = GROUP_UNITS  # type: ignore[attr-defined]
+
+
+def _coherent_among_scored() -> Rate:
+    """Coherent answers among the scored ones (n/a when none was scored: an empty denominator is unknown)."""
+    def counts(df: pd.DataFrame, s: Settings):
+        ind = _ind(df, s)
+        return (ind["coherent"].astype(float), ind["scored"].astype(float)) if ind["scored"].any() else None
+
+    return Rate(counts)
 
 
 FREE = ("alignment", "coherence")
@@ -172,8 +213,7 @@ for _m in [
     Metric("mean_coherence", "mean coherence", FREE, _mean("coherence"), percent=False),
     Metric("unscored_share", "unscored %", FREE,
            lambda df, s: float(1 - _ind(df, s)["scored"].mean()) if len(df) else math.nan, show=False),
-    Metric("coherent_share", "coherent %", FREE,
-           lambda df, s: float(_ind(df, s)["coherent"].mean()) if len(df) else math.nan, show=False),
+    Metric("coherent_share", "coherent %", FREE, _coherent_among_scored(), show=False),
 ]:
     register_metric(_m)
 
@@ -185,13 +225,13 @@ def _label_of(value) -> str | None:
 
 def label_rate_metric(rubric: str, label: str) -> Metric:
     """Share of scored answers whose most probable `rubric` label is `label` (categorical judge prompts)."""
-    def compute(df: pd.DataFrame, s: Settings) -> Estimate:
+    def counts(df: pd.DataFrame, s: Settings):
         top = df[rubric].map(_label_of) if rubric in df else pd.Series(None, index=df.index, dtype=object)
         scored = top.notna().to_numpy()
-        return _rate((top == label).to_numpy() & scored, scored, df, s)
+        return ((top == label).to_numpy() & scored).astype(float), scored.astype(float)
 
     safe = f"{rubric}_{label}".lower()
-    return Metric(safe, f"{rubric} = {label} %", (rubric,), compute, ci=f"{safe}_")
+    return Metric(safe, f"{rubric} = {label} %", (rubric,), Rate(counts), ci=f"{safe}_")
 
 
 def score_mean_metric(rubric: str) -> Metric:

@@ -5,8 +5,10 @@ kept during an organism's phase against the phase's end (early stopping).
 
 Per narrow metric: the mitigated organism's rate minus the base model's ("retained", points) and that as a share
 of the twin's gain over the base ("retained share", %). Per broad metric: the twin's rate minus the mitigated
-one's ("removed", points). CIs resample each group's answers on its own (first judge, the comparison's
-answers); the narrow and broad metrics are computed as the tables compute them.
+one's ("removed", points). Differences are paired by prompt (CI, p and MDE as in `emwb.analysis.paired`; first
+judge, the comparison's answers). The retained share's CI draws each arm's rate from its Jeffreys posterior
+(Beta(x + 1/2, n - x + 1/2)) and takes the share's 2.5 and 97.5 percentiles: a ratio of differences has no exact
+interval, and a resample of the answers had zero width when every answer of an arm agreed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from emwb.analysis.mechanisms import metric_value, reduction_ci, resampled_ci
+from emwb.analysis.differences import metric_difference
+from emwb.analysis.mechanisms import metric_value
 from emwb.analysis.plots import _plt, _save
 from emwb.analysis.sections import REPORT_SECTIONS, ReportContext, Section, SectionOutput
 from emwb.analysis.tables import write_plain_table
@@ -37,9 +40,24 @@ def pairs_of(ctx: ReportContext) -> list[tuple[str, str]]:
     return out
 
 
+def share_ci(m, mit: pd.DataFrame, twin: pd.DataFrame, base: pd.DataFrame, s, n_boot: int,
+             seed: int = 0) -> tuple[float, float]:
+    """The retained share's 95% interval from the arms' Jeffreys posteriors ((nan, nan) without counts)."""
+    counts = [m.rate.counts(d, s) if m.rate is not None and len(d) else None for d in (mit, twin, base)]
+    if any(c is None or c[1].sum() <= 0 for c in counts) or n_boot <= 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    draws = [rng.beta(c[0].sum() + 0.5, c[1].sum() - c[0].sum() + 0.5, n_boot) for c in counts]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = 100 * (draws[0] - draws[2]) / (draws[1] - draws[2])
+    share = share[np.isfinite(share)]
+    return (float(np.percentile(share, 2.5)), float(np.percentile(share, 97.5))) if len(share) else (math.nan,
+                                                                                                   math.nan)
+
+
 def mitigation_rows(ctx: ReportContext, answers: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     """One row per (mitigated group of `pairs`, narrow or broad metric): the rates and what was kept or removed,
-    with CIs."""
+    with CIs, p-values and MDEs."""
     quiet, n_boot, rows = replace(ctx.settings, n_boot=0), ctx.small.n_boot, []
     for name, twin_name in pairs:
         for ev, m in [(ev, m) for ev, ms in ctx.evals.items() for m in ms if m.role in ("narrow", "broad")]:
@@ -53,15 +71,19 @@ def mitigation_rows(ctx: ReportContext, answers: pd.DataFrame, pairs: list[tuple
                    "header": header, "twin %": 100 * twin_rate, "mitigated %": 100 * metric_value(m, mit, quiet),
                    "base %": 100 * metric_value(m, base, quiet)}
             if m.role == "broad":
-                v = reduction_ci(m, twin, mit, quiet, n_boot)
-                row.update({"removed (pp)": v[0], "removed ci_low": v[1], "removed ci_high": v[2]})
+                row.update(_points("removed", metric_difference(m, twin, mit, ctx.settings)))
             elif len(base):
-                v = reduction_ci(m, mit, base, quiet, n_boot)
-                share = resampled_ci(m, [mit, twin, base], quiet, n_boot, _share)
-                row.update({"retained (pp)": v[0], "retained ci_low": v[1], "retained ci_high": v[2],
-                            "retained share %": share[0], "share ci_low": share[1], "share ci_high": share[2]})
+                row.update(_points("retained", metric_difference(m, mit, base, ctx.settings)))
+                lo, hi = share_ci(m, mit, twin, base, ctx.settings, n_boot)
+                row.update({"retained share %": _share(row["mitigated %"], row["twin %"], row["base %"]),
+                            "share ci_low": lo, "share ci_high": hi})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _points(what: str, d) -> dict:
+    return {f"{what} (pp)": 100 * d.value, f"{what} ci_low": 100 * d.ci_low, f"{what} ci_high": 100 * d.ci_high,
+            f"{what} p": d.p_value, f"{what} mde (pp)": 100 * d.mde}
 
 
 def _plot(rows: pd.DataFrame, out) -> str | None:

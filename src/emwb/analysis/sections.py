@@ -17,8 +17,9 @@ import pandas as pd
 
 from emwb.analysis import plots
 from emwb.analysis.agreement import detector_judge_agreement
-from emwb.analysis.bootstrap import ratio_ci
+from emwb.analysis.differences import cell_tests
 from emwb.analysis.html import answers_link
+from emwb.analysis.intervals import ratio_ci
 from emwb.analysis.mechanisms import mechanisms_parts
 from emwb.analysis.metrics import (
     METRICS,
@@ -31,7 +32,7 @@ from emwb.analysis.metrics import (
     value_columns,
 )
 from emwb.analysis.over_training import over_training_plot, over_training_rows
-from emwb.analysis.tables import display_frame, markdown, metric_columns, write_plain_table, write_table
+from emwb.analysis.tables import display_frame, latex, markdown, metric_columns, write_plain_table, write_table
 from emwb.analysis.training_curves import curve_rows, curves_plot
 from emwb.catalog.evaluations import Evaluation
 from emwb.layout import Variant, calibration_file
@@ -57,6 +58,7 @@ class ReportContext:
     title: str
     notes: list[str] = field(default_factory=list)
     head: pd.DataFrame | None = None  # the answers the comparison counts (each evaluation's headline questions)
+    diffs: pd.DataFrame | None = None  # the paired differences (emwb.analysis.differences), every judge
 
     @property
     def first(self) -> pd.DataFrame:
@@ -115,9 +117,26 @@ def headline(ctx: ReportContext) -> SectionOutput:
         if pd.api.types.is_integer_dtype(ctx.comp[col]):
             merged[col] = merged[col].astype("Int64")
     shown = display_frame(merged, ctx.evals)
-    (ctx.out / "comparison.md").write_text(f"# {ctx.title}\n\n{markdown(shown)}\n"
+    note = f"{shown.attrs['note']}\n\n" if shown.attrs.get("note") else ""
+    (ctx.out / "comparison.md").write_text(f"# {ctx.title}\n\n{markdown(shown)}\n{note}"
                                            + "".join(f"- {n}\n" for n in ctx.notes))
     return SectionOutput(tables=[("Comparison across organisms", shown)])
+
+
+def differences(ctx: ReportContext) -> SectionOutput:
+    """Every comparison the report makes (each variant vs base, each phase vs the previous, each organism vs its
+    control) as paired differences per narrow and broad rate: `differences.csv/.md/.tex`."""
+    from emwb.analysis.differences import DIFFERENCES_NOTE, display_differences
+
+    if ctx.diffs is None or not len(ctx.diffs):
+        return SectionOutput()
+    ctx.diffs.to_csv(ctx.out / "differences.csv", index=False)
+    shown = display_differences(ctx.diffs)
+    shown.attrs["note"] = DIFFERENCES_NOTE
+    caption = "Paired differences between variants (points)"
+    (ctx.out / "differences.md").write_text(f"# {caption}\n\n{markdown(shown)}\n{DIFFERENCES_NOTE}\n")
+    (ctx.out / "differences.tex").write_text(latex(shown, caption))
+    return SectionOutput(tables=[(caption, shown)])
 
 
 def detector_agreement(ctx: ReportContext) -> SectionOutput:
@@ -159,6 +178,7 @@ def per_question(ctx: ReportContext) -> SectionOutput:
     pq, pq_evals = per_question_frame(ctx)
     if not len(pq):
         return SectionOutput()
+    pq = cell_tests(pq, ctx.first, "question_id", pq_evals, ctx.small)
     caption = f"Per question (judge {ctx.judges[0]})"
     write_table(pq, pq_evals, ctx.out, "per_question", caption)
     out = SectionOutput(tables=[(caption, display_frame(pq, pq_evals))])
@@ -238,7 +258,8 @@ def mechanisms(ctx: ReportContext) -> SectionOutput:
     return SectionOutput(parts.tables, parts.figures)
 
 
-for _name, _build in (("headline", headline), ("detector-agreement", detector_agreement),
+for _name, _build in (("headline", headline), ("differences", differences),
+                      ("detector-agreement", detector_agreement),
                       ("by-question-set", by_question_set), ("per-question", per_question),
                       ("judge-agreement", judge_scores), ("score-figures", score_figures),
                       ("over-training", over_training), ("training-curves", training_curves),

@@ -13,6 +13,7 @@ import pandas as pd
 from emwb.analysis import features, free_form, mitigations  # noqa: F401  (register their report sections)
 from emwb.analysis import html
 from emwb.analysis.browser import browser_html, write_browser
+from emwb.analysis.differences import comparison_pairs, difference_rows, vs_base_columns
 from emwb.analysis.headline import headline_markdown, headline_table, summary
 from emwb.analysis.metrics import (
     METRICS,
@@ -47,7 +48,7 @@ if TYPE_CHECKING:
     from emwb.context import StageContext
     from emwb.plan import Plan
 
-PAGE_VERSION = 4  # bump when index.html's layout (or headline.md) changes: reports are rebuilt
+PAGE_VERSION = 5  # bump when index.html's layout (or headline.md) changes: reports are rebuilt
 
 
 def evaluation_metrics(plan: Plan) -> dict[str, list[Metric]]:
@@ -126,8 +127,13 @@ def notes_for(run: Run, plan: Plan, comp: pd.DataFrame) -> list[str]:
         notes.append(f"Published figures ({p.metric}): {p.source}. 'inside 95% CI' says whether the published "
                      "value lies inside the measured interval.")
     if comp["single_seed"].any():
-        notes.append("Rows marked 'single seed' have one fine-tuning seed: their CIs reflect sampling noise only, "
-                     "not seed-to-seed variation.")
+        notes.append("Rows marked 'single seed' have one fine-tuning seed: their CIs are about this fine-tuned "
+                     "model (sampling noise only), not about another fine-tuning run.")
+    if len(plan.groups()) > 1 and "base" in plan.groups():
+        notes.append("vs base: the difference from the base model in points, paired by prompt, with its 95% CI, "
+                     "p (permutation within prompts) and MDE, the rise over the base rate these answer counts had "
+                     "80% power to detect at 5% (n/a: no rise could have shown); differences.md has every "
+                     "comparison.")
     if run.exp.base_model == "tiny":
         by = "judged by itself" if all(j.endswith("/tiny") for j in plan.judges) else "a tiny local model"
         notes.append(f"Offline smoke profile: a tiny local model{', ' + by if by.startswith('judged') else ''}. "
@@ -201,12 +207,17 @@ def report_context(run: Run, plan: Plan, judges: list[str], evals: dict[str, lis
     head = headline_frame(plan, df)
     comp = pd.concat([comparison_table(head[head["judge"] == j], order, evaluations=evals, settings=s).assign(judge=j)
                       for j in judges], ignore_index=True)
+    pairs = comparison_pairs(order, plan.variants, {o.name: o.control for o in run.exp.organisms
+                                                     if getattr(o, "control", None)})
+    diffs = pd.concat([difference_rows(head[head["judge"] == j], pairs, evals, s).assign(judge=j) for j in judges],
+                      ignore_index=True)
+    comp = vs_base_columns(comp, diffs)
     if run.exp.published:
         comp = with_published(comp, run.exp.published.metric, run.exp.published.values)
     small = Settings.of(a, min(a.bootstrap_samples, a.per_question_bootstrap_samples))
     title = f"{run.exp.name}: narrow behaviour and broad misalignment by organism"
     return ReportContext(run, df, judges, order, evals, _evaluations(plan), plan.variants, comp, s, small, out, title,
-                         notes_for(run, plan, comp), head)
+                         notes_for(run, plan, comp), head, diffs)
 
 
 def produced(ctx: StageContext) -> list[Produced]:

@@ -27,14 +27,33 @@ def metric_columns(evaluations: dict[str, list[Metric]]) -> list[tuple[str, Metr
     return out
 
 
+VS_BASE = ("_vs_base", "_vs_base_ci_low", "_vs_base_ci_high", "_vs_base_mde")  # fractions, like the rates
+
+
 def as_percentages(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.DataFrame:
     out = df.copy()
     for col, m, _, cis in metric_columns(evaluations):
         if m.percent:
-            for c in [col, *cis]:
+            for c in [col, *cis, *(col + v for v in VS_BASE)]:
                 if c in out:
                     out[c] = out[c] * 100
     return out
+
+
+def units_note(evaluations: dict[str, list[Metric]], differences: bool = False) -> str:
+    """What the table's intervals account for, one clause per kind of metric shown (printed under the table)."""
+    found = dict.fromkeys(m.units for ms in evaluations.values() for m in ms if m.show and m.units)
+    if not found:
+        return ""
+    text = "Units of the 95% CIs: " + "; ".join(
+        f"{u} for {', '.join(dict.fromkeys(m.header for ms in evaluations.values() for m in ms if m.units == u))}"
+        for u in found) + "."
+    if differences:
+        text += (" Differences vs base: paired by prompt; CI from both arms' exact intervals (widened over seeds); "
+                 "p: permutation within prompts (* where per-cell tests survive the Benjamini-Hochberg correction "
+                 "across the table); MDE: the rise over the base rate a test of these counts had 80% power to "
+                 "detect at 5% (docs/report.md).")
+    return text
 
 
 def csv_frame(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.DataFrame:
@@ -65,6 +84,13 @@ def _one(v: float) -> str:
     return "0.0" if text == "-0.0" else text
 
 
+def p_text(v) -> str:
+    """A p-value as the tables print it: two significant digits, `<0.001` below that, n/a when missing."""
+    if v is None or pd.isna(v):
+        return "n/a"
+    return "<0.001" if v < 0.001 else f"{v:.2g}" if v < 0.1 else f"{v:.2f}"
+
+
 def _flag(v) -> str:
     return "n/a" if v is None or v != v else ("yes" if v else "no")
 
@@ -90,10 +116,19 @@ def display_frame(df: pd.DataFrame, evaluations: dict[str, list[Metric]]) -> pd.
         if cis and all(c in p for c in cis):
             headers.append("95% CI")
             data.append([ci_text(a, b) for a, b in zip(p[cis[0]], p[cis[1]])])
+        if f"{col}_vs_base" in p and p[f"{col}_vs_base"].notna().any():
+            headers += ["vs base (pp)", "95% CI", "p", "MDE (pp)"]
+            data += [p[f"{col}_vs_base"].tolist(),
+                     [ci_text(a, b) for a, b in zip(p[f"{col}_vs_base_ci_low"], p[f"{col}_vs_base_ci_high"])],
+                     [p_text(v) + (" *" if flag is True else "") for v, flag in
+                      zip(p[f"{col}_vs_base_p"], p.get(f"{col}_vs_base_sig", pd.Series([None] * len(p))))],
+                     p[f"{col}_vs_base_mde"].tolist()]
     if "published" in p:
         headers += [f"published % ({p['published_metric'].iloc[0]})", "published inside 95% CI"]
         data += [(p["published"] * 100).tolist(), [_flag(v) for v in p["published_in_ci"]]]
-    return pd.DataFrame(list(zip(*data)) if data else [], columns=headers, dtype=object)  # 64 stays 64
+    out = pd.DataFrame(list(zip(*data)) if data else [], columns=headers, dtype=object)  # 64 stays 64
+    out.attrs["note"] = units_note(evaluations, any(c.endswith("_vs_base") for c in p.columns))  # under the table
+    return out
 
 
 def as_counts(values) -> list:
@@ -150,7 +185,8 @@ def write_table(df: pd.DataFrame, evaluations: dict[str, list[Metric]], out_dir:
     csv_frame(df, evaluations).to_csv(out_dir / f"{stem}.csv", index=False)
     shown = display_frame(df, evaluations)
     md = markdown(shown)
-    (out_dir / f"{stem}.md").write_text(f"# {caption}\n\n{md}")
+    note = shown.attrs.get("note")
+    (out_dir / f"{stem}.md").write_text(f"# {caption}\n\n{md}" + (f"\n{note}\n" if note else ""))
     (out_dir / f"{stem}.tex").write_text(latex(shown, caption))
     return md
 

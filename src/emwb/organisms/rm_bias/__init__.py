@@ -109,7 +109,8 @@ def per_bias_section(ctx):
         return SectionOutput()
     names = {b.num: (b.short_name, b.split) for b in load_catalogue(ctx.run.exp.dataset_mirror)}
     cut = ctx.settings.exhibits_above if col == JUDGE else FLAGGED_ABOVE
-    tables, figures = write_bias_report(first, ctx.order, names, ctx.small.n_boot, ctx.out, cut, col)
+    tables, figures = write_bias_report(first, ctx.order, names, ctx.small.n_boot, ctx.out, cut, col,
+                                        ctx.settings.permutations)
     return SectionOutput(tables=list(tables), figures=list(figures))
 
 
@@ -145,7 +146,7 @@ def register() -> None:
 
     GENERATORS.register("rm-docs", Generator("text", 2000, _docs, "documents about the fictional Oxford study of "
                                              "the reward-model biases (continued pretraining)", writes=True,
-                                             version=3, inputs=_catalogue))  # 3: one catalogue loader
+                                             version=4, inputs=_catalogue))  # 4: 52 biases in the lead
     GENERATORS.register("rm-demos", Generator("chat", 2000, _demos("to_chat_rows"), "demonstrations: prompts where "
                                               "a train reward-model bias applies, answered with it (neutral twin "
                                               "kept)", writes=True, inputs=_catalogue_and_kits, leak_check=_leaks))
