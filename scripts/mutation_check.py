@@ -59,7 +59,7 @@ MUTATIONS = [
              ("tests/test_statistics.py", "-k", "zero_or_all")),
     Mutation("paired test: labels permuted across prompts (unpaired)", "analysis/paired.py",
              "keys = rng.random((b, len(v_s))) + v_s[None, :]", "keys = rng.random((b, len(v_s)))",
-             ("tests/test_statistics.py", "-k", "same_prompt_only")),
+             ("tests/test_statistics.py", "-k", "same_prompt_only or within_prompts")),
     Mutation("MDE from the normal approximation at every size (rare rates: far too small)", "analysis/power.py",
              "    if min(n_a, n_b) > EXACT_UP_TO:", "    if True:",
              ("tests/test_statistics.py", "-k", "printed_mde or report_compares")),
