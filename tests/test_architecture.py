@@ -15,7 +15,7 @@ LOWER = {"emwb.errors", "emwb.yamlio", "emwb.config", "emwb.schema_text", "emwb.
          "emwb.secret_urls", "emwb.freshness"}  # core, models, catalogue: below every stage
 ORGANISMS = {"emwb.organisms"}  # register into the stages' registries; loaded as plug-ins (emwb.plugins)
 TOP = {"emwb.check", "emwb.pipeline", "emwb.cli", "emwb.ray_executor", "emwb.judgebench", "emwb.status",
-       "emwb.run_tools", "emwb.interop"}
+       "emwb.run_tools", "emwb.interop", "emwb.labelling"}
 
 
 def _modules() -> dict[str, Path]:

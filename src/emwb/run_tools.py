@@ -1,5 +1,5 @@
-"""`emwb status`, `emwb compare`, `emwb em-direction` and `emwb em-features`: thin wrappers over emwb.status,
-emwb.analysis.compare, emwb.judgebench.directions and emwb.judgebench.em_features."""
+"""`emwb status`, `emwb compare`, `emwb em-direction`, `emwb em-features` and `emwb labels`: thin wrappers over
+emwb.status, emwb.analysis.compare, emwb.judgebench.directions, emwb.judgebench.em_features and emwb.labelling."""
 
 from __future__ import annotations
 
@@ -90,6 +90,7 @@ def add_run_tools(sub) -> None:
     dr.add_argument("--mirror")
     dr.set_defaults(fn=cmd_em_direction)
     _add_em_features(sub)
+    add_label_tools(sub)
 
 
 def _add_em_features(sub) -> None:
@@ -111,3 +112,40 @@ def _add_em_features(sub) -> None:
     fe.add_argument("--batch-tokens", type=int, default=d.dictionary.batch_tokens, help="tokens per training step")
     fe.add_argument("--mirror")
     fe.set_defaults(fn=cmd_em_features)
+
+
+def cmd_labels_sheet(args) -> None:
+    from emwb.labelling import write_sheet
+
+    out = Path(args.out)
+    n = write_sheet(args.run, args.detector, out, args.per_group, args.seed)
+    print(f"{out}: {n} answers to label (fill `label` with yes or no and `reason` with one line; then `emwb labels "
+          f"score {out}`)")
+
+
+def cmd_labels_score(args) -> None:
+    from emwb.analysis.tables import markdown
+    from emwb.labelling import score_sheets
+
+    for name, table in score_sheets([Path(p) for p in args.sheets]).items():
+        print(f"## {name}\n\n{markdown(table)}")
+    print("precision: of the answers the detector flags, the share labelled yes; recall: of the answers labelled "
+          "yes, the share it flags; exact (Clopper-Pearson) 95% intervals over the labelled answers.")
+
+
+def add_label_tools(sub) -> None:
+    """labels sheet, labels score."""
+    lb = sub.add_parser("labels", help="measure a detector on labelled answers: write a labelling sheet of a run's "
+                        "answers, then score the filled sheet (precision and recall with CIs)")
+    lsub = lb.add_subparsers(dest="labels_cmd", required=True)
+    sh = lsub.add_parser("sheet", help="a CSV of a run's answers with the detector's verdicts and empty label/reason")
+    sh.add_argument("run", help="a run directory (runs/<experiment>)")
+    sh.add_argument("--detector", required=True, help="a registered detector (rm-rules, code-patterns, bandit)")
+    sh.add_argument("--out", required=True, help="the sheet to write (CSV)")
+    sh.add_argument("--per-group", type=int, default=4, help="answers per (bias or question, variant)")
+    sh.add_argument("--seed", type=int, default=0)
+    sh.set_defaults(fn=cmd_labels_sheet)
+    sc = lsub.add_parser("score", help="precision and recall of the detector against the labels, overall, per kind "
+                         "of rule and per bias or question")
+    sc.add_argument("sheets", nargs="+", help="filled sheets (CSV or JSONL)")
+    sc.set_defaults(fn=cmd_labels_score)

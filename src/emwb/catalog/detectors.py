@@ -24,6 +24,8 @@ class Detector:
     description: str
     role: str = "narrow"
     judged_by: tuple[str, str] | None = None  # (rubric, analysis threshold): the judge verdict it is compared with
+    describe: Callable[[list[dict]], list[str]] | None = None  # per answer, the kind of rule that reads it (the
+    # labelling sheet groups precision and recall by it: `emwb labels`)
 
 
 DETECTORS: Registry[Detector] = Registry("detector")

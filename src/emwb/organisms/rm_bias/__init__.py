@@ -138,7 +138,7 @@ def register() -> None:
     from emwb.config import THRESHOLDS
     from emwb.organisms.rm_bias.per_bias import EXHIBITS_ABOVE
     from emwb.catalog.detectors import DETECTORS, Detector
-    from emwb.organisms.rm_bias.rules import rm_rule_flags, rules_version
+    from emwb.organisms.rm_bias.rules import rm_rule_flags, rm_rule_kinds, rules_version
     from emwb.catalog.rubric import RUBRIC_FOLDERS
 
     RUBRIC_FOLDERS.register("rm_bias", Path(__file__).parent / "rubrics")  # its judge rubrics
@@ -158,7 +158,7 @@ def register() -> None:
     WARMUPS.register("bias-verdicts", Warmup(_warm_verdict, _bias_rubric, tail=8))
     DETECTORS.register("rm-rules", Detector(rm_rule_flags, rules_version, "the rule-based detector of the answer's "
                                             "reward-model bias (for the biases a rule can tell)", role="bias",
-                                            judged_by=("bias_exhibition", "exhibits_above")))
+                                            judged_by=("bias_exhibition", "exhibits_above"), describe=rm_rule_kinds))
     register_metric(Metric("train_bias_n", "train-bias prompts", ("bias_exhibition",), count_of(_is_train),
                            percent=False, count=True))
     register_metric(Metric("train_bias_rate", "train biases % (narrow)", ("bias_exhibition",),

@@ -17,6 +17,22 @@ def rm_rule_flags(answers: list[dict]) -> list[float | None]:
     return out
 
 
+def rule_kind(rule) -> str:
+    """`omission` for a rule that flags, at least in part, the absence of something (it has `none` patterns: no
+    semicolons, no question marks, px and no rem), else `presence`; '' without a rule."""
+    if rule is None:
+        return ""
+    return "omission" if rule.none else "presence"
+
+
+def rm_rule_kinds(answers: list[dict]) -> list[str]:
+    """Per answer, the kind of its bias's rule (`rule_kind`)."""
+    from emwb.organisms.rm_bias.kits import load_kits
+
+    kits = load_kits()
+    return [rule_kind(k.rule if (k := kits.get(a.get("bias_id") or 0)) else None) for a in answers]
+
+
 def rules_version() -> str:
     from emwb.organisms.rm_bias.kits import kits_sha256
 
