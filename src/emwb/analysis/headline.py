@@ -84,8 +84,8 @@ def _vs_base_cells(row, col: str, prefix: str) -> dict:
     """The headline's difference from the base model for one column: points with CI, p, MDE."""
     if pd.isna(row.get(f"{col}_vs_base")):
         return {f"{prefix}vs base (pp)": "", f"{prefix}p": "", f"{prefix}MDE (pp)": ""}
-    return {f"{prefix}vs base (pp)": f"{100 * row[f'{col}_vs_base']:+.1f} "
-                                      + ci_text(100 * row[f"{col}_vs_base_ci_low"], 100 * row[f"{col}_vs_base_ci_high"]),
+    ci = ci_text(100 * row[f"{col}_vs_base_ci_low"], 100 * row[f"{col}_vs_base_ci_high"])
+    return {f"{prefix}vs base (pp)": f"{100 * row[f'{col}_vs_base']:+.1f} {ci}",
             f"{prefix}p": p_text(row[f"{col}_vs_base_p"]), f"{prefix}MDE (pp)": _pct(row[f"{col}_vs_base_mde"])}
 
 

@@ -241,6 +241,16 @@ def plot_cosine(cos: pd.DataFrame, out, stem: str = "directions_cosine") -> str:
     return _save(fig, out, stem)[0]
 
 
+STEERING_NOTE = ("Rates: exact 95% CIs over the answers (units: seeds, then answers); change: the steered variant "
+                 "minus the unsteered one on the same prompts (paired by prompt; p from a permutation test within "
+                 "prompts).")
+ABLATION_NOTE = ("Reduction: the unablated variant's rate minus the ablated one's on the same prompts, in points "
+                 "(paired by prompt: MOVER CI from the exact intervals, p from a permutation test within prompts, "
+                 "MDE at 80% power). Against its controls: rank p = (1 + controls reducing as much) / (controls + "
+                 "1), at best 'smallest rank p'; 'vs controls' tests the ablated answers against the controls' "
+                 "pooled answers, paired by prompt.")
+
+
 @dataclass
 class Parts:
     tables: list = field(default_factory=list)
@@ -252,15 +262,16 @@ def mechanisms_parts(ctx) -> Parts:
     the cosines between directions, when the experiment has a mechanisms block."""
     out = Parts()
 
-    def add(df: pd.DataFrame, stem: str, caption: str, figure=None, figure_caption: str = "") -> None:
+    def add(df: pd.DataFrame, stem: str, caption: str, figure=None, figure_caption: str = "", note: str = "") -> None:
         if len(df):
-            out.tables.append((caption, write_plain_table(df, ctx.out, stem, caption, ())))
+            out.tables.append((caption, write_plain_table(df, ctx.out, stem, caption, (), note)))
             if figure is not None:
                 out.figures.append((figure_caption, figure(df, ctx.out)))
 
-    add(steering_rows(ctx), "steering", "Steering", _plot_steering, "Steering: the broad rate against alpha per layer")
+    add(steering_rows(ctx), "steering", "Steering", _plot_steering, "Steering: the broad rate against alpha per layer",
+        STEERING_NOTE)
     add(ablation_rows(ctx), "ablation", "Ablation beside random controls", _plot_ablation,
-        "Ablation: reduction of the broad rate, direction and controls")
+        "Ablation: reduction of the broad rate, direction and controls", ABLATION_NOTE)
     add(projection_rows(ctx), "projections", "Each variant's answers projected on each direction", _plot_projections,
         "Answers projected on each direction, by variant (phases and checkpoints in order)")
     dirs = finished_directions(ctx)

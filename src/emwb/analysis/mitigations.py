@@ -26,6 +26,12 @@ from emwb.analysis.sections import REPORT_SECTIONS, ReportContext, Section, Sect
 from emwb.analysis.tables import write_plain_table
 
 
+NOTE = ("removed: the twin's rate minus the mitigated organism's; retained: the mitigated organism's rate minus the "
+        "base model's; both paired by prompt (MOVER CI from the exact intervals, p from a permutation test within "
+        "prompts, MDE at 80% power). Retained share: retained over the twin's gain, CI from the arms' Jeffreys "
+        "posteriors. Units: seeds, then answers.")
+
+
 def _share(mit: float, twin: float, base: float) -> float:
     gain = twin - base
     return math.nan if math.isnan(gain) or abs(gain) < 1e-12 else 100 * (mit - base) / gain
@@ -124,7 +130,7 @@ def section(ctx: ReportContext) -> SectionOutput:
         ctx.notes.append("Mitigations: no mitigated organism and its twin have a narrow or broad value (n/a).")
         return SectionOutput()
     caption = "Mitigations against their unmitigated twins (points and % of the twin's gain, 95% CI)"
-    shown = write_plain_table(rows.drop(columns="header"), ctx.out, "mitigations", caption)
+    shown = write_plain_table(rows.drop(columns="header"), ctx.out, "mitigations", caption, note=NOTE)
     fig = _plot(rows, ctx.out)
     missing = sorted(set(name for name, _ in pairs) - set(rows[rows["role"] == "narrow"]["mitigation"]))
     if missing:

@@ -192,13 +192,15 @@ def write_table(df: pd.DataFrame, evaluations: dict[str, list[Metric]], out_dir:
 
 
 def write_plain_table(df: pd.DataFrame, out_dir: Path, stem: str, caption: str,
-                      percent: tuple[str, ...] = ()) -> pd.DataFrame:
-    """A table that is not a metric table (judge agreement): the `percent` columns are printed in %."""
+                      percent: tuple[str, ...] = (), note: str = "") -> pd.DataFrame:
+    """A table that is not a metric table (judge agreement): the `percent` columns are printed in %; `note`
+    (what its intervals and tests are) under it in the Markdown and the report."""
     p = _counts_in(df)
     for c in percent:
         if c in p:
             p[c] = p[c] * 100
     p.to_csv(out_dir / f"{stem}.csv", index=False)
-    (out_dir / f"{stem}.md").write_text(f"# {caption}\n\n{markdown(p)}")
+    (out_dir / f"{stem}.md").write_text(f"# {caption}\n\n{markdown(p)}" + (f"\n{note}\n" if note else ""))
+    p.attrs["note"] = note
     (out_dir / f"{stem}.tex").write_text(latex(p, caption))
     return p
