@@ -218,20 +218,23 @@ def group_means(settings, sims: int, old: int, rng) -> float:
 
 
 def differences(settings, sims: int, rng) -> float:
-    print("\nPaired differences over the same fixed prompts (variant minus reference; one seed each)")
-    print(f"{'reference':>15} {'G':>3} {'m':>4} {'rise':>5} | {'emwb':>11}")
+    print("\nPaired differences over the same fixed prompts (variant minus reference; the variant with 1 or 3 seeds, "
+          "the reference one model; truth: the mean over seeds with several)")
+    print(f"{'reference':>15} {'G':>3} {'m':>4} {'rise':>5} {'seeds':>5} | {'emwb':>11}")
     worst = 1.0
-    for profile, g, m, rise in settings:
+    for profile, g, m, rise, k in settings:
         p = PROFILES[profile](g, np.random.default_rng(g * 1000 + m))
+        lifted = np.clip(p + rise, 0, 1)
+        over_seeds = float(seed_mean(lifted).mean())
         tally = Tally()
         for _ in range(sims):
-            na, da, ga, _, ra, _ = answers(np.clip(p + rise, 0, 1), m, 1, rng)
+            na, da, ga, sa, ra, _ = answers(lifted, m, k, rng)
             nb, db, gb, _, rb, _ = answers(p, m, 1, rng)
-            d = rate_difference(na, da, ga, nb, db, gb, permutations=0, mde=False)
+            d = rate_difference(na, da, ga, nb, db, gb, a_seeds=sa, permutations=0, mde=False)
             if not math.isnan(d.value):
-                tally.add(d.ci_low, d.ci_high, ra[0].mean() - rb[0].mean())
+                tally.add(d.ci_low, d.ci_high, (over_seeds if k > 1 else ra[0].mean()) - rb[0].mean())
         worst = min(worst, tally.coverage)
-        print(f"{profile:>15} {g:>3} {m:>4} {rise:>5} | {tally.text():>11}")
+        print(f"{profile:>15} {g:>3} {m:>4} {rise:>5} {k:>5} | {tally.text():>11}")
     return worst
 
 
@@ -293,7 +296,7 @@ def main() -> None:
         a.sims, a.planted_sims, a.permutations, a.old_sims = 30, 30, 200, 30
         rate_settings = [("rare, 2 groups", 24, 4, 1), ("30%", 5, 20, 3)]
         group_settings = [("10%", 5, 4, 1)]
-        diff_settings = [("zero", 24, 4, 0.05)]
+        diff_settings = [("zero", 24, 4, 0.05, 1), ("10%", 24, 4, 0.05, 3)]
         gdiff_settings = [("10%", 24, 4, 0.05)]
         planted_settings = [("low 2%", 24, 4)]
     else:
@@ -301,8 +304,9 @@ def main() -> None:
                                                                               (1, 3))]
         rate_settings += [(p, 24, 4, 2) for p in PROFILES]
         group_settings = list(itertools.product(POPULATIONS, (5, 24, 52), (1, 4, 20, 100), (1, 3)))
-        diff_settings = [(p, g, m, r) for p, g, m, r in itertools.product(PROFILES, (5, 24, 52), (1, 4, 20),
-                                                                         (0.0, 0.05, 0.2))]
+        diff_settings = [(p, g, m, r, 1) for p, g, m, r in itertools.product(PROFILES, (5, 24, 52), (1, 4, 20),
+                                                                            (0.0, 0.05, 0.2))]
+        diff_settings += [(p, g, m, r, 3) for p, g, m, r in itertools.product(PROFILES, (24,), (4, 20), (0.0, 0.05))]
         gdiff_settings = list(itertools.product(POPULATIONS, (5, 24, 52), (1, 4, 20), (0.0, 0.05, 0.2)))
         planted_settings = list(itertools.product(("zero", "rare, 2 groups", "low 2%", "10%", "30%"), (8, 24, 52),
                                                   (1, 4, 12)))

@@ -2,9 +2,9 @@
 comparison could have detected.
 
 - **Rates over the same fixed prompts** (`rate_difference`): the difference of the two pooled rates. Its CI
-  combines the two arms' exact intervals (MOVER with Clopper-Pearson limits; Newcombe's method with exact in
-  place of Wilson limits, so it stays right when a rate is rare); with several seeds in an arm it is widened by
-  a t interval over the seeds' rates. The p-value is a permutation test stratified by prompt: under the null
+  combines the two rates' own intervals (MOVER: with one seed, Clopper-Pearson limits, i.e. Newcombe's method with
+  exact in place of Wilson limits, so it stays right when a rate is rare; with several seeds, the seed-widened
+  interval of `ratio_ci`) and is widened by a t interval over the seeds' rates. The p-value is a permutation test stratified by prompt: under the null
   both variants' answers to a prompt are exchangeable, so labels are permuted within each prompt only (the
   resampling scipy's `permutation_test` has no strata for). With several seeds it is the larger of that p and a
   t test over the seeds' rates (answers of one seed are not independent draws of the organism).
@@ -22,7 +22,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from emwb.analysis.intervals import LEVEL, exact_interval, group_rates, seed_keys, t_interval, union
+from emwb.analysis.intervals import (
+    LEVEL,
+    Estimate,
+    exact_interval,
+    group_rates,
+    ratio_ci,
+    seed_keys,
+    t_interval,
+    union,
+)
 from emwb.analysis.power import group_mde, rate_mde, sign_flip_floor
 
 PERMUTATIONS = 2000
@@ -58,6 +67,14 @@ def mover(xa: float, na: float, xb: float, nb: float, level: float = LEVEL) -> t
     (la, ua), (lb, ub) = exact_interval(xa, na, level), exact_interval(xb, nb, level)
     d = pa - pb
     return d - math.hypot(pa - la, ub - pb), d + math.hypot(ua - pa, pb - lb)
+
+
+def mover_of(a: Estimate, b: Estimate) -> tuple[float, float]:
+    """CI of a.value - b.value from the two rates' own intervals (MOVER): with one seed each, their exact
+    intervals (`mover`); with several seeds, the intervals that already account for the seeds (`ratio_ci`)."""
+    d = a.value - b.value
+    return (d - math.hypot(a.value - a.ci_low, b.ci_high - b.value),
+            d + math.hypot(a.ci_high - a.value, b.value - b.ci_low))
 
 
 def permutation_p(num: np.ndarray, den: np.ndarray, in_a: np.ndarray, strata: np.ndarray,
@@ -108,24 +125,27 @@ def _seed_rates(num: np.ndarray, den: np.ndarray, seeds: np.ndarray) -> np.ndarr
     return np.array([num[seeds == k].sum() / d for k in seed_keys(seeds) if (d := den[seeds == k].sum()) > 0])
 
 
-def _seed_test(ra: np.ndarray, rb: np.ndarray, level: float) -> tuple[tuple[float, float], float]:
-    """(CI of mean(ra) - mean(rb), p) over seeds: Welch with seeds on both sides, one-sample with one side
-    fixed; (nan, nan), nan when neither side has two seeds or the rates do not vary."""
-    with np.errstate(all="ignore"):
-        if len(ra) >= 2 and len(rb) >= 2:
-            res = stats.ttest_ind(ra, rb, equal_var=False)
-        elif len(ra) >= 2 and len(rb) == 1:
-            res = stats.ttest_1samp(ra, rb[0])
-        elif len(rb) >= 2 and len(ra) == 1:
-            res = stats.ttest_1samp(rb, ra[0])
-            ci = res.confidence_interval(level)
-            return (ra[0] - ci.high, ra[0] - ci.low), float(res.pvalue)
-        else:
-            return (math.nan, math.nan), math.nan
-        ci = res.confidence_interval(level)
-        if len(rb) == 1:
-            return (ci.low - rb[0], ci.high - rb[0]), float(res.pvalue)
-        return (float(ci.low), float(ci.high)), float(res.pvalue)
+def _arm(num: np.ndarray, den: np.ndarray, seeds: np.ndarray) -> tuple[float, float, float, int]:
+    """(mean rate, variance of that mean, its degrees of freedom, seeds): over seeds with two or more (the
+    seeds' spread), else the one model's binomial variance (its own answers' noise; df infinite)."""
+    rates = _seed_rates(num, den, seeds)
+    if len(rates) >= 2:
+        return float(rates.mean()), float(rates.var(ddof=1) / len(rates)), len(rates) - 1, len(rates)
+    p, n = num.sum() / den.sum(), den.sum()
+    return float(p), float(p * (1 - p) / n), math.inf, 1
+
+
+def _seed_test(a: tuple, b: tuple, level: float) -> tuple[tuple[float, float], float]:
+    """(CI of the difference of the arms' means, p) over seeds, when at least one arm has several ((nan, nan), nan
+    otherwise or when nothing varies): a t interval whose variance adds the arms' (a single-model arm enters with
+    its binomial variance, not as a fixed number) and whose degrees of freedom are the fewest seeds' (k - 1)."""
+    (ma, va, da, ka), (mb, vb, db, kb) = a, b
+    if max(ka, kb) < 2 or va + vb <= 0:
+        return (math.nan, math.nan), math.nan
+    df = min(d for d in (da, db) if d < math.inf)  # the fewest seeds' degrees of freedom: conservative
+    se, d = math.sqrt(va + vb), ma - mb
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    return (d - half, d + half), float(2 * stats.t.sf(abs(d) / se, df))
 
 
 def rate_difference(a_num, a_den, a_strata, b_num, b_den, b_strata, a_seeds=None, b_seeds=None,
@@ -137,13 +157,13 @@ def rate_difference(a_num, a_den, a_strata, b_num, b_den, b_strata, a_seeds=None
     xa, na, xb, nb = a_num.sum(), a_den.sum(), b_num.sum(), b_den.sum()
     if na <= 0 or nb <= 0:
         return NAN
-    lo, hi = mover(xa, na, xb, nb, level)
     p = permutation_p(np.r_[a_num, b_num], np.r_[a_den, b_den], np.r_[np.ones(len(a_num)), np.zeros(len(b_num))],
                       np.r_[np.asarray(a_strata).astype(str), np.asarray(b_strata).astype(str)], permutations,
                       rng_seed) if permutations > 0 else math.nan
     a_seeds = np.zeros(len(a_num), int) if a_seeds is None else np.asarray(a_seeds)
     b_seeds = np.zeros(len(b_num), int) if b_seeds is None else np.asarray(b_seeds)
-    seed_ci, seed_p = _seed_test(_seed_rates(a_num, a_den, a_seeds), _seed_rates(b_num, b_den, b_seeds), level)
+    lo, hi = mover_of(ratio_ci(a_num, a_den, a_seeds, level=level), ratio_ci(b_num, b_den, b_seeds, level=level))
+    seed_ci, seed_p = _seed_test(_arm(a_num, a_den, a_seeds), _arm(b_num, b_den, b_seeds), level)
     lo, hi = union((lo, hi), seed_ci, lower=-1.0, upper=1.0)
     if not math.isnan(seed_p):
         p = max(p, seed_p)
