@@ -16,6 +16,7 @@ FINAL = {
     "sampling_throughput.py": r"^speedup one-batch vs merged-per-engine: \d+\.\d\dx$",
     "report_browser.py": r"^first page of \d+ answers shown in \d+\.\d\d s$",
     "interval_coverage.py": r"^minimum coverage of the shipped intervals: \d+\.\d%$",
+    "report_scale.py": r"^report of \d+ questions: \d+\.\d s, index\.html \d+\.\d\d MB$",
 }
 NEEDS_CHROMIUM = {"report_browser.py"}
 

@@ -66,7 +66,7 @@ def _ctx(judge: str, narrow: str | None) -> SimpleNamespace:
     head = pd.DataFrame([{"group": g, "judge": judge, "code-patterns": v, "bandit": None}
                          for g in ("insecure", "secure") for v in (1.0, 0.0, None)])
     return SimpleNamespace(run=SimpleNamespace(exp=exp), judges=[judge], comp=comp, head=head,
-                           settings=Settings(), evals={"held-out-code": [METRICS.get(n) for n in names]})
+                           settings=Settings(), evals={"held-out-code": [METRICS.get(n) for n in names]}, diffs=None)
 
 
 def test_the_headline_prefers_a_judge_free_narrow_column_or_the_one_named():

@@ -1,6 +1,7 @@
 """Mitigations as training options (issue 34): inoculation prompting (`system_prompt`) and dilution (`mix`),
 checked before work, keyed, recorded, and absent at sampling."""
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -150,6 +151,32 @@ def test_the_mitigations_table_equals_the_rates_recomputed_from_the_answers(tmp_
         assert narrow[lo] <= narrow[col] <= narrow[hi]
     assert broad["removed ci_low"] <= broad["removed (pp)"] <= broad["removed ci_high"]
     assert out.figures and (tmp_path / "mitigations.png").is_file()
+
+
+def test_a_missing_half_is_a_note_and_na_columns_not_a_narrower_table(tmp_path):
+    """No narrow answer scored (the tiny judge read no code): mitigations.csv had no `retained` columns at all and
+    the report said nothing; now every column is there (n/a) and one note names the mitigations without it."""
+    from types import SimpleNamespace
+
+    from emwb.analysis.metrics import METRICS, Settings
+    from emwb.analysis.mitigations import section
+
+    df = _planted_answers().rename(columns={"bandit": "code-patterns"})
+    df["code-patterns"] = np.nan
+    organisms = [SimpleNamespace(name="insecure", mitigates=None), SimpleNamespace(name="inoc", mitigates="insecure")]
+    ctx = SimpleNamespace(run=SimpleNamespace(exp=SimpleNamespace(organisms=organisms)), head=df, judges=["j"],
+                          variants=(), evals={"held-out-code": [METRICS.get("pattern_rate")],
+                                              "free-form": [METRICS.get("misaligned_rate")]},
+                          settings=Settings(), small=Settings(n_boot=200), out=tmp_path, notes=[])
+    out = section(ctx)
+    got = pd.read_csv(tmp_path / "mitigations.csv").set_index("metric")
+    assert {"retained (pp)", "retained share %", "removed (pp)"} <= set(got.columns)
+    assert np.isnan(got.loc["pattern_rate", "retained (pp)"]) and np.isnan(got.loc["pattern_rate", "twin %"])
+    assert not np.isnan(got.loc["misaligned_rate", "removed (pp)"])
+    assert ctx.notes == ["Mitigations without a narrow (retained) value, n/a in mitigations.csv and left out of the "
+                         "figure: inoc (no narrow metric scored an answer of the mitigation, its twin or the base "
+                         "model)."]
+    assert not out.figures  # a point needs both halves
 
 
 def test_kept_checkpoints_are_early_stopping_rows_against_their_phases_end():

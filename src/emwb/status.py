@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from emwb.context import StageContext
-from emwb.freshness import changed_inputs, current_keys, finished
+from emwb.freshness import current_keys, finished, input_problem
 from emwb.runlock import pid_alive, read_holder
 from emwb.stages import table
 from emwb.store import Run
@@ -32,18 +32,18 @@ def _seconds(m: dict) -> float | None:
         return None
 
 
-def _finished(stage: str, variant: str, found: tuple[dict, str | None] | None, keys: dict[str, str],
+def _finished(run: Run, stage: str, variant: str, found: dict, folder, keys: dict[str, str],
               judge: str = "") -> Row | None:
-    """The row of a finished artifact (`found`: its manifest and damage, from freshness.finished), or None."""
-    if found is None:
+    """The row of a finished artifact (`found`: every one's manifest and damage, from freshness.finished), or None;
+    its inputs are checked as the stages and `emwb compare` check them (freshness.input_problem)."""
+    if folder not in found:
         return None
-    m, why = found
+    m, why = found[folder]
     if why:
         return Row(stage, variant, "damaged", f"{why}; replicate rebuilds it", _seconds(m), judge)
-    changed = changed_inputs(m, keys)
-    if changed:
-        return Row(stage, variant, "stale", f"input {', '.join(changed)} changed since it was made", _seconds(m),
-                   judge)
+    problem = input_problem(run, m, found, keys)
+    if problem:
+        return Row(stage, variant, "stale", problem, _seconds(m), judge)
     return Row(stage, variant, "current", f"finished {m.get('finished', '')[:19]}", _seconds(m), judge)
 
 
@@ -54,7 +54,7 @@ def run_status(ctx: StageContext) -> list[Row]:
     rows: list[Row] = []
     for stage in table():
         for p in stage.artifacts(ctx):
-            done = _finished(stage.name, p.variant, found.get(p.folder), keys, p.judge)
+            done = _finished(ctx.run, stage.name, p.variant, found, p.folder, keys, p.judge)
             rows.append(done or Row(stage.name, p.variant, "in progress" if p.progress else "missing", p.progress,
                                     judge=p.judge))
     return rows

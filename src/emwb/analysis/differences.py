@@ -156,10 +156,12 @@ DIFFERENCES_NOTE = ("Each difference is paired by prompt (both variants answer t
 
 
 def cell_tests(table: pd.DataFrame, df: pd.DataFrame, by: str, evaluations: dict[str, list[Metric]], s: Settings,
-               roles: tuple[str, ...] = ("narrow", "broad"), method: str = "fdr_bh") -> pd.DataFrame:
+               roles: tuple[str, ...] = ("narrow", "broad"), method: str = "fdr_bh",
+               untested: int = 0) -> pd.DataFrame:
     """A per-`by` table (rows: group, evaluation, `by` value) with each rate of these roles against the base
     model's on the same `by` value, paired by prompt (`<col>_vs_base`, CI, p, MDE in fractions) and
-    `<col>_vs_base_sig`: whether its p survives `method` (Benjamini-Hochberg) across the whole table."""
+    `<col>_vs_base_sig`: whether its p survives `method` (Benjamini-Hochberg) across the whole table and the
+    `untested` cells left out of it (counted with p = 1: the correction is never looser for leaving them out)."""
     out = table.copy()
     if not len(out) or BASE not in set(out["group"]):
         return out
@@ -183,7 +185,7 @@ def cell_tests(table: pd.DataFrame, df: pd.DataFrame, by: str, evaluations: dict
                     d.value, d.ci_low, d.ci_high, d.p_value, d.mde]
                 tests.append((i, col, d.p_value))
     ok = [(i, col, p) for i, col, p in tests if not math.isnan(p)]
-    flags = multipletests([p for _, _, p in ok], alpha=0.05, method=method)[0] if ok else []
+    flags = multipletests([p for _, _, p in ok] + [1.0] * untested, alpha=0.05, method=method)[0] if ok else []
     for (i, col, _), flag in zip(ok, flags):
         out.loc[i, f"{col}_vs_base_sig"] = bool(flag)
     return out

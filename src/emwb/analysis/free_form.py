@@ -11,7 +11,7 @@ import itertools
 
 import pandas as pd
 
-from emwb.analysis import plots
+from emwb.analysis import plots, questions
 from emwb.analysis.agreement import judge_agreement
 from emwb.analysis.html import esc
 from emwb.analysis.sections import REPORT_SECTIONS, ReportContext, Section, SectionOutput
@@ -48,22 +48,33 @@ def notes(ctx: ReportContext) -> list[str]:
             "questions, then answers)."]
 
 
-def examples_html(df: pd.DataFrame, per_cell: int = 3) -> str:
-    """For every dataset x question, the `per_cell` lowest-alignment scored answers with their scores."""
+def examples_html(df: pd.DataFrame, per_cell: int = 3, cap: int | None = None) -> str:
+    """For every dataset x question, the `per_cell` lowest-alignment scored answers with their scores; above `cap`
+    (default `questions.EXAMPLES_CAP`) questions per dataset, the `cap` questions whose answers reach the lowest
+    alignment (the answer browser has the rest)."""
+    cap = questions.EXAMPLES_CAP if cap is None else cap
     parts = []
-    scored = df[pd.to_numeric(df["alignment"], errors="coerce").notna()].copy()
-    scored["alignment"] = pd.to_numeric(scored["alignment"], errors="coerce")
+    scored = df.assign(alignment=pd.to_numeric(df["alignment"], errors="coerce"))
+    scored = scored[scored["alignment"].notna()].sort_values("alignment", kind="stable")
+    worst = scored.groupby(["group", "question_id"], sort=False).head(per_cell)
+    asked = df.drop_duplicates(["group", "question_id"]).set_index(["group", "question_id"])["question"]
     for g in dict.fromkeys(df["group"]):
-        cells = []
-        sub = scored[scored["group"] == g]
-        for q in dict.fromkeys(df[df["group"] == g]["question_id"]):
-            worst = sub[sub["question_id"] == q].nsmallest(per_cell, "alignment")
+        mine = list(dict.fromkeys(df.loc[df["group"] == g, "question_id"]))
+        cells, answers = [], worst[worst["group"] == g]
+        if len(mine) > cap:
+            low = list(dict.fromkeys(answers["question_id"]))[:cap]
+            cells.append(f"<p class='note'>The {len(low)} of {len(mine):,} questions whose answers reach the lowest "
+                         "alignment; the answer browser has every answer.</p>")
+            mine = [q for q in mine if q in set(low)]
+        answers = answers[answers["question_id"].isin(set(mine))]
+        by_question = {q: rows for q, rows in answers.groupby("question_id", sort=False)}
+        for q in mine:
+            rows = by_question.get(q, answers.iloc[:0])
             items = "".join(
                 f"<p>alignment {esc(float(r.alignment))}, coherence {esc(float(r.coherence))}"
                 f" ({esc(r.judge)}, {esc(r.variant)})</p><div class='answer'>{esc(r.answer)}</div>"
-                for r in worst.itertuples(index=False)) or "<p class='note'>no scored answers</p>"
-            question = df[(df["group"] == g) & (df["question_id"] == q)]["question"].iloc[0]
-            cells.append(f"<details><summary>{esc(q)}</summary><p><b>Question:</b> {esc(question)}</p>"
+                for r in rows.itertuples(index=False)) or "<p class='note'>no scored answers</p>"
+            cells.append(f"<details><summary>{esc(q)}</summary><p><b>Question:</b> {esc(asked[(g, q)])}</p>"
                          f"{items}</details>")
         parts.append(f"<h3>{esc(g)}</h3>" + "".join(cells))
     return "".join(parts)

@@ -9,6 +9,7 @@ import re
 
 import pandas as pd
 
+from emwb.analysis import plots
 from emwb.analysis.html import answers_link
 from emwb.analysis.metrics import Metric
 from emwb.analysis.sections import ReportContext
@@ -36,17 +37,50 @@ def _narrow_rank(ctx: ReportContext, m: Metric) -> int:
 
 
 def _columns(ctx: ReportContext) -> dict[str, tuple[str, list[str], str, Metric]]:
-    """role -> (column, CI columns, header, metric) for the broad, narrow, EM and coherent-share metrics (the first
-    of each with values; the narrow one as `_narrow_rank` orders them)."""
+    """role -> (column, CI columns, header, metric) for the broad, narrow, EM, coherent-share and answers columns.
+
+    The broad column is the first broad metric with values (the first one when none has: n/a, never dropped); the
+    EM, coherent and answers columns are that evaluation's own; the narrow one is ordered by `_narrow_rank`. A
+    metric that two evaluations score names its evaluation in the header (`misaligned % [free-form]`)."""
     em = "em_share_scored" if ctx.settings.inclusive else "em_share"
+    named = {em: "em", "coherent_share": "coherent", "n": "answers"}
+    evs = [ev for ev, ms in ctx.evals.items() for _ in ms]  # metric_columns' order
+    found = [(m.role or named.get(m.name), col, m, header, cis, ev)
+             for ev, (col, m, header, cis) in zip(evs, metric_columns(ctx.evals))
+             if col in ctx.comp and (m.role or m.name in named)]
+
+    def rank(f) -> tuple:
+        role, col, m, _, _, ev = f
+        same = role in ("em", "coherent", "answers") and ev == broad_ev
+        return (not same, bool(ctx.comp[col].isna().all()), _narrow_rank(ctx, m) if role == "narrow" else 0)
+
+    broad_ev = None
     out: dict[str, tuple[str, list[str], str, Metric]] = {}
-    found = [(col, m, header, cis) for col, m, header, cis in metric_columns(ctx.evals)
-             if col in ctx.comp and not ctx.comp[col].isna().all()]
-    for col, m, header, cis in sorted(found, key=lambda f: _narrow_rank(ctx, f[1]) if f[1].role == "narrow" else 0):
-        role = m.role or {em: "em", "coherent_share": "coherent"}.get(m.name)
-        if role and role not in out:
-            out[role] = (col, cis, re.sub(r" \((narrow|broad)\)|(?<=\()(narrow|broad), ", "", header), m)
-    return out
+    for role in ("broad", "narrow", "em", "coherent", "answers"):
+        mine = sorted((f for f in found if f[0] == role), key=rank)
+        if mine:
+            _, col, m, header, cis, ev = mine[0]
+            broad_ev = ev if role == "broad" else broad_ev
+            header = re.sub(r" \((narrow|broad)\)|(?<=\()(narrow|broad), ", "", header)
+            out[role] = (col, cis, header if role in ("broad", "narrow") else
+                         {"em": "EM %", "coherent": "coherent %", "answers": "answers"}[role] + _label(header), m)
+    at = {f[1]: i for i, f in enumerate(found)}
+    return dict(sorted(out.items(), key=lambda kv: at[kv[1][0]]))  # in the evaluations' metric order
+
+
+def _label(header: str) -> str:
+    """' [evaluation]' where a header names its evaluation, else ''."""
+    found = re.search(r" \[[^\]]+\]$", header)
+    return found.group(0) if found else ""
+
+
+def other_evaluations(ctx: ReportContext) -> list[str]:
+    """A note naming the evaluations whose broad rate the headline does not show (comparison.md has them)."""
+    cols = _columns(ctx)
+    shown = cols.get("broad", (None,))[0]
+    others = [h for c, m, h, _ in metric_columns(ctx.evals) if m.role == "broad" and c != shown and c in ctx.comp]
+    return [f"The headline shows {cols['broad'][2]}; comparison.md has {', '.join(others)} beside it."] if others \
+        and shown else []
 
 
 def _read(ctx: ReportContext, row, m: Metric) -> str:
@@ -102,14 +136,15 @@ def headline_table(ctx: ReportContext) -> tuple[pd.DataFrame, list[str]]:
             row[header], row["95% CI"] = _pct(r[c]), _ci(r, cis)
             row.update(_vs_base_cells(r, c, "") if has_base else {})
         if "em" in cols:
-            row["EM %"] = _pct(r[cols["em"][0]])
+            row[cols["em"][2]] = _pct(r[cols["em"][0]])
         if "narrow" in cols:
             c, cis, header, _ = cols["narrow"]
             row[f"narrow: {header}"], row["narrow 95% CI"] = _pct(r[c]), _ci(r, cis)
             row.update(_vs_base_cells(r, c, "narrow ") if has_base else {})
         if "coherent" in cols:
-            row["coherent %"] = _pct(r[cols["coherent"][0]])
-        row["answers"] = None if pd.isna(r.get("n")) else int(r["n"])
+            row[cols["coherent"][2]] = _pct(r[cols["coherent"][0]])
+        col, _, header, _ = cols.get("answers", ("n", [], "answers", None))
+        row[header] = None if pd.isna(r.get(col)) else int(r[col])
         rows.append(row)
         links.append(answers_link(group=r["group"]))
     return pd.DataFrame(rows, dtype=object), links
@@ -148,20 +183,47 @@ def summary(ctx: ReportContext) -> list[str]:
         parts = []
         if "broad" in cols:
             c, cis, header, m = cols["broad"]
-            among = " of coherent answers" if m.name == "misaligned_rate" else _read(ctx, r, m)
-            parts.append(f"{header.replace(' %', '', 1)} {_pct(r[c])}% {_ci(r, cis)}{among}"
+            among = (" of coherent answers" if m.name == "misaligned_rate" else _read(ctx, r, m)) + \
+                (f" ({_label(header)[2:-1]})" if _label(header) else "")
+            parts.append(f"{header.replace(_label(header), '').replace(' %', '', 1)} {_pct(r[c])}% {_ci(r, cis)}{among}"
                          f"{versus_base(ctx, r['group'], c)}")
         if "em" in cols:
-            parts.append(f"EM {_pct(r[cols['em'][0]])}%")
+            label = _label(cols["em"][2])
+            parts.append(f"EM {_pct(r[cols['em'][0]])}%"
+                         + (f" ({label[2:-1]})" if label and label != _label(cols.get("broad", "  ")[2]) else ""))
         if "narrow" in cols:
             c, cis, header, m = cols["narrow"]
             parts.append(f"narrow ({header}) {_pct(r[c])}% {_ci(r, cis)}{_read(ctx, r, m)}"
                          f"{versus_base(ctx, r['group'], c)}")
-        n = r.get("n")
+        n = r.get(cols.get("answers", ("n",))[0])
         count = "" if n is None or (isinstance(n, float) and math.isnan(n)) else f"; {int(n)} answers"
         out.append(f"{r['group']}: {'; '.join(parts) or 'no headline metric'}{count}.")
     sentence = measured_sentence(ctx, cols)
     return out + ([sentence] if sentence else [])
+
+
+def headline_figure(ctx: ReportContext) -> tuple[str, str] | None:
+    """(caption, SVG file) of the report's first figure: the headline's rate columns with intervals (the judge-free
+    ones first), a panel each, a marker per organism (first judge) linking to its answers; None without one."""
+    import textwrap
+
+    cols, checks = _columns(ctx), _self_judged(ctx)
+    first = ctx.comp[ctx.comp["judge"] == ctx.judges[0]]
+    roles = sorted((r for r in ("broad", "narrow") if r in cols and cols[r][1]),
+                   key=lambda r: not judge_free(cols[r][3]))
+    panels = []
+    for role in roles:
+        col, cis, header, m = cols[role]
+        by = "no judge" if judge_free(m) else f"judge {ctx.judges[0]}" + (
+            ": a pipeline check" if ctx.judges[0] in checks else "")
+        y, lo, hi = (first[c].to_numpy(dtype=float) * 100 for c in (col, *cis))
+        panels.append((textwrap.fill(f"{role}: {header} ({by})", 40), list(first["group"]), y, lo, hi))
+    if not panels:
+        return None
+    svg = plots.headline_plot(panels, ctx.out, link=lambda g: answers_link(group=g))[1]
+    free = len(roles) > 1 and judge_free(cols[roles[0]][3])
+    return "The headline's columns per organism with their 95% CIs" + (" (the judge-free column first)." if free
+                                                                      else "."), svg
 
 
 def headline_markdown(ctx: ReportContext) -> str:

@@ -61,21 +61,25 @@ def share_ci(m, mit: pd.DataFrame, twin: pd.DataFrame, base: pd.DataFrame, s, n_
                                                                                                    math.nan)
 
 
+HALVES = {"narrow": ("retained (pp)", "retained ci_low", "retained ci_high", "retained p", "retained mde (pp)",
+                     "retained share %", "share ci_low", "share ci_high"),
+          "broad": ("removed (pp)", "removed ci_low", "removed ci_high", "removed p", "removed mde (pp)")}
+
+
 def mitigation_rows(ctx: ReportContext, answers: pd.DataFrame, pairs: list[tuple[str, str]]) -> pd.DataFrame:
     """One row per (mitigated group of `pairs`, narrow or broad metric): the rates and what was kept or removed,
-    with CIs, p-values and MDEs."""
+    with CIs, p-values and MDEs; every column always there, n/a where an arm has no scored answer."""
     quiet, n_boot, rows = replace(ctx.settings, n_boot=0), ctx.small.n_boot, []
     for name, twin_name in pairs:
         for ev, m in [(ev, m) for ev, ms in ctx.evals.items() for m in ms if m.role in ("narrow", "broad")]:
-            header = m.header
             sub = answers[answers["evaluation"] == ev]
             mit, twin, base = (sub[sub["group"] == g] for g in (name, twin_name, "base"))
-            twin_rate = metric_value(m, twin, quiet)
-            if not len(mit) or math.isnan(twin_rate):
+            if not len(mit):
                 continue
             row = {"mitigation": name, "twin": twin_name, "evaluation": ev, "metric": m.name, "role": m.role,
-                   "header": header, "twin %": 100 * twin_rate, "mitigated %": 100 * metric_value(m, mit, quiet),
-                   "base %": 100 * metric_value(m, base, quiet)}
+                   "header": m.header, "twin %": 100 * metric_value(m, twin, quiet),
+                   "mitigated %": 100 * metric_value(m, mit, quiet), "base %": 100 * metric_value(m, base, quiet),
+                   **dict.fromkeys(HALVES["narrow"] + HALVES["broad"], math.nan)}
             if m.role == "broad":
                 row.update(_points("removed", metric_difference(m, twin, mit, ctx.settings)))
             elif len(base):
@@ -87,6 +91,20 @@ def mitigation_rows(ctx: ReportContext, answers: pd.DataFrame, pairs: list[tuple
     return pd.DataFrame(rows)
 
 
+def missing_halves(rows: pd.DataFrame, pairs: list[tuple[str, str]]) -> list[str]:
+    """One line per half (narrow kept, broad removed) that some mitigation has no value for (n/a, never 0)."""
+    out = []
+    for role, what in (("narrow", "narrow (retained)"), ("broad", "broad (removed)")):
+        col = HALVES[role][0]
+        have = set(rows[(rows["role"] == role) & rows[col].notna()]["mitigation"]) if len(rows) else set()
+        missing = [name for name, _ in dict.fromkeys(pairs) if name not in have]
+        if missing:
+            out.append(f"Mitigations without a {what} value, n/a in mitigations.csv and left out of the figure: "
+                       f"{', '.join(missing)} (no {role} metric scored an answer of the mitigation, its twin"
+                       f"{' or the base model' if role == 'narrow' else ''}).")
+    return out
+
+
 def _points(what: str, d) -> dict:
     return {f"{what} (pp)": 100 * d.value, f"{what} ci_low": 100 * d.ci_low, f"{what} ci_high": 100 * d.ci_high,
             f"{what} p": d.p_value, f"{what} mde (pp)": 100 * d.mde}
@@ -95,8 +113,8 @@ def _points(what: str, d) -> dict:
 def _plot(rows: pd.DataFrame, out) -> str | None:
     """Narrow retained (points over the base) against broad removed (points), one point per mitigation with a
     value for both, 95% CIs both ways."""
-    narrow = rows[(rows["role"] == "narrow") & rows.get("retained (pp)", pd.Series(dtype=float)).notna()]
-    broad = rows[(rows["role"] == "broad") & rows["removed (pp)"].notna()] if "removed (pp)" in rows else rows.iloc[:0]
+    narrow = rows[(rows["role"] == "narrow") & rows["retained (pp)"].notna()]
+    broad = rows[(rows["role"] == "broad") & rows["removed (pp)"].notna()]
     narrow, broad = (f.drop_duplicates("mitigation").set_index("mitigation") for f in (narrow, broad))
     both = [n for n in narrow.index if n in broad.index]
     if not both:
@@ -127,16 +145,24 @@ def section(ctx: ReportContext) -> SectionOutput:
         return SectionOutput()
     rows = mitigation_rows(ctx, ctx.head[ctx.head["judge"] == ctx.judges[0]], pairs)
     if not len(rows):
-        ctx.notes.append("Mitigations: no mitigated organism and its twin have a narrow or broad value (n/a).")
+        ctx.notes.append("Mitigations: no mitigated organism has answers to a narrow or broad evaluation (n/a).")
         return SectionOutput()
     caption = "Mitigations against their unmitigated twins (points and % of the twin's gain, 95% CI)"
     shown = write_plain_table(rows.drop(columns="header"), ctx.out, "mitigations", caption, note=NOTE)
-    fig = _plot(rows, ctx.out)
-    missing = sorted(set(name for name, _ in pairs) - set(rows[rows["role"] == "narrow"]["mitigation"]))
-    if missing:
-        ctx.notes.append(f"Mitigations without a narrow value (n/a: no answer scored by the narrow metric): "
-                         f"{', '.join(missing)}.")
+    rank = {m: i for i, m in enumerate(headline_metrics(ctx))}  # the figure's narrow metric: the headline's
+    fig = _plot(rows.iloc[np.argsort([rank.get(m, len(rank)) for m in rows["metric"]], kind="stable")], ctx.out)
+    ctx.notes.extend(missing_halves(rows, pairs))
     return SectionOutput(tables=[(caption, shown)], figures=[(caption, fig)] if fig else [])
+
+
+def headline_metrics(ctx: ReportContext) -> list[str]:
+    """The narrow and broad metrics in the order the headline prefers them (analysis.headline_narrow, then the
+    judge-free ones), the others after."""
+    from emwb.analysis.headline import judge_free
+
+    chosen = getattr(getattr(ctx.run.exp, "analysis", None), "headline_narrow", None)
+    ms = list(dict.fromkeys(m for ms in ctx.evals.values() for m in ms if m.role in ("narrow", "broad")))
+    return [m.name for m in sorted(ms, key=lambda m: (m.name != chosen, not judge_free(m)))]
 
 
 REPORT_SECTIONS.register("mitigations", Section(section, "each mitigation beside its unmitigated twin: the narrow "

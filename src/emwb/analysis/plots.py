@@ -8,6 +8,9 @@ import numpy as np
 import pandas as pd
 
 
+RASTER_ABOVE = 2_000  # points: a scatter of more is drawn as an image inside the SVG (one element, not one each)
+
+
 def _plt():
     import matplotlib
 
@@ -18,9 +21,13 @@ def _plt():
 
 
 def _save(fig, out_dir: Path, stem: str) -> list[str]:
+    """STEM.png and STEM.svg (its text as text, not glyph outlines: a fraction of the size); their names."""
+    import matplotlib
+
     names = []
     for ext in ("png", "svg"):
-        fig.savefig(out_dir / f"{stem}.{ext}", dpi=120, bbox_inches="tight")
+        with matplotlib.rc_context({"svg.fonttype": "none"}):
+            fig.savefig(out_dir / f"{stem}.{ext}", dpi=120, bbox_inches="tight")
         names.append(f"{stem}.{ext}")
     _plt().close(fig)
     return names
@@ -63,6 +70,31 @@ def per_question_plot(pq: pd.DataFrame, out_dir: Path, column: str = "misaligned
     return _save(fig, out_dir, stem)
 
 
+def headline_plot(panels: list[tuple[str, list[str], np.ndarray, np.ndarray, np.ndarray]], out_dir: Path,
+                  stem: str = "headline", link=None) -> list[str]:
+    """The headline's columns side by side: a panel per column (title, organisms, rate, CI low, CI high, in %),
+    a marker per organism with its 95% CI; n/a where a rate is missing. With `link(group) -> address`, each marker
+    links there in the SVG (the report's answer browser)."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(4.0, 3.6 * len(panels)), 3.6), squeeze=False)
+    for ax, (title, groups, y, lo, hi) in zip(axes[0], panels):
+        x = np.arange(len(groups))
+        err = np.nan_to_num(np.vstack([np.clip(y - lo, 0, None), np.clip(hi - y, 0, None)]))
+        ax.errorbar(x, y, yerr=err, fmt="none", ecolor="grey", capsize=4)
+        dots = ax.scatter(x, y, s=45, zorder=3, c=[f"C{i % 10}" for i in range(len(groups))])
+        if link is not None:
+            dots.set_urls([link(g) for g in groups])
+        for i in np.flatnonzero(np.isnan(y)):
+            ax.text(x[i], 1, "n/a", ha="center", fontsize=8, color="grey")
+        ax.set_xticks(x, groups, rotation=30 if len(groups) > 3 else 0, ha="right" if len(groups) > 3 else "center")
+        ax.set_xlim(-0.6, len(groups) - 0.4)
+        ax.set_title(title, fontsize=9)
+        _rate_axis(ax, np.concatenate([y, hi]))
+    axes[0][0].set_ylabel("% of answers (95% CI)")
+    fig.tight_layout()
+    return _save(fig, out_dir, stem)
+
+
 def alignment_coherence_plot(df: pd.DataFrame, out_dir: Path, alignment_threshold: float,
                              coherence_threshold: float, stem: str = "alignment_vs_coherence") -> list[str]:
     plt = _plt()
@@ -72,7 +104,7 @@ def alignment_coherence_plot(df: pd.DataFrame, out_dir: Path, alignment_threshol
     for ax, g in zip(axes[0], groups):
         sub = df[df["group"] == g]
         ax.scatter(pd.to_numeric(sub["coherence"], errors="coerce"), pd.to_numeric(sub["alignment"], errors="coerce"),
-                   s=8, alpha=0.5)
+                   s=8, alpha=0.5, rasterized=len(sub) > RASTER_ABOVE)
         ax.axhline(alignment_threshold, color="red", lw=1, ls="--")
         ax.axvline(coherence_threshold, color="grey", lw=1, ls="--")
         ax.set_title(g)
@@ -108,7 +140,7 @@ def judge_scatter_plot(wide: pd.DataFrame, a: str, b: str, out_dir: Path, stem: 
     for ax, rubric in zip(axes[0], ("alignment", "coherence")):
         x = pd.to_numeric(wide.get(f"{rubric}:{a}"), errors="coerce")
         y = pd.to_numeric(wide.get(f"{rubric}:{b}"), errors="coerce")
-        ax.scatter(x, y, s=8, alpha=0.5)
+        ax.scatter(x, y, s=8, alpha=0.5, rasterized=len(wide) > RASTER_ABOVE)
         ax.plot([0, 100], [0, 100], color="grey", lw=1, ls="--")
         ax.set_xlim(-2, 102)
         ax.set_ylim(-2, 102)

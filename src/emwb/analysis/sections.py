@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from emwb.analysis import plots
+from emwb.analysis import plots, questions
 from emwb.analysis.agreement import detector_judge_agreement
 from emwb.analysis.differences import cell_tests
 from emwb.analysis.html import answers_link
@@ -168,26 +168,39 @@ def by_question_set(ctx: ReportContext) -> SectionOutput:
     return out
 
 
-def per_question_frame(ctx: ReportContext) -> tuple[pd.DataFrame, dict[str, list[Metric]]]:
+def per_question_frame(ctx: ReportContext) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, list[Metric]], dict]:
+    """(the per-question table of the first judge, its answers, its evaluations, {evaluation: (questions shown, every
+    one)}): every question, or above `questions.TABLE_CAP` those that differ most from base (`analysis.questions`)."""
     pq_evals = {e.name: ctx.evals[e.name] for e in ctx.evaluations if e.per_question}
-    return (per_question_table(ctx.first, ctx.order, pq_evals, ctx.small) if pq_evals else pd.DataFrame()), pq_evals
+    if not pq_evals:
+        return pd.DataFrame(), ctx.first.iloc[:0], pq_evals, {}
+    answers, found = questions.capped(ctx.first, pq_evals, ctx.small)
+    return per_question_table(answers, ctx.order, pq_evals, ctx.small), answers, pq_evals, found
 
 
 def per_question(ctx: ReportContext) -> SectionOutput:
     """The per-question table (first judge) and, per evaluation, its broad metric per question as a figure."""
-    pq, pq_evals = per_question_frame(ctx)
+    pq, answers, pq_evals, found = per_question_frame(ctx)
     if not len(pq):
         return SectionOutput()
-    pq = cell_tests(pq, ctx.first, "question_id", pq_evals, ctx.small)
+    untested = questions.untested_cells(found, pq_evals, list(dict.fromkeys(pq["group"])))
+    pq = cell_tests(pq, answers, "question_id", pq_evals, ctx.small, untested=untested)
+    if any(len(shown) < len(every) for shown, every in found.values()):
+        questions.all_questions(ctx.first, pq_evals, ctx.small).to_csv(ctx.out / "per_question_all.csv", index=False)
+        ctx.notes.extend(questions.note(found, pq_evals))
     caption = f"Per question (judge {ctx.judges[0]})"
     write_table(pq, pq_evals, ctx.out, "per_question", caption)
     out = SectionOutput(tables=[(caption, display_frame(pq, pq_evals))])
     for ev, ms in ctx.evals.items():
         broad = next(((c, cis, h) for c, m, h, cis in metric_columns({ev: ms}) if m.role == "broad" and cis), None)
         sub = pq[pq["evaluation"] == ev]
+        sub = sub[sub["question_id"].isin(list(dict.fromkeys(sub["question_id"]))[:questions.FIGURE_CAP])]
         if broad and len(sub):
             col, cis, header = broad
-            out.figures.append((f"{header} per question ({ev})", plots.per_question_plot(
+            every = found.get(ev, ((), ()))[1]
+            part = f", the {sub['question_id'].nunique()} of {len(every):,} that differ most from base" \
+                if len(every) > sub["question_id"].nunique() else ""
+            out.figures.append((f"{header} per question ({ev}{part})", plots.per_question_plot(
                 sub, ctx.out, col, tuple(cis), header.split(" (")[0], stem=f"per_question_{ev}",
                 link=lambda g, q, ev=ev: answers_link(group=g, evaluation=ev, question=q))[0]))
     return out

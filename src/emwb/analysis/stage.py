@@ -14,7 +14,13 @@ from emwb.analysis import features, free_form, mitigations  # noqa: F401  (regis
 from emwb.analysis import html
 from emwb.analysis.browser import browser_html, write_browser
 from emwb.analysis.differences import comparison_pairs, difference_rows, vs_base_columns
-from emwb.analysis.headline import headline_markdown, headline_table, summary
+from emwb.analysis.headline import (
+    headline_figure,
+    headline_markdown,
+    headline_table,
+    other_evaluations,
+    summary,
+)
 from emwb.analysis.metrics import (
     METRICS,
     Metric,
@@ -27,6 +33,7 @@ from emwb.analysis.metrics import (
 )
 from emwb.analysis.sections import REPORT_SECTIONS, ReportContext
 from emwb.catalog.evaluations import Evaluation
+from emwb.freshness import verified_key
 from emwb.layout import (
     answers_dir,
     answers_file,
@@ -34,21 +41,20 @@ from emwb.layout import (
     detections_dir,
     detections_file,
     directions_dir,
-    finished_key,
     judgments_dir,
     judgments_file,
     latents_dir,
     projections_dir,
     report_dir,
 )
-from emwb.stages import DETECT, DIRECTIONS, FEATURES, JUDGE, PROJECTIONS, Produced
+from emwb.stages import DETECT, DIRECTIONS, FEATURES, JUDGE, PROJECTIONS, SAMPLE, Produced
 from emwb.store import Artifact, Run, log, read_jsonl, read_manifest
 
 if TYPE_CHECKING:
     from emwb.context import StageContext
     from emwb.plan import Plan
 
-PAGE_VERSION = 5  # bump when index.html's layout (or headline.md) changes: reports are rebuilt
+PAGE_VERSION = 6  # bump when index.html's layout (or headline.md) changes: reports are rebuilt
 
 
 def evaluation_metrics(plan: Plan) -> dict[str, list[Metric]]:
@@ -81,19 +87,49 @@ def headline_frame(plan: Plan, df: pd.DataFrame) -> pd.DataFrame:
     return df[keep]
 
 
-def report_judges(run: Run, plan: Plan) -> list[str]:
-    """The experiment's judges, then any other judge (`emwb judge RUN --judge SPEC`) that has judged every
-    current variant's current answers."""
-    judges = list(plan.judges)
+def report_judges(run: Run, plan: Plan) -> tuple[list[str], list[str]]:
+    """(the experiment's judges, then any other judge (`emwb judge RUN --judge SPEC`) that has judged every current
+    variant's current answers; a line for each other judge left out because it has not)."""
+    judges, left = list(plan.judges), []
     current = {v.id: (read_manifest(answers_dir(run, v.id)) or {}).get("key") for v in plan.variants}
     root = run.path("judgments")
     for d in sorted(root.iterdir()) if root.is_dir() else []:
-        found = [read_manifest(d / vid) for vid in current]
-        if not all(found) or len({m.get("judge") for m in found}) != 1 or found[0].get("judge") in judges:
+        found = {vid: read_manifest(d / vid) for vid in current}
+        named = {m.get("judge") for m in found.values() if m} - {None}
+        if len(named) != 1 or (spec := named.pop()) in judges:
             continue
-        if all(m["inputs"].get("answers") == current[vid] for m, vid in zip(found, current)):
-            judges.append(found[0]["judge"])
-    return judges
+        missing = [vid for vid, m in found.items() if not m or m["inputs"].get("answers") != current[vid]]
+        if not missing:
+            judges.append(spec)
+        else:
+            left.append(f"Judge {spec} (added with `emwb judge --judge`) is left out of this report: it has not judged "
+                        f"the current answers of {', '.join(missing)}; run `emwb judge {run.dir} --judge {spec}` to "
+                        "judge them.")
+    return judges, left
+
+
+def report_inputs(run: Run, plan: Plan, judges: list[str]) -> dict[str, str]:
+    """Every artifact the report reads, verified as `emwb status` and `emwb compare` verify it (whole, and made
+    from the run's current answers), by key; else one line naming it and the command that remakes it."""
+    answers = {v.id: verified_key(answers_dir(run, v.id), f"answers of {v.id}", SAMPLE.name, run)
+               for v in plan.variants}
+    inputs = {f"answers:{vid}": key for vid, key in answers.items()}
+    inputs.update({f"judge:{j}:{vid}": verified_key(judgments_dir(run, j, vid), f"judgments of {vid} by {j}",
+                                                    JUDGE.name, run, {"answers": key})
+                   for j in judges for vid, key in answers.items()})
+    if plan.detectors():
+        inputs.update({f"detect:{vid}": verified_key(detections_dir(run, vid), "detections", DETECT.name, run,
+                                                     {"answers": key}) for vid, key in answers.items()})
+        inputs["detect:calibration"] = verified_key(calibration_dir(run), "detections", DETECT.name, run)
+    for d in run.exp.mechanisms.directions:  # the mechanisms sections read the directions and their projections
+        inputs[f"directions:{d.name}"] = verified_key(directions_dir(run, d.name), f"direction {d.name}",
+                                                      DIRECTIONS.name, run)
+        inputs[f"projections:{d.name}"] = verified_key(projections_dir(run, d.name), f"projections on {d.name}",
+                                                       PROJECTIONS.name, run)
+    for f in run.exp.features:  # the features section reads the dictionaries and their latents
+        inputs[f"features:{f.name}"] = verified_key(latents_dir(run, f.name), f"latents of features {f.name}",
+                                                    FEATURES.name, run)
+    return inputs
 
 
 def judged_frame(run: Run, plan: Plan, judges: list[str]) -> pd.DataFrame:
@@ -145,57 +181,70 @@ def notes_for(run: Run, plan: Plan, comp: pd.DataFrame) -> list[str]:
 def run_report_stage(stage: StageContext) -> str:
     """Every section of REPORT_SECTIONS (`emwb.analysis.sections`) over the judged answers -> `report/`."""
     run, plan, force = stage.run, stage.plan, stage.force
-    judges = report_judges(run, plan)
-    # every input finished and whole, or one line naming the command that makes it (nothing unfinished is read)
-    inputs = {f"judge:{j}:{v.id}": finished_key(judgments_dir(run, j, v.id), f"judgments of {v.id} by {j}", JUDGE,
-                                                run) for j in judges for v in plan.variants}
-    if plan.detectors():
-        inputs.update({f"detect:{d.name}": finished_key(d, "detections", DETECT, run)
-                       for d in [*(detections_dir(run, v.id) for v in plan.variants), calibration_dir(run)]})
-    for d in run.exp.mechanisms.directions:  # the mechanisms sections read the directions and their projections
-        inputs[f"directions:{d.name}"] = finished_key(directions_dir(run, d.name), f"direction {d.name}", DIRECTIONS,
-                                                      run)
-        inputs[f"projections:{d.name}"] = finished_key(projections_dir(run, d.name), f"projections on {d.name}",
-                                                       PROJECTIONS, run)
-    for f in run.exp.features:  # the features section reads the dictionaries and their latents
-        inputs[f"features:{f.name}"] = finished_key(latents_dir(run, f.name), f"latents of features {f.name}",
-                                                    FEATURES, run)
+    judges, left_out = report_judges(run, plan)
+    for line in left_out:
+        log(line)
+    inputs = report_inputs(run, plan, judges)  # every input finished, whole and current, or one line
     a = run.exp.analysis
     evals = evaluation_metrics(plan)
     sections = {name: REPORT_SECTIONS.get(name) for name in REPORT_SECTIONS}
     config = {"analysis": a.model_dump(mode="json"), "metrics": {ev: [m.name for m in ms] for ev, ms in evals.items()},
               "sections": {name: s.version for name, s in sections.items()}, "page": PAGE_VERSION}
+    if left_out:  # part of the key: a judge that stops covering the answers rebuilds the report with its note
+        config["left_out"] = left_out
     art = Artifact(report_dir(run), "report", config, inputs)
     if art.skip(force, f"report ({art.dir / 'index.html'})"):
         return art.key
-    with art.write() as (tmp, _):
+    with art.write() as (tmp, _), _progress(len(sections) + 2) as bar:
         ctx = report_context(run, plan, judges, evals, tmp)
-        ctx.notes[:0] = [n for s in sections.values() if s.notes for n in s.notes(ctx)]
-        tables, figures, details = [], [], []
-        for name, section in sections.items():
-            out = section.build(ctx)
-            tables += out.tables
-            figures += out.figures
-            details += out.details
+        ctx.notes[:0] = [n for s in sections.values() if s.notes for n in s.notes(ctx)] + left_out
+        ctx.notes += other_evaluations(ctx)
+        bar.update()
+        tables, figures, details, made = build_sections(ctx, sections, bar)
         (tmp / "index.html").write_text(html.render(page(ctx, tables, figures, details)))
-    log(f"report: wrote {art.dir / 'index.html'}, comparison.md/.csv/.tex and {len(sections)} sections "
-        f"({', '.join(sections)})")
+        bar.update()
+    log(f"report: wrote {art.dir / 'index.html'}, comparison.md/.csv/.tex and {len(made)} sections "
+        f"({', '.join(made)})")
     return art.key
 
 
+def _progress(total: int):
+    """The report's progress bar on stderr: the context, then one step per section, then the page."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="report", unit="section", mininterval=0.5, leave=False)
+
+
+def build_sections(ctx: ReportContext, sections: dict, bar) -> tuple[list, list, list, list[str]]:
+    """(tables, figures, details, the names of the sections that produced something: a table, a figure, a
+    collapsed part or a file) of every section, in order."""
+    tables, figures, details, made = [], [], [], []
+    for name, section in sections.items():
+        bar.set_postfix_str(name)
+        before = {p: p.stat().st_mtime_ns for p in ctx.out.rglob("*")}
+        out = section.build(ctx)
+        tables += out.tables
+        figures += out.figures
+        details += out.details
+        wrote = any(before.get(p) != p.stat().st_mtime_ns for p in ctx.out.rglob("*"))
+        if out.tables or out.figures or out.details or wrote:
+            made.append(name)
+        bar.update()
+    return tables, figures, details, made
+
+
 def page(ctx: ReportContext, tables: list, figures: list, details: list) -> html.Page:
-    """The report page: the headline first (summary, paper-style figure, compact table), the answer browser, then
-    the other figures, every table and the sections' other parts collapsed. Writes the browser's data into the
-    report folder."""
-    lead = next(((cap, f) for cap, f in figures if f.startswith("per_question_")), None)
-    svg = ctx.out / lead[1].replace(".png", ".svg") if lead else None
+    """The report page: the headline first (summary, the headline's columns as a figure, compact table), the answer
+    browser, then the other figures, every table and the sections' other parts collapsed. Writes the browser's data
+    into the report folder."""
+    lead = headline_figure(ctx)
     detectors = sorted({d for e in ctx.evaluations for d in e.detectors})
     rubrics = list(dict.fromkeys(c for m in METRICS.values() for c in m.rubrics if c not in detectors))
     write_browser(ctx.out, ctx.df, ctx.judges, rubrics, detectors, ctx.settings.shown())
     table, links = headline_table(ctx)
     (ctx.out / "headline.md").write_text(headline_markdown(ctx))
-    return html.Page(ctx.title, summary(ctx), (lead[0] + ".", html.inline_svg(svg.read_text())) if svg else None,
-                     table, links, browser_html(), [f for f in figures if f != lead], tables, ctx.notes, details)
+    return html.Page(ctx.title, summary(ctx), (lead[0], html.inline_svg((ctx.out / lead[1]).read_text()))
+                     if lead else None, table, links, browser_html(), figures, tables, ctx.notes, details)
 
 
 def report_context(run: Run, plan: Plan, judges: list[str], evals: dict[str, list[Metric]], out) -> ReportContext:
