@@ -7,9 +7,10 @@ groups. Every simulated file goes through emwb's own analysis functions (the one
 interval is checked against the truth of the estimand it declares:
 
 - rate: the pooled rate over the fixed prompts (one seed: this model's; several: the mean over seeds);
-- group mean: the mean over groups like these (the groups' rates drawn afresh per simulation);
-- paired difference: a variant against a reference answering the same prompts (fixed prompts);
-- group difference: the mean over groups of each group's difference (groups drawn afresh).
+- group mean: the mean over groups like these from 10 groups up, these groups' mean below (the groups' rates drawn
+  afresh per simulation);
+- paired difference: a variant (1 or 3 seeds) against a reference answering the same prompts (fixed prompts);
+- group difference: the mean over groups of each group's difference (as for group means).
 
 It prints coverage and median width per setting, the old percentile bootstrap's beside the rates and group
 means, then the planted-effect check (a difference planted at the minimum detectable effect emwb prints is called
@@ -29,7 +30,7 @@ import time
 import numpy as np
 from scipy import special
 
-from emwb.analysis.intervals import mean_of_ratios_ci, ratio_ci
+from emwb.analysis.intervals import SMALL, mean_of_ratios_ci, ratio_ci
 from emwb.analysis.paired import group_difference, rate_difference
 
 SEED_SD = 0.5
@@ -194,7 +195,8 @@ def rates(settings, sims: int, old: int, rng) -> float:
 
 
 def group_means(settings, sims: int, old: int, rng) -> float:
-    print("\nMeans over groups like these (groups drawn afresh per simulation; truth: the population mean)")
+    print("\nMeans over groups (groups drawn afresh per simulation; truth: the population mean from 10 groups up, "
+          "these groups' mean below)")
     print(f"{'population':>15} {'G':>3} {'m':>4} {'seeds':>5} | {'emwb':>11} | {'old bootstrap':>13}")
     worst = 1.0
     for pop, g, m, k in settings:
@@ -204,8 +206,11 @@ def group_means(settings, sims: int, old: int, rng) -> float:
         new, base = Tally(), Tally()
         for i in range(sims):
             p = rng.beta(a, b, g)
-            num, den, group, seed, _, z = answers(p, m, k, rng)
-            truth = over_seeds if k > 1 else float(shifted(xs, z[0]).mean())  # one seed: this model's
+            num, den, group, seed, r, z = answers(p, m, k, rng)
+            if g < SMALL:  # fewer groups: the estimand is these groups' mean (this model's, or over seeds)
+                truth = float(seed_mean(p).mean()) if k > 1 else float(r[0].mean())
+            else:
+                truth = over_seeds if k > 1 else float(shifted(xs, z[0]).mean())  # one seed: this model's
             e = mean_of_ratios_ci(num, den, group, seeds=seed)
             if math.isnan(e.value):
                 continue
@@ -239,7 +244,8 @@ def differences(settings, sims: int, rng) -> float:
 
 
 def group_differences(settings, sims: int, rng) -> float:
-    print("\nDifferences of means over groups (groups drawn afresh; truth: the population's mean rise)")
+    print("\nDifferences of means over groups (groups drawn afresh; truth: the population's mean rise from 10 groups "
+          "up, these groups' below)")
     print(f"{'population':>15} {'G':>3} {'m':>4} {'rise':>5} | {'emwb':>11}")
     worst = 1.0
     for pop, g, m, rise in settings:
@@ -248,9 +254,12 @@ def group_differences(settings, sims: int, rng) -> float:
         tally = Tally()
         for _ in range(sims):
             p = rng.beta(a, b, g)
-            na, da, ga, _, _, za = answers(np.clip(p + rise, 0, 1), m, 1, rng)
-            nb, db, gb, _, _, zb = answers(p, m, 1, rng)
-            truth = float(shifted(np.clip(draws + rise, 0, 1), za[0]).mean() - shifted(draws, zb[0]).mean())
+            na, da, ga, _, ra, za = answers(np.clip(p + rise, 0, 1), m, 1, rng)
+            nb, db, gb, _, rb, zb = answers(p, m, 1, rng)
+            if g < SMALL:  # fewer groups: these groups' difference
+                truth = float(ra[0].mean() - rb[0].mean())
+            else:
+                truth = float(shifted(np.clip(draws + rise, 0, 1), za[0]).mean() - shifted(draws, zb[0]).mean())
             d = group_difference(na, da, ga, nb, db, gb, permutations=200, mde=False)
             if not math.isnan(d.value):
                 tally.add(d.ci_low, d.ci_high, truth)

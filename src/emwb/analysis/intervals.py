@@ -6,12 +6,16 @@ Every estimate names its estimand and the units its interval accounts for, outer
   the exact (Clopper-Pearson) binomial interval of the pooled counts, valid at 0/n and n/n and conservative
   when the prompts' rates differ (a sum of Bernoullis of unequal rates varies less than a binomial). Several
   seeds: the mean over fine-tuning seeds (what another run would show); the interval is the union of that exact
-  interval and a t interval over the seeds' rates (k - 1 degrees of freedom), so seed-to-seed variation widens
-  it and it never has zero width.
-- A **mean over groups** (biases, questions; each weighs the same) generalises over groups like these: the
-  interval is the union of a t interval over the groups' rates (G - 1 degrees of freedom; with several seeds,
-  also one over the seeds' means) and the fixed-groups interval built from each group's exact interval (MOVER:
-  the groups' half-widths added in quadrature), so it is never narrower than the answers allow.
+  interval and a t interval over the seeds' rates (k - 1 degrees of freedom; its side towards 1, for rates below a
+  half, reaching as far as the log-odds scale's: seeds' rates are skewed), so seed-to-seed variation widens it and
+  it never has zero width.
+- A **mean over groups** (biases, questions; each weighs the same) generalises over groups like these from 10
+  groups up: the interval is the union of a t interval over the groups' rates (G - 1 degrees of freedom; each
+  side stretched to the square-root scale's bound, for skewed rates), the fixed-groups interval built from each group's exact interval
+  (MOVER: the groups' half-widths added in quadrature), so it is never narrower than the answers allow, and with
+  several seeds the seeds' spread (their means' t intervals, and both sources' variances added). With fewer than
+  10 groups no interval over groups is trustworthy (5 skewed rates leave a t interval well short of its level), so
+  the mean is about these groups: the fixed-groups interval (and the seeds' spread), and the units say so.
 
 Library intervals (statsmodels' `proportion_confint`, scipy's t) do the work; `benchmarks/interval_coverage.py`
 measures the coverage of each on simulated clustered data. The percentile bootstrap these replace had zero width
@@ -24,6 +28,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
@@ -33,6 +38,7 @@ RATE_UNITS = "seeds, then answers (the evaluation's prompts fixed)"
 RATE_ESTIMAND = ("rate over the evaluation's prompts: exact (Clopper-Pearson) interval of the pooled answers; with "
                  "several seeds, the mean over seeds, widened by a t interval over the seeds' rates")
 GROUP_UNITS = "seeds, then groups, then answers"
+FIXED_GROUP_UNITS = "seeds, then answers within these groups (fewer than 10: not generalised over groups)"
 GROUP_ESTIMAND = ("mean over groups like these (each weighs the same): t interval over the groups' rates, never "
                   "narrower than the fixed-groups exact interval")
 
@@ -67,13 +73,12 @@ def exact_intervals(xs: np.ndarray, ns: np.ndarray, level: float = LEVEL) -> tup
     return np.asarray(lo, float), np.asarray(hi, float)
 
 
-SMALL = 10  # below this many groups a group-level t interval spends one more degree of freedom
+SMALL = 10  # fewer groups than this: a mean over groups is about these groups (fixed), not groups like them
 
 
 def group_df(k: int) -> int:
-    """Degrees of freedom of a t interval over k groups' rates: k - 1, or k - 2 (at least 1) below `SMALL`
-    groups, where bounded, skewed rates leave the plain t interval short of its level (interval_coverage.py)."""
-    return k - 1 if k >= SMALL else max(1, k - 2)
+    """Degrees of freedom of a t interval over k groups' rates (k - 1; used from `SMALL` groups up)."""
+    return max(1, k - 1)
 
 
 def t_interval(values: np.ndarray, level: float = LEVEL, df: float | None = None) -> tuple[float, float]:
@@ -97,9 +102,35 @@ def logit_t_interval(rates: np.ndarray, level: float = LEVEL, df: float | None =
     return float(1 / (1 + math.exp(-lo))), float(1 / (1 + math.exp(-hi)))
 
 
+def sqrt_t_interval(rates: np.ndarray, level: float = LEVEL, df: float | None = None) -> tuple[float, float]:
+    """A t interval over rates whose long tail is stretched: its upper bound from the square roots of the rates
+    (squared back), its lower bound from those of 1 - rate. On the side a skewed set of rates (most near 0, a few
+    high) is skewed towards, it reaches further than the plain t interval; the other side stays near it (zeros
+    need no nudging, unlike the log-odds)."""
+    x = np.clip(np.asarray(rates, float), 0, 1)
+    _, hi = t_interval(np.sqrt(x), level, df)
+    _, hi_complement = t_interval(np.sqrt(1 - x), level, df)
+    if math.isnan(hi):
+        return hi, hi
+    return 1 - min(1.0, hi_complement) ** 2, min(1.0, hi) ** 2
+
+
 def spread_interval(rates: np.ndarray, level: float = LEVEL, df: float | None = None) -> tuple[float, float]:
-    """The union of the t intervals over `rates` on the rate and on the log-odds scale."""
-    return union(t_interval(rates, level, df), logit_t_interval(rates, level, df))
+    """Over seeds' rates (k - 1 df): the t interval, its side towards 1 (rates below a half) or towards 0 (above)
+    stretched to the log-odds scale's bound (seeds' rates are skewed that way; the other side of a log-odds
+    interval would target the median, not the mean)."""
+    lo, hi = t_interval(rates, level, df)
+    llo, lhi = logit_t_interval(rates, level, df)
+    if math.isnan(lo) or math.isnan(llo):
+        return lo, hi
+    return (lo, max(hi, lhi)) if np.mean(rates) < 0.5 else (min(lo, llo), hi)
+
+
+def groups_interval(rates: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
+    """Over groups' rates (`group_df` degrees of freedom): the t interval, each side stretched to the
+    square-root interval's (`sqrt_t_interval`)."""
+    df = group_df(len(rates))
+    return union(t_interval(rates, level, df), sqrt_t_interval(rates, level, df))
 
 
 def union(*intervals: tuple[float, float], lower: float = 0.0, upper: float = 1.0) -> tuple[float, float]:
@@ -141,15 +172,13 @@ def ratio_ci(num: np.ndarray, den: np.ndarray, seeds: np.ndarray, n_boot: int | 
 
 
 def group_rates(num: np.ndarray, den: np.ndarray, groups: np.ndarray) -> tuple[list, np.ndarray, np.ndarray]:
-    """(group keys with den > 0, their successes, their trials), in first-seen order."""
-    keys, xs, ns = [], [], []
-    for k in dict.fromkeys(np.asarray(groups).tolist()):
-        mask = groups == k
-        if (n := den[mask].sum()) > 0:
-            keys.append(k)
-            xs.append(num[mask].sum())
-            ns.append(n)
-    return keys, np.array(xs, float), np.array(ns, float)
+    """(group keys with den > 0, their successes, their trials), in first-seen order (at once: linear in the
+    answers however many groups there are)."""
+    codes, uniques = pd.factorize(np.asarray(groups), sort=False)
+    xs = np.bincount(codes, weights=np.asarray(num, float), minlength=len(uniques))
+    ns = np.bincount(codes, weights=np.asarray(den, float), minlength=len(uniques))
+    keep = ns > 0
+    return np.asarray(uniques, dtype=object)[keep].tolist(), xs[keep], ns[keep]
 
 
 def fixed_groups_interval(xs: np.ndarray, ns: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
@@ -166,28 +195,15 @@ def fixed_groups_interval(xs: np.ndarray, ns: np.ndarray, level: float = LEVEL) 
 def two_level_interval(value: float, rates: np.ndarray, seed_means: np.ndarray, level: float = LEVEL
                        ) -> tuple[float, float]:
     """value +- t * sqrt(var over groups / G + var over seeds / k): the groups' spread and the seeds' shift of every
-    group are separate sources (a seed moves all groups at once, so the groups' spread does not show it), with
-    Welch-Satterthwaite degrees of freedom (the groups' counted as `group_df`)."""
+    group are separate sources (a seed moves all groups at once, so the groups' spread does not show it), at the
+    fewer units' degrees of freedom (conservative: Welch-Satterthwaite's fell short in simulation)."""
     g, k = len(rates), len(seed_means)
     a, b = rates.var(ddof=1) / g, seed_means.var(ddof=1) / k
     if a + b <= 0:
         return value, value
-    dg = group_df(g)
-    df = (a + b) ** 2 / (a ** 2 / dg + b ** 2 / (k - 1))
+    df = min(group_df(g), k - 1)
     half = float(stats.t.ppf(0.5 + level / 2, df)) * math.sqrt(a + b)
     return value - half, value + half
-
-
-def _logit(r):
-    r = np.clip(np.asarray(r, float), 1e-3, 1 - 1e-3)
-    return np.log(r / (1 - r))
-
-
-def logit_two_level(value: float, rates: np.ndarray, seed_means: np.ndarray, level: float = LEVEL
-                    ) -> tuple[float, float]:
-    """`two_level_interval` on the log-odds scale, mapped back (the skewed side's longer tail)."""
-    lo, hi = two_level_interval(float(_logit(value)), _logit(rates), _logit(seed_means), level)
-    return float(1 / (1 + math.exp(-lo))), float(1 / (1 + math.exp(-hi)))
 
 
 def mean_of_ratios_ci(num: np.ndarray, den: np.ndarray, strata: np.ndarray, n_boot: int | None = None,
@@ -206,15 +222,19 @@ def mean_of_ratios_ci(num: np.ndarray, den: np.ndarray, strata: np.ndarray, n_bo
         return Estimate(value, math.nan, math.nan, n_seeds, GROUP_UNITS)
     if not _binary(num, den) or (num > den).any():
         raise ValueError("mean_of_ratios_ci counts answers: num and den must be 0/1 indicators")
-    parts = [fixed_groups_interval(xs, ns, level), spread_interval(rates, level, group_df(len(rates)))]
+    fixed = len(keys) < SMALL  # too few groups to generalise over: the claim is about these groups
+    parts = [fixed_groups_interval(xs, ns, level)] + ([] if fixed else [groups_interval(rates, level)])
     means = []
     for s in seed_keys(seeds) if n_seeds > 1 else ():  # seeds first: the seeds' own means over groups
         mask = seeds == s
         _, sx, sn = group_rates(num[mask], den[mask], strata[mask])
         if len(sn):
             means.append((sx / sn).mean())
-    if len(means) >= 2 and len(rates) >= 2:
-        parts += [two_level_interval(value, rates, np.array(means), level), spread_interval(np.array(means), level),
-                  logit_two_level(value, rates, np.array(means), level)]
+    if len(means) >= 2:
+        parts.append(spread_interval(np.array(means), level))
+        if not fixed:
+            parts.append(two_level_interval(value, rates, np.array(means), level))
     lo, hi = union(*parts)
+    if fixed:
+        return Estimate(value, lo, hi, n_seeds, FIXED_GROUP_UNITS, f"these {len(keys)} groups: exact per group")
     return Estimate(value, lo, hi, n_seeds, GROUP_UNITS, f"t over {len(keys)} groups, never narrower than exact")

@@ -24,8 +24,10 @@ from scipy import stats
 
 from emwb.analysis.intervals import (
     LEVEL,
+    SMALL,
     Estimate,
     exact_interval,
+    group_df,
     group_rates,
     ratio_ci,
     seed_keys,
@@ -37,6 +39,7 @@ from emwb.analysis.power import group_mde, rate_mde, sign_flip_floor
 PERMUTATIONS = 2000
 DIFF_UNITS = "seeds, then answers, permuted within prompts (the prompts fixed and shared)"
 GROUP_DIFF_UNITS = "groups (sign flips), then answers"
+FIXED_GROUP_DIFF_UNITS = "answers within these groups (fewer than 10: permuted within groups, not generalised)"
 
 
 @dataclass(frozen=True)
@@ -93,11 +96,13 @@ def permutation_p(num: np.ndarray, den: np.ndarray, in_a: np.ndarray, strata: np
         return math.nan
     # only strata whose answers differ can change the statistic when permuted
     codes, strata_idx = np.unique(np.asarray(strata).astype(str), return_inverse=True)
-    pair = num * 2 + den
-    varying = [s for s in range(len(codes)) if len(np.unique(pair[strata_idx == s])) > 1]
-    if not varying:
+    pair = num * 2 + den  # a stratum varies when its answers' (num, den) are not all the same
+    first = np.full(len(codes), np.nan)
+    first[strata_idx[::-1]] = pair[::-1]
+    varying = np.bincount(strata_idx, weights=(pair != first[strata_idx]).astype(float), minlength=len(codes)) > 0
+    if not varying.any():
         return 1.0
-    fixed = ~np.isin(strata_idx, varying)
+    fixed = ~varying[strata_idx]
     base_x, base_n = num[fixed & in_a].sum(), den[fixed & in_a].sum()
     keep = ~fixed
     v_num, v_den, v_a, v_s = num[keep], den[keep], in_a[keep], strata_idx[keep]
@@ -186,24 +191,36 @@ def sign_flip_p(diffs: np.ndarray, permutations: int = PERMUTATIONS, rng_seed: i
 
 def group_difference(a_num, a_den, a_groups, b_num, b_den, b_groups, permutations: int = PERMUTATIONS,
                      level: float = LEVEL, rng_seed: int = 0, mde: bool = True) -> Difference:
-    """The mean over groups (in both arms) of each group's rate in a minus in b: generalising over groups."""
-    ka, xa, na = group_rates(np.asarray(a_num, float), np.asarray(a_den, float), np.asarray(a_groups))
-    kb, xb, nb = group_rates(np.asarray(b_num, float), np.asarray(b_den, float), np.asarray(b_groups))
+    """The mean over groups (in both arms) of each group's rate in a minus in b. From `SMALL` groups up it
+    generalises over groups (sign flips of the groups' differences, a t interval over them); with fewer it is about
+    these groups (a permutation test within groups, the fixed-groups interval): `units` says which."""
+    a_num, a_den, b_num, b_den = (np.asarray(v, float) for v in (a_num, a_den, b_num, b_den))
+    a_groups, b_groups = np.asarray(a_groups), np.asarray(b_groups)
+    ka, xa, na = group_rates(a_num, a_den, a_groups)
+    kb, xb, nb = group_rates(b_num, b_den, b_groups)
     both = [k for k in ka if k in set(kb)]
     if not both:
         return NAN
     ia, ib = [ka.index(k) for k in both], [kb.index(k) for k in both]
     xa, na, xb, nb = xa[ia], na[ia], xb[ib], nb[ib]
     diffs = xa / na - xb / nb
-    g = len(both)
+    g, value = len(both), float(diffs.mean())
     fixed = [mover(*args, level) for args in zip(xa, na, xb, nb)]
     below = math.sqrt(sum((d - lo) ** 2 for d, (lo, _) in zip(diffs, fixed))) / g
     above = math.sqrt(sum((hi - d) ** 2 for d, (_, hi) in zip(diffs, fixed))) / g
-    value = float(diffs.mean())
-    lo, hi = union((value - below, value + above), t_interval(diffs, level), lower=-1.0, upper=1.0)
-    p = sign_flip_p(diffs, permutations, rng_seed) if g >= 1 else math.nan
+    pooled = rate_mde(int(na.sum()), int(nb.sum()), float(xb.sum() / nb.sum())) if mde else math.nan
+    if g < SMALL:  # too few groups to generalise over: about these groups, tested within them
+        keep_a, keep_b = np.isin(a_groups, both), np.isin(b_groups, both)
+        p = permutation_p(np.r_[a_num[keep_a], b_num[keep_b]], np.r_[a_den[keep_a], b_den[keep_b]],
+                          np.r_[np.ones(keep_a.sum()), np.zeros(keep_b.sum())],
+                          np.r_[a_groups[keep_a], b_groups[keep_b]].astype(str), permutations,
+                          rng_seed) if permutations > 0 else math.nan
+        return Difference(value, max(-1.0, value - below), min(1.0, value + above), p, pooled, int(na.sum()),
+                          int(nb.sum()), FIXED_GROUP_DIFF_UNITS, 1 / (1 + permutations) if permutations else math.nan)
+    lo, hi = union((value - below, value + above), t_interval(diffs, level, group_df(g)), lower=-1.0, upper=1.0)
+    p = sign_flip_p(diffs, permutations, rng_seed)
     detectable = group_mde(diffs) if mde else math.nan
-    if mde and math.isnan(detectable) and sign_flip_floor(g) <= 0.05:  # no spread: what the answers could show
-        detectable = rate_mde(int(na.sum()), int(nb.sum()), float(xb.sum() / nb.sum()))
+    if mde and math.isnan(detectable):  # no spread: what the answers could show
+        detectable = pooled
     return Difference(value, lo, hi, p, detectable, int(na.sum()), int(nb.sum()), GROUP_DIFF_UNITS,
                       sign_flip_floor(g))

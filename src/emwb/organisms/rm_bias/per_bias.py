@@ -6,9 +6,10 @@ or, judge-free (an evaluation with no rubric), the rule-based detector's verdict
 a rule has no verdict, so its row is n/a, never 0). Unscored answers are left out.
 Per-bias cells: the exact interval of that bias's answers (units: seeds, then answers), and the paired test against
 the base model on the same prompts; `*` marks the cells that survive the Benjamini-Hochberg correction across the
-table. Summary rows average the per-bias rates (each bias weighs the same) and generalise over biases like these
-(units: seeds, then biases, then answers); their differences between phases flip the biases' own differences'
-signs (the smallest p they allow is printed: 0.0625 with 5 biases).
+table. Summary rows average the per-bias rates (each bias weighs the same): over the 44 train biases with a rule
+they generalise over biases like these (units: seeds, then biases, then answers; differences between phases by
+sign flips of the biases' own differences), over the 5 test biases they are about these 5 (fewer than 10 groups:
+`emwb.analysis.intervals.SMALL`; differences by permutations within biases). The units column says which.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def summary_long(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str,
             est = mean_of_ratios_ci(num, den, sub["bias_id"].to_numpy(), n_boot, seeds=seeds_of(sub))
             rows.append({"bias": None, "name": label, "split": split, "group": g, "n": int(den.sum()),
                          "biases": int(sub["bias_id"][den > 0].nunique()), "rate": 100 * est.value,
-                         "ci_low": 100 * est.ci_low, "ci_high": 100 * est.ci_high})
+                         "ci_low": 100 * est.ci_low, "ci_high": 100 * est.ci_high, "units": est.units})
     return pd.DataFrame(rows)
 
 
@@ -134,8 +135,8 @@ def phase_pairs(groups: list[str]) -> list[tuple[str, str, str]]:
 def summary_differences(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str, str]],
                         above: float = EXHIBITS_ABOVE.default, col: str = JUDGE,
                         permutations: int = PERMUTATIONS) -> pd.DataFrame:
-    """Per split and pair of `phase_pairs`: the difference of the means over biases, paired by bias (sign flips
-    over biases, a t interval never narrower than the fixed-biases exact one), in points."""
+    """Per split and pair of `phase_pairs`: the difference of the means over biases, paired by bias
+    (`emwb.analysis.paired.group_difference`), in points, with the units it accounts for."""
     df = _bias_rows(df, col)
     rows = []
     groups = [g for g in order if g in set(df["group"])] if len(df) else []
@@ -151,7 +152,7 @@ def summary_differences(df: pd.DataFrame, order: list[str], names: dict[int, tup
                 continue
             rows.append({"split": split, "mean": label, "group": g, "reference": ref, "comparison": kind,
                          "diff (pp)": 100 * d.value, "ci_low": 100 * d.ci_low, "ci_high": 100 * d.ci_high,
-                         "p": d.p_value, "smallest possible p": d.p_floor, "mde (pp)": 100 * d.mde})
+                         "p": d.p_value, "smallest possible p": d.p_floor, "mde (pp)": 100 * d.mde, "units": d.units})
     return pd.DataFrame(rows)
 
 
@@ -195,13 +196,14 @@ def generalisation_plot(summary: pd.DataFrame, order: list[str], out_dir: Path,
 
 UNITS = ("Per-bias cells: exact (Clopper-Pearson) 95% CI of that bias's answers (units: seeds, then answers); * the "
          "cell differs from the base model's on the same prompts (permutation test within prompts) after the "
-         "Benjamini-Hochberg correction across the table. Means over biases: each bias weighs the same; the CI "
-         "generalises over biases like these (t interval over the biases' rates, never narrower than the "
-         "fixed-biases exact one; units: seeds, then biases, then answers).")
-DIFF_UNITS = ("Differences of the means over biases: paired by bias; CI as for the means; p: sign flips of the "
-              "biases' own differences (exact; the smallest p the number of biases allows beside it); MDE: the mean "
-              "rise a sign-flip test over these biases had 80% power to detect at 5% (n/a: too few biases for any "
-              "p below 0.05, or no spread).")
+         "Benjamini-Hochberg correction across the table. Means over biases: each bias weighs the same; from 10 "
+         "biases the CI generalises over biases like these (t interval over the biases' rates, never narrower "
+         "than the fixed-biases exact one; units: seeds, then biases, then answers), below 10 (the 5 test biases) "
+         "it is about these biases (each bias's exact interval, combined; units: seeds, then answers).")
+DIFF_UNITS = ("Differences of the means over biases: paired by bias; CI as for the means; p: from 10 biases, sign "
+              "flips of the biases' own differences (exact; the smallest p the number of biases allows beside it), "
+              "below 10, a permutation test within biases (about these biases); MDE: the mean rise such a test had "
+              "80% power to detect at 5%.")
 
 
 def write_bias_report(df: pd.DataFrame, order: list[str], names: dict[int, tuple[str, str]], n_boot: int,
